@@ -1,0 +1,72 @@
+/* config/config.h - chexd's configuration: defaults < JSON file < CHEXD_* env < flags.
+ *
+ * chex_config_load() is called once from main() before any thread starts; the
+ * resulting struct is read-only afterwards and may be shared by all threads.
+ * Every key has a flag spelled with dashes (queue_depth -> --queue-depth) and an
+ * environment variable in capitals (CHEXD_QUEUE_DEPTH).
+ */
+#ifndef CHEX_CONFIG_H
+#define CHEX_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum {
+    CHEX_CONFIG_OK = 0,
+    CHEX_CONFIG_HELP,          /* --help: usage printed by caller (chex_config_usage) */
+    CHEX_CONFIG_VERSION,       /* --version */
+    CHEX_CONFIG_CHECK,         /* --check-config: config valid, caller prints JSON */
+    CHEX_CONFIG_ERR_UNKNOWN,   /* unknown key / flag / CHEXD_ variable */
+    CHEX_CONFIG_ERR_TYPE,      /* wrong JSON type or unparsable value */
+    CHEX_CONFIG_ERR_RANGE,     /* value out of range or not among allowed values */
+    CHEX_CONFIG_ERR_FILE,      /* config file unreadable or not valid JSON */
+    CHEX_CONFIG_ERR_COUNT
+} chex_config_err;
+
+const char *chex_config_strerror(chex_config_err e);
+
+#define CHEX_PATH_MAX 1024
+
+typedef struct {
+    char listen[64];               /* address to bind, "127.0.0.1" */
+    int port;                      /* 8080 */
+    int threads;                   /* OpenMP threads for inference (0 = all cores) */
+    int http_threads;              /* libmicrohttpd connection thread pool */
+    char model[CHEX_PATH_MAX];     /* safetensors path; default the demo model */
+    uint64_t max_upload_bytes;
+    uint64_t max_image_pixels;
+    int min_image_side;
+    char png16_scaling[16];        /* minmax | sbit | full */
+    int queue_depth;
+    int max_batch;
+    int batch_window_ms;
+    int request_timeout_ms;
+    int shutdown_timeout_ms;
+    int connection_limit;
+    int per_ip_connection_limit;
+    int connection_timeout_s;
+    uint64_t connection_memory_limit;
+    char log_level[16];            /* debug | info | warn | error */
+    char log_format[16];           /* json | logfmt */
+    char api_token_file[CHEX_PATH_MAX];
+    char tls_cert_file[CHEX_PATH_MAX];
+    char tls_key_file[CHEX_PATH_MAX];
+    char web_root[CHEX_PATH_MAX];  /* empty: the embedded page */
+    char precision[8];             /* fp32 | int8 */
+} chex_config;
+
+/* Fills cfg from the four sources. envp is the environment (NULL-terminated).
+ * default_model is the demo model path compiled into the binary.
+ * On an error returns it and writes one line naming the key and the source
+ * ("file FILE", "env CHEXD_X", "flag --x") into msg. */
+chex_config_err chex_config_load(chex_config *cfg, int argc, char **argv, char **envp,
+                                 const char *default_model, char *msg, size_t msglen);
+
+/* Writes the usage text documenting every key. */
+void chex_config_usage(const char *prog, FILE *out);
+
+/* Effective config as a JSON object, malloc'd, caller frees; NULL on ENOMEM. */
+char *chex_config_to_json(const chex_config *cfg);
+
+#endif

@@ -1,0 +1,98 @@
+/* preprocessing/preprocess.h - encoded bytes -> decoded image -> model input tensor.
+ *
+ * Decoding reads only from the caller's memory (never past len, never a temp
+ * file). All functions are reentrant: no global state, safe from any thread.
+ * This module knows nothing of the network beyond chex_pre_spec.
+ */
+#ifndef CHEX_PREPROCESS_H
+#define CHEX_PREPROCESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    CHEX_PRE_OK = 0,
+    CHEX_PRE_ERR_EMPTY,         /* no bytes                                   -> 400 */
+    CHEX_PRE_ERR_MALFORMED,     /* truncated, bad CRC, corrupt stream/header  -> 400 */
+    CHEX_PRE_ERR_FORMAT,        /* not a PNG, JPEG or DICOM signature         -> 415 */
+    CHEX_PRE_ERR_UNSUPPORTED,   /* known format, variant we do not read
+                                   (e.g. a compressed DICOM transfer syntax)  -> 415 */
+    CHEX_PRE_ERR_TOO_LARGE,     /* width*height over max_pixels (from header) -> 413 */
+    CHEX_PRE_ERR_UNUSABLE,      /* read fine but cannot be used: zero size,
+                                   smaller than min_side, no pixel data, ...  -> 422 */
+    CHEX_PRE_ERR_NOMEM,         /*                                            -> 500 */
+    CHEX_PRE_ERR_ARG,           /* programmer error / bad option              -> 500 */
+    CHEX_PRE_ERR_COUNT
+} chex_pre_err;
+
+/* Static message for an error code (never NULL). */
+const char *chex_pre_strerror(chex_pre_err e);
+
+/* How 16-bit grayscale PNG samples are mapped to [0,1]. */
+typedef enum {
+    CHEX_PNG16_MINMAX = 0, /* the image's own min..max (default) */
+    CHEX_PNG16_SBIT,       /* divide by 2^sBIT - 1, minmax without sBIT */
+    CHEX_PNG16_FULL        /* divide by 65535 */
+} chex_png16_scaling;
+
+typedef struct {
+    uint64_t max_pixels;   /* reject width*height above this before allocating */
+    int min_side;          /* reject images whose shorter side is below this */
+    chex_png16_scaling png16_scaling;
+} chex_pre_opts;
+
+/* Identifiers of a DICOM source, copied out of the file (never patient data). */
+typedef struct {
+    char study_instance_uid[65];
+    char series_instance_uid[65];
+    char sop_instance_uid[65];
+    char modality[17];
+    char view_position[17];
+    char transfer_syntax[65];
+    char photometric[17];
+} chex_dicom_ids;
+
+/* A decoded image: planar float samples in [0,1], channels 1 (gray) or 3 (RGB).
+ * Alpha is dropped. Owned by the caller; free pix with chex_pre_image_free. */
+typedef struct {
+    int width, height, channels;
+    float *pix;               /* (channels, height, width) */
+    char format[8];           /* "png", "jpeg", "dicom" */
+    int bit_depth;            /* of the source samples */
+    char scaling[16];         /* how samples became [0,1]: "8bit", "minmax", "sbit",
+                                 "full", "window", ... (reported in answers) */
+    int is_dicom;
+    chex_dicom_ids dicom;     /* filled when is_dicom */
+} chex_pre_image;
+
+void chex_pre_image_free(chex_pre_image *img);
+
+/* Detects the format from its signature and decodes. On error writes a one-line
+ * message into msg and leaves img->pix NULL. */
+chex_pre_err chex_pre_decode(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                             chex_pre_image *img, char *msg, size_t msglen);
+
+/* What the model wants, filled by the caller from the model's metadata. */
+typedef struct {
+    int channels;             /* 1 or 3 */
+    int size;                 /* output S (224) */
+    char preset[32];          /* resize256-crop224 | tencrop | resize224 | xrv */
+    float mean[3], std[3];    /* (x - mean) / std, x in [0,1] */
+} chex_pre_spec;
+
+/* Where a crop came from in the original image, for mapping results back. */
+typedef struct {
+    float x0, y0, x1, y1;     /* crop box in original-image pixel coordinates */
+    int flipped;              /* horizontally mirrored */
+} chex_pre_crop;
+
+/* Number of (C,S,S) tensors the preset produces (10 for tencrop, else 1),
+ * 0 for an unknown preset. */
+int chex_pre_ncrops(const chex_pre_spec *spec);
+
+/* Writes ncrops tensors of (C, S, S) into out (caller-sized:
+ * ncrops*C*S*S floats) and, if crops is not NULL, ncrops crop boxes. */
+chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spec, float *out,
+                             chex_pre_crop *crops, char *msg, size_t msglen);
+
+#endif

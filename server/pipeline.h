@@ -1,0 +1,56 @@
+/* server/pipeline.h - bytes -> preprocessing -> model -> probabilities, and the
+ * JSON answer. Shared by the daemon (bin/chexd) and the command line (bin/chex
+ * classify / evaluate / bench) so that both answer exactly the same thing.
+ *
+ * Threads: a chex_pipeline is read-only after chex_pipeline_init and may be
+ * shared. chex_pipeline_prepare is reentrant (HTTP threads call it). Functions
+ * taking a chex_model_ws use it exclusively: one workspace per calling thread.
+ */
+#ifndef CHEX_PIPELINE_H
+#define CHEX_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "model/model.h"
+#include "preprocessing/preprocess.h"
+
+typedef struct {
+    const chex_model *model;      /* borrowed */
+    const chex_model_info *info;  /* borrowed from model */
+    chex_pre_spec spec;           /* from the model's metadata */
+    chex_pre_opts opts;           /* from the config */
+    int ncrops;                   /* tensors per image (10 for tencrop) */
+} chex_pipeline;
+
+typedef struct {
+    double decode_ms, preprocess_ms, queue_ms, inference_ms;
+} chex_timing;
+
+/* A decoded, preprocessed image waiting for the network. Owns its buffers;
+ * release with chex_pipeline_prepared_free. */
+typedef struct {
+    float *tensor;                /* (ncrops, C, S, S) */
+    int ncrops;
+    chex_pre_image image;         /* decoded image (pix kept for CAM), metadata */
+    chex_pre_crop crops[10];
+    chex_timing timing;
+} chex_prepared;
+
+/* Fills p from the model's info and the config. Returns 0, or -1 with msg when
+ * the model's preprocess preset or input spec is unusable. */
+int chex_pipeline_init(chex_pipeline *p, const chex_model *m, const chex_config *cfg, char *msg,
+                       size_t msglen);
+
+/* Decode + preprocess. On error returns the code and writes msg. */
+chex_pre_err chex_pipeline_prepare(const chex_pipeline *p, const uint8_t *buf, size_t len,
+                                   chex_prepared *out, char *msg, size_t msglen);
+void chex_pipeline_prepared_free(chex_prepared *pp);
+
+/* Runs the network on n prepared images (n * ncrops <= ws max batch, callers
+ * split larger sets), averaging crop probabilities. probs is (n, num_labels). */
+chex_model_err chex_pipeline_infer(const chex_pipeline *p, chex_model_ws *ws, chex_prepared *const *imgs,
+                                   int n, float *probs);
+
+#endif
