@@ -1,0 +1,23 @@
+/* tests/unit/helpers/guard.h - place bytes right before a PROT_NONE page, so a
+ * parser that reads past len faults at once (picohttpparser's trick). */
+#ifndef CHEX_TEST_GUARD_H
+#define CHEX_TEST_GUARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    void *base;
+    size_t maplen;
+    uint8_t *data; /* len bytes ending exactly at the guard page */
+    size_t len;
+} chex_guard_buf;
+
+/* Copies src[0..len) into a fresh mapping; returns 0 or -1. */
+int chex_guard_alloc(chex_guard_buf *g, const void *src, size_t len);
+void chex_guard_free(chex_guard_buf *g);
+
+/* Reads a whole file into malloc'd memory (caller frees); NULL on error. */
+uint8_t *chex_test_read_file(const char *path, size_t *len);
+
+#endif
