@@ -561,8 +561,11 @@ static char *build_header(const chex_st_wtensor *t, int nt, const char *const *m
             goto fail;
         }
         json_t *offs = json_pack("[II]", (json_int_t)(off - bytes), (json_int_t)off);
-        if (!offs || json_object_set_new(e, "data_offsets", offs) != 0 ||
-            json_object_set_new(root, w->name, e) != 0) {
+        if (!offs || json_object_set_new(e, "data_offsets", offs) != 0) {
+            json_decref(e);
+            goto nomem;
+        }
+        if (json_object_set_new(root, w->name, e) != 0) { /* e is stolen even on failure */
             set_msg(msg, msglen, "tensor '%s': cannot build header (UTF-8 name?)", s);
             *rc = CHEX_MODEL_ERR_ARG;
             goto fail;
