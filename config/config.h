@@ -59,9 +59,31 @@ typedef struct {
 /* Fills cfg from the four sources. envp is the environment (NULL-terminated).
  * default_model is the demo model path compiled into the binary.
  * On an error returns it and writes one line naming the key and the source
- * ("file FILE", "env CHEXD_X", "flag --x") into msg. */
+ * ("file FILE", "env CHEXD_X", "flag --x") into msg.
+ * The file is named by --config FILE, else by CHEXD_CONFIG. Any other CHEXD_*
+ * variable that is not a key is an error, except CHEXD_ISA (read by model/).
+ * argv holds flags only: a positional argument is an error. --help/-h and
+ * --version return at once, before anything else is checked. */
 chex_config_err chex_config_load(chex_config *cfg, int argc, char **argv, char **envp,
                                  const char *default_model, char *msg, size_t msglen);
+
+/* Only the defaults (no file, env or flags): what bin/chex starts from.
+ * default_model may be NULL (model then ""). Returns CHEX_CONFIG_ERR_RANGE
+ * only when default_model is longer than CHEX_PATH_MAX - 1 (model is "").
+ * chex_config_load calls it first; on an error from load cfg is unspecified. */
+chex_config_err chex_config_defaults(chex_config *cfg, const char *default_model);
+
+/* Sets one key from its text, with the same parsing and validation as env and
+ * flags. key is the JSON name (queue_depth; the dashed queue-depth is also
+ * accepted); source is named in msg, e.g. "flag --threads" (NULL: "set").
+ * On error cfg is unchanged and msg holds one line naming key and source. */
+chex_config_err chex_config_set(chex_config *cfg, const char *key, const char *value,
+                                const char *source, char *msg, size_t msglen);
+
+/* The checks between keys that chex_config_load makes last (tls_cert_file and
+ * tls_key_file both or neither; max_image_pixels >= min_image_side^2); for
+ * callers that filled cfg with chex_config_set. */
+chex_config_err chex_config_check(const chex_config *cfg, char *msg, size_t msglen);
 
 /* Writes the usage text documenting every key. */
 void chex_config_usage(const char *prog, FILE *out);
