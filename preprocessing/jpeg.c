@@ -1,0 +1,102 @@
+/* preprocessing/jpeg.c - JPEG from memory with libjpeg-turbo's TurboJPEG 2.x API
+ * (Debian 12 ships 2.1.5: tjInitDecompress/tjDecompressHeader3/tjDecompress2;
+ * the tj3* API is 3.0+).
+ *
+ * Baseline and progressive; grayscale -> 1 channel, YCbCr/RGB -> 3 channels,
+ * samples / 255 ("8bit"). CMYK/YCCK -> UNSUPPORTED. Decoding uses libjpeg's
+ * defaults (accurate integer IDCT, fancy upsampling), the same as PIL's
+ * libjpeg(-turbo) decode. Warnings are errors (TJFLAG_STOPONWARNING): a
+ * truncated or corrupt stream would otherwise decode to a half-grey image and
+ * silently give wrong probabilities. Progressive scans are capped
+ * (TJFLAG_LIMITSCANS) against scan-count denial of service.
+ *
+ * Also used by dicom.c for JPEG Baseline pixel data; it leaves img->is_dicom and
+ * img->dicom untouched.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <turbojpeg.h>
+
+#include "preprocessing/decoders.h"
+#include "preprocessing/pre_internal.h"
+
+chex_pre_err chex_pre_decode_jpeg(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                                  chex_pre_image *img, char *msg, size_t msglen)
+{
+    if (msg && msglen)
+        msg[0] = '\0';
+    if (!img || !opts) {
+        chex_pre_msg(msg, msglen, "JPEG: NULL image or options");
+        return CHEX_PRE_ERR_ARG;
+    }
+    img->pix = NULL;
+    if (!buf || len == 0) {
+        chex_pre_msg(msg, msglen, "empty image body");
+        return CHEX_PRE_ERR_EMPTY;
+    }
+    if (len < 2 || buf[0] != 0xFF || buf[1] != 0xD8) {
+        chex_pre_msg(msg, msglen, "no JPEG SOI marker");
+        return CHEX_PRE_ERR_FORMAT;
+    }
+    tjhandle tj = tjInitDecompress();
+    if (!tj) {
+        chex_pre_msg(msg, msglen, "JPEG: cannot create a decompressor: %s", tjGetErrorStr2(NULL));
+        return CHEX_PRE_ERR_NOMEM;
+    }
+    int w = 0, h = 0, subsamp = 0, cs = 0;
+    chex_pre_err e = CHEX_PRE_OK;
+    uint8_t *raw = NULL;
+    float *pix = NULL;
+    if (tjDecompressHeader3(tj, buf, (unsigned long)len, &w, &h, &subsamp, &cs) != 0) {
+        chex_pre_msg(msg, msglen, "JPEG header: %s", tjGetErrorStr2(tj));
+        e = CHEX_PRE_ERR_MALFORMED;
+        goto done;
+    }
+    e = chex_pre_check_dims((uint64_t)(w > 0 ? w : 0), (uint64_t)(h > 0 ? h : 0), opts, "JPEG",
+                            msg, msglen);
+    if (e != CHEX_PRE_OK)
+        goto done;
+    if (cs == TJCS_CMYK || cs == TJCS_YCCK) {
+        chex_pre_msg(msg, msglen, "JPEG: CMYK/YCCK colour space is not supported");
+        e = CHEX_PRE_ERR_UNSUPPORTED;
+        goto done;
+    }
+    int oc = cs == TJCS_GRAY ? 1 : 3;
+    size_t plane = (size_t)w * (size_t)h;
+    raw = malloc(plane * (size_t)oc);
+    pix = malloc(plane * (size_t)oc * sizeof(float));
+    if (!raw || !pix) {
+        chex_pre_msg(msg, msglen, "JPEG: out of memory for %dx%d pixels", w, h);
+        e = CHEX_PRE_ERR_NOMEM;
+        goto done;
+    }
+    if (tjDecompress2(tj, buf, (unsigned long)len, raw, w, 0, h, oc == 1 ? TJPF_GRAY : TJPF_RGB,
+                      TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS) != 0) {
+        chex_pre_msg(msg, msglen, "JPEG data: %s", tjGetErrorStr2(tj));
+        e = CHEX_PRE_ERR_MALFORMED;
+        goto done;
+    }
+    float lut[256];
+    for (int i = 0; i < 256; i++)
+        lut[i] = (float)i / 255.0f;
+    for (int c = 0; c < oc; c++) {
+        float *dst = pix + (size_t)c * plane;
+        const uint8_t *src = raw + c;
+        for (size_t i = 0; i < plane; i++, src += oc)
+            dst[i] = lut[*src];
+    }
+    img->width = w;
+    img->height = h;
+    img->channels = oc;
+    img->bit_depth = 8;
+    snprintf(img->format, sizeof img->format, "jpeg");
+    snprintf(img->scaling, sizeof img->scaling, "8bit");
+    img->pix = pix;
+    pix = NULL;
+done:
+    free(raw);
+    free(pix);
+    tjDestroy(tj);
+    return e;
+}
