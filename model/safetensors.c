@@ -433,11 +433,16 @@ void chex_st_to_f32(const chex_st_file *f, const chex_st_tensor *t, float *dst)
     size_t n = (size_t)chex_st_numel(t);
     switch (t->dtype) {
     case CHEX_ST_F32:
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (n)
+            memcpy(dst, p, n * 4); /* file order is the host order */
+#else
         for (size_t i = 0; i < n; i++) {
             const uint8_t *q = p + 4 * i;
             dst[i] = bits_to_f32((uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 |
                                  (uint32_t)q[3] << 24);
         }
+#endif
         break;
     case CHEX_ST_F16:
         for (size_t i = 0; i < n; i++)
