@@ -426,13 +426,8 @@ static chex_config_err set_json(chex_config *cfg, const key_def *k, const json_t
                     json_type_name(v), src);
             return CHEX_CONFIG_ERR_TYPE;
         }
-        const char *s = json_string_value(v);
-        if (strlen(s) != json_string_length(v)) {
-            set_msg(msg, msglen, "config: %s: string holds a NUL character (from %s)", k->key,
-                    src);
-            return CHEX_CONFIG_ERR_TYPE;
-        }
-        return store_string(cfg, k, s, src, msg, msglen);
+        /* No NUL inside: the file is parsed without JSON_ALLOW_NUL. */
+        return store_string(cfg, k, json_string_value(v), src, msg, msglen);
     }
     if (!json_is_integer(v)) {
         set_msg(msg, msglen, "config: %s: expected an integer, got %s (from %s)", k->key,
@@ -512,8 +507,8 @@ static chex_config_err cross_check(const chex_config *cfg, const origin *orig, c
         char src[SRC_MAX];
         origin o = orig ? orig[given - keys] : (origin){ORIG_SET, "effective config"};
         origin_text(given, o, src, sizeof src);
-        set_msg(msg, msglen, "config: %s: must be set together with %s (%s given, from %s)",
-                missing->key, given->key, given->key, src);
+        set_msg(msg, msglen, "config: %s: must be set together with %s, which is set (from %s)",
+                missing->key, given->key, src);
         return CHEX_CONFIG_ERR_RANGE;
     }
     const key_def *px = find_key("max_image_pixels"), *side = find_key("min_image_side");
@@ -551,7 +546,7 @@ static chex_config_err load_file(chex_config *cfg, const char *path, const char 
         return CHEX_CONFIG_ERR_FILE;
     }
     json_error_t jerr;
-    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     int read_err = ferror(f);
     fclose(f);
     if (!root) {
