@@ -53,4 +53,27 @@ void chex_pipeline_prepared_free(chex_prepared *pp);
 chex_model_err chex_pipeline_infer(const chex_pipeline *p, chex_model_ws *ws, chex_prepared *const *imgs,
                                    int n, float *probs);
 
+/* Floats in one (C, S, S) tensor. */
+size_t chex_pipeline_tensor_floats(const chex_pipeline *p);
+
+/* Staging buffers for batches across images: the prepared tensors are copied
+ * side by side so one forward pass serves several requests. Allocated once
+ * (chex_pipeline_batch_init), then chex_pipeline_infer_batch never allocates.
+ * One per calling thread. */
+typedef struct {
+    float *input;       /* (max_images * ncrops, C, S, S) */
+    float *crop_probs;  /* (max_images * ncrops, num_labels) */
+    int max_images;
+} chex_pipeline_batch;
+
+int chex_pipeline_batch_init(const chex_pipeline *p, chex_pipeline_batch *b, int max_images);
+void chex_pipeline_batch_free(chex_pipeline_batch *b);
+
+/* Like chex_pipeline_infer but as ONE forward pass of n * ncrops tensors
+ * (n <= b->max_images, n * ncrops <= ws max batch). Each image's
+ * timing.inference_ms is set to the time of the whole pass. */
+chex_model_err chex_pipeline_infer_batch(const chex_pipeline *p, chex_model_ws *ws,
+                                         chex_pipeline_batch *b, chex_prepared *const *imgs, int n,
+                                         float *probs);
+
 #endif

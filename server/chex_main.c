@@ -1,0 +1,470 @@
+/* server/chex_main.c - bin/chex, the one-shot command line:
+ *   chex classify [--model FILE] [--threads N] [--top K] [--threshold P] IMAGE...
+ *   chex bench [--model FILE] [--batch N] [--runs R] [--threads T]
+ *              [--isa avx512|avx2|generic] [--precision fp32] [--image FILE]
+ *   chex evaluate ...            (site validation, see docs/EVALUATION.md)
+ * classify prints one JSON line per image with the daemon's schema (same
+ * builder, server/answer.c). Exit: 0 ok, 1 some image failed, 2 usage/model. */
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "config/config.h"
+#include "model/model.h"
+#include "server/answer.h"
+#include "server/pipeline.h"
+#include "tools/eval/evaluate.h"
+
+#ifndef CHEXD_DEFAULT_MODEL
+#define CHEXD_DEFAULT_MODEL "models/chexnet-demo.safetensors"
+#endif
+
+#define DENSENET121_GFLOP 5.666
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: chex COMMAND [OPTIONS]\n"
+            "\n"
+            "  chex classify [--model FILE] [--threads N] [--top K] [--threshold P] IMAGE...\n"
+            "      Classifies PNG, JPEG or DICOM files; prints one JSON line per image, the\n"
+            "      same object chexd answers (plus \"file\"). Any chexd key is accepted as a\n"
+            "      flag too (e.g. --png16-scaling full, --max-image-pixels N).\n"
+            "      Exit 0 when every image was classified, 1 when any failed (its line is\n"
+            "      an error object), 2 on a usage or model error.\n"
+            "  chex bench [--model FILE] [--batch N] [--runs R] [--threads T]\n"
+            "             [--isa avx512|avx2|generic] [--precision fp32] [--image FILE]\n"
+            "      Times the network on batches of N images (default 1; 3 warm-up runs,\n"
+            "      then R timed runs, default 30) and prints one JSON object: batch,\n"
+            "      threads, isa, median_ms, p90_ms, images_per_s, gflops, peak_rss_mb.\n"
+            "      Without --image the input is a fixed pseudo-random tensor.\n"
+            "  chex evaluate ...\n"
+            "      Site validation: per-label AUROC on a labelled image set\n"
+            "      (chex evaluate --help).\n"
+            "  chex --help | --version\n"
+            "\n"
+            "The default model is %s (demo weights: probabilities mean nothing clinically).\n",
+            CHEXD_DEFAULT_MODEL);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void new_id(char *out, size_t cap)
+{
+    unsigned char r[8] = {0};
+    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        unsigned long long v = (unsigned long long)time(NULL) ^ (unsigned long long)clock();
+        memcpy(r, &v, sizeof r);
+    }
+    snprintf(out, cap, "%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4], r[5],
+             r[6], r[7]);
+}
+
+/* Reads a whole file, at most max bytes. Returns 0 or -1 with msg. */
+static int read_file(const char *path, uint64_t max, uint8_t **out, size_t *len, char *msg,
+                     size_t msglen)
+{
+    *out = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(msg, msglen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 1 << 16, n = 0;
+    uint8_t *buf = malloc(cap);
+    while (buf) {
+        if (n == cap) {
+            if (cap > max) {
+                free(buf);
+                fclose(f);
+                snprintf(msg, msglen, "%s is larger than max_upload_bytes (%llu)", path,
+                         (unsigned long long)max);
+                return -2;
+            }
+            uint8_t *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf || err) {
+        free(buf);
+        snprintf(msg, msglen, "cannot read %s", path);
+        return -1;
+    }
+    if (n > max) {
+        free(buf);
+        snprintf(msg, msglen, "%s is larger than max_upload_bytes (%llu)", path,
+                 (unsigned long long)max);
+        return -2;
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static void print_line(json_t *j, const char *file)
+{
+    if (j && file)
+        json_object_set_new(j, "file", json_string(file));
+    char *s = chex_answer_dump(j);
+    if (s) {
+        fputs(s, stdout);
+        fputc('\n', stdout);
+        free(s);
+    } else {
+        fputs("{\"error\":{\"code\":\"internal_error\",\"message\":\"out of memory\"}}\n", stdout);
+    }
+    fflush(stdout);
+}
+
+static int load_model(const chex_config *cfg, chex_model **m, chex_pipeline *p)
+{
+    char msg[1024] = "";
+    chex_model_err e = chex_model_load(cfg->model, m, msg, sizeof msg);
+    if (e != CHEX_MODEL_OK) {
+        fprintf(stderr, "chex: model %s: %s\n", cfg->model, msg[0] ? msg : chex_model_strerror(e));
+        return -1;
+    }
+    if (chex_pipeline_init(p, *m, cfg, msg, sizeof msg) != 0) {
+        fprintf(stderr, "chex: model %s: %s\n", cfg->model, msg);
+        chex_model_free(*m);
+        *m = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* --key value or --key=value; returns the value or NULL (and prints). */
+static const char *opt_value(int argc, char **argv, int *i, char *key, size_t keycap)
+{
+    const char *a = argv[*i] + 2;
+    const char *eq = strchr(a, '=');
+    if (eq) {
+        snprintf(key, keycap, "%.*s", (int)(eq - a), a);
+        return eq + 1;
+    }
+    snprintf(key, keycap, "%s", a);
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "chex: flag --%s needs a value\n", key);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+static int cmd_classify(int argc, char **argv)
+{
+    static chex_config cfg;
+    char msg[1024];
+    chex_config_defaults(&cfg, CHEXD_DEFAULT_MODEL);
+    const char *top = NULL, *threshold = NULL;
+    char **files = calloc((size_t)argc, sizeof *files);
+    int nfiles = 0;
+    if (!files)
+        return 2;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            free(files);
+            return 0;
+        }
+        if (strncmp(argv[i], "--", 2) != 0 || argv[i][2] == '\0') {
+            files[nfiles++] = argv[i];
+            continue;
+        }
+        char key[64], src[80];
+        const char *v = opt_value(argc, argv, &i, key, sizeof key);
+        if (!v) {
+            free(files);
+            return 2;
+        }
+        if (strcmp(key, "top") == 0) {
+            top = v;
+            continue;
+        }
+        if (strcmp(key, "threshold") == 0) {
+            threshold = v;
+            continue;
+        }
+        snprintf(src, sizeof src, "flag --%s", key);
+        if (chex_config_set(&cfg, key, v, src, msg, sizeof msg) != CHEX_CONFIG_OK) {
+            fprintf(stderr, "chex: %s\n", msg);
+            free(files);
+            return 2;
+        }
+    }
+    if (chex_config_check(&cfg, msg, sizeof msg) != CHEX_CONFIG_OK) {
+        fprintf(stderr, "chex: %s\n", msg);
+        free(files);
+        return 2;
+    }
+    if (nfiles == 0) {
+        fprintf(stderr, "chex classify: no IMAGE given (chex --help)\n");
+        free(files);
+        return 2;
+    }
+    chex_model *m = NULL;
+    chex_pipeline p;
+    if (load_model(&cfg, &m, &p) != 0) {
+        free(files);
+        return 2;
+    }
+    chex_answer_opts opts;
+    if (chex_answer_opts_parse(&opts, top, threshold, p.info->num_labels, msg, sizeof msg) != 0) {
+        fprintf(stderr, "chex: %s\n", msg);
+        chex_model_free(m);
+        free(files);
+        return 2;
+    }
+    chex_model_ws *ws = NULL;
+    chex_model_err me = chex_model_ws_create(m, p.ncrops, &ws);
+    if (me != CHEX_MODEL_OK) {
+        fprintf(stderr, "chex: model workspace: %s\n", chex_model_strerror(me));
+        chex_model_free(m);
+        free(files);
+        return 2;
+    }
+    omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
+    int failed = 0;
+    float probs[CHEX_MODEL_MAX_LABELS];
+    for (int f = 0; f < nfiles; f++) {
+        char id[32];
+        new_id(id, sizeof id);
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        int rc = read_file(files[f], cfg.max_upload_bytes, &buf, &len, msg, sizeof msg);
+        if (rc != 0) {
+            print_line(chex_answer_error(rc == -2 ? "payload_too_large" : "io_error", msg, id),
+                       files[f]);
+            failed++;
+            continue;
+        }
+        chex_prepared pp;
+        chex_pre_err pe = chex_pipeline_prepare(&p, buf, len, &pp, msg, sizeof msg);
+        free(buf);
+        if (pe != CHEX_PRE_OK) {
+            print_line(chex_answer_error(chex_answer_pre_code(pe), msg, id), files[f]);
+            failed++;
+            continue;
+        }
+        chex_prepared *one = &pp;
+        me = chex_pipeline_infer(&p, ws, &one, 1, probs);
+        if (me != CHEX_MODEL_OK) {
+            print_line(chex_answer_error("inference_failed", chex_model_strerror(me), id),
+                       files[f]);
+            failed++;
+        } else {
+            print_line(chex_answer_image(&p, id, &pp, probs, &opts), files[f]);
+        }
+        chex_pipeline_prepared_free(&pp);
+    }
+    chex_model_ws_free(ws);
+    chex_model_free(m);
+    free(files);
+    return failed ? 1 : 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    static chex_config cfg;
+    char msg[1024];
+    chex_config_defaults(&cfg, CHEXD_DEFAULT_MODEL);
+    int batch = 1, runs = 30, threads = 0;
+    const char *isa = NULL, *precision = "fp32", *image = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strncmp(argv[i], "--", 2) != 0) {
+            fprintf(stderr, "chex bench: unexpected argument %s\n", argv[i]);
+            return 2;
+        }
+        char key[64];
+        const char *v = opt_value(argc, argv, &i, key, sizeof key);
+        if (!v)
+            return 2;
+        char *end = NULL;
+        if (strcmp(key, "batch") == 0 || strcmp(key, "runs") == 0 || strcmp(key, "threads") == 0) {
+            long n = strtol(v, &end, 10);
+            long lo = strcmp(key, "threads") == 0 ? 0 : 1;
+            if (end == v || *end != '\0' || n < lo || n > 100000) {
+                fprintf(stderr, "chex bench: flag --%s: \"%s\" is not an integer >= %ld\n", key, v,
+                        lo);
+                return 2;
+            }
+            if (key[0] == 'b')
+                batch = (int)n;
+            else if (key[0] == 'r')
+                runs = (int)n;
+            else
+                threads = (int)n;
+        } else if (strcmp(key, "isa") == 0) {
+            if (strcmp(v, "avx512") != 0 && strcmp(v, "avx2") != 0 && strcmp(v, "generic") != 0) {
+                fprintf(stderr, "chex bench: flag --isa: \"%s\" is not avx512, avx2 or generic\n",
+                        v);
+                return 2;
+            }
+            isa = v;
+        } else if (strcmp(key, "precision") == 0) {
+            if (strcmp(v, "fp32") != 0) {
+                fprintf(stderr, "chex bench: flag --precision: \"%s\" is not supported (fp32)\n",
+                        v);
+                return 2;
+            }
+            precision = v;
+        } else if (strcmp(key, "image") == 0) {
+            image = v;
+        } else if (strcmp(key, "model") == 0) {
+            if (chex_config_set(&cfg, "model", v, "flag --model", msg, sizeof msg) !=
+                CHEX_CONFIG_OK) {
+                fprintf(stderr, "chex: %s\n", msg);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "chex bench: unknown flag --%s (chex --help)\n", key);
+            return 2;
+        }
+    }
+    (void)precision;
+    /* model/ picks its kernels from CHEXD_ISA when the model loads. */
+    if (isa)
+        setenv("CHEXD_ISA", isa, 1);
+    chex_model *m = NULL;
+    chex_pipeline p;
+    if (load_model(&cfg, &m, &p) != 0)
+        return 2;
+    int tensors = batch * p.ncrops;
+    chex_model_ws *ws = NULL;
+    chex_model_err me = chex_model_ws_create(m, tensors, &ws);
+    if (me != CHEX_MODEL_OK) {
+        fprintf(stderr, "chex bench: workspace for %d tensors: %s\n", tensors,
+                chex_model_strerror(me));
+        chex_model_free(m);
+        return 2;
+    }
+    size_t per = chex_pipeline_tensor_floats(&p);
+    float *in = malloc((size_t)tensors * per * sizeof(float));
+    float *probs = malloc((size_t)tensors * (size_t)p.info->num_labels * sizeof(float));
+    double *ms = malloc((size_t)runs * sizeof(double));
+    if (!in || !probs || !ms) {
+        fprintf(stderr, "chex bench: out of memory\n");
+        free(in);
+        free(probs);
+        free(ms);
+        chex_model_ws_free(ws);
+        chex_model_free(m);
+        return 2;
+    }
+    if (image) {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        chex_prepared pp;
+        if (read_file(image, cfg.max_upload_bytes, &buf, &len, msg, sizeof msg) != 0 ||
+            chex_pipeline_prepare(&p, buf, len, &pp, msg, sizeof msg) != CHEX_PRE_OK) {
+            fprintf(stderr, "chex bench: %s: %s\n", image, msg);
+            free(buf);
+            free(in);
+            free(probs);
+            free(ms);
+            chex_model_ws_free(ws);
+            chex_model_free(m);
+            return 2;
+        }
+        free(buf);
+        for (int b = 0; b < batch; b++)
+            memcpy(in + (size_t)b * p.ncrops * per, pp.tensor, (size_t)p.ncrops * per * sizeof(float));
+        chex_pipeline_prepared_free(&pp);
+    } else {
+        uint32_t s = 12345u;
+        for (size_t i = 0; i < (size_t)tensors * per; i++) {
+            s = s * 1664525u + 1013904223u;
+            in[i] = ((float)(s >> 8) / 16777216.0f) * 4.0f - 2.0f;
+        }
+    }
+    if (threads == 0)
+        threads = cfg.threads > 0 ? cfg.threads : omp_get_num_procs();
+    omp_set_num_threads(threads);
+    for (int w = 0; w < 3 && me == CHEX_MODEL_OK; w++)
+        me = chex_model_forward(m, ws, in, tensors, NULL, probs);
+    for (int r = 0; r < runs && me == CHEX_MODEL_OK; r++) {
+        double t0 = now_ms();
+        me = chex_model_forward(m, ws, in, tensors, NULL, probs);
+        ms[r] = now_ms() - t0;
+    }
+    if (me != CHEX_MODEL_OK) {
+        fprintf(stderr, "chex bench: forward: %s\n", chex_model_strerror(me));
+    } else {
+        qsort(ms, (size_t)runs, sizeof *ms, cmp_double);
+        double med = runs % 2 ? ms[runs / 2] : 0.5 * (ms[runs / 2 - 1] + ms[runs / 2]);
+        int i90 = (int)ceil(0.9 * runs) - 1;
+        double p90 = ms[i90 < 0 ? 0 : i90];
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        const char *isa_used = isa ? isa : getenv("CHEXD_ISA") ? getenv("CHEXD_ISA") : "auto";
+        double ips = batch / (med / 1e3);
+        printf("{\"batch\":%d,\"threads\":%d,\"isa\":\"%s\",\"median_ms\":%.3f,\"p90_ms\":%.3f,"
+               "\"images_per_s\":%.3f,\"gflops\":%.2f,\"peak_rss_mb\":%.1f}\n",
+               batch, threads, isa_used, med, p90, ips,
+               DENSENET121_GFLOP * p.ncrops * ips, (double)ru.ru_maxrss / 1024.0);
+    }
+    free(in);
+    free(probs);
+    free(ms);
+    chex_model_ws_free(ws);
+    chex_model_free(m);
+    return me == CHEX_MODEL_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("chex %s\n", CHEXD_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "classify") == 0)
+        return cmd_classify(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0)
+        return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "evaluate") == 0)
+        return chex_eval_main(argc - 1, argv + 1);
+    fprintf(stderr, "chex: unknown command \"%s\" (chex --help)\n", cmd);
+    return 2;
+}

@@ -1,0 +1,111 @@
+/* server/chexd_main.c - bin/chexd: configuration, model, HTTP service, signals.
+ * Exit status: 0 after a clean stop (SIGTERM/SIGINT) or --help/--version/
+ * --check-config; 2 when start-up fails (config, model, port, TLS), with one
+ * line on stderr. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "model/model.h"
+#include "server/answer.h"
+#include "server/daemon.h"
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server/pipeline.h"
+
+#ifndef CHEXD_DEFAULT_MODEL
+#define CHEXD_DEFAULT_MODEL "models/chexnet-demo.safetensors"
+#endif
+
+extern char **environ;
+
+int main(int argc, char **argv)
+{
+    /* Signals are taken synchronously by this thread (sigwait); every thread
+     * started later inherits the mask. */
+    sigset_t stopset;
+    sigemptyset(&stopset);
+    sigaddset(&stopset, SIGTERM);
+    sigaddset(&stopset, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stopset, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    static chex_config cfg;
+    char msg[1024] = "";
+    chex_config_err ce =
+        chex_config_load(&cfg, argc, argv, environ, CHEXD_DEFAULT_MODEL, msg, sizeof msg);
+    switch (ce) {
+    case CHEX_CONFIG_OK:
+        break;
+    case CHEX_CONFIG_HELP:
+        chex_config_usage("chexd", stdout);
+        return 0;
+    case CHEX_CONFIG_VERSION:
+        printf("chexd %s\n", CHEXD_VERSION);
+        return 0;
+    case CHEX_CONFIG_CHECK: {
+        char *j = chex_config_to_json(&cfg);
+        if (!j) {
+            fprintf(stderr, "chexd: out of memory\n");
+            return 2;
+        }
+        printf("%s\n", j);
+        free(j);
+        return 0;
+    }
+    default:
+        fprintf(stderr, "chexd: %s\n", msg[0] ? msg : chex_config_strerror(ce));
+        return 2;
+    }
+    chex_log_init(cfg.log_level, cfg.log_format);
+
+    chex_model *model = NULL;
+    chex_model_err me = chex_model_load(cfg.model, &model, msg, sizeof msg);
+    if (me != CHEX_MODEL_OK) {
+        fprintf(stderr, "chexd: model %s: %s\n", cfg.model, msg[0] ? msg : chex_model_strerror(me));
+        return 2;
+    }
+    chex_pipeline pipe;
+    if (chex_pipeline_init(&pipe, model, &cfg, msg, sizeof msg) != 0) {
+        fprintf(stderr, "chexd: model %s: %s\n", cfg.model, msg);
+        chex_model_free(model);
+        return 2;
+    }
+    const chex_model_info *info = pipe.info;
+    chex_metrics_init(info);
+    if (info->demo)
+        chex_log(CHEX_LOG_WARN, "DEMO WEIGHTS loaded: answers are not a diagnosis", "model",
+                 info->name, "detail", chex_answer_demo_warning, NULL);
+
+    int fd = chexd_listen(cfg.listen, cfg.port, msg, sizeof msg);
+    if (fd < 0) {
+        fprintf(stderr, "chexd: %s\n", msg);
+        chex_model_free(model);
+        return 2;
+    }
+    chexd *d = NULL;
+    if (chexd_start(&d, &cfg, &pipe, fd, msg, sizeof msg) != 0) {
+        fprintf(stderr, "chexd: %s\n", msg);
+        chex_model_free(model);
+        return 2;
+    }
+    char port[16], batch[16], qd[16];
+    snprintf(port, sizeof port, "%d", cfg.port);
+    snprintf(batch, sizeof batch, "%d", cfg.max_batch);
+    snprintf(qd, sizeof qd, "%d", cfg.queue_depth);
+    chex_log(CHEX_LOG_INFO, "listening", "listen", cfg.listen, "port", port, "tls",
+             cfg.tls_cert_file[0] ? "on" : "off", "model", info->name, "sha256", info->sha256,
+             "preprocess", info->preprocess, "max_batch", batch, "queue_depth", qd, "auth",
+             cfg.api_token_file[0] ? "bearer" : "off", "version", CHEXD_VERSION, NULL);
+
+    int sig = 0;
+    while (sigwait(&stopset, &sig) != 0)
+        ;
+    chex_log(CHEX_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
+    chexd_stop(d);
+    chex_model_free(model);
+    chex_log(CHEX_LOG_INFO, "stopped", NULL);
+    return 0;
+}

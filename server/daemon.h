@@ -1,0 +1,34 @@
+/* server/daemon.h - the HTTP service of bin/chexd: routes, request bodies,
+ * bounded queue, the inference worker (dynamic batches) and graceful stop.
+ *
+ * Threads: libmicrohttpd's polling thread and connection pool decode and
+ * preprocess; ONE worker thread runs the network with its own workspace;
+ * a reaper thread answers 504 for requests that waited too long. The
+ * chex_config, chex_model and chex_pipeline passed in are borrowed, read-only,
+ * and must outlive the daemon. */
+#ifndef CHEX_DAEMON_H
+#define CHEX_DAEMON_H
+
+#include <stddef.h>
+
+#include "config/config.h"
+#include "server/pipeline.h"
+
+typedef struct chexd chexd;
+
+/* Binds and listens on addr:port (IPv4 or IPv6 literal). Returns the socket,
+ * or -1 with one line in msg ("cannot listen on ...: Address already in use"). */
+int chexd_listen(const char *addr, int port, char *msg, size_t msglen);
+
+/* Starts serving on listen_fd (taken over). Returns 0, or -1 with one line in
+ * msg (TLS files unreadable, workspace allocation, libmicrohttpd start). */
+int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int listen_fd,
+                char *msg, size_t msglen);
+
+/* Graceful stop: stops accepting, answers what is queued and in flight
+ * (queued requests still waiting after shutdown_timeout_ms get 503), resumes
+ * every suspended connection, stops libmicrohttpd, frees everything.
+ * Returns 0 when everything queued was answered normally, 1 otherwise. */
+int chexd_stop(chexd *d);
+
+#endif

@@ -1,0 +1,36 @@
+/* server/metrics.h - chexd's Prometheus metrics. Thread-safe: counters are
+ * atomics, histograms take a short mutex. One global instance per process
+ * (chex_metrics_init once from main before threads start). No per-image labels. */
+#ifndef CHEX_METRICS_H
+#define CHEX_METRICS_H
+
+#include <stddef.h>
+
+#include "model/model.h"
+
+typedef enum {
+    CHEX_ROUTE_PREDICT = 0,
+    CHEX_ROUTE_HEALTHZ,
+    CHEX_ROUTE_READYZ,
+    CHEX_ROUTE_MODEL,
+    CHEX_ROUTE_LIVE,
+    CHEX_ROUTE_READY,
+    CHEX_ROUTE_METRICS,
+    CHEX_ROUTE_OTHER,
+    CHEX_ROUTE_COUNT
+} chex_route;
+
+const char *chex_route_name(chex_route r);
+
+void chex_metrics_init(const chex_model_info *info);
+
+void chex_metrics_request(chex_route r, int status, double seconds);
+void chex_metrics_inference(double seconds, int batch_images);
+void chex_metrics_images(int n);
+void chex_metrics_in_flight(int delta);
+
+/* Prometheus text exposition (format 0.0.4), malloc'd; queue_depth sampled by
+ * the caller. NULL on ENOMEM. */
+char *chex_metrics_render(int queue_depth);
+
+#endif
