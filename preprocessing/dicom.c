@@ -1,0 +1,866 @@
+/* preprocessing/dicom.c - DICOM Part 10 input: parser and pixel pipeline.
+ *
+ * Parsing is one flat pass over the elements with an explicit stack for
+ * undefined-length sequences and items (bounded depth, no recursion); every
+ * defined length is checked against what is left of the buffer before use.
+ * Only top-level attributes are read, so an icon image sequence's own Rows or
+ * Pixel Data never replaces the image's. Patient attributes are skipped like any
+ * attribute we do not read.
+ *
+ * Pixel pipeline (PS3.3 C.7.6.3, C.11.1, C.11.2): stored value (masked to
+ * Bits Stored at High Bit, sign-extended when Pixel Representation is 1) ->
+ * Rescale Slope/Intercept -> the first Window Center/Width with the VOI LUT
+ * Function (LINEAR by default) to [0,1], or without a window the image's own
+ * min..max -> inverted for MONOCHROME1.
+ */
+#include "preprocessing/dicom.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "preprocessing/decoders.h"
+#include "preprocessing/pre_internal.h"
+
+#define UNDEF_LEN 0xFFFFFFFFu
+#define TAG(g, e) (((uint32_t)(g) << 16) | (uint32_t)(e))
+
+#define TAG_TRANSFER_SYNTAX TAG(0x0002, 0x0010)
+#define TAG_SOP_INSTANCE_UID TAG(0x0008, 0x0018)
+#define TAG_MODALITY TAG(0x0008, 0x0060)
+#define TAG_VIEW_POSITION TAG(0x0018, 0x5101)
+#define TAG_STUDY_UID TAG(0x0020, 0x000D)
+#define TAG_SERIES_UID TAG(0x0020, 0x000E)
+#define TAG_SAMPLES_PER_PIXEL TAG(0x0028, 0x0002)
+#define TAG_PHOTOMETRIC TAG(0x0028, 0x0004)
+#define TAG_NUMBER_OF_FRAMES TAG(0x0028, 0x0008)
+#define TAG_ROWS TAG(0x0028, 0x0010)
+#define TAG_COLUMNS TAG(0x0028, 0x0011)
+#define TAG_BITS_ALLOCATED TAG(0x0028, 0x0100)
+#define TAG_BITS_STORED TAG(0x0028, 0x0101)
+#define TAG_HIGH_BIT TAG(0x0028, 0x0102)
+#define TAG_PIXEL_REPRESENTATION TAG(0x0028, 0x0103)
+#define TAG_WINDOW_CENTER TAG(0x0028, 0x1050)
+#define TAG_WINDOW_WIDTH TAG(0x0028, 0x1051)
+#define TAG_RESCALE_INTERCEPT TAG(0x0028, 0x1052)
+#define TAG_RESCALE_SLOPE TAG(0x0028, 0x1053)
+#define TAG_VOI_LUT_FUNCTION TAG(0x0028, 0x1056)
+#define TAG_PIXEL_DATA TAG(0x7FE0, 0x0010)
+#define TAG_ITEM TAG(0xFFFE, 0xE000)
+#define TAG_ITEM_DELIM TAG(0xFFFE, 0xE00D)
+#define TAG_SEQ_DELIM TAG(0xFFFE, 0xE0DD)
+
+#define TS_IMPLICIT_LE "1.2.840.10008.1.2"
+#define TS_EXPLICIT_LE "1.2.840.10008.1.2.1"
+#define TS_JPEG_BASELINE "1.2.840.10008.1.2.4.50"
+
+static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+
+/* ---- transfer syntaxes ---- */
+
+static const struct {
+    const char *uid, *name;
+} ts_names[] = {
+    {"1.2.840.10008.1.2", "Implicit VR Little Endian"},
+    {"1.2.840.10008.1.2.1", "Explicit VR Little Endian"},
+    {"1.2.840.10008.1.2.1.99", "Deflated Explicit VR Little Endian"},
+    {"1.2.840.10008.1.2.2", "Explicit VR Big Endian"},
+    {"1.2.840.10008.1.2.4.50", "JPEG Baseline"},
+    {"1.2.840.10008.1.2.4.51", "JPEG Extended"},
+    {"1.2.840.10008.1.2.4.57", "JPEG Lossless"},
+    {"1.2.840.10008.1.2.4.70", "JPEG Lossless SV1"},
+    {"1.2.840.10008.1.2.4.80", "JPEG-LS Lossless"},
+    {"1.2.840.10008.1.2.4.81", "JPEG-LS Near-Lossless"},
+    {"1.2.840.10008.1.2.4.90", "JPEG 2000 Lossless"},
+    {"1.2.840.10008.1.2.4.91", "JPEG 2000"},
+    {"1.2.840.10008.1.2.4.201", "HTJ2K Lossless"},
+    {"1.2.840.10008.1.2.4.202", "HTJ2K Lossless RPCL"},
+    {"1.2.840.10008.1.2.4.203", "HTJ2K"},
+    {"1.2.840.10008.1.2.5", "RLE Lossless"},
+};
+
+static const char *ts_name(const char *uid)
+{
+    for (size_t i = 0; i < sizeof ts_names / sizeof ts_names[0]; i++)
+        if (strcmp(uid, ts_names[i].uid) == 0)
+            return ts_names[i].name;
+    return "unknown";
+}
+
+/* ---- value helpers ---- */
+
+/* Copies a string value without trailing spaces/NULs, bytes outside printable
+ * ASCII replaced by '?' (answers are JSON, which must be valid UTF-8). */
+static void copy_str(char *dst, size_t cap, const uint8_t *v, size_t n)
+{
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\0'))
+        n--;
+    if (n > cap - 1)
+        n = cap - 1;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (v[i] >= 0x20 && v[i] < 0x7F) ? (char)v[i] : '?';
+    dst[n] = '\0';
+}
+
+/* First value of a multi-valued text (DS/IS) into dst, spaces trimmed. */
+static void first_value(char *dst, size_t cap, const uint8_t *v, size_t n)
+{
+    size_t i = 0, e;
+    while (i < n && v[i] == ' ')
+        i++;
+    e = i;
+    while (e < n && v[e] != '\\' && v[e] != '\0')
+        e++;
+    while (e > i && v[e - 1] == ' ')
+        e--;
+    size_t k = e - i;
+    if (k > cap - 1)
+        k = cap - 1;
+    memcpy(dst, v + i, k);
+    dst[k] = '\0';
+}
+
+/* Decimal String, locale-independent: [+-]digits[.digits][(e|E)[+-]digits].
+ * Returns 1 and *out, 0 for empty, -1 for not a number. */
+static int parse_ds(const uint8_t *v, size_t n, double *out)
+{
+    char s[72];
+    first_value(s, sizeof s, v, n);
+    const char *p = s;
+    if (*p == '\0')
+        return 0;
+    int neg = 0;
+    if (*p == '+' || *p == '-')
+        neg = *p++ == '-';
+    uint64_t mant = 0;
+    int exp10 = 0, digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++, digits++) {
+        if (mant < 100000000000000000ull)
+            mant = mant * 10 + (uint64_t)(*p - '0');
+        else
+            exp10++;
+    }
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++) {
+            if (mant < 100000000000000000ull) {
+                mant = mant * 10 + (uint64_t)(*p - '0');
+                exp10--;
+            }
+        }
+    }
+    if (digits == 0)
+        return -1;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        int eneg = 0, e = 0, ed = 0;
+        if (*p == '+' || *p == '-')
+            eneg = *p++ == '-';
+        for (; *p >= '0' && *p <= '9'; p++, ed++)
+            if (e < 1000)
+                e = e * 10 + (*p - '0');
+        if (ed == 0)
+            return -1;
+        exp10 += eneg ? -e : e;
+    }
+    if (*p != '\0')
+        return -1;
+    double d = (double)mant;
+    /* divide for negative exponents: 10^-k is inexact, 10^k is exact up to 22 */
+    d = exp10 < 0 ? d / pow(10.0, -exp10) : d * pow(10.0, exp10);
+    if (!isfinite(d))
+        return -1;
+    *out = neg ? -d : d;
+    return 1;
+}
+
+/* Integer String, first value. 1 ok, 0 empty, -1 bad. */
+static int parse_is(const uint8_t *v, size_t n, long *out)
+{
+    char s[32];
+    first_value(s, sizeof s, v, n);
+    const char *p = s;
+    if (*p == '\0')
+        return 0;
+    int neg = 0;
+    if (*p == '+' || *p == '-')
+        neg = *p++ == '-';
+    long x = 0;
+    int d = 0;
+    for (; *p >= '0' && *p <= '9'; p++, d++) {
+        if (x > 100000000L)
+            return -1;
+        x = x * 10 + (*p - '0');
+    }
+    if (d == 0 || *p != '\0')
+        return -1;
+    *out = neg ? -x : x;
+    return 1;
+}
+
+static int is_long_vr(const uint8_t *vr)
+{
+    static const char long_vrs[][3] = {"OB", "OW", "OF", "SQ", "UT", "UN", "UC",
+                                       "UR", "OD", "OL", "OV", "SV", "UV"};
+    for (size_t i = 0; i < sizeof long_vrs / sizeof long_vrs[0]; i++)
+        if (vr[0] == (uint8_t)long_vrs[i][0] && vr[1] == (uint8_t)long_vrs[i][1])
+            return 1;
+    return 0;
+}
+
+/* ---- element headers ---- */
+
+typedef struct {
+    uint32_t tag;
+    uint8_t vr[2];   /* explicit VR, or "  " for implicit/items */
+    uint32_t vlen;
+    size_t value;    /* offset of the value */
+} elem;
+
+/* Reads the element header at pos. Returns 0, or -1 with msg set. */
+static int read_elem(const uint8_t *buf, size_t len, size_t pos, int implicit, elem *e,
+                     char *msg, size_t msglen)
+{
+    if (pos > len || len - pos < 8) {
+        chex_pre_msg(msg, msglen, "DICOM truncated: element header at offset %zu runs past the end",
+               pos);
+        return -1;
+    }
+    const uint8_t *p = buf + pos;
+    e->tag = TAG(le16(p), le16(p + 2));
+    e->vr[0] = e->vr[1] = ' ';
+    if ((e->tag >> 16) == 0xFFFE || implicit) {
+        e->vlen = le32(p + 4);
+        e->value = pos + 8;
+        return 0;
+    }
+    if (p[4] < 'A' || p[4] > 'Z' || p[5] < 'A' || p[5] > 'Z') {
+        chex_pre_msg(msg, msglen, "DICOM malformed: element (%04X,%04X) at offset %zu has no valid VR",
+               (unsigned)(e->tag >> 16), (unsigned)(e->tag & 0xFFFF), pos);
+        return -1;
+    }
+    e->vr[0] = p[4];
+    e->vr[1] = p[5];
+    if (is_long_vr(p + 4)) {
+        if (len - pos < 12) {
+            chex_pre_msg(msg, msglen,
+                   "DICOM truncated: element header at offset %zu runs past the end", pos);
+            return -1;
+        }
+        e->vlen = le32(p + 8);
+        e->value = pos + 12;
+    } else {
+        e->vlen = le16(p + 6);
+        e->value = pos + 8;
+    }
+    return 0;
+}
+
+static int value_fits(size_t len, const elem *e, char *msg, size_t msglen)
+{
+    if (e->value > len || len - e->value < e->vlen) {
+        chex_pre_msg(msg, msglen,
+               "DICOM truncated: element (%04X,%04X) length %lu runs past the end (%zu bytes "
+               "left)",
+               (unsigned)(e->tag >> 16), (unsigned)(e->tag & 0xFFFF), (unsigned long)e->vlen,
+               e->value > len ? (size_t)0 : len - e->value);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- top-level attributes ---- */
+
+static chex_pre_err read_us(const elem *e, const uint8_t *v, int *out, const char *name,
+                            char *msg, size_t msglen)
+{
+    if (e->vlen == 0)
+        return CHEX_PRE_OK; /* empty: treated as absent */
+    if (e->vlen < 2) {
+        chex_pre_msg(msg, msglen, "DICOM malformed: %s has length %lu", name, (unsigned long)e->vlen);
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    *out = le16(v);
+    return CHEX_PRE_OK;
+}
+
+static chex_pre_err read_ds(const elem *e, const uint8_t *v, double *out, int *present,
+                            const char *name, char *msg, size_t msglen)
+{
+    int r = parse_ds(v, e->vlen, out);
+    if (r < 0) {
+        chex_pre_msg(msg, msglen, "DICOM malformed: %s is not a decimal number", name);
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    if (r > 0 && present)
+        *present = 1;
+    return CHEX_PRE_OK;
+}
+
+typedef struct {
+    double wc, ww;
+    int has_wc, has_ww, has_slope, has_intercept;
+} parse_extra;
+
+static chex_pre_err top_level(chex_dicom_info *o, parse_extra *x, const elem *e,
+                              const uint8_t *v, char *msg, size_t msglen)
+{
+    char s[32];
+    switch (e->tag) {
+    case TAG_SOP_INSTANCE_UID:
+        copy_str(o->ids.sop_instance_uid, sizeof o->ids.sop_instance_uid, v, e->vlen);
+        break;
+    case TAG_STUDY_UID:
+        copy_str(o->ids.study_instance_uid, sizeof o->ids.study_instance_uid, v, e->vlen);
+        break;
+    case TAG_SERIES_UID:
+        copy_str(o->ids.series_instance_uid, sizeof o->ids.series_instance_uid, v, e->vlen);
+        break;
+    case TAG_MODALITY:
+        copy_str(o->ids.modality, sizeof o->ids.modality, v, e->vlen);
+        break;
+    case TAG_VIEW_POSITION:
+        copy_str(o->ids.view_position, sizeof o->ids.view_position, v, e->vlen);
+        break;
+    case TAG_PHOTOMETRIC:
+        copy_str(o->ids.photometric, sizeof o->ids.photometric, v, e->vlen);
+        break;
+    case TAG_SAMPLES_PER_PIXEL:
+        return read_us(e, v, &o->samples_per_pixel, "Samples per Pixel", msg, msglen);
+    case TAG_ROWS:
+        return read_us(e, v, &o->rows, "Rows", msg, msglen);
+    case TAG_COLUMNS:
+        return read_us(e, v, &o->columns, "Columns", msg, msglen);
+    case TAG_BITS_ALLOCATED:
+        return read_us(e, v, &o->bits_allocated, "Bits Allocated", msg, msglen);
+    case TAG_BITS_STORED:
+        return read_us(e, v, &o->bits_stored, "Bits Stored", msg, msglen);
+    case TAG_HIGH_BIT:
+        return read_us(e, v, &o->high_bit, "High Bit", msg, msglen);
+    case TAG_PIXEL_REPRESENTATION:
+        return read_us(e, v, &o->pixel_representation, "Pixel Representation", msg, msglen);
+    case TAG_NUMBER_OF_FRAMES:
+        if (parse_is(v, e->vlen, &o->number_of_frames) < 0) {
+            chex_pre_msg(msg, msglen, "DICOM malformed: Number of Frames is not an integer");
+            return CHEX_PRE_ERR_MALFORMED;
+        }
+        break;
+    case TAG_WINDOW_CENTER:
+        return read_ds(e, v, &x->wc, &x->has_wc, "Window Center", msg, msglen);
+    case TAG_WINDOW_WIDTH:
+        return read_ds(e, v, &x->ww, &x->has_ww, "Window Width", msg, msglen);
+    case TAG_RESCALE_SLOPE:
+        return read_ds(e, v, &o->rescale_slope, &x->has_slope, "Rescale Slope", msg, msglen);
+    case TAG_RESCALE_INTERCEPT:
+        return read_ds(e, v, &o->rescale_intercept, &x->has_intercept, "Rescale Intercept",
+                       msg, msglen);
+    case TAG_VOI_LUT_FUNCTION:
+        first_value(s, sizeof s, v, e->vlen);
+        if (strcmp(s, "LINEAR_EXACT") == 0)
+            o->voi_function = CHEX_DICOM_VOI_LINEAR_EXACT;
+        else if (strcmp(s, "SIGMOID") == 0)
+            o->voi_function = CHEX_DICOM_VOI_SIGMOID;
+        else
+            o->voi_function = CHEX_DICOM_VOI_LINEAR;
+        break;
+    default:
+        break;
+    }
+    return CHEX_PRE_OK;
+}
+
+/* Encapsulated Pixel Data at value offset pos: items of defined length up to the
+ * sequence delimiter. */
+static chex_pre_err walk_encapsulated(const uint8_t *buf, size_t len, size_t pos,
+                                      chex_dicom_info *o, char *msg, size_t msglen)
+{
+    size_t start = pos;
+    for (;;) {
+        elem e;
+        if (read_elem(buf, len, pos, 1, &e, msg, msglen) != 0)
+            return CHEX_PRE_ERR_MALFORMED;
+        if (e.tag == TAG_SEQ_DELIM)
+            break;
+        if (e.tag != TAG_ITEM || e.vlen == UNDEF_LEN) {
+            chex_pre_msg(msg, msglen,
+                   "DICOM malformed: encapsulated pixel data has (%04X,%04X) at offset %zu "
+                   "where a fragment item belongs",
+                   (unsigned)(e.tag >> 16), (unsigned)(e.tag & 0xFFFF), pos);
+            return CHEX_PRE_ERR_MALFORMED;
+        }
+        if (!value_fits(len, &e, msg, msglen))
+            return CHEX_PRE_ERR_MALFORMED;
+        pos = e.value + e.vlen;
+    }
+    o->pixel_data = buf + start;
+    o->pixel_len = pos - start;
+    return CHEX_PRE_OK;
+}
+
+/* File meta group: Explicit VR LE elements of group 0002 from offset 132.
+ * Returns the offset of the data set in *dataset. */
+static chex_pre_err read_meta(const uint8_t *buf, size_t len, chex_dicom_info *o,
+                              size_t *dataset, char *msg, size_t msglen)
+{
+    size_t pos = 132;
+    while (len - pos >= 2 && le16(buf + pos) == 0x0002) {
+        elem e;
+        if (read_elem(buf, len, pos, 0, &e, msg, msglen) != 0)
+            return CHEX_PRE_ERR_MALFORMED;
+        if (e.vlen == UNDEF_LEN) {
+            chex_pre_msg(msg, msglen, "DICOM malformed: undefined length in the file meta group");
+            return CHEX_PRE_ERR_MALFORMED;
+        }
+        if (!value_fits(len, &e, msg, msglen))
+            return CHEX_PRE_ERR_MALFORMED;
+        if (e.tag == TAG_TRANSFER_SYNTAX)
+            copy_str(o->ids.transfer_syntax, sizeof o->ids.transfer_syntax, buf + e.value,
+                     e.vlen);
+        pos = e.value + e.vlen;
+    }
+    if (o->ids.transfer_syntax[0] == '\0') {
+        chex_pre_msg(msg, msglen, "DICOM malformed: no Transfer Syntax UID (0002,0010) in the file "
+                            "meta group");
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    *dataset = pos;
+    return CHEX_PRE_OK;
+}
+
+chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o, char *msg,
+                              size_t msglen)
+{
+    if (!o || (!buf && len)) {
+        chex_pre_msg(msg, msglen, "chex_dicom_parse: NULL argument");
+        return CHEX_PRE_ERR_ARG;
+    }
+    memset(o, 0, sizeof *o);
+    o->rows = o->columns = -1;
+    o->bits_allocated = o->bits_stored = o->high_bit = -1;
+    o->samples_per_pixel = 1;
+    o->number_of_frames = 1;
+    o->rescale_slope = 1.0;
+    if (len == 0) {
+        chex_pre_msg(msg, msglen, "empty body");
+        return CHEX_PRE_ERR_EMPTY;
+    }
+    if (len < 132 || memcmp(buf + 128, "DICM", 4) != 0) {
+        chex_pre_msg(msg, msglen, "not a DICOM Part 10 file (no \"DICM\" at offset 128)");
+        return CHEX_PRE_ERR_FORMAT;
+    }
+    size_t pos;
+    chex_pre_err err = read_meta(buf, len, o, &pos, msg, msglen);
+    if (err != CHEX_PRE_OK)
+        return err;
+
+    const char *ts = o->ids.transfer_syntax;
+    int encapsulated_ts = 0;
+    if (strcmp(ts, TS_IMPLICIT_LE) == 0)
+        o->implicit_vr = 1;
+    else if (strcmp(ts, TS_JPEG_BASELINE) == 0)
+        encapsulated_ts = 1;
+    else if (strcmp(ts, TS_EXPLICIT_LE) != 0) {
+        chex_pre_msg(msg, msglen,
+               "DICOM transfer syntax %s (%s) is not supported; send Explicit VR Little "
+               "Endian (%s), Implicit VR Little Endian or JPEG Baseline",
+               ts, ts_name(ts), TS_EXPLICIT_LE);
+        return CHEX_PRE_ERR_UNSUPPORTED;
+    }
+
+    /* Open undefined-length sequences and items; each level knows its encoding
+     * (an undefined-length UN sequence holds Implicit VR LE, PS3.5 6.2.2). */
+    struct {
+        uint8_t is_item, implicit;
+    } stack[CHEX_DICOM_MAX_DEPTH];
+    int depth = 0;
+    parse_extra x = {0};
+    while (pos < len) {
+        int implicit = depth ? stack[depth - 1].implicit : o->implicit_vr;
+        elem e;
+        if (read_elem(buf, len, pos, implicit, &e, msg, msglen) != 0)
+            return CHEX_PRE_ERR_MALFORMED;
+        if ((e.tag >> 16) == 0xFFFE) {
+            if (e.tag == TAG_ITEM && depth > 0 && !stack[depth - 1].is_item) {
+                if (e.vlen != UNDEF_LEN) {
+                    if (!value_fits(len, &e, msg, msglen))
+                        return CHEX_PRE_ERR_MALFORMED;
+                    pos = e.value + e.vlen;
+                    continue;
+                }
+                if (depth == CHEX_DICOM_MAX_DEPTH)
+                    goto too_deep;
+                stack[depth].is_item = 1;
+                stack[depth].implicit = (uint8_t)implicit;
+                depth++;
+            } else if (e.tag == TAG_ITEM_DELIM && depth > 0 && stack[depth - 1].is_item) {
+                depth--;
+            } else if (e.tag == TAG_SEQ_DELIM && depth > 0 && !stack[depth - 1].is_item) {
+                depth--;
+            } else {
+                chex_pre_msg(msg, msglen, "DICOM malformed: misplaced (%04X,%04X) at offset %zu",
+                       (unsigned)(e.tag >> 16), (unsigned)(e.tag & 0xFFFF), pos);
+                return CHEX_PRE_ERR_MALFORMED;
+            }
+            pos = e.value;
+            continue;
+        }
+        if (depth == 0 && e.tag == TAG_PIXEL_DATA) {
+            if (e.vlen == UNDEF_LEN) {
+                if (!encapsulated_ts) {
+                    chex_pre_msg(msg, msglen, "DICOM malformed: encapsulated Pixel Data in "
+                                        "transfer syntax %s",
+                           ts);
+                    return CHEX_PRE_ERR_MALFORMED;
+                }
+                o->encapsulated = 1;
+                err = walk_encapsulated(buf, len, e.value, o, msg, msglen);
+            } else if (encapsulated_ts) {
+                chex_pre_msg(msg, msglen, "DICOM malformed: native Pixel Data in transfer "
+                                    "syntax %s",
+                       ts);
+                err = CHEX_PRE_ERR_MALFORMED;
+            } else if (value_fits(len, &e, msg, msglen)) {
+                o->pixel_data = buf + e.value;
+                o->pixel_len = e.vlen;
+            } else {
+                err = CHEX_PRE_ERR_MALFORMED;
+            }
+            if (err != CHEX_PRE_OK)
+                return err;
+            break; /* what follows the pixel data is not needed */
+        }
+        if (e.vlen == UNDEF_LEN) {
+            if (depth == CHEX_DICOM_MAX_DEPTH)
+                goto too_deep;
+            stack[depth].is_item = 0;
+            stack[depth].implicit =
+                (uint8_t)(implicit || (e.vr[0] == 'U' && e.vr[1] == 'N'));
+            depth++;
+            pos = e.value;
+            continue;
+        }
+        if (!value_fits(len, &e, msg, msglen))
+            return CHEX_PRE_ERR_MALFORMED;
+        if (depth == 0) {
+            err = top_level(o, &x, &e, buf + e.value, msg, msglen);
+            if (err != CHEX_PRE_OK)
+                return err;
+        }
+        pos = e.value + e.vlen;
+    }
+    if (depth > 0) {
+        chex_pre_msg(msg, msglen, "DICOM truncated: a sequence is still open at the end of the data");
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    o->has_rescale = x.has_slope || x.has_intercept;
+    if (x.has_wc && x.has_ww) {
+        o->has_window = 1;
+        o->window_center = x.wc;
+        o->window_width = x.ww;
+    }
+    return CHEX_PRE_OK;
+
+too_deep:
+    chex_pre_msg(msg, msglen, "DICOM malformed: sequences nested deeper than %d levels",
+           CHEX_DICOM_MAX_DEPTH);
+    return CHEX_PRE_ERR_MALFORMED;
+}
+
+chex_pre_err chex_dicom_first_frame(const chex_dicom_info *info, uint8_t *dst, size_t dstcap,
+                                    size_t *nbytes, char *msg, size_t msglen)
+{
+    const uint8_t *p = info->pixel_data;
+    size_t len = info->pixel_len, pos = 0;
+    elem e;
+    /* basic offset table: the first item, maybe empty */
+    if (!p || read_elem(p, len, 0, 1, &e, msg, msglen) != 0 || e.tag != TAG_ITEM ||
+        !value_fits(len, &e, msg, msglen)) {
+        chex_pre_msg(msg, msglen, "DICOM malformed: encapsulated pixel data without a basic offset "
+                            "table item");
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    size_t first = e.value + e.vlen;
+    size_t end_rel = SIZE_MAX; /* offset of frame 2's first item, relative to first */
+    if (info->number_of_frames > 1 && e.vlen >= 8)
+        end_rel = le32(p + e.value + 4);
+    size_t total = 0, nfrag = 0;
+    for (pos = first; pos < len; pos = e.value + e.vlen) {
+        if (read_elem(p, len, pos, 1, &e, msg, msglen) != 0)
+            return CHEX_PRE_ERR_MALFORMED;
+        if (e.tag != TAG_ITEM || !value_fits(len, &e, msg, msglen)) {
+            chex_pre_msg(msg, msglen, "DICOM malformed: bad fragment item at pixel data offset %zu",
+                   pos);
+            return CHEX_PRE_ERR_MALFORMED;
+        }
+        if (pos - first >= end_rel)
+            break;
+        if (info->number_of_frames > 1 && end_rel == SIZE_MAX && nfrag > 0 && e.vlen >= 2 &&
+            p[e.value] == 0xFF && p[e.value + 1] == 0xD8)
+            break;
+        if (dst) {
+            if (dstcap - total < e.vlen) {
+                chex_pre_msg(msg, msglen, "chex_dicom_first_frame: destination too small");
+                return CHEX_PRE_ERR_ARG;
+            }
+            memcpy(dst + total, p + e.value, e.vlen);
+        }
+        total += e.vlen;
+        nfrag++;
+    }
+    if (nfrag == 0 || total == 0) {
+        chex_pre_msg(msg, msglen, "DICOM malformed: encapsulated pixel data has no fragment");
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    *nbytes = total;
+    return CHEX_PRE_OK;
+}
+
+/* ---- pixel pipeline ---- */
+
+typedef struct {
+    const uint8_t *data; /* first frame, rows*cols samples */
+    int bytes;           /* 1 or 2 */
+    int shift;           /* high_bit + 1 - bits_stored */
+    uint32_t mask;       /* (1 << bits_stored) - 1 */
+    uint32_t sign;       /* sign bit within the stored value, 0 when unsigned */
+    double slope, intercept;
+} sampler;
+
+static double modality_value(const sampler *s, size_t i)
+{
+    uint32_t raw = s->bytes == 1 ? s->data[i] : le16(s->data + 2 * i);
+    uint32_t u = (raw >> s->shift) & s->mask;
+    double v;
+    if (s->sign && (u & s->sign))
+        v = (double)u - 2.0 * (double)s->sign;
+    else
+        v = (double)u;
+    return v * s->slope + s->intercept;
+}
+
+/* VOI LUT functions of PS3.3 C.11.2.1.2 with output range [0,1]. */
+static double voi(double x, double c, double w, chex_dicom_voi f)
+{
+    switch (f) {
+    case CHEX_DICOM_VOI_SIGMOID:
+        return 1.0 / (1.0 + exp(-4.0 * (x - c) / w));
+    case CHEX_DICOM_VOI_LINEAR_EXACT:
+        if (x <= c - w / 2)
+            return 0.0;
+        if (x > c + w / 2)
+            return 1.0;
+        return (x - c) / w + 0.5;
+    case CHEX_DICOM_VOI_LINEAR:
+    default:
+        if (x <= c - 0.5 - (w - 1) / 2)
+            return 0.0;
+        if (x > c - 0.5 + (w - 1) / 2)
+            return 1.0;
+        return (x - (c - 0.5)) / (w - 1) + 0.5;
+    }
+}
+
+static const char *voi_scaling(chex_dicom_voi f)
+{
+    return f == CHEX_DICOM_VOI_SIGMOID ? "window-sigmoid"
+           : f == CHEX_DICOM_VOI_LINEAR_EXACT ? "window-exact"
+                                              : "window";
+}
+
+/* JPEG Baseline: decodes the first frame with the JPEG decoder; the 8-bit
+ * samples it gives (as v/255) become the stored values. *stored is malloc'd. */
+static chex_pre_err decode_jpeg_frame(const chex_dicom_info *info, const chex_pre_opts *opts,
+                                      uint8_t **stored, char *msg, size_t msglen)
+{
+    size_t n = 0;
+    chex_pre_err err = chex_dicom_first_frame(info, NULL, 0, &n, msg, msglen);
+    if (err != CHEX_PRE_OK)
+        return err;
+    uint8_t *frame = malloc(n); /* n <= pixel_len, which lies inside the request */
+    if (!frame) {
+        chex_pre_msg(msg, msglen, "out of memory");
+        return CHEX_PRE_ERR_NOMEM;
+    }
+    err = chex_dicom_first_frame(info, frame, n, &n, msg, msglen);
+    chex_pre_image j;
+    memset(&j, 0, sizeof j);
+    if (err == CHEX_PRE_OK)
+        err = chex_pre_decode_jpeg(frame, n, opts, &j, msg, msglen);
+    free(frame);
+    if (err != CHEX_PRE_OK) {
+        chex_pre_image_free(&j);
+        if (err == CHEX_PRE_ERR_FORMAT || err == CHEX_PRE_ERR_EMPTY) {
+            chex_pre_msg(msg, msglen, "DICOM malformed: JPEG Baseline frame is not a JPEG stream");
+            err = CHEX_PRE_ERR_MALFORMED;
+        }
+        return err;
+    }
+    if (j.width != info->columns || j.height != info->rows ||
+        (j.channels != 1 && j.channels != 3)) {
+        chex_pre_msg(msg, msglen,
+               "DICOM malformed: JPEG frame is %dx%d with %d channels, Rows/Columns say %dx%d",
+               j.width, j.height, j.channels, info->columns, info->rows);
+        chex_pre_image_free(&j);
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    size_t np = (size_t)j.width * (size_t)j.height;
+    uint8_t *s = malloc(np);
+    if (!s) {
+        chex_pre_image_free(&j);
+        chex_pre_msg(msg, msglen, "out of memory");
+        return CHEX_PRE_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < np; i++) {
+        /* one sample per pixel: a 3-channel answer is gray replicated, luma keeps it */
+        double g = j.channels == 1 ? j.pix[i]
+                                   : 0.299 * j.pix[i] + 0.587 * j.pix[np + i] +
+                                         0.114 * j.pix[2 * np + i];
+        double v = floor(g * 255.0 + 0.5);
+        s[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+    chex_pre_image_free(&j);
+    *stored = s;
+    return CHEX_PRE_OK;
+}
+
+chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                                   chex_pre_image *img, char *msg, size_t msglen)
+{
+    if (!img || !opts || (!buf && len)) {
+        chex_pre_msg(msg, msglen, "chex_pre_decode_dicom: NULL argument");
+        return CHEX_PRE_ERR_ARG;
+    }
+    memset(img, 0, sizeof *img);
+    chex_dicom_info d;
+    chex_pre_err err = chex_dicom_parse(buf, len, &d, msg, msglen);
+    if (err != CHEX_PRE_OK)
+        return err;
+    if (!d.pixel_data) {
+        chex_pre_msg(msg, msglen, "DICOM has no Pixel Data (7FE0,0010): not an image");
+        return CHEX_PRE_ERR_UNUSABLE;
+    }
+    if (d.samples_per_pixel != 1) {
+        chex_pre_msg(msg, msglen, "DICOM with Samples per Pixel %d is not supported (only 1: "
+                            "grayscale)",
+               d.samples_per_pixel);
+        return CHEX_PRE_ERR_UNSUPPORTED;
+    }
+    int mono1 = strcmp(d.ids.photometric, "MONOCHROME1") == 0;
+    if (!mono1 && strcmp(d.ids.photometric, "MONOCHROME2") != 0) {
+        if (d.ids.photometric[0] == '\0') {
+            chex_pre_msg(msg, msglen, "DICOM malformed: no Photometric Interpretation (0028,0004)");
+            return CHEX_PRE_ERR_MALFORMED;
+        }
+        chex_pre_msg(msg, msglen, "DICOM Photometric Interpretation %s is not supported "
+                            "(MONOCHROME1 or MONOCHROME2)",
+               d.ids.photometric);
+        return CHEX_PRE_ERR_UNSUPPORTED;
+    }
+    if (d.rows < 0 || d.columns < 0 || d.bits_allocated < 0) {
+        chex_pre_msg(msg, msglen, "DICOM malformed: no %s",
+               d.rows < 0 ? "Rows (0028,0010)"
+               : d.columns < 0 ? "Columns (0028,0011)"
+                               : "Bits Allocated (0028,0100)");
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    if (d.bits_allocated != 8 && d.bits_allocated != 16) {
+        chex_pre_msg(msg, msglen, "DICOM with Bits Allocated %d is not supported (8 or 16)",
+               d.bits_allocated);
+        return CHEX_PRE_ERR_UNSUPPORTED;
+    }
+    int bs = d.bits_stored < 0 ? d.bits_allocated : d.bits_stored;
+    int hb = d.high_bit < 0 ? bs - 1 : d.high_bit;
+    if (bs < 1 || bs > d.bits_allocated || hb >= d.bits_allocated || hb + 1 < bs ||
+        d.pixel_representation > 1 || d.number_of_frames < 1) {
+        chex_pre_msg(msg, msglen,
+               "DICOM malformed: Bits Allocated %d, Bits Stored %d, High Bit %d, Pixel "
+               "Representation %d, Number of Frames %ld do not fit together",
+               d.bits_allocated, bs, hb, d.pixel_representation, d.number_of_frames);
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    err = chex_pre_check_dims((uint64_t)d.columns, (uint64_t)d.rows, opts, "DICOM image", msg,
+                              msglen);
+    if (err != CHEX_PRE_OK)
+        return err;
+    uint64_t npix = (uint64_t)d.rows * (uint64_t)d.columns;
+    if (d.has_rescale && (d.rescale_slope == 0.0 || !isfinite(d.rescale_slope))) {
+        chex_pre_msg(msg, msglen, "DICOM malformed: Rescale Slope is 0");
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+
+    sampler s;
+    uint8_t *jpeg_stored = NULL;
+    if (d.encapsulated) {
+        err = decode_jpeg_frame(&d, opts, &jpeg_stored, msg, msglen);
+        if (err != CHEX_PRE_OK)
+            return err;
+        s.data = jpeg_stored;
+        s.bytes = 1;
+        bs = 8; /* JPEG Baseline samples are 8-bit whatever the header claims */
+        hb = 7;
+    } else {
+        size_t need = (size_t)npix * (size_t)(d.bits_allocated / 8);
+        if (d.pixel_len < need) {
+            chex_pre_msg(msg, msglen,
+                   "DICOM malformed: Pixel Data holds %zu bytes, one %d x %d frame of %d-bit "
+                   "samples needs %zu",
+                   d.pixel_len, d.columns, d.rows, d.bits_allocated, need);
+            return CHEX_PRE_ERR_MALFORMED;
+        }
+        s.data = d.pixel_data;
+        s.bytes = d.bits_allocated / 8;
+    }
+    s.shift = hb + 1 - bs;
+    s.mask = bs >= 32 ? 0xFFFFFFFFu : (1u << bs) - 1u;
+    s.sign = d.pixel_representation ? 1u << (bs - 1) : 0u;
+    s.slope = d.rescale_slope;
+    s.intercept = d.rescale_intercept;
+
+    float *pix = malloc((size_t)npix * sizeof *pix);
+    if (!pix) {
+        free(jpeg_stored);
+        chex_pre_msg(msg, msglen, "out of memory");
+        return CHEX_PRE_ERR_NOMEM;
+    }
+    /* A window of width < 1 (LINEAR) or <= 0 means no usable window. */
+    int window = d.has_window && isfinite(d.window_center) && isfinite(d.window_width) &&
+                 (d.voi_function == CHEX_DICOM_VOI_LINEAR ? d.window_width >= 1.0
+                                                          : d.window_width > 0.0);
+    double lo = 0.0, range = 0.0;
+    if (!window) {
+        double hi = -INFINITY;
+        lo = INFINITY;
+        for (size_t i = 0; i < npix; i++) {
+            double v = modality_value(&s, i);
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+        range = hi - lo;
+    }
+    for (size_t i = 0; i < npix; i++) {
+        double v = modality_value(&s, i), y;
+        if (window)
+            y = voi(v, d.window_center, d.window_width, d.voi_function);
+        else
+            y = range > 0 ? (v - lo) / range : 0.0;
+        pix[i] = (float)(mono1 ? 1.0 - y : y);
+    }
+    free(jpeg_stored);
+
+    img->width = d.columns;
+    img->height = d.rows;
+    img->channels = 1;
+    img->pix = pix;
+    snprintf(img->format, sizeof img->format, "dicom");
+    img->bit_depth = bs;
+    snprintf(img->scaling, sizeof img->scaling, "%s",
+             window ? voi_scaling(d.voi_function) : "minmax");
+    img->is_dicom = 1;
+    img->dicom = d.ids;
+    return CHEX_PRE_OK;
+}

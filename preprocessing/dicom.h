@@ -1,0 +1,69 @@
+/* preprocessing/dicom.h - DICOM Part 10 parser (no DICOM library).
+ *
+ * chex_dicom_parse reads the file meta group and the data set of a Part 10 file
+ * held in memory, and fills a caller-given struct with the pixel-module attributes,
+ * a few identifiers and a pointer into the caller's buffer for the pixel data.
+ * It reads only buf[0..len), allocates nothing, keeps no state (reentrant), and
+ * never copies patient attributes (group 0010) anywhere.
+ * chex_pre_decode_dicom (decoders.h) turns the result into a [0,1] image.
+ */
+#ifndef CHEX_DICOM_H
+#define CHEX_DICOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "preprocessing/preprocess.h"
+
+/* Sequences/items with undefined length may nest this deep, then MALFORMED. */
+#define CHEX_DICOM_MAX_DEPTH 32
+
+typedef enum {
+    CHEX_DICOM_VOI_LINEAR = 0, /* default, PS3.3 C.11.2.1.2.1 */
+    CHEX_DICOM_VOI_LINEAR_EXACT,
+    CHEX_DICOM_VOI_SIGMOID
+} chex_dicom_voi;
+
+typedef struct {
+    /* Pixel module, top-level data set only (an icon's nested attributes are
+     * skipped). -1 when absent, except where a default is named. */
+    int rows, columns;
+    int samples_per_pixel;      /* absent: 1 */
+    int bits_allocated, bits_stored, high_bit;
+    int pixel_representation;   /* absent: 0 */
+    long number_of_frames;      /* absent: 1 */
+    int has_rescale;            /* slope or intercept present */
+    double rescale_slope;       /* absent: 1 */
+    double rescale_intercept;   /* absent: 0 */
+    int has_window;             /* first Window Center and Width both present */
+    double window_center, window_width;
+    chex_dicom_voi voi_function;
+    int implicit_vr;            /* data set in Implicit VR Little Endian */
+    int encapsulated;           /* pixel data in items (JPEG Baseline) */
+    /* Points into the caller's buffer. Native: the Pixel Data value.
+     * Encapsulated: from the first item tag (basic offset table) up to, not
+     * including, the sequence delimiter. NULL when there is no Pixel Data. */
+    const uint8_t *pixel_data;
+    size_t pixel_len;
+    chex_dicom_ids ids;         /* UIDs, modality, view, transfer syntax, photometric;
+                                   trailing padding stripped, non-ASCII replaced by '?' */
+} chex_dicom_info;
+
+/* Parses a Part 10 file: "DICM" at offset 128, file meta group (Explicit VR LE),
+ * data set in Explicit VR LE, Implicit VR LE or JPEG Baseline (encapsulated).
+ * Returns CHEX_PRE_OK (pixel_data may still be NULL), FORMAT (no Part 10 header),
+ * MALFORMED (truncated, length past the end, bad nesting) or UNSUPPORTED (any other
+ * transfer syntax; msg names its UID). msg gets one line on error. */
+chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *out, char *msg,
+                              size_t msglen);
+
+/* The first frame of encapsulated pixel data: the fragments after the basic
+ * offset table up to where the second frame starts (from the offset table, or,
+ * without one, the next fragment that begins a JPEG stream, FF D8), all of them
+ * for a single frame. Sets *nbytes to their total size; when dst is not NULL
+ * also copies them there, one after another (dstcap must be >= that size).
+ * Returns OK or MALFORMED (no fragment, bad item). */
+chex_pre_err chex_dicom_first_frame(const chex_dicom_info *info, uint8_t *dst, size_t dstcap,
+                                    size_t *nbytes, char *msg, size_t msglen);
+
+#endif
