@@ -79,4 +79,66 @@ int chex_model_ws_max_batch(const chex_model_ws *ws);
 chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const float *in, int n,
                                   float *logits, float *probs);
 
+/* ---- Inspection, reference path and instrumentation (additions) ---- */
+
+/* Stages of the network, in execution order. Each stage's output stays in the
+ * workspace after chex_model_forward() until the next call on that workspace. */
+typedef enum {
+    CHEX_STAGE_STEM = 0, /* conv0-norm0-relu0-pool0: (n, 64, S/4, S/4) */
+    CHEX_STAGE_BLOCK1,   /* denseblock1 output: (n, 256, S/4, S/4) */
+    CHEX_STAGE_TRANS1,   /* transition1: (n, 128, S/8, S/8) */
+    CHEX_STAGE_BLOCK2,   /* (n, 512, S/8, S/8) */
+    CHEX_STAGE_TRANS2,   /* (n, 256, S/16, S/16) */
+    CHEX_STAGE_BLOCK3,   /* (n, 1024, S/16, S/16) */
+    CHEX_STAGE_TRANS3,   /* (n, 512, S/32, S/32) */
+    CHEX_STAGE_BLOCK4,   /* (n, 1024, S/32, S/32), before norm5 */
+    CHEX_STAGE_HEAD,     /* relu(norm5(.)): (n, 1024, S/32, S/32), then pool, linear, sigmoid */
+    CHEX_MODEL_NSTAGES
+} chex_model_stage;
+
+/* "stem", "block1", ..., "head". */
+const char *chex_model_stage_name(chex_model_stage s);
+
+/* A borrowed view of a stage output: element (i, c, y, x) is
+ * data[i*img_stride + (c*h + y)*w + x]. Valid until the next forward on ws. */
+typedef struct {
+    const float *data;
+    int n, c, h, w;
+    long img_stride;
+} chex_model_view;
+
+/* View of stage s of the last forward (n = its batch). CHEX_MODEL_ERR_ARG if
+ * no forward has run on ws yet or s is out of range. */
+chex_model_err chex_model_ws_stage(const chex_model_ws *ws, chex_model_stage s,
+                                   chex_model_view *out);
+
+/* The final feature map of the last forward, contiguous (n, 1024, h, w) with
+ * h = w = S/32 (7 for 224): relu(norm5(block4)), the tensor the classifier's
+ * global average pool reads, so a class activation map for label k is
+ * sum_c classifier.weight[k][c] * F[i][c]. NULL before the first forward.
+ * *c, *h, *w receive the shape (any may be NULL). */
+const float *chex_model_ws_features(const chex_model_ws *ws, int *c, int *h, int *w);
+
+/* Wall time in milliseconds of each stage of the last forward on ws. */
+void chex_model_ws_stage_ms(const chex_model_ws *ws, double ms[CHEX_MODEL_NSTAGES]);
+
+/* Multiply-adds x 2 of one image through the network (5.67e9 at 224). */
+double chex_model_flops_per_image(const chex_model *m);
+
+/* Instruction set of the convolution kernels: "avx512", "avx2" or "generic".
+ * Chosen at first use: CHEXD_ISA from the environment if set and supported,
+ * else the best the CPU has. chex_model_set_isa forces one for the whole
+ * process (CHEX_MODEL_ERR_ARG if unknown or unsupported by this CPU); call it
+ * before serving, not while forwards run. */
+const char *chex_model_isa(void);
+chex_model_err chex_model_set_isa(const char *name);
+
+/* The naive reference path: the same network computed op by op with the
+ * plain kernels (model/kernels.h *_naive) straight from the stored BN
+ * statistics, in PyTorch's order. Slow (seconds per image) and it ALLOCATES
+ * its temporaries; for tests only. Stage views of ws afterwards show its
+ * results. */
+chex_model_err chex_model_forward_reference(const chex_model *m, chex_model_ws *ws,
+                                            const float *in, int n, float *logits, float *probs);
+
 #endif

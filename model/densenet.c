@@ -1,0 +1,1028 @@
+/* model/densenet.c - DenseNet-121 (CheXNet): graph from hyper-parameters,
+ * checked loader, workspace, fast and reference forward passes.
+ *
+ * Memory: every weight tensor is widened to F32 into ONE allocation (the
+ * arena), in PyTorch layout; per-channel BN scale/shift pairs derived at load
+ * live there too. The file itself is mapped only while loading. A workspace
+ * holds one buffer per dense block, (n, C_final, H, W): every layer of the block
+ * writes its 32 new channels straight after the ones before, so the
+ * concatenation the network is defined with never happens as a copy.
+ */
+#include "model/model.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "model/kernels.h"
+#include "model/safetensors.h"
+#include "model/sha256.h"
+
+/* ---- hyper-parameters (torchvision densenet121) ---- */
+#define GROWTH 32
+#define BN_SIZE 4
+#define INIT_FEATURES 64
+#define NBLOCKS 4
+#define FINAL_FEATURES 1024
+#define BN_EPS 1e-5f
+static const int BLOCK_LAYERS[NBLOCKS] = {6, 12, 24, 16};
+#define MAX_LAYERS 58
+#define BOTTLENECK (BN_SIZE * GROWTH)
+
+typedef struct {
+    int c;
+    float *gamma, *beta, *mean, *var; /* stored tensors */
+    float *scale, *shift;             /* derived: y = x*scale + shift */
+} bn_t;
+
+typedef struct {
+    int cin;
+    bn_t norm1, norm2;
+    float *conv1; /* (128, cin, 1, 1) */
+    float *conv2; /* (32, 128, 3, 3) */
+} dlayer_t;
+
+typedef struct {
+    int cin, cout;
+    bn_t norm;
+    float *conv; /* (cout, cin, 1, 1) */
+} trans_t;
+
+struct chex_model {
+    chex_model_info info;
+    float *arena;
+    size_t arena_floats;
+    int cin, size, ncls;
+    /* geometry */
+    int stem_hw;           /* conv0 output side */
+    int hw[NBLOCKS];       /* side of each block */
+    int c0[NBLOCKS];       /* channels entering each block */
+    int ct[NBLOCKS];       /* channels leaving each block */
+    int kmax;              /* longest GEMM reduction */
+    float *conv0;
+    bn_t norm0;
+    dlayer_t layers[MAX_LAYERS];
+    int first_layer[NBLOCKS];
+    trans_t trans[NBLOCKS - 1];
+    bn_t norm5;
+    float *cls_w, *cls_b;
+};
+
+struct chex_model_ws {
+    const chex_model *m;
+    int max_batch, last_n, nthreads;
+    float *mem;
+    float *blk[NBLOCKS]; /* (n, ct[b], hw[b], hw[b]) */
+    float *tmp;          /* stem conv output of one image / bottleneck (n,128,hw,hw) */
+    float *feat;         /* (n, 1024, hw[3], hw[3]) */
+    float *pooled;       /* (n, 1024) */
+    float *logits;       /* (n, ncls) */
+    float *scratch;      /* nthreads x scratch_floats */
+    size_t scratch_floats;
+    double stage_ms[CHEX_MODEL_NSTAGES];
+};
+
+static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
+{
+    if (!msg || msglen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, msglen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- the expected tensor table ---- */
+
+typedef struct {
+    char name[CHEX_ST_NAME_LEN];
+    int ndim;
+    int64_t shape[4];
+    float **slot;    /* where the arena pointer goes */
+    size_t offset;   /* in floats, inside the arena */
+} spec_t;
+
+#define MAX_SPECS 640 /* 606 tensors in densenet121 */
+
+typedef struct {
+    spec_t s[MAX_SPECS];
+    int n;
+    size_t floats;
+} spec_list;
+
+static void spec_add(spec_list *l, float **slot, int ndim, const int64_t *shape, const char *fmt,
+                     ...) __attribute__((format(printf, 5, 6)));
+static void spec_add(spec_list *l, float **slot, int ndim, const int64_t *shape, const char *fmt,
+                     ...)
+{
+    spec_t *s = &l->s[l->n++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->name, sizeof(s->name), fmt, ap);
+    va_end(ap);
+    s->ndim = ndim;
+    size_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        s->shape[i] = shape[i];
+        numel *= (size_t)shape[i];
+    }
+    s->slot = slot;
+    s->offset = l->floats;
+    l->floats += (numel + 15) & ~(size_t)15; /* 64-byte aligned tensors */
+}
+
+static void spec_bn(spec_list *l, bn_t *bn, int c, const char *prefix)
+{
+    const int64_t sh[1] = {c};
+    bn->c = c;
+    spec_add(l, &bn->gamma, 1, sh, "%s.weight", prefix);
+    spec_add(l, &bn->beta, 1, sh, "%s.bias", prefix);
+    spec_add(l, &bn->mean, 1, sh, "%s.running_mean", prefix);
+    spec_add(l, &bn->var, 1, sh, "%s.running_var", prefix);
+}
+
+/* Fills geometry and the list of tensors the graph reads, in a fixed order. */
+static void build_graph(chex_model *m, spec_list *l)
+{
+    char pre[96];
+    l->n = 0;
+    l->floats = 0;
+    int64_t sh[4] = {INIT_FEATURES, m->cin, 7, 7};
+    spec_add(l, &m->conv0, 4, sh, "features.conv0.weight");
+    spec_bn(l, &m->norm0, INIT_FEATURES, "features.norm0");
+    m->stem_hw = (m->size + 2 * 3 - 7) / 2 + 1;
+    int hw = (m->stem_hw + 2 * 1 - 3) / 2 + 1;
+    int c = INIT_FEATURES, li = 0;
+    m->kmax = m->cin * 49;
+    for (int b = 0; b < NBLOCKS; b++) {
+        m->hw[b] = hw;
+        m->c0[b] = c;
+        m->first_layer[b] = li;
+        for (int j = 0; j < BLOCK_LAYERS[b]; j++, li++) {
+            dlayer_t *d = &m->layers[li];
+            d->cin = c;
+            snprintf(pre, sizeof(pre), "features.denseblock%d.denselayer%d.norm1", b + 1, j + 1);
+            spec_bn(l, &d->norm1, c, pre);
+            int64_t s1[4] = {BOTTLENECK, c, 1, 1};
+            spec_add(l, &d->conv1, 4, s1, "features.denseblock%d.denselayer%d.conv1.weight",
+                     b + 1, j + 1);
+            snprintf(pre, sizeof(pre), "features.denseblock%d.denselayer%d.norm2", b + 1, j + 1);
+            spec_bn(l, &d->norm2, BOTTLENECK, pre);
+            int64_t s2[4] = {GROWTH, BOTTLENECK, 3, 3};
+            spec_add(l, &d->conv2, 4, s2, "features.denseblock%d.denselayer%d.conv2.weight",
+                     b + 1, j + 1);
+            if (c > m->kmax)
+                m->kmax = c;
+            c += GROWTH;
+        }
+        m->ct[b] = c;
+        if (BOTTLENECK * 9 > m->kmax)
+            m->kmax = BOTTLENECK * 9;
+        if (b < NBLOCKS - 1) {
+            trans_t *t = &m->trans[b];
+            t->cin = c;
+            t->cout = c / 2;
+            snprintf(pre, sizeof(pre), "features.transition%d.norm", b + 1);
+            spec_bn(l, &t->norm, c, pre);
+            int64_t st[4] = {c / 2, c, 1, 1};
+            spec_add(l, &t->conv, 4, st, "features.transition%d.conv.weight", b + 1);
+            if (c > m->kmax)
+                m->kmax = c;
+            c /= 2;
+            hw /= 2;
+        }
+    }
+    spec_bn(l, &m->norm5, c, "features.norm5");
+    int64_t cw[2] = {m->ncls, FINAL_FEATURES};
+    spec_add(l, &m->cls_w, 2, cw, "classifier.weight");
+    int64_t cb[1] = {m->ncls};
+    spec_add(l, &m->cls_b, 1, cb, "classifier.bias");
+}
+
+static void fmt_shape(char *buf, size_t len, int ndim, const int64_t *shape)
+{
+    size_t used = 0;
+    used += (size_t)snprintf(buf + used, len - used, "[");
+    for (int i = 0; i < ndim && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "",
+                                 (long long)shape[i]);
+    if (used < len)
+        snprintf(buf + used, len - used, "]");
+}
+
+/* ---- metadata ---- */
+
+static const char *const PRESETS[] = {"resize256-crop224", "tencrop", "resize224", "xrv"};
+
+static chex_model_err parse_int(const char *v, const char *key, int lo, int hi, int *out,
+                                char *msg, size_t msglen)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        set_msg(msg, msglen, "metadata %s: '%.40s' is not an integer in [%d, %d]", key, v, lo, hi);
+        return CHEX_MODEL_ERR_METADATA;
+    }
+    *out = (int)x;
+    return CHEX_MODEL_OK;
+}
+
+static chex_model_err parse_labels(const char *v, chex_model_info *info, char *msg, size_t msglen)
+{
+    json_error_t jerr;
+    json_t *arr = json_loads(v, JSON_REJECT_DUPLICATES, &jerr);
+    chex_model_err e = CHEX_MODEL_ERR_METADATA;
+    if (!arr || !json_is_array(arr)) {
+        set_msg(msg, msglen, "metadata labels: not a JSON array of strings");
+        goto out;
+    }
+    size_t n = json_array_size(arr);
+    if (n < 1 || n > CHEX_MODEL_MAX_LABELS) {
+        set_msg(msg, msglen, "metadata labels: %zu labels, expected 1..%d", n,
+                CHEX_MODEL_MAX_LABELS);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = json_array_get(arr, i);
+        if (!json_is_string(s)) {
+            set_msg(msg, msglen, "metadata labels: entry %zu is not a string", i);
+            goto out;
+        }
+        size_t len = json_string_length(s);
+        if (len == 0 || len >= CHEX_MODEL_LABEL_LEN || strlen(json_string_value(s)) != len) {
+            set_msg(msg, msglen, "metadata labels: entry %zu is empty, too long (max %d bytes) "
+                    "or holds NUL", i, CHEX_MODEL_LABEL_LEN - 1);
+            goto out;
+        }
+        memcpy(info->labels[i], json_string_value(s), len + 1);
+    }
+    info->num_labels = (int)n;
+    e = CHEX_MODEL_OK;
+out:
+    json_decref(arr);
+    return e;
+}
+
+static int json_to_float(json_t *v, float *out)
+{
+    if (!json_is_number(v))
+        return -1;
+    double d = json_number_value(v);
+    if (!isfinite(d))
+        return -1;
+    *out = (float)d;
+    return 0;
+}
+
+static chex_model_err parse_norm(const char *v, chex_model_info *info, char *msg, size_t msglen)
+{
+    json_error_t jerr;
+    json_t *o = json_loads(v, JSON_REJECT_DUPLICATES, &jerr);
+    chex_model_err e = CHEX_MODEL_ERR_METADATA;
+    const int c = info->input_channels;
+    if (!o || !json_is_object(o)) {
+        set_msg(msg, msglen, "metadata normalization: not a JSON object");
+        goto out;
+    }
+    json_t *mean = json_object_get(o, "mean"), *std = json_object_get(o, "std");
+    json_t *scale = json_object_get(o, "scale"), *offset = json_object_get(o, "offset");
+    if (mean || std) {
+        if (!json_is_array(mean) || !json_is_array(std) || (int)json_array_size(mean) != c ||
+            (int)json_array_size(std) != c || scale || offset) {
+            set_msg(msg, msglen, "metadata normalization: \"mean\" and \"std\" must be arrays of "
+                    "%d numbers (one per input channel)", c);
+            goto out;
+        }
+        for (int i = 0; i < c; i++) {
+            if (json_to_float(json_array_get(mean, (size_t)i), &info->mean[i]) ||
+                json_to_float(json_array_get(std, (size_t)i), &info->std[i]) ||
+                !(info->std[i] > 0.0f)) {
+                set_msg(msg, msglen, "metadata normalization: channel %d needs a finite mean and "
+                        "a positive std", i);
+                goto out;
+            }
+        }
+    } else if (scale && offset) {
+        float s, of;
+        if (json_to_float(scale, &s) || json_to_float(offset, &of) || !(s > 0.0f)) {
+            set_msg(msg, msglen, "metadata normalization: \"scale\" must be a positive number and "
+                    "\"offset\" a number");
+            goto out;
+        }
+        for (int i = 0; i < c; i++) {
+            info->mean[i] = -of / s;
+            info->std[i] = 1.0f / s;
+        }
+    } else {
+        set_msg(msg, msglen, "metadata normalization: expected {\"mean\":[..],\"std\":[..]} or "
+                "{\"scale\":s,\"offset\":o}");
+        goto out;
+    }
+    for (int i = c; i < 3; i++) {
+        info->mean[i] = 0.0f;
+        info->std[i] = 1.0f;
+    }
+    e = CHEX_MODEL_OK;
+out:
+    json_decref(o);
+    return e;
+}
+
+static chex_model_err parse_metadata(const chex_st_file *f, const char *path,
+                                     chex_model_info *info, char *msg, size_t msglen)
+{
+    chex_model_err e;
+    const char *v;
+    memset(info, 0, sizeof(*info));
+
+    /* name: default is the file name without directory and extension. */
+    if ((v = chex_st_meta_get(f, "name"))) {
+        if (!*v || strlen(v) >= sizeof(info->name)) {
+            set_msg(msg, msglen, "metadata name: empty or longer than %zu bytes",
+                    sizeof(info->name) - 1);
+            return CHEX_MODEL_ERR_METADATA;
+        }
+        snprintf(info->name, sizeof(info->name), "%s", v);
+    } else {
+        const char *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        snprintf(info->name, sizeof(info->name), "%s", base);
+        char *dot = strstr(info->name, ".safetensors");
+        if (dot && dot != info->name)
+            *dot = '\0';
+    }
+
+    v = chex_st_meta_get(f, "demo");
+    if (!v || !strcmp(v, "false"))
+        info->demo = 0;
+    else if (!strcmp(v, "true"))
+        info->demo = 1;
+    else {
+        set_msg(msg, msglen, "metadata demo: '%.20s' is neither \"true\" nor \"false\"", v);
+        return CHEX_MODEL_ERR_METADATA;
+    }
+
+    v = chex_st_meta_get(f, "architecture");
+    if (v && strcmp(v, "densenet121")) {
+        set_msg(msg, msglen, "metadata architecture: '%.40s' is not supported (densenet121 only)",
+                v);
+        return CHEX_MODEL_ERR_METADATA;
+    }
+    snprintf(info->architecture, sizeof(info->architecture), "densenet121");
+
+    if (!(v = chex_st_meta_get(f, "labels"))) {
+        set_msg(msg, msglen, "metadata labels: missing (a JSON array of label names is required)");
+        return CHEX_MODEL_ERR_METADATA;
+    }
+    if ((e = parse_labels(v, info, msg, msglen)))
+        return e;
+
+    info->input_channels = 3;
+    if ((v = chex_st_meta_get(f, "input_channels"))) {
+        if (strcmp(v, "1") && strcmp(v, "3")) {
+            set_msg(msg, msglen, "metadata input_channels: '%.20s' is neither 1 nor 3", v);
+            return CHEX_MODEL_ERR_METADATA;
+        }
+        info->input_channels = v[0] - '0';
+    }
+
+    info->input_size = 224;
+    if ((v = chex_st_meta_get(f, "input_size")) &&
+        (e = parse_int(v, "input_size", 32, 1024, &info->input_size, msg, msglen)))
+        return e;
+
+    if ((v = chex_st_meta_get(f, "normalization"))) {
+        if ((e = parse_norm(v, info, msg, msglen)))
+            return e;
+    } else if (info->input_channels == 3) {
+        static const float im_mean[3] = {0.485f, 0.456f, 0.406f}, im_std[3] = {0.229f, 0.224f,
+                                                                               0.225f};
+        memcpy(info->mean, im_mean, sizeof(im_mean));
+        memcpy(info->std, im_std, sizeof(im_std));
+    } else {
+        set_msg(msg, msglen, "metadata normalization: missing (required when input_channels is "
+                "1; the ImageNet default only covers 3 channels)");
+        return CHEX_MODEL_ERR_METADATA;
+    }
+
+    snprintf(info->preprocess, sizeof(info->preprocess), "resize256-crop224");
+    if ((v = chex_st_meta_get(f, "preprocess"))) {
+        size_t i, np = sizeof(PRESETS) / sizeof(PRESETS[0]);
+        for (i = 0; i < np && strcmp(v, PRESETS[i]); i++)
+            ;
+        if (i == np) {
+            set_msg(msg, msglen, "metadata preprocess: unknown preset '%.40s' (resize256-crop224, "
+                    "tencrop, resize224, xrv)", v);
+            return CHEX_MODEL_ERR_METADATA;
+        }
+        snprintf(info->preprocess, sizeof(info->preprocess), "%s", v);
+    }
+    return CHEX_MODEL_OK;
+}
+
+/* ---- loader ---- */
+
+static void bn_fold(bn_t *bn, float **cursor)
+{
+    bn->scale = *cursor;
+    bn->shift = *cursor + ((bn->c + 15) & ~15);
+    *cursor += 2 * ((bn->c + 15) & ~15);
+    for (int i = 0; i < bn->c; i++) {
+        float s = bn->gamma[i] / sqrtf(bn->var[i] + BN_EPS);
+        bn->scale[i] = s;
+        bn->shift[i] = bn->beta[i] - bn->mean[i] * s;
+    }
+}
+
+static size_t bn_fold_floats(int c)
+{
+    return 2 * (size_t)((c + 15) & ~15);
+}
+
+static chex_model_err check_tensors(chex_model *m, const chex_st_file *f, spec_list *l,
+                                    char *msg, size_t msglen)
+{
+    char want[96], got[96];
+    /* The two free dimensions come from metadata: report a disagreement as a
+     * metadata problem naming the key. */
+    const chex_st_tensor *t = chex_st_find(f, "features.conv0.weight");
+    if (t && t->ndim == 4 && t->shape[0] == INIT_FEATURES && t->shape[2] == 7 &&
+        t->shape[3] == 7 && (t->shape[1] == 1 || t->shape[1] == 3) && t->shape[1] != m->cin) {
+        set_msg(msg, msglen, "metadata input_channels: %d%s but features.conv0.weight has %lld "
+                "input channels", m->cin,
+                chex_st_meta_get(f, "input_channels") ? "" : " (default)",
+                (long long)t->shape[1]);
+        return CHEX_MODEL_ERR_METADATA;
+    }
+    t = chex_st_find(f, "classifier.weight");
+    if (t && t->ndim == 2 && t->shape[1] == FINAL_FEATURES && t->shape[0] != m->ncls) {
+        set_msg(msg, msglen, "metadata labels: %d labels but classifier.weight has %lld rows",
+                m->ncls, (long long)t->shape[0]);
+        return CHEX_MODEL_ERR_METADATA;
+    }
+    for (int i = 0; i < l->n; i++) {
+        const spec_t *s = &l->s[i];
+        t = chex_st_find(f, s->name);
+        if (!t) {
+            set_msg(msg, msglen, "tensor %s: missing", s->name);
+            return CHEX_MODEL_ERR_MISSING;
+        }
+        int same = t->ndim == s->ndim;
+        for (int d = 0; same && d < s->ndim; d++)
+            same = t->shape[d] == s->shape[d];
+        if (!same) {
+            fmt_shape(want, sizeof(want), s->ndim, s->shape);
+            fmt_shape(got, sizeof(got), t->ndim, t->shape);
+            set_msg(msg, msglen, "tensor %s: shape %s, expected %s", s->name, got, want);
+            return CHEX_MODEL_ERR_SHAPE;
+        }
+    }
+    for (int i = 0; i < f->ntensors; i++) {
+        int j;
+        for (j = 0; j < l->n && strcmp(l->s[j].name, f->tensors[i].name); j++)
+            ;
+        if (j == l->n) {
+            set_msg(msg, msglen, "tensor %.100s: unexpected (densenet121 does not use it)",
+                    f->tensors[i].name);
+            return CHEX_MODEL_ERR_UNEXPECTED;
+        }
+    }
+    return CHEX_MODEL_OK;
+}
+
+static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path, chex_model *m,
+                                char *msg, size_t msglen)
+{
+    chex_st_file f;
+    memset(&f, 0, sizeof(f));
+    chex_model_err e = chex_st_parse(buf, len, &f, msg, msglen);
+    if (e)
+        goto out;
+    if ((e = parse_metadata(&f, path, &m->info, msg, msglen)))
+        goto out;
+    m->cin = m->info.input_channels;
+    m->size = m->info.input_size;
+    m->ncls = m->info.num_labels;
+
+    spec_list *l = malloc(sizeof(*l));
+    if (!l) {
+        e = CHEX_MODEL_ERR_NOMEM;
+        set_msg(msg, msglen, "out of memory");
+        goto out;
+    }
+    build_graph(m, l);
+    if ((e = check_tensors(m, &f, l, msg, msglen))) {
+        free(l);
+        goto out;
+    }
+
+    size_t fold = bn_fold_floats(m->norm0.c) + bn_fold_floats(m->norm5.c);
+    for (int i = 0; i < MAX_LAYERS; i++)
+        fold += bn_fold_floats(m->layers[i].norm1.c) + bn_fold_floats(m->layers[i].norm2.c);
+    for (int i = 0; i < NBLOCKS - 1; i++)
+        fold += bn_fold_floats(m->trans[i].norm.c);
+    m->arena_floats = l->floats + fold;
+    m->arena = aligned_alloc(64, m->arena_floats * sizeof(float));
+    if (!m->arena) {
+        free(l);
+        e = CHEX_MODEL_ERR_NOMEM;
+        set_msg(msg, msglen, "out of memory for %zu MB of weights",
+                m->arena_floats * sizeof(float) >> 20);
+        goto out;
+    }
+    for (int i = 0; i < l->n; i++) {
+        float *dst = m->arena + l->s[i].offset;
+        chex_st_to_f32(&f, chex_st_find(&f, l->s[i].name), dst);
+        *l->s[i].slot = dst;
+    }
+    free(l);
+
+    /* BN as per-channel scale/shift (eval mode), checked for sanity. */
+    float *cur = m->arena + (m->arena_floats - fold);
+    bn_fold(&m->norm0, &cur);
+    for (int i = 0; i < MAX_LAYERS; i++) {
+        bn_fold(&m->layers[i].norm1, &cur);
+        bn_fold(&m->layers[i].norm2, &cur);
+    }
+    for (int i = 0; i < NBLOCKS - 1; i++)
+        bn_fold(&m->trans[i].norm, &cur);
+    bn_fold(&m->norm5, &cur);
+    chex_sha256_hex(buf, len, m->info.sha256);
+    e = CHEX_MODEL_OK;
+out:
+    chex_st_free(&f);
+    return e;
+}
+
+chex_model_err chex_model_load(const char *path, chex_model **out, char *msg, size_t msglen)
+{
+    if (msg && msglen)
+        msg[0] = '\0';
+    if (!out || !path) {
+        set_msg(msg, msglen, "chex_model_load: NULL argument");
+        return CHEX_MODEL_ERR_ARG;
+    }
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        set_msg(msg, msglen, "%s: cannot open: %s", path, strerror(errno));
+        return CHEX_MODEL_ERR_IO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        set_msg(msg, msglen, "%s: not a regular file", path);
+        close(fd);
+        return CHEX_MODEL_ERR_IO;
+    }
+    size_t len = (size_t)st.st_size;
+    static const uint8_t empty[1];
+    const uint8_t *buf = empty;
+    void *map = NULL;
+    if (len > 0) {
+        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            set_msg(msg, msglen, "%s: cannot map: %s", path, strerror(errno));
+            close(fd);
+            return CHEX_MODEL_ERR_IO;
+        }
+        buf = map;
+    }
+    close(fd);
+
+    chex_model *m = calloc(1, sizeof(*m));
+    chex_model_err e;
+    if (!m) {
+        set_msg(msg, msglen, "out of memory");
+        e = CHEX_MODEL_ERR_NOMEM;
+    } else {
+        e = load_from(buf, len, path, m, msg, msglen);
+    }
+    if (map)
+        munmap(map, len);
+    if (e) {
+        chex_model_free(m);
+        return e;
+    }
+    *out = m;
+    return CHEX_MODEL_OK;
+}
+
+void chex_model_free(chex_model *m)
+{
+    if (!m)
+        return;
+    free(m->arena);
+    free(m);
+}
+
+const chex_model_info *chex_model_info_get(const chex_model *m)
+{
+    return m ? &m->info : NULL;
+}
+
+double chex_model_flops_per_image(const chex_model *m)
+{
+    double f = 2.0 * INIT_FEATURES * m->cin * 49 * (double)m->stem_hw * m->stem_hw;
+    for (int b = 0; b < NBLOCKS; b++) {
+        double px = (double)m->hw[b] * m->hw[b];
+        for (int j = 0; j < BLOCK_LAYERS[b]; j++) {
+            const dlayer_t *d = &m->layers[m->first_layer[b] + j];
+            f += 2.0 * BOTTLENECK * d->cin * px + 2.0 * GROWTH * BOTTLENECK * 9 * px;
+        }
+        if (b < NBLOCKS - 1) /* counted as PyTorch computes it: conv at full size */
+            f += 2.0 * m->trans[b].cout * m->trans[b].cin * px;
+    }
+    f += 2.0 * FINAL_FEATURES * m->ncls;
+    return f;
+}
+
+/* ---- workspace ---- */
+
+static size_t al16(size_t x)
+{
+    return (x + 15) & ~(size_t)15;
+}
+
+chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_model_ws **out)
+{
+    if (!out)
+        return CHEX_MODEL_ERR_ARG;
+    *out = NULL;
+    if (!m || max_batch < 1 || max_batch > 1024)
+        return CHEX_MODEL_ERR_ARG;
+    chex_model_ws *ws = calloc(1, sizeof(*ws));
+    if (!ws)
+        return CHEX_MODEL_ERR_NOMEM;
+    ws->m = m;
+    ws->max_batch = max_batch;
+    int nt = omp_get_max_threads(), np = omp_get_num_procs();
+    ws->nthreads = nt > np ? nt : np;
+    ws->scratch_floats = chex_conv_scratch_floats(m->kmax);
+
+    const size_t n = (size_t)max_batch;
+    size_t blk[NBLOCKS], total = 0;
+    for (int b = 0; b < NBLOCKS; b++) {
+        blk[b] = al16(n * m->ct[b] * m->hw[b] * m->hw[b]);
+        total += blk[b];
+    }
+    size_t stem = (size_t)INIT_FEATURES * m->stem_hw * m->stem_hw;
+    size_t bott = n * BOTTLENECK * m->hw[0] * m->hw[0];
+    size_t tmp = al16(stem > bott ? stem : bott);
+    size_t feat = al16(n * FINAL_FEATURES * m->hw[3] * m->hw[3]);
+    size_t pooled = al16(n * FINAL_FEATURES), logits = al16(n * m->ncls);
+    size_t scratch = ws->scratch_floats * (size_t)ws->nthreads;
+    total += tmp + feat + pooled + logits + scratch;
+    ws->mem = aligned_alloc(64, total * sizeof(float));
+    if (!ws->mem) {
+        free(ws);
+        return CHEX_MODEL_ERR_NOMEM;
+    }
+    float *p = ws->mem;
+    for (int b = 0; b < NBLOCKS; b++) {
+        ws->blk[b] = p;
+        p += blk[b];
+    }
+    ws->tmp = p;
+    p += tmp;
+    ws->feat = p;
+    p += feat;
+    ws->pooled = p;
+    p += pooled;
+    ws->logits = p;
+    p += logits;
+    ws->scratch = p;
+    *out = ws;
+    return CHEX_MODEL_OK;
+}
+
+void chex_model_ws_free(chex_model_ws *ws)
+{
+    if (!ws)
+        return;
+    free(ws->mem);
+    free(ws);
+}
+
+int chex_model_ws_max_batch(const chex_model_ws *ws)
+{
+    return ws ? ws->max_batch : 0;
+}
+
+/* ---- forward ---- */
+
+static void run_conv(chex_model_ws *ws, int nt, const chex_conv_args *a)
+{
+    chex_kernels_get()->conv(a, ws->scratch, ws->scratch_floats, nt);
+}
+
+static void maxpool_into(float *dst, const float *src, int c, int h, int w,
+                         int oh, int ow, int nt)
+{
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int ci = 0; ci < c; ci++) {
+        const float *x = src + (long)ci * h * w;
+        float *y = dst + (long)ci * oh * ow;
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                float best = -INFINITY;
+                for (int ky = 0; ky < 3; ky++) {
+                    int iy = 2 * oy - 1 + ky;
+                    if (iy < 0 || iy >= h)
+                        continue;
+                    for (int kx = 0; kx < 3; kx++) {
+                        int ix = 2 * ox - 1 + kx;
+                        if (ix >= 0 && ix < w && x[iy * w + ix] > best)
+                            best = x[iy * w + ix];
+                    }
+                }
+                y[oy * ow + ox] = best;
+            }
+    }
+}
+
+static void head(const chex_model *m, chex_model_ws *ws, int n, int nt, float *logits,
+                 float *probs)
+{
+    const long hw = (long)m->hw[3] * m->hw[3];
+    const float *x = ws->blk[3];
+    const float *s = m->norm5.scale, *t = m->norm5.shift;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (long plane = 0; plane < (long)n * FINAL_FEATURES; plane++) {
+        const int c = (int)(plane % FINAL_FEATURES);
+        const float *xp = x + plane * hw;
+        float *fp = ws->feat + plane * hw;
+        float sum = 0.0f;
+        for (long p = 0; p < hw; p++) {
+            float v = xp[p] * s[c] + t[c];
+            v = v > 0.0f ? v : 0.0f;
+            fp[p] = v;
+            sum += v;
+        }
+        ws->pooled[plane] = sum / (float)hw;
+    }
+    linear_forward_naive(ws->logits, ws->pooled, m->cls_w, m->cls_b, n, FINAL_FEATURES, m->ncls);
+    if (logits)
+        memcpy(logits, ws->logits, sizeof(float) * (size_t)n * m->ncls);
+    if (probs)
+        sigmoid_forward_naive(probs, ws->logits, (long)n * m->ncls);
+}
+
+static chex_model_err check_fwd(const chex_model *m, const chex_model_ws *ws, const float *in,
+                                int n)
+{
+    if (!m || !ws || !in || ws->m != m || n < 1 || n > ws->max_batch)
+        return CHEX_MODEL_ERR_ARG;
+    return CHEX_MODEL_OK;
+}
+
+chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const float *in, int n,
+                                  float *logits, float *probs)
+{
+    chex_model_err e = check_fwd(m, ws, in, n);
+    if (e)
+        return e;
+    int nt = omp_get_max_threads();
+    if (nt > ws->nthreads)
+        nt = ws->nthreads;
+    double t0 = omp_get_wtime(), t1;
+
+    /* Stem, one image at a time so its large output needs one image of room. */
+    const int S = m->size, sh = m->stem_hw, h0 = m->hw[0];
+    const long blk0_stride = (long)m->ct[0] * h0 * h0;
+    for (int i = 0; i < n; i++) {
+        chex_conv_args a = {.kind = CHEX_PACK_CONV, .n = 1,
+                            .src = in + (long)i * m->cin * S * S,
+                            .src_img_stride = (long)m->cin * S * S,
+                            .c = m->cin, .h = S, .w = S, .kh = 7, .kw = 7, .stride = 2, .pad = 3,
+                            .oh = sh, .ow = sh, .wt = m->conv0, .m = INIT_FEATURES,
+                            .post_scale = m->norm0.scale, .post_shift = m->norm0.shift,
+                            .post_relu = 1, .dst = ws->tmp,
+                            .dst_img_stride = (long)INIT_FEATURES * sh * sh};
+        run_conv(ws, nt, &a);
+        maxpool_into(ws->blk[0] + i * blk0_stride, ws->tmp, INIT_FEATURES, sh, sh,
+                     h0, h0, nt);
+    }
+    t1 = omp_get_wtime();
+    ws->stage_ms[CHEX_STAGE_STEM] = (t1 - t0) * 1e3;
+    t0 = t1;
+
+    for (int b = 0; b < NBLOCKS; b++) {
+        const int hw = m->hw[b];
+        const long px = (long)hw * hw, stride = (long)m->ct[b] * px;
+        for (int j = 0; j < BLOCK_LAYERS[b]; j++) {
+            const dlayer_t *d = &m->layers[m->first_layer[b] + j];
+            chex_conv_args a1 = {.kind = CHEX_PACK_BNRELU_1X1, .n = n, .src = ws->blk[b],
+                                 .src_img_stride = stride, .c = d->cin, .h = hw, .w = hw,
+                                 .kh = 1, .kw = 1, .stride = 1, .pad = 0, .oh = hw, .ow = hw,
+                                 .pre_scale = d->norm1.scale, .pre_shift = d->norm1.shift,
+                                 .wt = d->conv1, .m = BOTTLENECK, .post_scale = d->norm2.scale,
+                                 .post_shift = d->norm2.shift, .post_relu = 1, .dst = ws->tmp,
+                                 .dst_img_stride = BOTTLENECK * px};
+            run_conv(ws, nt, &a1);
+            chex_conv_args a2 = {.kind = CHEX_PACK_CONV, .n = n, .src = ws->tmp,
+                                 .src_img_stride = BOTTLENECK * px, .c = BOTTLENECK, .h = hw,
+                                 .w = hw, .kh = 3, .kw = 3, .stride = 1, .pad = 1, .oh = hw,
+                                 .ow = hw, .wt = d->conv2, .m = GROWTH,
+                                 .dst = ws->blk[b] + d->cin * px, .dst_img_stride = stride};
+            run_conv(ws, nt, &a2);
+        }
+        t1 = omp_get_wtime();
+        ws->stage_ms[CHEX_STAGE_BLOCK1 + 2 * b] = (t1 - t0) * 1e3;
+        t0 = t1;
+        if (b == NBLOCKS - 1)
+            break;
+        /* Transition: avgpool commutes with the 1x1 conv, so pool first (in
+         * the packing) and convolve a quarter of the pixels. */
+        const trans_t *t = &m->trans[b];
+        const int oh = m->hw[b + 1];
+        chex_conv_args a = {.kind = CHEX_PACK_BNRELU_POOL, .n = n, .src = ws->blk[b],
+                            .src_img_stride = stride, .c = t->cin, .h = hw, .w = hw, .kh = 1,
+                            .kw = 1, .stride = 1, .pad = 0, .oh = oh, .ow = oh,
+                            .pre_scale = t->norm.scale, .pre_shift = t->norm.shift,
+                            .wt = t->conv, .m = t->cout, .dst = ws->blk[b + 1],
+                            .dst_img_stride = (long)m->ct[b + 1] * oh * oh};
+        run_conv(ws, nt, &a);
+        t1 = omp_get_wtime();
+        ws->stage_ms[CHEX_STAGE_TRANS1 + 2 * b] = (t1 - t0) * 1e3;
+        t0 = t1;
+    }
+
+    head(m, ws, n, nt, logits, probs);
+    ws->stage_ms[CHEX_STAGE_HEAD] = (omp_get_wtime() - t0) * 1e3;
+    ws->last_n = n;
+    return CHEX_MODEL_OK;
+}
+
+/* ---- reference forward: naive ops in PyTorch's order ---- */
+
+static void bn_relu_ref(float *x, const bn_t *bn, int n, long hw)
+{
+    batchnorm_forward_naive(x, x, bn->gamma, bn->beta, bn->mean, bn->var, BN_EPS, n, bn->c, hw);
+    relu_forward_naive(x, (long)n * bn->c * hw);
+}
+
+/* Copies the first c channels of n images (image stride src_stride) into a
+ * contiguous (n, c, hw) tensor, or back with dir < 0. */
+static void gather_channels(float *dense, float *strided, long strided_stride, int n, int c,
+                            long hw, int dir)
+{
+    for (int i = 0; i < n; i++) {
+        float *a = dense + (long)i * c * hw, *b = strided + i * strided_stride;
+        if (dir > 0)
+            memcpy(a, b, sizeof(float) * (size_t)c * hw);
+        else
+            memcpy(b, a, sizeof(float) * (size_t)c * hw);
+    }
+}
+
+chex_model_err chex_model_forward_reference(const chex_model *m, chex_model_ws *ws,
+                                            const float *in, int n, float *logits, float *probs)
+{
+    chex_model_err e = check_fwd(m, ws, in, n);
+    if (e)
+        return e;
+    const int S = m->size, sh = m->stem_hw;
+    size_t big = (size_t)n * INIT_FEATURES * sh * sh;
+    for (int b = 0; b < NBLOCKS; b++) {
+        size_t s = (size_t)n * m->ct[b] * m->hw[b] * m->hw[b];
+        if (s > big)
+            big = s;
+    }
+    float *x = malloc(big * sizeof(float)), *y = malloc(big * sizeof(float));
+    if (!x || !y) {
+        free(x);
+        free(y);
+        return CHEX_MODEL_ERR_NOMEM;
+    }
+    double t0 = omp_get_wtime(), t1;
+
+    conv2d_forward_naive(x, in, m->conv0, NULL, n, m->cin, S, S, INIT_FEATURES, 7, 7, 2, 3);
+    bn_relu_ref(x, &m->norm0, n, (long)sh * sh);
+    const int h0 = m->hw[0];
+    maxpool2d_forward_naive(y, x, n, INIT_FEATURES, sh, sh, 3, 2, 1);
+    gather_channels(y, ws->blk[0], (long)m->ct[0] * h0 * h0, n, INIT_FEATURES, (long)h0 * h0, -1);
+    t1 = omp_get_wtime();
+    ws->stage_ms[CHEX_STAGE_STEM] = (t1 - t0) * 1e3;
+    t0 = t1;
+
+    for (int b = 0; b < NBLOCKS; b++) {
+        const int hw = m->hw[b];
+        const long px = (long)hw * hw, stride = (long)m->ct[b] * px;
+        for (int j = 0; j < BLOCK_LAYERS[b]; j++) {
+            const dlayer_t *d = &m->layers[m->first_layer[b] + j];
+            gather_channels(x, ws->blk[b], stride, n, d->cin, px, 1); /* torch.cat */
+            bn_relu_ref(x, &d->norm1, n, px);
+            conv2d_forward_naive(y, x, d->conv1, NULL, n, d->cin, hw, hw, BOTTLENECK, 1, 1, 1, 0);
+            bn_relu_ref(y, &d->norm2, n, px);
+            conv2d_forward_naive(x, y, d->conv2, NULL, n, BOTTLENECK, hw, hw, GROWTH, 3, 3, 1, 1);
+            for (int i = 0; i < n; i++)
+                memcpy(ws->blk[b] + i * stride + d->cin * px, x + (long)i * GROWTH * px,
+                       sizeof(float) * GROWTH * px);
+        }
+        t1 = omp_get_wtime();
+        ws->stage_ms[CHEX_STAGE_BLOCK1 + 2 * b] = (t1 - t0) * 1e3;
+        t0 = t1;
+        if (b == NBLOCKS - 1)
+            break;
+        const trans_t *t = &m->trans[b];
+        const int oh = m->hw[b + 1];
+        gather_channels(x, ws->blk[b], stride, n, t->cin, px, 1);
+        bn_relu_ref(x, &t->norm, n, px);
+        conv2d_forward_naive(y, x, t->conv, NULL, n, t->cin, hw, hw, t->cout, 1, 1, 1, 0);
+        avgpool2d_forward_naive(x, y, n, t->cout, hw, hw, 2);
+        gather_channels(x, ws->blk[b + 1], (long)m->ct[b + 1] * oh * oh, n, t->cout,
+                        (long)oh * oh, -1);
+        t1 = omp_get_wtime();
+        ws->stage_ms[CHEX_STAGE_TRANS1 + 2 * b] = (t1 - t0) * 1e3;
+        t0 = t1;
+    }
+
+    const long hw = (long)m->hw[3] * m->hw[3];
+    memcpy(ws->feat, ws->blk[3], sizeof(float) * (size_t)n * FINAL_FEATURES * hw);
+    bn_relu_ref(ws->feat, &m->norm5, n, hw);
+    global_avgpool_forward_naive(ws->pooled, ws->feat, n, FINAL_FEATURES, hw);
+    linear_forward_naive(ws->logits, ws->pooled, m->cls_w, m->cls_b, n, FINAL_FEATURES, m->ncls);
+    if (logits)
+        memcpy(logits, ws->logits, sizeof(float) * (size_t)n * m->ncls);
+    if (probs)
+        sigmoid_forward_naive(probs, ws->logits, (long)n * m->ncls);
+    ws->stage_ms[CHEX_STAGE_HEAD] = (omp_get_wtime() - t0) * 1e3;
+    ws->last_n = n;
+    free(x);
+    free(y);
+    return CHEX_MODEL_OK;
+}
+
+/* ---- inspection ---- */
+
+const char *chex_model_stage_name(chex_model_stage s)
+{
+    static const char *const names[CHEX_MODEL_NSTAGES] = {
+        "stem", "block1", "trans1", "block2", "trans2", "block3", "trans3", "block4", "head"};
+    return (int)s >= 0 && s < CHEX_MODEL_NSTAGES ? names[s] : "?";
+}
+
+chex_model_err chex_model_ws_stage(const chex_model_ws *ws, chex_model_stage s,
+                                   chex_model_view *out)
+{
+    if (!ws || !out || ws->last_n < 1 || (int)s < 0 || s >= CHEX_MODEL_NSTAGES)
+        return CHEX_MODEL_ERR_ARG;
+    const chex_model *m = ws->m;
+    out->n = ws->last_n;
+    if (s == CHEX_STAGE_HEAD) {
+        out->data = ws->feat;
+        out->c = FINAL_FEATURES;
+        out->h = out->w = m->hw[3];
+        out->img_stride = (long)FINAL_FEATURES * m->hw[3] * m->hw[3];
+        return CHEX_MODEL_OK;
+    }
+    /* Stem and transitions are the leading channels of the next block's buffer. */
+    int b = s == CHEX_STAGE_STEM ? 0 : (s - CHEX_STAGE_BLOCK1) / 2 + ((s - CHEX_STAGE_BLOCK1) & 1);
+    out->data = ws->blk[b];
+    out->h = out->w = m->hw[b];
+    out->img_stride = (long)m->ct[b] * m->hw[b] * m->hw[b];
+    out->c = (s == CHEX_STAGE_STEM || ((s - CHEX_STAGE_BLOCK1) & 1)) ? m->c0[b] : m->ct[b];
+    return CHEX_MODEL_OK;
+}
+
+const float *chex_model_ws_features(const chex_model_ws *ws, int *c, int *h, int *w)
+{
+    if (!ws || ws->last_n < 1)
+        return NULL;
+    if (c)
+        *c = FINAL_FEATURES;
+    if (h)
+        *h = ws->m->hw[3];
+    if (w)
+        *w = ws->m->hw[3];
+    return ws->feat;
+}
+
+void chex_model_ws_stage_ms(const chex_model_ws *ws, double ms[CHEX_MODEL_NSTAGES])
+{
+    for (int i = 0; i < CHEX_MODEL_NSTAGES; i++)
+        ms[i] = ws ? ws->stage_ms[i] : 0.0;
+}
+
+const char *chex_model_isa(void)
+{
+    return chex_kernels_get()->name;
+}
+
+chex_model_err chex_model_set_isa(const char *name)
+{
+    return chex_kernels_select(name) ? CHEX_MODEL_ERR_ARG : CHEX_MODEL_OK;
+}

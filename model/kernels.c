@@ -1,0 +1,212 @@
+/* model/kernels.c - naive reference operators, the portable-C fast path and
+ * the run-time choice of instruction set. */
+#include "model/kernels.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- naive reference operators ---- */
+
+void conv2d_forward_naive(float *out, const float *in, const float *w, const float *bias, int n,
+                          int c, int h, int wd, int m, int kh, int kw, int stride, int pad)
+{
+    const int oh = (h + 2 * pad - kh) / stride + 1, ow = (wd + 2 * pad - kw) / stride + 1;
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < m; o++) {
+            float *op = out + ((long)i * m + o) * oh * ow;
+            for (int y = 0; y < oh; y++)
+                for (int x = 0; x < ow; x++) {
+                    double acc = bias ? bias[o] : 0.0;
+                    for (int ci = 0; ci < c; ci++)
+                        for (int ky = 0; ky < kh; ky++) {
+                            int iy = y * stride - pad + ky;
+                            if (iy < 0 || iy >= h)
+                                continue;
+                            for (int kx = 0; kx < kw; kx++) {
+                                int ix = x * stride - pad + kx;
+                                if (ix < 0 || ix >= wd)
+                                    continue;
+                                acc += (double)w[((long)(o * c + ci) * kh + ky) * kw + kx] *
+                                       in[(((long)i * c + ci) * h + iy) * wd + ix];
+                            }
+                        }
+                    op[(long)y * ow + x] = (float)acc;
+                }
+        }
+}
+
+void batchnorm_forward_naive(float *out, const float *in, const float *gamma, const float *beta,
+                             const float *mean, const float *var, float eps, int n, int c,
+                             long hw)
+{
+    for (int i = 0; i < n; i++)
+        for (int ci = 0; ci < c; ci++) {
+            const float inv = 1.0f / sqrtf(var[ci] + eps);
+            const float *x = in + ((long)i * c + ci) * hw;
+            float *y = out + ((long)i * c + ci) * hw;
+            for (long p = 0; p < hw; p++)
+                y[p] = (x[p] - mean[ci]) * inv * gamma[ci] + beta[ci];
+        }
+}
+
+void relu_forward_naive(float *x, long count)
+{
+    for (long i = 0; i < count; i++)
+        x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void maxpool2d_forward_naive(float *out, const float *in, int n, int c, int h, int wd, int k,
+                             int stride, int pad)
+{
+    const int oh = (h + 2 * pad - k) / stride + 1, ow = (wd + 2 * pad - k) / stride + 1;
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        const float *x = in + plane * h * wd;
+        float *y = out + plane * oh * ow;
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                float best = -INFINITY;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                        if (iy >= 0 && iy < h && ix >= 0 && ix < wd && x[iy * wd + ix] > best)
+                            best = x[iy * wd + ix];
+                    }
+                y[oy * ow + ox] = best;
+            }
+    }
+}
+
+void avgpool2d_forward_naive(float *out, const float *in, int n, int c, int h, int wd, int k)
+{
+    const int oh = h / k, ow = wd / k;
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        const float *x = in + plane * h * wd;
+        float *y = out + plane * oh * ow;
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                float s = 0.0f;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        s += x[(oy * k + ky) * wd + ox * k + kx];
+                y[oy * ow + ox] = s / (float)(k * k);
+            }
+    }
+}
+
+void global_avgpool_forward_naive(float *out, const float *in, int n, int c, long hw)
+{
+    for (long plane = 0; plane < (long)n * c; plane++) {
+        double s = 0.0;
+        for (long p = 0; p < hw; p++)
+            s += in[plane * hw + p];
+        out[plane] = (float)(s / (double)hw);
+    }
+}
+
+void linear_forward_naive(float *out, const float *in, const float *w, const float *b, int n,
+                          int in_f, int out_f)
+{
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < out_f; o++) {
+            double s = b ? b[o] : 0.0;
+            for (int k = 0; k < in_f; k++)
+                s += (double)in[(long)i * in_f + k] * w[(long)o * in_f + k];
+            out[(long)i * out_f + o] = (float)s;
+        }
+}
+
+void sigmoid_forward_naive(float *out, const float *in, long count)
+{
+    for (long i = 0; i < count; i++)
+        out[i] = 1.0f / (1.0f + expf(-in[i]));
+}
+
+/* ---- portable fast path ---- */
+
+#define KT_MR 4
+#define KT_NR 16
+#define KT_FN(x) generic_##x
+
+static void kt_micro(int k, const float *a, long lda, const float *bp, float *c, long ldc, int nc,
+                     const float *ps, const float *pt, int relu)
+{
+    float acc[KT_MR][KT_NR];
+    memset(acc, 0, sizeof(acc));
+    for (int q = 0; q < k; q++) {
+        const float *b = bp + (long)q * KT_NR;
+        for (int r = 0; r < KT_MR; r++) {
+            const float av = a[r * lda + q];
+            for (int j = 0; j < KT_NR; j++)
+                acc[r][j] += av * b[j];
+        }
+    }
+    for (int r = 0; r < KT_MR; r++) {
+        const float s = ps ? ps[r] : 1.0f, t = pt ? pt[r] : 0.0f;
+        for (int j = 0; j < nc; j++) {
+            float v = acc[r][j] * s + t;
+            c[r * ldc + j] = relu && v < 0.0f ? 0.0f : v;
+        }
+    }
+}
+
+#include "model/kernels_tmpl.h"
+
+const chex_kernels chex_kernels_generic = {"generic", KT_NR, generic_conv};
+
+size_t chex_conv_scratch_floats(int k)
+{
+    /* Largest NR (32) and MR (8) of any ISA, rounded to a 64-byte multiple. */
+    size_t f = (size_t)k * 32 + 8 * 32;
+    return (f + 15) & ~(size_t)15;
+}
+
+/* ---- run-time choice ---- */
+
+const chex_kernels *chex_kernels_by_name(const char *name)
+{
+    if (!name)
+        return NULL;
+    __builtin_cpu_init();
+    if (!strcmp(name, "generic"))
+        return &chex_kernels_generic;
+    if (!strcmp(name, "avx2"))
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                   ? &chex_kernels_avx2
+                   : NULL;
+    if (!strcmp(name, "avx512"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512dq") &&
+                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")
+                   ? &chex_kernels_avx512
+                   : NULL;
+    return NULL;
+}
+
+static _Atomic(const chex_kernels *) g_kernels;
+
+const chex_kernels *chex_kernels_get(void)
+{
+    const chex_kernels *k = atomic_load(&g_kernels);
+    if (k)
+        return k;
+    k = chex_kernels_by_name(getenv("CHEXD_ISA"));
+    if (!k)
+        k = chex_kernels_by_name("avx512");
+    if (!k)
+        k = chex_kernels_by_name("avx2");
+    if (!k)
+        k = &chex_kernels_generic;
+    atomic_store(&g_kernels, k);
+    return k;
+}
+
+int chex_kernels_select(const char *name)
+{
+    const chex_kernels *k = chex_kernels_by_name(name);
+    if (!k)
+        return -1;
+    atomic_store(&g_kernels, k);
+    return 0;
+}

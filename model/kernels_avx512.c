@@ -1,0 +1,68 @@
+/* model/kernels_avx512.c - AVX-512F micro-kernel (8 output channels x 32
+ * pixels: 16 zmm accumulators) and the GEMM driver compiled for AVX-512. */
+#include <immintrin.h>
+
+#include "model/kernels.h"
+
+#define KT_MR 8
+#define KT_NR 32
+#define KT_FN(x) avx512_##x
+
+static void kt_micro(int k, const float *a, long lda, const float *bp, float *c, long ldc, int nc,
+                     const float *ps, const float *pt, int relu)
+{
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
+           c61 = c00, c70 = c00, c71 = c00;
+    const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda,
+                *a5 = a + 5 * lda, *a6 = a + 6 * lda, *a7 = a + 7 * lda;
+    for (int q = 0; q < k; q++) {
+        const __m512 b0 = _mm512_load_ps(bp + (long)q * 32);
+        const __m512 b1 = _mm512_load_ps(bp + (long)q * 32 + 16);
+        __m512 v;
+        v = _mm512_set1_ps(a0[q]);
+        c00 = _mm512_fmadd_ps(v, b0, c00);
+        c01 = _mm512_fmadd_ps(v, b1, c01);
+        v = _mm512_set1_ps(a1[q]);
+        c10 = _mm512_fmadd_ps(v, b0, c10);
+        c11 = _mm512_fmadd_ps(v, b1, c11);
+        v = _mm512_set1_ps(a2[q]);
+        c20 = _mm512_fmadd_ps(v, b0, c20);
+        c21 = _mm512_fmadd_ps(v, b1, c21);
+        v = _mm512_set1_ps(a3[q]);
+        c30 = _mm512_fmadd_ps(v, b0, c30);
+        c31 = _mm512_fmadd_ps(v, b1, c31);
+        v = _mm512_set1_ps(a4[q]);
+        c40 = _mm512_fmadd_ps(v, b0, c40);
+        c41 = _mm512_fmadd_ps(v, b1, c41);
+        v = _mm512_set1_ps(a5[q]);
+        c50 = _mm512_fmadd_ps(v, b0, c50);
+        c51 = _mm512_fmadd_ps(v, b1, c51);
+        v = _mm512_set1_ps(a6[q]);
+        c60 = _mm512_fmadd_ps(v, b0, c60);
+        c61 = _mm512_fmadd_ps(v, b1, c61);
+        v = _mm512_set1_ps(a7[q]);
+        c70 = _mm512_fmadd_ps(v, b0, c70);
+        c71 = _mm512_fmadd_ps(v, b1, c71);
+    }
+    __m512 acc[8][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
+                        {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+    const __mmask16 m0 = nc >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nc) - 1);
+    const __mmask16 m1 =
+        nc >= 32 ? (__mmask16)0xffff : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int r = 0; r < 8; r++) {
+        const __m512 s = _mm512_set1_ps(ps ? ps[r] : 1.0f), t = _mm512_set1_ps(pt ? pt[r] : 0.0f);
+        __m512 v0 = _mm512_fmadd_ps(acc[r][0], s, t), v1 = _mm512_fmadd_ps(acc[r][1], s, t);
+        if (relu) {
+            v0 = _mm512_max_ps(v0, zero);
+            v1 = _mm512_max_ps(v1, zero);
+        }
+        _mm512_mask_storeu_ps(c + r * ldc, m0, v0);
+        _mm512_mask_storeu_ps(c + r * ldc + 16, m1, v1);
+    }
+}
+
+#include "model/kernels_tmpl.h"
+
+const chex_kernels chex_kernels_avx512 = {"avx512", KT_NR, avx512_conv};

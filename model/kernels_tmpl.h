@@ -1,0 +1,161 @@
+/* model/kernels_tmpl.h - the convolution-as-GEMM driver, compiled once per
+ * instruction set: kernels.c, kernels_avx2.c and kernels_avx512.c each define
+ *   KT_MR, KT_NR        micro-tile rows (output channels) and columns (pixels)
+ *   KT_FN(x)            a per-ISA name for x
+ *   kt_micro(...)       the MR x NR micro-kernel (see below)
+ * and then include this file, so the packing loops below are also compiled
+ * with that ISA's flags. Not a public header.
+ *
+ * kt_micro(k, a, lda, bp, c, ldc, nc, ps, pt, relu):
+ *   acc[r][j] = sum_k a[r*lda + k] * bp[k*KT_NR + j]      r < KT_MR, j < KT_NR
+ *   c[r*ldc + j] = relu?(acc*ps[r] + pt[r])               for j < nc only
+ *   (ps NULL: scale 1; pt NULL: shift 0).
+ */
+#include <omp.h>
+
+/* Gathers the B panel of columns [j0, j0+KT_NR) (k rows of KT_NR floats). */
+static void KT_FN(pack)(const chex_conv_args *a, long j0, long ncols, float *bp)
+{
+    const long ohw = (long)a->oh * a->ow, hw = (long)a->h * a->w;
+    const int nc = ncols - j0 < KT_NR ? (int)(ncols - j0) : KT_NR;
+    const long img0 = j0 / ohw, pix0 = j0 % ohw;
+
+    if (a->kind == CHEX_PACK_BNRELU_1X1 && pix0 + KT_NR <= ohw) {
+        /* Whole panel inside one image: rows are contiguous runs. */
+        const float *base = a->src + img0 * a->src_img_stride + pix0;
+        for (int k = 0; k < a->c; k++) {
+            const float s = a->pre_scale[k], t = a->pre_shift[k];
+            const float *r = base + k * hw;
+            float *d = bp + (long)k * KT_NR;
+            for (int j = 0; j < KT_NR; j++) {
+                float v = r[j] * s + t;
+                d[j] = v > 0.0f ? v : 0.0f;
+            }
+        }
+        return;
+    }
+
+    const int taps = a->kind == CHEX_PACK_CONV ? a->kh * a->kw : 1;
+    long off[49 * KT_NR];
+    for (int j = 0; j < KT_NR; j++) {
+        long img = (j0 + j) / ohw, pix = (j0 + j) % ohw;
+        int oy = (int)(pix / a->ow), ox = (int)(pix % a->ow);
+        long ibase = img * a->src_img_stride;
+        for (int t = 0; t < taps; t++) {
+            long o = -1;
+            if (j < nc) {
+                if (a->kind == CHEX_PACK_CONV) {
+                    int iy = oy * a->stride - a->pad + t / a->kw;
+                    int ix = ox * a->stride - a->pad + t % a->kw;
+                    if (iy >= 0 && iy < a->h && ix >= 0 && ix < a->w)
+                        o = ibase + (long)iy * a->w + ix;
+                } else if (a->kind == CHEX_PACK_BNRELU_1X1) {
+                    o = ibase + pix;
+                } else {
+                    o = ibase + (long)(2 * oy) * a->w + 2 * ox;
+                }
+            }
+            off[t * KT_NR + j] = o;
+        }
+    }
+
+    for (int c = 0; c < a->c; c++) {
+        const float *base = a->src + c * hw;
+        if (a->kind == CHEX_PACK_CONV) {
+            for (int t = 0; t < taps; t++) {
+                float *d = bp + ((long)c * taps + t) * KT_NR;
+                const long *o = off + t * KT_NR;
+                for (int j = 0; j < KT_NR; j++)
+                    d[j] = o[j] >= 0 ? base[o[j]] : 0.0f;
+            }
+        } else if (a->kind == CHEX_PACK_BNRELU_1X1) {
+            const float s = a->pre_scale[c], t = a->pre_shift[c];
+            float *d = bp + (long)c * KT_NR;
+            for (int j = 0; j < KT_NR; j++) {
+                float v = off[j] >= 0 ? base[off[j]] * s + t : 0.0f;
+                d[j] = v > 0.0f ? v : 0.0f;
+            }
+        } else {
+            const float s = a->pre_scale[c], t = a->pre_shift[c];
+            const long w = a->w;
+            float *d = bp + (long)c * KT_NR;
+            for (int j = 0; j < KT_NR; j++) {
+                if (off[j] < 0) {
+                    d[j] = 0.0f;
+                    continue;
+                }
+                const float *x = base + off[j];
+                float v0 = x[0] * s + t, v1 = x[1] * s + t, v2 = x[w] * s + t,
+                      v3 = x[w + 1] * s + t;
+                v0 = v0 > 0.0f ? v0 : 0.0f;
+                v1 = v1 > 0.0f ? v1 : 0.0f;
+                v2 = v2 > 0.0f ? v2 : 0.0f;
+                v3 = v3 > 0.0f ? v3 : 0.0f;
+                d[j] = (v0 + v1 + v2 + v3) * 0.25f;
+            }
+        }
+    }
+}
+
+static void KT_FN(conv)(const chex_conv_args *a, float *scratch, size_t scratch_floats,
+                        int nthreads)
+{
+    const long ohw = (long)a->oh * a->ow;
+    const long ncols = a->n * ohw;
+    const int k = a->kind == CHEX_PACK_CONV ? a->c * a->kh * a->kw : a->c;
+    const long panels = (ncols + KT_NR - 1) / KT_NR;
+    const int mp_total = a->m / KT_MR;
+    /* Split output channels too when there are few column panels, so both
+     * cores get work at batch 1 on the 7x7 and 14x14 stages. */
+    int msplit = 1;
+    while (panels * msplit < 4L * nthreads && msplit * 2 <= mp_total)
+        msplit *= 2;
+    const long ntasks = panels * msplit;
+    if (nthreads > ntasks)
+        nthreads = (int)ntasks;
+    if (nthreads < 1)
+        nthreads = 1;
+
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *bp = scratch + (size_t)omp_get_thread_num() * scratch_floats;
+        float *tile = bp + (size_t)k * KT_NR;
+        long last = -1;
+#pragma omp for schedule(static)
+        for (long task = 0; task < ntasks; task++) {
+            const long p = task / msplit;
+            const int ms = (int)(task % msplit);
+            const long j0 = p * KT_NR;
+            if (p != last) {
+                KT_FN(pack)(a, j0, ncols, bp);
+                last = p;
+            }
+            const int nc = ncols - j0 < KT_NR ? (int)(ncols - j0) : KT_NR;
+            const long img0 = j0 / ohw, pix0 = j0 % ohw;
+            const int direct = pix0 + nc <= ohw;
+            const int mp0 = ms * mp_total / msplit, mp1 = (ms + 1) * mp_total / msplit;
+            for (int mp = mp0; mp < mp1; mp++) {
+                const int m0 = mp * KT_MR;
+                const float *ps = a->post_scale ? a->post_scale + m0 : NULL;
+                const float *pt = a->post_shift ? a->post_shift + m0 : NULL;
+                const float *wr = a->wt + (long)m0 * k;
+                if (direct) {
+                    float *c = a->dst + img0 * a->dst_img_stride + m0 * ohw + pix0;
+                    kt_micro(k, wr, k, bp, c, ohw, nc, ps, pt, a->post_relu);
+                    continue;
+                }
+                /* Panel straddles images: compute into a tile, then scatter. */
+                kt_micro(k, wr, k, bp, tile, KT_NR, nc, ps, pt, a->post_relu);
+                for (int j = 0; j < nc;) {
+                    long img = (j0 + j) / ohw, pix = (j0 + j) % ohw;
+                    int run = (int)(ohw - pix) < nc - j ? (int)(ohw - pix) : nc - j;
+                    float *c = a->dst + img * a->dst_img_stride + m0 * ohw + pix;
+                    for (int r = 0; r < KT_MR; r++)
+                        for (int q = 0; q < run; q++)
+                            c[r * ohw + q] = tile[r * KT_NR + j + q];
+                    j += run;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+/* tests/reference/ref_driver.c - drives the C network for the PyTorch
+ * comparison scripts (no cmocka; compiled by the test script against
+ * $BUILD/libchex_model.a).
+ *
+ *   ref_driver MODEL IN.f32 N OUTPREFIX [--reference] [--isa NAME] [--stages]
+ *
+ * Reads N normalised images (N, C, S, S) float32 from IN.f32, runs
+ * chex_model_forward (or the naive chex_model_forward_reference), writes
+ * OUTPREFIX.logits and OUTPREFIX.probs (N, labels) float32 and, with
+ * --stages, OUTPREFIX.<stage> contiguous (N, c, h, w) for every stage.
+ * Prints one JSON line: isa, threads, labels, channels, size, sha256, ms.
+ * Exit 0 on success, 1 on any error (message on stderr). */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+
+static int write_floats(const char *prefix, const char *ext, const float *p, size_t count)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s.%s", prefix, ext);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(p, sizeof(float), count, f) != count) {
+        fprintf(stderr, "ref_driver: cannot write %s\n", path);
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    return fclose(f) ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "usage: %s MODEL IN.f32 N OUTPREFIX [--reference] [--isa NAME] "
+                "[--stages]\n", argv[0]);
+        return 1;
+    }
+    int reference = 0, stages = 0;
+    for (int i = 5; i < argc; i++) {
+        if (!strcmp(argv[i], "--reference"))
+            reference = 1;
+        else if (!strcmp(argv[i], "--stages"))
+            stages = 1;
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+            if (chex_model_set_isa(argv[++i])) {
+                fprintf(stderr, "ref_driver: ISA %s not usable here\n", argv[i]);
+                return 1;
+            }
+        } else {
+            fprintf(stderr, "ref_driver: unknown argument %s\n", argv[i]);
+            return 1;
+        }
+    }
+    char msg[512];
+    chex_model *m = NULL;
+    chex_model_err e = chex_model_load(argv[1], &m, msg, sizeof(msg));
+    if (e) {
+        fprintf(stderr, "ref_driver: %s: %s\n", argv[1], msg);
+        return 1;
+    }
+    const chex_model_info *info = chex_model_info_get(m);
+    int n = atoi(argv[3]);
+    size_t per = (size_t)info->input_channels * info->input_size * info->input_size;
+    float *in = malloc(per * (n > 0 ? n : 1) * sizeof(float));
+    float *logits = malloc(sizeof(float) * (n > 0 ? n : 1) * info->num_labels);
+    float *probs = malloc(sizeof(float) * (n > 0 ? n : 1) * info->num_labels);
+    FILE *f = fopen(argv[2], "rb");
+    int rc = 1;
+    chex_model_ws *ws = NULL;
+    if (!in || !logits || !probs || !f || n < 1 || fread(in, sizeof(float) * per, n, f) != (size_t)n) {
+        fprintf(stderr, "ref_driver: cannot read %d images from %s\n", n, argv[2]);
+        goto out;
+    }
+    if ((e = chex_model_ws_create(m, n, &ws))) {
+        fprintf(stderr, "ref_driver: workspace: %s\n", chex_model_strerror(e));
+        goto out;
+    }
+    double t0 = omp_get_wtime();
+    e = reference ? chex_model_forward_reference(m, ws, in, n, logits, probs)
+                  : chex_model_forward(m, ws, in, n, logits, probs);
+    double ms = (omp_get_wtime() - t0) * 1e3;
+    if (e) {
+        fprintf(stderr, "ref_driver: forward: %s\n", chex_model_strerror(e));
+        goto out;
+    }
+    size_t nl = (size_t)n * info->num_labels;
+    if (write_floats(argv[4], "logits", logits, nl) || write_floats(argv[4], "probs", probs, nl))
+        goto out;
+    for (int s = 0; stages && s < CHEX_MODEL_NSTAGES; s++) {
+        chex_model_view v;
+        if (chex_model_ws_stage(ws, (chex_model_stage)s, &v))
+            goto out;
+        size_t img = (size_t)v.c * v.h * v.w;
+        float *buf = malloc(img * v.n * sizeof(float));
+        if (!buf)
+            goto out;
+        for (int i = 0; i < v.n; i++)
+            memcpy(buf + i * img, v.data + i * v.img_stride, img * sizeof(float));
+        int bad = write_floats(argv[4], chex_model_stage_name((chex_model_stage)s), buf, img * v.n);
+        free(buf);
+        if (bad)
+            goto out;
+    }
+    printf("{\"isa\":\"%s\",\"threads\":%d,\"labels\":%d,\"channels\":%d,\"size\":%d,"
+           "\"sha256\":\"%s\",\"ms\":%.1f}\n",
+           reference ? "naive" : chex_model_isa(), omp_get_max_threads(), info->num_labels,
+           info->input_channels, info->input_size, info->sha256, ms);
+    rc = 0;
+out:
+    if (f)
+        fclose(f);
+    chex_model_ws_free(ws);
+    chex_model_free(m);
+    free(in);
+    free(logits);
+    free(probs);
+    return rc;
+}
