@@ -59,7 +59,7 @@ static const key_def keys[] = {
     {"png16_scaling", KT_ENUM, F(png16_scaling), 0, 0, 0, png16_values, "minmax", NULL,
      "16-bit grayscale PNG to [0,1]: own min..max, 2^sBIT-1, or 65535"},
     {"queue_depth", KT_INT, F(queue_depth), 1, 100000, 0, NULL, "64", "N",
-     "images waiting for inference; beyond it requests get 503"},
+     "requests waiting for inference; beyond it new ones get 503"},
     {"max_batch", KT_INT, F(max_batch), 1, 64, 0, NULL, "8", "N",
      "most images run through the network together"},
     {"batch_window_ms", KT_INT, F(batch_window_ms), 0, 1000, 0, NULL, "5", "MS",

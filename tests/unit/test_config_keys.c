@@ -289,6 +289,84 @@ static void test_usage_mentions_every_key(void **state)
     free(text);
 }
 
+/* docs/CONFIG.md (read from the repository root, where tests run) has one
+ * table row per key with its flag, variable, and the type and default that
+ * --help prints, so the documentation cannot drift from the table. */
+static void test_docs_table_matches_usage(void **state)
+{
+    (void)state;
+    FILE *f = fopen("docs/CONFIG.md", "r");
+    if (!f)
+        fail_msg("cannot open docs/CONFIG.md (run from the repository root)");
+    char *doc = NULL;
+    size_t cap = 0, len = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? 2 * cap : 65536;
+            doc = realloc(doc, cap);
+            assert_non_null(doc);
+        }
+        size_t n = fread(doc + len, 1, 4096, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    fclose(f);
+    doc[len] = '\0';
+
+    char *usage = NULL;
+    size_t ulen = 0;
+    FILE *out = open_memstream(&usage, &ulen);
+    assert_non_null(out);
+    chex_config_usage("chexd", out);
+    fclose(out);
+
+    for (size_t i = 0; i < NCASES; i++) {
+        const key_case *c = &cases[i];
+        char head[128];
+        snprintf(head, sizeof head, "| `%s` | `%s ", c->key, c->flag);
+        const char *row = strstr(doc, head);
+        if (!row)
+            fail_msg("docs/CONFIG.md has no row for %s", c->key);
+        const char *eol = strchr(row, '\n');
+        assert_non_null(eol);
+        char line[512];
+        snprintf(line, sizeof line, "%.*s", (int)(eol - row), row);
+
+        /* "key K, TYPE, default D" from the usage text */
+        char ukey[96];
+        snprintf(ukey, sizeof ukey, "key %s, ", c->key);
+        const char *u = strstr(usage, ukey);
+        assert_non_null(u);
+        u += strlen(ukey);
+        const char *d = strstr(u, ", default ");
+        assert_non_null(d);
+        char type[160], esc[320];
+        snprintf(type, sizeof type, "%.*s", (int)(d - u), u);
+        size_t k = 0;
+        for (const char *t = type; *t && k + 2 < sizeof esc; t++) {
+            if (*t == '|')
+                esc[k++] = '\\';
+            esc[k++] = *t;
+        }
+        esc[k] = '\0';
+        char cell[340], env[96], def[96];
+        snprintf(cell, sizeof cell, "| %s |", esc);
+        snprintf(env, sizeof env, "| `%s` |", c->env);
+        if (strcmp(c->key, "model") == 0)
+            snprintf(def, sizeof def, "| the demo model |");
+        else if (c->deflt[0])
+            snprintf(def, sizeof def, "| `%s` |", c->deflt);
+        else
+            snprintf(def, sizeof def, "| (empty) |");
+        if (!strstr(line, cell) || !strstr(line, env) || !strstr(line, def))
+            fail_msg("docs/CONFIG.md row for %s disagrees with --help (%s, %s, %s): %s", c->key,
+                     cell, env, def, line);
+    }
+    free(usage);
+    free(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -298,6 +376,7 @@ int main(void)
         cmocka_unit_test(test_every_key_from_flag_both_spellings),
         cmocka_unit_test(test_every_key_through_set),
         cmocka_unit_test(test_usage_mentions_every_key),
+        cmocka_unit_test(test_docs_table_matches_usage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
