@@ -355,9 +355,15 @@ static int cmd_bench(int argc, char **argv)
         }
     }
     (void)precision;
-    /* model/ picks its kernels from CHEXD_ISA when the model loads. */
-    if (isa)
+    /* model/ picks its kernels from CHEXD_ISA at first use; set_isa also
+     * checks that this CPU has it. */
+    if (isa) {
         setenv("CHEXD_ISA", isa, 1);
+        if (chex_model_set_isa(isa) != CHEX_MODEL_OK) {
+            fprintf(stderr, "chex bench: flag --isa: %s is not supported by this CPU\n", isa);
+            return 2;
+        }
+    }
     chex_model *m = NULL;
     chex_pipeline p;
     if (load_model(&cfg, &m, &p) != 0)
@@ -429,12 +435,15 @@ static int cmd_bench(int argc, char **argv)
         double p90 = ms[i90 < 0 ? 0 : i90];
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
-        const char *isa_used = isa ? isa : getenv("CHEXD_ISA") ? getenv("CHEXD_ISA") : "auto";
+        const char *isa_used = chex_model_isa();
         double ips = batch / (med / 1e3);
+        double gflop = chex_model_flops_per_image(m) / 1e9;
+        if (!(gflop > 0.0))
+            gflop = DENSENET121_GFLOP;
         printf("{\"batch\":%d,\"threads\":%d,\"isa\":\"%s\",\"median_ms\":%.3f,\"p90_ms\":%.3f,"
                "\"images_per_s\":%.3f,\"gflops\":%.2f,\"peak_rss_mb\":%.1f}\n",
                batch, threads, isa_used, med, p90, ips,
-               DENSENET121_GFLOP * p.ncrops * ips, (double)ru.ru_maxrss / 1024.0);
+               gflop * p.ncrops * ips, (double)ru.ru_maxrss / 1024.0);
     }
     free(in);
     free(probs);
