@@ -472,6 +472,12 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
         return CHEX_PRE_ERR_UNSUPPORTED;
     }
 
+    /* A data set labelled explicit but written implicit (seen from some
+     * modalities): the first element has no VR letters where the VR belongs. */
+    if (!o->implicit_vr && len - pos >= 8 && le16(buf + pos) != 0xFFFE &&
+        (buf[pos + 4] < 'A' || buf[pos + 4] > 'Z' || buf[pos + 5] < 'A' || buf[pos + 5] > 'Z'))
+        o->implicit_vr = 1;
+
     /* Open undefined-length sequences and items; each level knows its encoding
      * (an undefined-length UN sequence holds Implicit VR LE, PS3.5 6.2.2). */
     struct {
@@ -820,6 +826,15 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
     s.sign = d.pixel_representation ? 1u << (bs - 1) : 0u;
     s.slope = d.rescale_slope;
     s.intercept = d.rescale_intercept;
+
+    /* the rescaled range of every possible stored value must stay finite */
+    double smin = s.sign ? -(double)s.sign : 0.0;
+    double smax = s.sign ? (double)s.sign - 1.0 : (double)s.mask;
+    if (!isfinite(smin * s.slope + s.intercept) || !isfinite(smax * s.slope + s.intercept)) {
+        free(jpeg_stored);
+        chex_pre_msg(msg, msglen, "DICOM malformed: Rescale Slope/Intercept overflow");
+        return CHEX_PRE_ERR_MALFORMED;
+    }
 
     float *pix = malloc((size_t)npix * sizeof *pix);
     if (!pix) {

@@ -154,6 +154,11 @@ def main():
     out.add("cr_implicit", to_bytes(ds, ImplicitVRLittleEndian), "ok",
             expected(stored, True, window=W), "window")
 
+    # labelled Explicit VR LE, written Implicit VR LE (seen in the wild)
+    out.add("cr_mislabelled_implicit",
+            set_ts_raw(to_bytes(ds, ImplicitVRLittleEndian), ExplicitVRLittleEndian), "ok",
+            expected(stored, True, window=W), "window")
+
     # unused high bits set (e.g. old overlay planes): must be masked off
     noisy = raw | (np.arange(raw.size).reshape(raw.shape) % 64 << 10).astype(np.uint16)
     ds = native(cr_ds(), noisy)

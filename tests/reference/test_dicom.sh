@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# DICOM input vs an independent reference, on whole images: makes full-size
+# variants of tests/data/cr-mono1-10-chest.dcm and siim-pneumothorax-sample.dcm
+# (tests/data/make_dicom_variants.py --full: implicit VR, signed, rescale,
+# minmax, MONOCHROME2, sequences, odd lengths, VOI functions, multi-frame,
+# JPEG Baseline fragments, compressed syntaxes, broken files), decodes each with
+# chex_pre_decode from $BUILD/libchex_pre.a, and compares:
+#   - with the numpy reference the generator wrote (max |diff| <= 1e-5),
+#   - where pydicom can render the variant itself (apply_modality_lut +
+#     apply_voi_lut, PIL for JPEG), with pydicom too (max |diff| <= 1e-5),
+#   - error variants: the expected error code and a message naming the cause.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+BUILD=${BUILD:-build}
+PY=${PY:-/usr/bin/python3}
+CC=${CC:-gcc}
+make -s BUILD="$BUILD" BIN="${BIN:-bin}" "$BUILD/libchex_pre.a"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cat >"$work/dicom_driver.c" <<'EOF'
+/* dicom_driver DIR: for every "NAME ..." line of DIR/MANIFEST decodes
+ * DIR/NAME.dcm with chex_pre_decode, writes DIR/NAME.out.f32 when it decodes,
+ * prints "NAME CODE WIDTH HEIGHT SCALING BITDEPTH\tMESSAGE". */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "preprocessing/preprocess.h"
+
+static const char *code(chex_pre_err e)
+{
+    switch (e) {
+    case CHEX_PRE_OK: return "ok";
+    case CHEX_PRE_ERR_MALFORMED: return "malformed";
+    case CHEX_PRE_ERR_UNSUPPORTED: return "unsupported";
+    case CHEX_PRE_ERR_UNUSABLE: return "unusable";
+    case CHEX_PRE_ERR_TOO_LARGE: return "too_large";
+    case CHEX_PRE_ERR_FORMAT: return "format";
+    default: return "other";
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2)
+        return 2;
+    char path[4096], name[256], rest[512];
+    snprintf(path, sizeof path, "%s/MANIFEST", argv[1]);
+    FILE *m = fopen(path, "r");
+    if (!m)
+        return 2;
+    const chex_pre_opts opts = {.max_pixels = 1u << 24, .min_side = 8};
+    while (fscanf(m, "%255s %511[^\n]", name, rest) == 2) {
+        snprintf(path, sizeof path, "%s/%s.dcm", argv[1], name);
+        FILE *f = fopen(path, "rb");
+        if (!f)
+            return 2;
+        fseek(f, 0, SEEK_END);
+        long n = ftell(f);
+        rewind(f);
+        unsigned char *buf = malloc((size_t)n);
+        if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n)
+            return 2;
+        fclose(f);
+        chex_pre_image img;
+        char msg[512] = "";
+        chex_pre_err e = chex_pre_decode(buf, (size_t)n, &opts, &img, msg, sizeof msg);
+        free(buf);
+        if (e == CHEX_PRE_OK) {
+            snprintf(path, sizeof path, "%s/%s.out.f32", argv[1], name);
+            FILE *o = fopen(path, "wb");
+            size_t np = (size_t)img.width * (size_t)img.height * (size_t)img.channels;
+            if (!o || fwrite(img.pix, sizeof(float), np, o) != np || fclose(o))
+                return 2;
+            printf("%s ok %d %d %s %d\t%s/%s/%s\n", name, img.width, img.height, img.scaling,
+                   img.bit_depth, img.dicom.modality, img.dicom.photometric,
+                   img.dicom.transfer_syntax);
+            chex_pre_image_free(&img);
+        } else {
+            printf("%s %s - - - -\t%s\n", name, code(e), msg);
+        }
+    }
+    fclose(m);
+    return 0;
+}
+EOF
+$CC -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I. -o "$work/dicom_driver" \
+  "$work/dicom_driver.c" "$BUILD/libchex_pre.a" -lpng16 -lturbojpeg -ljansson -lz -lm
+
+"$PY" tests/data/make_dicom_variants.py "$work/v" --full
+"$work/dicom_driver" "$work/v" >"$work/results.txt"
+
+"$PY" - "$work/v" "$work/results.txt" <<'EOF'
+import io
+import sys
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.encaps import generate_pixel_data_frame
+from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+
+vdir, results = sys.argv[1], sys.argv[2]
+TOL = 1e-5
+manifest = {}
+for line in open(f"{vdir}/MANIFEST"):
+    name, expect, rows, cols, extra = line.split()
+    manifest[name] = (expect, rows, cols, extra)
+got = {}
+for line in open(results):
+    head, msg = line.rstrip("\n").split("\t", 1)
+    f = head.split()
+    got[f[0]] = (f[1], f[2], f[3], f[4], msg)
+
+
+def pydicom_render(name):
+    """pydicom's own rendering to [0,1], where it has one for the variant."""
+    ds = pydicom.dcmread(f"{vdir}/{name}.dcm")
+    if ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50":
+        frame = next(generate_pixel_data_frame(ds.PixelData, int(ds.get("NumberOfFrames", 1))))
+        x = np.asarray(Image.open(io.BytesIO(frame)).convert("L")).astype(np.float64)
+        y = (x - x.min()) / (x.max() - x.min())
+    else:
+        if ds.PixelRepresentation != 0 or "RescaleSlope" in ds or ds.get("NumberOfFrames", 1) > 1:
+            return None  # pydicom 2.3 neither sign-extends from Bits Stored nor maps these to [0,1]
+        a = ds.pixel_array.astype(np.int64) & ((1 << ds.BitsStored) - 1)
+        if "WindowCenter" not in ds:
+            return None
+        v = apply_voi_lut(apply_modality_lut(a, ds), ds, index=0)
+        y = v / ((1 << ds.BitsStored) - 1)
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        y = 1.0 - y
+    return y
+
+
+bad = 0
+checked_pyd = 0
+for name, (expect, rows, cols, extra) in manifest.items():
+    if name not in got:
+        print(f"FAIL {name}: no result"); bad += 1; continue
+    code, w, h, scaling, msg = got[name]
+    if code != expect:
+        print(f"FAIL {name}: got {code} ({msg}), want {expect}"); bad += 1; continue
+    if expect != "ok":
+        if extra != "-" and extra not in msg:
+            print(f"FAIL {name}: message '{msg}' does not name {extra}"); bad += 1
+        else:
+            print(f"ok   {name}: {code}: {msg}")
+        continue
+    if (h, w, scaling) != (rows, cols, extra):
+        print(f"FAIL {name}: {w}x{h} {scaling}, want {cols}x{rows} {extra}"); bad += 1; continue
+    out = np.fromfile(f"{vdir}/{name}.out.f32", "<f4").reshape(int(rows), int(cols))
+    ref = np.fromfile(f"{vdir}/{name}.f32", "<f4").reshape(int(rows), int(cols))
+    d = float(np.abs(out.astype(np.float64) - ref).max())
+    line = f"{name}: {cols}x{rows} {scaling} max|diff| numpy {d:.2e}"
+    if d > TOL:
+        print("FAIL " + line); bad += 1; continue
+    p = pydicom_render(name)
+    if p is not None:
+        dp = float(np.abs(out.astype(np.float64) - p).max())
+        line += f", pydicom {dp:.2e}"
+        checked_pyd += 1
+        if dp > TOL:
+            print("FAIL " + line); bad += 1; continue
+    print("ok   " + line)
+print(f"{len(manifest)} variants, {checked_pyd} also against pydicom's rendering, {bad} failed")
+if checked_pyd < 8:
+    print("FAIL: too few variants checked against pydicom"); bad += 1
+sys.exit(1 if bad else 0)
+EOF
