@@ -106,8 +106,8 @@ static void test_table(void **state)
     char *t = table_text(res, 0, CHEX_EVAL_CI_DELONG);
     assert_non_null(strstr(t, "95% CI (DeLong)"));
     assert_non_null(strstr(t, "Mass                  1.0000"));
-    assert_non_null(strstr(t, "Hernia               not evaluated: no positive case"));
-    assert_non_null(strstr(t, "Edema                not evaluated: no such label in the labels file"));
+    assert_non_null(strstr(t, "Hernia                     -  not evaluated           0       6  (no positive case)"));
+    assert_non_null(strstr(t, "Edema                      -  not evaluated           0       0  (no such label in the labels file)"));
     assert_non_null(strstr(t, "mean AUROC over 2 evaluated labels (of 4): 1.0000"));
     assert_null(strstr(t, "WARNING"));
     free(t);

@@ -25,8 +25,8 @@
 
 /* The model `make` builds, relative to the checkout (overridable at compile
  * time, and at run time by --model or CHEXD_MODEL). */
-#ifndef CHEX_DEFAULT_MODEL
-#define CHEX_DEFAULT_MODEL "models/chexnet-demo.safetensors"
+#ifndef CHEXD_DEFAULT_MODEL
+#define CHEXD_DEFAULT_MODEL "models/chexnet-demo.safetensors"
 #endif
 
 #define MAX_IMAGE_BYTES (512u << 20)
@@ -63,7 +63,7 @@ static void usage(FILE *f)
             "Writes DIR/predictions.csv (image mode) and DIR/metrics.json; prints the table.\n"
             "Exit status: 0 done (failed images are listed on stderr and in metrics.json),\n"
             "1 nothing could be evaluated or a file could not be read/written, 2 usage.\n",
-            CHEX_DEFAULT_MODEL);
+            CHEXD_DEFAULT_MODEL);
 }
 
 static int parse_int(const char *s, long lo, long hi, long *out)
@@ -638,7 +638,7 @@ static int run_images(const eval_args *a)
     const char *model_path = a->model;
     if (!model_path) {
         const char *env = getenv("CHEXD_MODEL");
-        model_path = env && *env ? env : CHEX_DEFAULT_MODEL;
+        model_path = env && *env ? env : CHEXD_DEFAULT_MODEL;
     }
     chex_model *model = NULL;
     chex_model_err me = chex_model_load(model_path, &model, msg, sizeof msg);

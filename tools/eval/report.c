@@ -110,9 +110,8 @@ void chex_eval_print_table(FILE *f, const chex_eval_result *res, int L, const ch
             fprintf(f, "%-20s %7.4f  %-17s %7zu %7zu\n", r->label, r->r.auc, ci, r->r.n_pos,
                     r->r.n_neg);
         } else {
-            char why[128];
-            snprintf(why, sizeof why, "not evaluated: %s", r->reason);
-            fprintf(f, "%-20s %-34s %7zu %7zu\n", r->label, why, r->r.n_pos, r->r.n_neg);
+            fprintf(f, "%-20s %7s  %-17s %7zu %7zu  (%s)\n", r->label, "-", "not evaluated",
+                    r->r.n_pos, r->r.n_neg, r->reason);
         }
     }
     int k;
