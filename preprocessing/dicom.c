@@ -55,11 +55,13 @@
 #define TS_EXPLICIT_LE "1.2.840.10008.1.2.1"
 #define TS_JPEG_BASELINE "1.2.840.10008.1.2.4.50"
 
-static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint16_t le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
 static uint32_t le32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 /* ---- transfer syntaxes ---- */
@@ -217,18 +219,18 @@ static int is_long_vr(const uint8_t *vr)
 
 typedef struct {
     uint32_t tag;
-    uint8_t vr[2];   /* explicit VR, or "  " for implicit/items */
+    uint8_t vr[2]; /* explicit VR, or "  " for implicit/items */
     uint32_t vlen;
-    size_t value;    /* offset of the value */
+    size_t value; /* offset of the value */
 } elem;
 
 /* Reads the element header at pos. Returns 0, or -1 with msg set. */
-static int read_elem(const uint8_t *buf, size_t len, size_t pos, int implicit, elem *e,
-                     char *msg, size_t msglen)
+static int read_elem(const uint8_t *buf, size_t len, size_t pos, int implicit, elem *e, char *msg,
+                     size_t msglen)
 {
     if (pos > len || len - pos < 8) {
         chex_pre_msg(msg, msglen, "DICOM truncated: element header at offset %zu runs past the end",
-               pos);
+                     pos);
         return -1;
     }
     const uint8_t *p = buf + pos;
@@ -240,8 +242,9 @@ static int read_elem(const uint8_t *buf, size_t len, size_t pos, int implicit, e
         return 0;
     }
     if (p[4] < 'A' || p[4] > 'Z' || p[5] < 'A' || p[5] > 'Z') {
-        chex_pre_msg(msg, msglen, "DICOM malformed: element (%04X,%04X) at offset %zu has no valid VR",
-               (unsigned)(e->tag >> 16), (unsigned)(e->tag & 0xFFFF), pos);
+        chex_pre_msg(msg, msglen,
+                     "DICOM malformed: element (%04X,%04X) at offset %zu has no valid VR",
+                     (unsigned)(e->tag >> 16), (unsigned)(e->tag & 0xFFFF), pos);
         return -1;
     }
     e->vr[0] = p[4];
@@ -249,7 +252,7 @@ static int read_elem(const uint8_t *buf, size_t len, size_t pos, int implicit, e
     if (is_long_vr(p + 4)) {
         if (len - pos < 12) {
             chex_pre_msg(msg, msglen,
-                   "DICOM truncated: element header at offset %zu runs past the end", pos);
+                         "DICOM truncated: element header at offset %zu runs past the end", pos);
             return -1;
         }
         e->vlen = le32(p + 8);
@@ -265,10 +268,10 @@ static int value_fits(size_t len, const elem *e, char *msg, size_t msglen)
 {
     if (e->value > len || len - e->value < e->vlen) {
         chex_pre_msg(msg, msglen,
-               "DICOM truncated: element (%04X,%04X) length %lu runs past the end (%zu bytes "
-               "left)",
-               (unsigned)(e->tag >> 16), (unsigned)(e->tag & 0xFFFF), (unsigned long)e->vlen,
-               e->value > len ? (size_t)0 : len - e->value);
+                     "DICOM truncated: element (%04X,%04X) length %lu runs past the end (%zu bytes "
+                     "left)",
+                     (unsigned)(e->tag >> 16), (unsigned)(e->tag & 0xFFFF), (unsigned long)e->vlen,
+                     e->value > len ? (size_t)0 : len - e->value);
         return 0;
     }
     return 1;
@@ -276,13 +279,14 @@ static int value_fits(size_t len, const elem *e, char *msg, size_t msglen)
 
 /* ---- top-level attributes ---- */
 
-static chex_pre_err read_us(const elem *e, const uint8_t *v, int *out, const char *name,
-                            char *msg, size_t msglen)
+static chex_pre_err read_us(const elem *e, const uint8_t *v, int *out, const char *name, char *msg,
+                            size_t msglen)
 {
     if (e->vlen == 0)
         return CHEX_PRE_OK; /* empty: treated as absent */
     if (e->vlen < 2) {
-        chex_pre_msg(msg, msglen, "DICOM malformed: %s has length %lu", name, (unsigned long)e->vlen);
+        chex_pre_msg(msg, msglen, "DICOM malformed: %s has length %lu", name,
+                     (unsigned long)e->vlen);
         return CHEX_PRE_ERR_MALFORMED;
     }
     *out = le16(v);
@@ -307,8 +311,8 @@ typedef struct {
     int has_wc, has_ww, has_slope, has_intercept;
 } parse_extra;
 
-static chex_pre_err top_level(chex_dicom_info *o, parse_extra *x, const elem *e,
-                              const uint8_t *v, char *msg, size_t msglen)
+static chex_pre_err top_level(chex_dicom_info *o, parse_extra *x, const elem *e, const uint8_t *v,
+                              char *msg, size_t msglen)
 {
     char s[32];
     switch (e->tag) {
@@ -357,8 +361,8 @@ static chex_pre_err top_level(chex_dicom_info *o, parse_extra *x, const elem *e,
     case TAG_RESCALE_SLOPE:
         return read_ds(e, v, &o->rescale_slope, &x->has_slope, "Rescale Slope", msg, msglen);
     case TAG_RESCALE_INTERCEPT:
-        return read_ds(e, v, &o->rescale_intercept, &x->has_intercept, "Rescale Intercept",
-                       msg, msglen);
+        return read_ds(e, v, &o->rescale_intercept, &x->has_intercept, "Rescale Intercept", msg,
+                       msglen);
     case TAG_VOI_LUT_FUNCTION:
         first_value(s, sizeof s, v, e->vlen);
         if (strcmp(s, "LINEAR_EXACT") == 0)
@@ -388,9 +392,9 @@ static chex_pre_err walk_encapsulated(const uint8_t *buf, size_t len, size_t pos
             break;
         if (e.tag != TAG_ITEM || e.vlen == UNDEF_LEN) {
             chex_pre_msg(msg, msglen,
-                   "DICOM malformed: encapsulated pixel data has (%04X,%04X) at offset %zu "
-                   "where a fragment item belongs",
-                   (unsigned)(e.tag >> 16), (unsigned)(e.tag & 0xFFFF), pos);
+                         "DICOM malformed: encapsulated pixel data has (%04X,%04X) at offset %zu "
+                         "where a fragment item belongs",
+                         (unsigned)(e.tag >> 16), (unsigned)(e.tag & 0xFFFF), pos);
             return CHEX_PRE_ERR_MALFORMED;
         }
         if (!value_fits(len, &e, msg, msglen))
@@ -404,8 +408,8 @@ static chex_pre_err walk_encapsulated(const uint8_t *buf, size_t len, size_t pos
 
 /* File meta group: Explicit VR LE elements of group 0002 from offset 132.
  * Returns the offset of the data set in *dataset. */
-static chex_pre_err read_meta(const uint8_t *buf, size_t len, chex_dicom_info *o,
-                              size_t *dataset, char *msg, size_t msglen)
+static chex_pre_err read_meta(const uint8_t *buf, size_t len, chex_dicom_info *o, size_t *dataset,
+                              char *msg, size_t msglen)
 {
     size_t pos = 132;
     while (len - pos >= 2 && le16(buf + pos) == 0x0002) {
@@ -419,13 +423,13 @@ static chex_pre_err read_meta(const uint8_t *buf, size_t len, chex_dicom_info *o
         if (!value_fits(len, &e, msg, msglen))
             return CHEX_PRE_ERR_MALFORMED;
         if (e.tag == TAG_TRANSFER_SYNTAX)
-            copy_str(o->ids.transfer_syntax, sizeof o->ids.transfer_syntax, buf + e.value,
-                     e.vlen);
+            copy_str(o->ids.transfer_syntax, sizeof o->ids.transfer_syntax, buf + e.value, e.vlen);
         pos = e.value + e.vlen;
     }
     if (o->ids.transfer_syntax[0] == '\0') {
-        chex_pre_msg(msg, msglen, "DICOM malformed: no Transfer Syntax UID (0002,0010) in the file "
-                            "meta group");
+        chex_pre_msg(msg, msglen,
+                     "DICOM malformed: no Transfer Syntax UID (0002,0010) in the file "
+                     "meta group");
         return CHEX_PRE_ERR_MALFORMED;
     }
     *dataset = pos;
@@ -466,9 +470,9 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
         encapsulated_ts = 1;
     else if (strcmp(ts, TS_EXPLICIT_LE) != 0) {
         chex_pre_msg(msg, msglen,
-               "DICOM transfer syntax %s (%s) is not supported; send Explicit VR Little "
-               "Endian (%s), Implicit VR Little Endian or JPEG Baseline",
-               ts, ts_name(ts), TS_EXPLICIT_LE);
+                     "DICOM transfer syntax %s (%s) is not supported; send Explicit VR Little "
+                     "Endian (%s), Implicit VR Little Endian or JPEG Baseline",
+                     ts, ts_name(ts), TS_EXPLICIT_LE);
         return CHEX_PRE_ERR_UNSUPPORTED;
     }
 
@@ -509,7 +513,7 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
                 depth--;
             } else {
                 chex_pre_msg(msg, msglen, "DICOM malformed: misplaced (%04X,%04X) at offset %zu",
-                       (unsigned)(e.tag >> 16), (unsigned)(e.tag & 0xFFFF), pos);
+                             (unsigned)(e.tag >> 16), (unsigned)(e.tag & 0xFFFF), pos);
                 return CHEX_PRE_ERR_MALFORMED;
             }
             pos = e.value;
@@ -518,17 +522,19 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
         if (depth == 0 && e.tag == TAG_PIXEL_DATA) {
             if (e.vlen == UNDEF_LEN) {
                 if (!encapsulated_ts) {
-                    chex_pre_msg(msg, msglen, "DICOM malformed: encapsulated Pixel Data in "
-                                        "transfer syntax %s",
-                           ts);
+                    chex_pre_msg(msg, msglen,
+                                 "DICOM malformed: encapsulated Pixel Data in "
+                                 "transfer syntax %s",
+                                 ts);
                     return CHEX_PRE_ERR_MALFORMED;
                 }
                 o->encapsulated = 1;
                 err = walk_encapsulated(buf, len, e.value, o, msg, msglen);
             } else if (encapsulated_ts) {
-                chex_pre_msg(msg, msglen, "DICOM malformed: native Pixel Data in transfer "
-                                    "syntax %s",
-                       ts);
+                chex_pre_msg(msg, msglen,
+                             "DICOM malformed: native Pixel Data in transfer "
+                             "syntax %s",
+                             ts);
                 err = CHEX_PRE_ERR_MALFORMED;
             } else if (value_fits(len, &e, msg, msglen)) {
                 o->pixel_data = buf + e.value;
@@ -544,8 +550,7 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
             if (depth == CHEX_DICOM_MAX_DEPTH)
                 goto too_deep;
             stack[depth].is_item = 0;
-            stack[depth].implicit =
-                (uint8_t)(implicit || (e.vr[0] == 'U' && e.vr[1] == 'N'));
+            stack[depth].implicit = (uint8_t)(implicit || (e.vr[0] == 'U' && e.vr[1] == 'N'));
             depth++;
             pos = e.value;
             continue;
@@ -560,7 +565,8 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
         pos = e.value + e.vlen;
     }
     if (depth > 0) {
-        chex_pre_msg(msg, msglen, "DICOM truncated: a sequence is still open at the end of the data");
+        chex_pre_msg(msg, msglen,
+                     "DICOM truncated: a sequence is still open at the end of the data");
         return CHEX_PRE_ERR_MALFORMED;
     }
     o->has_rescale = x.has_slope || x.has_intercept;
@@ -573,7 +579,7 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
 
 too_deep:
     chex_pre_msg(msg, msglen, "DICOM malformed: sequences nested deeper than %d levels",
-           CHEX_DICOM_MAX_DEPTH);
+                 CHEX_DICOM_MAX_DEPTH);
     return CHEX_PRE_ERR_MALFORMED;
 }
 
@@ -586,8 +592,9 @@ chex_pre_err chex_dicom_first_frame(const chex_dicom_info *info, uint8_t *dst, s
     /* basic offset table: the first item, maybe empty */
     if (!p || read_elem(p, len, 0, 1, &e, msg, msglen) != 0 || e.tag != TAG_ITEM ||
         !value_fits(len, &e, msg, msglen)) {
-        chex_pre_msg(msg, msglen, "DICOM malformed: encapsulated pixel data without a basic offset "
-                            "table item");
+        chex_pre_msg(msg, msglen,
+                     "DICOM malformed: encapsulated pixel data without a basic offset "
+                     "table item");
         return CHEX_PRE_ERR_MALFORMED;
     }
     size_t first = e.value + e.vlen;
@@ -600,7 +607,7 @@ chex_pre_err chex_dicom_first_frame(const chex_dicom_info *info, uint8_t *dst, s
             return CHEX_PRE_ERR_MALFORMED;
         if (e.tag != TAG_ITEM || !value_fits(len, &e, msg, msglen)) {
             chex_pre_msg(msg, msglen, "DICOM malformed: bad fragment item at pixel data offset %zu",
-                   pos);
+                         pos);
             return CHEX_PRE_ERR_MALFORMED;
         }
         if (pos - first >= end_rel)
@@ -673,7 +680,7 @@ static double voi(double x, double c, double w, chex_dicom_voi f)
 
 static const char *voi_scaling(chex_dicom_voi f)
 {
-    return f == CHEX_DICOM_VOI_SIGMOID ? "window-sigmoid"
+    return f == CHEX_DICOM_VOI_SIGMOID        ? "window-sigmoid"
            : f == CHEX_DICOM_VOI_LINEAR_EXACT ? "window-exact"
                                               : "window";
 }
@@ -708,9 +715,10 @@ static chex_pre_err decode_jpeg_frame(const chex_dicom_info *info, const chex_pr
     }
     if (j.width != info->columns || j.height != info->rows ||
         (j.channels != 1 && j.channels != 3)) {
-        chex_pre_msg(msg, msglen,
-               "DICOM malformed: JPEG frame is %dx%d with %d channels, Rows/Columns say %dx%d",
-               j.width, j.height, j.channels, info->columns, info->rows);
+        chex_pre_msg(
+            msg, msglen,
+            "DICOM malformed: JPEG frame is %dx%d with %d channels, Rows/Columns say %dx%d",
+            j.width, j.height, j.channels, info->columns, info->rows);
         chex_pre_image_free(&j);
         return CHEX_PRE_ERR_MALFORMED;
     }
@@ -723,9 +731,9 @@ static chex_pre_err decode_jpeg_frame(const chex_dicom_info *info, const chex_pr
     }
     for (size_t i = 0; i < np; i++) {
         /* one sample per pixel: a 3-channel answer is gray replicated, luma keeps it */
-        double g = j.channels == 1 ? j.pix[i]
-                                   : 0.299 * j.pix[i] + 0.587 * j.pix[np + i] +
-                                         0.114 * j.pix[2 * np + i];
+        double g = j.channels == 1
+                       ? j.pix[i]
+                       : 0.299 * j.pix[i] + 0.587 * j.pix[np + i] + 0.114 * j.pix[2 * np + i];
         double v = floor(g * 255.0 + 0.5);
         s[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
     }
@@ -751,9 +759,10 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
         return CHEX_PRE_ERR_UNUSABLE;
     }
     if (d.samples_per_pixel != 1) {
-        chex_pre_msg(msg, msglen, "DICOM with Samples per Pixel %d is not supported (only 1: "
-                            "grayscale)",
-               d.samples_per_pixel);
+        chex_pre_msg(msg, msglen,
+                     "DICOM with Samples per Pixel %d is not supported (only 1: "
+                     "grayscale)",
+                     d.samples_per_pixel);
         return CHEX_PRE_ERR_UNSUPPORTED;
     }
     int mono1 = strcmp(d.ids.photometric, "MONOCHROME1") == 0;
@@ -762,21 +771,22 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
             chex_pre_msg(msg, msglen, "DICOM malformed: no Photometric Interpretation (0028,0004)");
             return CHEX_PRE_ERR_MALFORMED;
         }
-        chex_pre_msg(msg, msglen, "DICOM Photometric Interpretation %s is not supported "
-                            "(MONOCHROME1 or MONOCHROME2)",
-               d.ids.photometric);
+        chex_pre_msg(msg, msglen,
+                     "DICOM Photometric Interpretation %s is not supported "
+                     "(MONOCHROME1 or MONOCHROME2)",
+                     d.ids.photometric);
         return CHEX_PRE_ERR_UNSUPPORTED;
     }
     if (d.rows < 0 || d.columns < 0 || d.bits_allocated < 0) {
         chex_pre_msg(msg, msglen, "DICOM malformed: no %s",
-               d.rows < 0 ? "Rows (0028,0010)"
-               : d.columns < 0 ? "Columns (0028,0011)"
-                               : "Bits Allocated (0028,0100)");
+                     d.rows < 0      ? "Rows (0028,0010)"
+                     : d.columns < 0 ? "Columns (0028,0011)"
+                                     : "Bits Allocated (0028,0100)");
         return CHEX_PRE_ERR_MALFORMED;
     }
     if (d.bits_allocated != 8 && d.bits_allocated != 16) {
         chex_pre_msg(msg, msglen, "DICOM with Bits Allocated %d is not supported (8 or 16)",
-               d.bits_allocated);
+                     d.bits_allocated);
         return CHEX_PRE_ERR_UNSUPPORTED;
     }
     int bs = d.bits_stored < 0 ? d.bits_allocated : d.bits_stored;
@@ -784,9 +794,9 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
     if (bs < 1 || bs > d.bits_allocated || hb >= d.bits_allocated || hb + 1 < bs ||
         d.pixel_representation > 1 || d.number_of_frames < 1) {
         chex_pre_msg(msg, msglen,
-               "DICOM malformed: Bits Allocated %d, Bits Stored %d, High Bit %d, Pixel "
-               "Representation %d, Number of Frames %ld do not fit together",
-               d.bits_allocated, bs, hb, d.pixel_representation, d.number_of_frames);
+                     "DICOM malformed: Bits Allocated %d, Bits Stored %d, High Bit %d, Pixel "
+                     "Representation %d, Number of Frames %ld do not fit together",
+                     d.bits_allocated, bs, hb, d.pixel_representation, d.number_of_frames);
         return CHEX_PRE_ERR_MALFORMED;
     }
     err = chex_pre_check_dims((uint64_t)d.columns, (uint64_t)d.rows, opts, "DICOM image", msg,
@@ -813,9 +823,9 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
         size_t need = (size_t)npix * (size_t)(d.bits_allocated / 8);
         if (d.pixel_len < need) {
             chex_pre_msg(msg, msglen,
-                   "DICOM malformed: Pixel Data holds %zu bytes, one %d x %d frame of %d-bit "
-                   "samples needs %zu",
-                   d.pixel_len, d.columns, d.rows, d.bits_allocated, need);
+                         "DICOM malformed: Pixel Data holds %zu bytes, one %d x %d frame of %d-bit "
+                         "samples needs %zu",
+                         d.pixel_len, d.columns, d.rows, d.bits_allocated, need);
             return CHEX_PRE_ERR_MALFORMED;
         }
         s.data = d.pixel_data;
@@ -843,9 +853,9 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
         return CHEX_PRE_ERR_NOMEM;
     }
     /* A window of width < 1 (LINEAR) or <= 0 means no usable window. */
-    int window = d.has_window && isfinite(d.window_center) && isfinite(d.window_width) &&
-                 (d.voi_function == CHEX_DICOM_VOI_LINEAR ? d.window_width >= 1.0
-                                                          : d.window_width > 0.0);
+    int window =
+        d.has_window && isfinite(d.window_center) && isfinite(d.window_width) &&
+        (d.voi_function == CHEX_DICOM_VOI_LINEAR ? d.window_width >= 1.0 : d.window_width > 0.0);
     double lo = 0.0, range = 0.0;
     if (!window) {
         double hi = -INFINITY;

@@ -28,25 +28,25 @@ typedef struct {
     /* Pixel module, top-level data set only (an icon's nested attributes are
      * skipped). -1 when absent, except where a default is named. */
     int rows, columns;
-    int samples_per_pixel;      /* absent: 1 */
+    int samples_per_pixel; /* absent: 1 */
     int bits_allocated, bits_stored, high_bit;
-    int pixel_representation;   /* absent: 0 */
-    long number_of_frames;      /* absent: 1 */
-    int has_rescale;            /* slope or intercept present */
-    double rescale_slope;       /* absent: 1 */
-    double rescale_intercept;   /* absent: 0 */
-    int has_window;             /* first Window Center and Width both present */
+    int pixel_representation; /* absent: 0 */
+    long number_of_frames;    /* absent: 1 */
+    int has_rescale;          /* slope or intercept present */
+    double rescale_slope;     /* absent: 1 */
+    double rescale_intercept; /* absent: 0 */
+    int has_window;           /* first Window Center and Width both present */
     double window_center, window_width;
     chex_dicom_voi voi_function;
-    int implicit_vr;            /* data set in Implicit VR Little Endian */
-    int encapsulated;           /* pixel data in items (JPEG Baseline) */
+    int implicit_vr;  /* data set in Implicit VR Little Endian */
+    int encapsulated; /* pixel data in items (JPEG Baseline) */
     /* Points into the caller's buffer. Native: the Pixel Data value.
      * Encapsulated: from the first item tag (basic offset table) up to, not
      * including, the sequence delimiter. NULL when there is no Pixel Data. */
     const uint8_t *pixel_data;
     size_t pixel_len;
-    chex_dicom_ids ids;         /* UIDs, modality, view, transfer syntax, photometric;
-                                   trailing padding stripped, non-ASCII replaced by '?' */
+    chex_dicom_ids ids; /* UIDs, modality, view, transfer syntax, photometric;
+                           trailing padding stripped, non-ASCII replaced by '?' */
 } chex_dicom_info;
 
 /* Parses a Part 10 file: "DICM" at offset 128, file meta group (Explicit VR LE),

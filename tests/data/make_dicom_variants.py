@@ -318,6 +318,15 @@ def main():
     out.add("jpeg_two_frames_nobot", to_bytes(ds, JPEGBaseline8Bit), "ok",
             expected(jg.astype(np.int64), True), "minmax")
 
+    # a fragment that is not a JPEG stream; encapsulated data in a native syntax
+    ds.PixelData = encapsulate([bytes(range(100))], has_bot=True)
+    ds["PixelData"].is_undefined_length = True
+    del ds.NumberOfFrames
+    b = to_bytes(ds, JPEGBaseline8Bit)
+    out.add("jpeg_not_jpeg", b, "malformed", says="JPEG")
+    out.add("encapsulated_in_native", set_ts_raw(b, ExplicitVRLittleEndian), "malformed",
+            says="encapsulated")
+
     # ---- errors (tiny images) ----
     tiny = raw_all[200:216, 200:216].copy()
     ds = base_ds(cr, 16, 16)
@@ -380,6 +389,21 @@ def main():
     i = b.index(b"\x09\x00\x01\x10OB")
     b = b[:i] + b"\x09\x00\x02\x10SQ\0\0\xff\xff\xff\xff" + struct.pack("<HHI", 0xFFFE, 0xE000, 8)
     out.add("unclosed_sequence", b, "malformed")
+    # an item directly inside an item; a delimiter outside any sequence
+    b = to_bytes(d3, ExplicitVRLittleEndian)
+    for nm, raw_el in (("item_in_item", b"\x09\x00\x02\x10SQ\0\0\xff\xff\xff\xff" +
+                        struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) +
+                        struct.pack("<HHI", 0xFFFE, 0xE000, 0) +
+                        struct.pack("<HHI", 0xFFFE, 0xE00D, 0) +
+                        struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)),
+                       ("stray_delimiter", struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))):
+        i = b.index(b"\x28\x00\x02\x00US")
+        out.add(nm, b[:i] + raw_el + b[i:], "malformed", says="misplaced")
+    # no Transfer Syntax UID in the file meta group
+    b = good
+    i = b.index(b"\x02\x00\x10\x00UI")
+    n = struct.unpack_from("<H", b, i + 6)[0]
+    out.add("no_transfer_syntax", b[:i] + b[i + 8 + n:], "malformed", says="(0002,0010)")
     out.close()
 
 

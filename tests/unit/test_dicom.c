@@ -129,11 +129,12 @@ static void test_manifest_covers(void **state)
 {
     (void)state;
     static const char *const need[] = {
-        "cr_explicit", "cr_implicit", "cr_signed", "cr_rescale", "cr_minmax", "cr_mono2",
-        "cr_sequences", "cr_sequences_implicit", "cr_oddlen_un", "cr_multiframe",
-        "jpeg_baseline", "jpeg_fragments", "jpeg_two_frames", "ts_1_2_4_70", "ts_1_2_4_90",
-        "ts_1_2_5", "ts_1_2_1_99", "ts_1_2_2", "rgb16", "huge_element", "huge_pixel_length",
-        "nested_too_deep", "no_pixels", "short_pixels"};
+        "cr_explicit",       "cr_implicit",     "cr_signed",     "cr_rescale",
+        "cr_minmax",         "cr_mono2",        "cr_sequences",  "cr_sequences_implicit",
+        "cr_oddlen_un",      "cr_multiframe",   "jpeg_baseline", "jpeg_fragments",
+        "jpeg_two_frames",   "ts_1_2_4_70",     "ts_1_2_4_90",   "ts_1_2_5",
+        "ts_1_2_1_99",       "ts_1_2_2",        "rgb16",         "huge_element",
+        "huge_pixel_length", "nested_too_deep", "no_pixels",     "short_pixels"};
     size_t len;
     uint8_t *m = load(VARIANTS "MANIFEST", &len);
     char *text = malloc(len + 2);
@@ -342,14 +343,12 @@ static void test_limits(void **state)
     char msg[256];
     chex_pre_opts o = opts;
     o.max_pixels = 48 * 64 - 1;
-    assert_int_equal(decode_guarded(raw, len, &o, &img, msg, sizeof msg),
-                     CHEX_PRE_ERR_TOO_LARGE);
+    assert_int_equal(decode_guarded(raw, len, &o, &img, msg, sizeof msg), CHEX_PRE_ERR_TOO_LARGE);
     o.max_pixels = 48 * 64;
     assert_int_equal(decode_guarded(raw, len, &o, &img, msg, sizeof msg), CHEX_PRE_OK);
     chex_pre_image_free(&img);
     o.min_side = 49;
-    assert_int_equal(decode_guarded(raw, len, &o, &img, msg, sizeof msg),
-                     CHEX_PRE_ERR_UNUSABLE);
+    assert_int_equal(decode_guarded(raw, len, &o, &img, msg, sizeof msg), CHEX_PRE_ERR_UNUSABLE);
     /* not Part 10 / empty */
     assert_int_equal(decode_guarded(raw + 1, len - 1, &opts, &img, msg, sizeof msg),
                      CHEX_PRE_ERR_FORMAT);
@@ -401,7 +400,7 @@ static void test_parse_api(void **state)
     size_t n2 = 0;
     assert_int_equal(chex_dicom_first_frame(&d, fr, n1, &n2, msg, sizeof msg), CHEX_PRE_OK);
     assert_int_equal(n1, n2);
-    assert_true(fr[0] == 0xFF && fr[1] == 0xD8); /* SOI ... */
+    assert_true(fr[0] == 0xFF && fr[1] == 0xD8);           /* SOI ... */
     assert_true(fr[n1 - 2] == 0xFF && fr[n1 - 1] == 0xD9); /* ... EOI of frame 1 only */
     free(fr);
     free(raw);
@@ -410,11 +409,11 @@ static void test_parse_api(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_manifest_covers),    cmocka_unit_test(test_manifest),
-        cmocka_unit_test(test_real_cr_mono1),      cmocka_unit_test(test_real_siim_jpeg),
-        cmocka_unit_test(test_truncated_explicit), cmocka_unit_test(test_truncated_implicit),
+        cmocka_unit_test(test_manifest_covers),     cmocka_unit_test(test_manifest),
+        cmocka_unit_test(test_real_cr_mono1),       cmocka_unit_test(test_real_siim_jpeg),
+        cmocka_unit_test(test_truncated_explicit),  cmocka_unit_test(test_truncated_implicit),
         cmocka_unit_test(test_truncated_sequences), cmocka_unit_test(test_truncated_jpeg),
-        cmocka_unit_test(test_mutations),          cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_mutations),           cmocka_unit_test(test_limits),
         cmocka_unit_test(test_parse_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
