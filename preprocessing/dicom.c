@@ -873,6 +873,7 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
             y = voi(v, d.window_center, d.window_width, d.voi_function);
         else
             y = range > 0 ? (v - lo) / range : 0.0;
+        y = y < 0.0 ? 0.0 : y > 1.0 ? 1.0 : y; /* rounding at the window's edges */
         pix[i] = (float)(mono1 ? 1.0 - y : y);
     }
     free(jpeg_stored);

@@ -198,6 +198,12 @@ def main():
     out.add("cr_minmax", to_bytes(ds, ImplicitVRLittleEndian), "ok",
             expected(stored, True, 2.0, -1024.0), "minmax")
 
+    # a window of width 0 cannot be applied (PS3.3: width >= 1): min..max instead
+    ds = native(cr_ds(), raw)
+    ds.WindowWidth = "0"
+    out.add("cr_window_zero", to_bytes(ds, ExplicitVRLittleEndian), "ok",
+            expected(stored, True), "minmax")
+
     # MONOCHROME2 with the window
     ds = native(cr_ds(), raw)
     ds.PhotometricInterpretation = "MONOCHROME2"
