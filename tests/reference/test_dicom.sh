@@ -125,8 +125,8 @@ def pydicom_render(name):
         if ds.PixelRepresentation != 0 or "RescaleSlope" in ds or ds.get("NumberOfFrames", 1) > 1:
             return None  # pydicom 2.3 neither sign-extends from Bits Stored nor maps these to [0,1]
         a = ds.pixel_array.astype(np.int64) & ((1 << ds.BitsStored) - 1)
-        if "WindowCenter" not in ds:
-            return None
+        if "WindowCenter" not in ds or float(ds.WindowWidth) < 1:
+            return None  # min..max: the numpy reference covers it
         v = apply_voi_lut(apply_modality_lut(a, ds), ds, index=0)
         y = v / ((1 << ds.BitsStored) - 1)
     if ds.PhotometricInterpretation == "MONOCHROME1":
