@@ -53,8 +53,13 @@ chex_pre_err chex_pre_decode_jpeg(const uint8_t *buf, size_t len, const chex_pre
         e = CHEX_PRE_ERR_MALFORMED;
         goto done;
     }
-    e = chex_pre_check_dims((uint64_t)(w > 0 ? w : 0), (uint64_t)(h > 0 ? h : 0), opts, "JPEG",
-                            msg, msglen);
+    /* TurboJPEG 2.1 accepts a tables-only stream (no SOF) with 0x0 dims. */
+    if (w <= 0 || h <= 0) {
+        chex_pre_msg(msg, msglen, "JPEG has no frame header (truncated before SOF)");
+        e = CHEX_PRE_ERR_MALFORMED;
+        goto done;
+    }
+    e = chex_pre_check_dims((uint64_t)w, (uint64_t)h, opts, "JPEG", msg, msglen);
     if (e != CHEX_PRE_OK)
         goto done;
     if (cs == TJCS_CMYK || cs == TJCS_YCCK) {
