@@ -1026,3 +1026,19 @@ chex_model_err chex_model_set_isa(const char *name)
 {
     return chex_kernels_select(name) ? CHEX_MODEL_ERR_ARG : CHEX_MODEL_OK;
 }
+
+/* The classifier of the network for class activation maps (declared in
+ * model/cam.h): w is (ncls, nfeat) row-major, b is (ncls). Borrowed, valid
+ * while m lives. Any output pointer may be NULL. */
+void chex_model_classifier(const chex_model *m, const float **w, const float **b, int *ncls,
+                           int *nfeat)
+{
+    if (w)
+        *w = m->cls_w;
+    if (b)
+        *b = m->cls_b;
+    if (ncls)
+        *ncls = m->ncls;
+    if (nfeat)
+        *nfeat = FINAL_FEATURES;
+}
