@@ -3,6 +3,7 @@
  * $BUILD/libchex_model.a).
  *
  *   ref_driver MODEL IN.f32 N OUTPREFIX [--reference] [--isa NAME] [--stages]
+ *   ref_driver --isas      (prints the ISA paths this CPU supports, one a line)
  *
  * Reads N normalised images (N, C, S, S) float32 from IN.f32, runs
  * chex_model_forward (or the naive chex_model_forward_reference), writes
@@ -33,6 +34,13 @@ static int write_floats(const char *prefix, const char *ext, const float *p, siz
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && !strcmp(argv[1], "--isas")) { /* ISA paths this CPU can run */
+        static const char *const isas[] = {"avx512", "avx2", "generic"};
+        for (int i = 0; i < 3; i++)
+            if (!chex_model_set_isa(isas[i]))
+                printf("%s\n", isas[i]);
+        return 0;
+    }
     if (argc < 5) {
         fprintf(stderr, "usage: %s MODEL IN.f32 N OUTPREFIX [--reference] [--isa NAME] "
                 "[--stages]\n", argv[0]);
