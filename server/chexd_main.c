@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config/config.h"
 #include "model/model.h"
@@ -61,16 +62,25 @@ int main(int argc, char **argv)
     }
     chex_log_init(cfg.log_level, cfg.log_format);
 
+    /* The port first: a busy port fails before the model is read. */
+    int fd = chexd_listen(cfg.listen, cfg.port, msg, sizeof msg);
+    if (fd < 0) {
+        fprintf(stderr, "chexd: %s\n", msg);
+        return 2;
+    }
+
     chex_model *model = NULL;
     chex_model_err me = chex_model_load(cfg.model, &model, msg, sizeof msg);
     if (me != CHEX_MODEL_OK) {
         fprintf(stderr, "chexd: model %s: %s\n", cfg.model, msg[0] ? msg : chex_model_strerror(me));
+        close(fd);
         return 2;
     }
     chex_pipeline pipe;
     if (chex_pipeline_init(&pipe, model, &cfg, msg, sizeof msg) != 0) {
         fprintf(stderr, "chexd: model %s: %s\n", cfg.model, msg);
         chex_model_free(model);
+        close(fd);
         return 2;
     }
     const chex_model_info *info = pipe.info;
@@ -79,12 +89,6 @@ int main(int argc, char **argv)
         chex_log(CHEX_LOG_WARN, "DEMO WEIGHTS loaded: answers are not a diagnosis", "model",
                  info->name, "detail", chex_answer_demo_warning, NULL);
 
-    int fd = chexd_listen(cfg.listen, cfg.port, msg, sizeof msg);
-    if (fd < 0) {
-        fprintf(stderr, "chexd: %s\n", msg);
-        chex_model_free(model);
-        return 2;
-    }
     chexd *d = NULL;
     if (chexd_start(&d, &cfg, &pipe, fd, msg, sizeof msg) != 0) {
         fprintf(stderr, "chexd: %s\n", msg);

@@ -647,13 +647,16 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
     if (ct_is(ct, "image/png") || ct_is(ct, "image/jpeg") || ct_is(ct, "image/jpg") ||
         ct_is(ct, "application/dicom") || ct_is(ct, "application/octet-stream")) {
         r->body = BODY_RAW;
+        /* Reserve what Content-Length announces, up to 1 MiB: a client that
+         * sends headers only must not make the daemon reserve the whole body. */
         if (clen > 0) {
-            r->raw.buf = malloc((size_t)clen);
+            size_t cap = clen < (1u << 20) ? (size_t)clen : (size_t)1 << 20;
+            r->raw.buf = malloc(cap);
             if (!r->raw.buf) {
                 *ret = send_error(r, 500, "internal_error", "out of memory for the upload");
                 return 1;
             }
-            r->raw.cap = (size_t)clen;
+            r->raw.cap = cap;
         }
         return 0;
     }
