@@ -8,6 +8,7 @@
 #   - with the numpy reference the generator wrote (max |diff| <= 1e-5),
 #   - where pydicom can render the variant itself (apply_modality_lut +
 #     apply_voi_lut, PIL for JPEG), with pydicom too (max |diff| <= 1e-5),
+#   - with dcmtk's dcm2pnm/dcmj2pnm 16-bit rendering (+Wi 1 / +Wm), within 2/65535,
 #   - error variants: the expected error code and a message naming the cause.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -93,7 +94,9 @@ $CC -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I. -o "$work/dicom_driver"
 
 "$PY" - "$work/v" "$work/results.txt" <<'EOF'
 import io
+import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pydicom
@@ -101,6 +104,7 @@ from PIL import Image
 from pydicom.encaps import generate_pixel_data_frame
 from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
+warnings.filterwarnings("ignore", "Expected explicit VR")  # cr_mislabelled_implicit
 vdir, results = sys.argv[1], sys.argv[2]
 TOL = 1e-5
 manifest = {}
@@ -134,8 +138,27 @@ def pydicom_render(name):
     return y
 
 
+DCMTK_TOL = 2.0 / 65535  # dcmtk writes 16-bit samples
+
+
+def dcmtk_render(name, scaling):
+    """dcmtk's rendering (dcm2pnm / dcmj2pnm, 16-bit PNG) to [0,1]: +Wi 1 = the
+    first stored window, +Wm = min..max; MONOCHROME1 inverted as a viewer shows it.
+    None where dcmtk 3.6.7 differs on purpose: it ignores LINEAR_EXACT, rounds
+    non-integer rescaled values before windowing, and refuses a data set
+    labelled explicit VR but written implicit."""
+    if scaling == "window-exact" or name in ("cr_rescale", "cr_mislabelled_implicit"):
+        return None
+    tool = "dcmj2pnm" if name.startswith("jpeg_") else "dcm2pnm"
+    mode = "+Wm" if scaling == "minmax" else "+Wi"
+    args = [tool, "--write-16-bit-png", mode] + (["1"] if mode == "+Wi" else [])
+    png = f"{vdir}/{name}.dcmtk.png"
+    subprocess.run(args + [f"{vdir}/{name}.dcm", png], check=True, stderr=subprocess.DEVNULL)
+    return np.asarray(Image.open(png)).astype(np.float64) / 65535.0
+
+
 bad = 0
-checked_pyd = 0
+checked_pyd = checked_dcmtk = 0
 for name, (expect, rows, cols, extra) in manifest.items():
     if name not in got:
         print(f"FAIL {name}: no result"); bad += 1; continue
@@ -163,8 +186,18 @@ for name, (expect, rows, cols, extra) in manifest.items():
         checked_pyd += 1
         if dp > TOL:
             print("FAIL " + line); bad += 1; continue
+    t = dcmtk_render(name, scaling)
+    if t is not None:
+        dt = float(np.abs(out.astype(np.float64) - t).max())
+        line += f", dcmtk {dt:.2e}"
+        checked_dcmtk += 1
+        if dt > DCMTK_TOL:
+            print("FAIL " + line); bad += 1; continue
     print("ok   " + line)
-print(f"{len(manifest)} variants, {checked_pyd} also against pydicom's rendering, {bad} failed")
+print(f"{len(manifest)} variants, {checked_pyd} also against pydicom's rendering, "
+      f"{checked_dcmtk} against dcmtk's (within {DCMTK_TOL:.2e}), {bad} failed")
+if checked_dcmtk < 15:
+    print("FAIL: too few variants checked against dcmtk"); bad += 1
 if checked_pyd < 8:
     print("FAIL: too few variants checked against pydicom"); bad += 1
 sys.exit(1 if bad else 0)
