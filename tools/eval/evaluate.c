@@ -706,8 +706,8 @@ static int run_images(const eval_args *a)
         omp_set_num_threads(a->threads);
     if (info->demo)
         fprintf(stderr, "evaluate: %s\n", chex_eval_demo_warning);
-    fprintf(stderr, "evaluate: %zu images listed in %s, model %s (%d labels), %d thread%s\n", n,
-            a->labels, info->name, L, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s");
+    fprintf(stderr, "evaluate: %zu image%s listed in %s, model %s (%d labels), %d thread%s\n", n,
+            n == 1 ? "" : "s", a->labels, info->name, L, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s");
 
     progress pr = {isatty(2), n, now_s()};
     size_t n_failed = 0;

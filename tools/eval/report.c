@@ -58,6 +58,10 @@ chex_eval_err chex_eval_compute(const double *scores, const uint8_t *truth, cons
             pos += y[i];
         r->r.n_pos = pos;
         r->r.n_neg = k - pos;
+        if (k == 0) {
+            snprintf(r->reason, sizeof r->reason, "no case with both a score and a truth value");
+            continue;
+        }
         if (pos == 0 || pos == k) {
             snprintf(r->reason, sizeof r->reason, "%s", pos == 0 ? "no positive case" : "no negative case");
             continue;
