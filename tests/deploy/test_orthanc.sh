@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# tests/deploy/test_orthanc.sh - end to end against a real PACS: Debian's Orthanc 1.10
+# with deploy/orthanc/chexd_plugin.py and the shipped deploy/orthanc/orthanc.json
+# (ports, storage and chexd URL overridden), bin/chexd with the demo model and a
+# bearer token, dcmtk's storescu as the modality.
+#
+# Orthanc 1.10 cannot bind to loopback only (its DICOM port listens on every
+# interface), so everything runs inside a private network namespace (unshare -n, lo
+# up): nothing is reachable from outside. Processes are started and stopped by PID.
+#
+# Checks: a DX made from a real radiograph, C-STOREd, gets its chexd answer stored as
+# metadata + attachment, equal to `bin/chex classify` on the same file (same labels,
+# |diff| <= 1e-6) and free of patient identity; an OT instance is left alone; chexd
+# stopped while an instance arrives -> "retrying" recorded, chexd restarted -> the
+# result lands; a JPEG-LS instance is transcoded by Orthanc and classified like its
+# source; an image chexd refuses (422) is recorded as failed; chexd stopped for good
+# -> "failed after N attempts"; a study reclassified through the plugin's route.
+#   env: BIN, MODELS, PY (as given by tests/run_all.sh)
+set -euo pipefail
+self=$(readlink -f "${BASH_SOURCE[0]}")
+cd "$(dirname "$self")/../.."
+ROOT=$PWD
+BIN=${BIN:-bin}; MODELS=${MODELS:-models}; PY=${PY:-/usr/bin/python3}
+case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
+case $MODELS in /*) ;; *) MODELS=$ROOT/$MODELS ;; esac
+export BIN MODELS PY
+
+if [ "${1:-}" != --in-namespace ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "test_orthanc: needs root (unshare -n)" >&2; exit 1; }
+  for f in "$BIN/chexd" "$BIN/chex" "$MODELS/chexnet-demo.safetensors"; do
+    [ -e "$f" ] || { echo "test_orthanc: $f missing (run make)" >&2; exit 1; }
+  done
+  for tool in Orthanc storescu dcmcjpls unshare ip curl; do
+    command -v "$tool" >/dev/null || { echo "test_orthanc: '$tool' missing (bash deploy/install-deps.sh --test)" >&2; exit 1; }
+  done
+  [ -e /usr/share/orthanc/plugins/libOrthancPython.so ] ||
+    { echo "test_orthanc: orthanc-python missing (bash deploy/install-deps.sh --test)" >&2; exit 1; }
+  exec unshare -n bash "$self" --in-namespace
+fi
+
+ip link set lo up
+tmp=$(mktemp -d)
+chexd_pid= orthanc_pid=
+cleanup() {
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "--- Orthanc log (tail)" >&2; tail -n 40 "$tmp/orthanc.log" >&2 2>/dev/null || true
+    echo "--- chexd log (tail)" >&2; tail -n 20 "$tmp/chexd.log" >&2 2>/dev/null || true
+  fi
+  [ -n "$orthanc_pid" ] && kill "$orthanc_pid" 2>/dev/null && wait "$orthanc_pid" 2>/dev/null
+  [ -n "$chexd_pid" ] && kill "$chexd_pid" 2>/dev/null && wait "$chexd_pid" 2>/dev/null
+  rm -rf "$tmp"
+  return $rc
+}
+trap cleanup EXIT
+fail() { echo "test_orthanc: FAIL: $*" >&2; exit 1; }
+
+CHEXD_PORT=8080 HTTP_PORT=8042 DICOM_PORT=4242
+USER_PW="chexd-test:$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/token"
+MODEL=$MODELS/chexnet-demo.safetensors
+
+start_chexd() {
+  "$BIN/chexd" --listen 127.0.0.1 --port "$CHEXD_PORT" --model "$MODEL" \
+    --api-token-file "$tmp/token" >>"$tmp/chexd.log" 2>&1 &
+  chexd_pid=$!
+  for _ in $(seq 1 120); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CHEXD_PORT/readyz")" = 200 ] && return 0
+    kill -0 "$chexd_pid" 2>/dev/null || fail "chexd exited at start"
+    sleep 0.25
+  done
+  fail "chexd not ready after 30 s"
+}
+stop_chexd() {
+  kill -TERM "$chexd_pid"; wait "$chexd_pid" || true; chexd_pid=
+}
+orth() { # METHOD PATH [curl args...] -> body on stdout, fails on HTTP >= 400
+  local m=$1 p=$2; shift 2
+  curl -fsS -u "$USER_PW" -X "$m" "http://127.0.0.1:$HTTP_PORT$p" "$@"
+}
+orth_code() { # METHOD PATH -> HTTP status only
+  curl -s -o /dev/null -w '%{http_code}' -u "$USER_PW" -X "$1" "http://127.0.0.1:$HTTP_PORT$2"
+}
+store() { # FILE [storescu options] -> Orthanc instance id (C-STORE, then lookup by SOP UID)
+  storescu "${@:2}" -aet CHEXTEST -aec ORTHANC 127.0.0.1 "$DICOM_PORT" "$1" >>"$tmp/storescu.log" 2>&1 ||
+    fail "storescu $1 failed: $(tail -n 3 "$tmp/storescu.log")"
+  local uid; uid=$("$PY" -c 'import sys, pydicom; print(pydicom.dcmread(sys.argv[1]).SOPInstanceUID)' "$1")
+  orth POST /tools/lookup --data-binary "$uid" |
+    "$PY" -c 'import json, sys; r = [x["ID"] for x in json.load(sys.stdin) if x["Type"] == "Instance"]; print(r[0])'
+}
+status_of() { orth GET "/instances/$1/metadata/chexd-status" 2>/dev/null || true; }
+wait_status() { # ID PREFIX TIMEOUT_S -> waits until chexd-status starts with PREFIX
+  local s
+  for _ in $(seq 1 $(($3 * 4))); do
+    s=$(status_of "$1")
+    case $s in "$2"*) return 0 ;; esac
+    sleep 0.25
+  done
+  fail "instance $1: chexd-status is '$s' after $3 s, expected '$2...'"
+}
+# The stored answer must equal chex classify on the same DICOM file.
+check_stored() { # ID FILE
+  orth GET "/instances/$1/metadata/chexd" >"$tmp/meta.json"
+  orth GET "/instances/$1/attachments/chexd/data" >"$tmp/attach.json"
+  "$BIN/chex" classify --model "$MODEL" "$2" >"$tmp/cli.json" || fail "chex classify $2"
+  "$PY" - "$tmp/meta.json" "$tmp/attach.json" "$tmp/cli.json" "$2" <<'EOF'
+import json, sys
+import pydicom
+meta_raw = open(sys.argv[1]).read()
+meta, attach = json.loads(meta_raw), json.load(open(sys.argv[2]))
+cli = json.loads(open(sys.argv[3]).read().splitlines()[0])
+ds = pydicom.dcmread(sys.argv[4])
+assert meta == attach, "metadata and attachment differ"
+a = {p["label"]: p["probability"] for p in meta["predictions"]}
+b = {p["label"]: p["probability"] for p in cli["predictions"]}
+assert len(a) == 14 and a.keys() == b.keys(), (sorted(a), sorted(b))
+worst = max(abs(a[k] - b[k]) for k in a)
+assert worst <= 1e-6, f"stored answer differs from chex classify by {worst}"
+d = meta["dicom"]
+assert d["sop_instance_uid"] == ds.SOPInstanceUID, d
+assert d["study_instance_uid"] == ds.StudyInstanceUID, d
+assert d["modality"] == ds.Modality, d
+for tag in ("PatientName", "PatientID", "PatientBirthDate"):
+    v = str(ds.get(tag, ""))
+    assert v and v not in meta_raw, f"{tag} {v!r} leaked into the stored answer"
+print(f"  {sys.argv[4].rsplit('/', 1)[-1]}: stored answer = chex classify (14 labels, max diff {worst:.1e}), "
+      f"no patient identity")
+EOF
+}
+
+# ---- configuration: the shipped orthanc.json with test-only overrides ------------------
+mkdir -p "$tmp/db"
+"$PY" - "$ROOT/deploy/orthanc/orthanc.json" "$tmp" "$USER_PW" "$ROOT/deploy/orthanc/chexd_plugin.py" \
+  "$HTTP_PORT" "$DICOM_PORT" "$CHEXD_PORT" >"$tmp/orthanc.json" <<'EOF'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+tmp, user_pw, plugin, http, dicom, chexd = sys.argv[2:8]
+user, pw = user_pw.split(":", 1)
+cfg.update({
+    "Name": "CHEXD-TEST", "StorageDirectory": tmp + "/db", "IndexDirectory": tmp + "/db",
+    "HttpPort": int(http), "DicomPort": int(dicom), "RemoteAccessAllowed": False,
+    "AuthenticationEnabled": True, "RegisteredUsers": {user: pw}, "PythonScript": plugin,
+})
+cfg["Chexd"].update({"Url": f"http://127.0.0.1:{chexd}/v1/predict", "TokenFile": tmp + "/token",
+                     "BackoffSeconds": 0.5, "MaxBackoffSeconds": 2, "MaxAttempts": 6})
+json.dump(cfg, sys.stdout, indent=2)
+EOF
+
+# ---- images: DX from real radiographs, one study --------------------------------------
+study=$("$PY" -c 'from pydicom.uid import generate_uid; print(generate_uid())')
+series=$("$PY" -c 'from pydicom.uid import generate_uid; print(generate_uid())')
+mk() { "$PY" tests/deploy/make_dx.py "$@" --study "$study"; }
+mk tests/data/00000001_000.png "$tmp/dx1.dcm" --series "$series" --number 1
+mk tests/data/00000002_000.png "$tmp/dx2.dcm" --series "$series" --number 2
+mk tests/data/00000047_005.png "$tmp/ot.dcm" --number 3 --modality OT
+mk tests/data/00013911_000.png "$tmp/dx4.dcm" --series "$series" --number 4
+dcmcjpls "$tmp/dx4.dcm" "$tmp/dx4-jpegls.dcm"
+"$PY" -c 'from PIL import Image; Image.open("tests/data/h0001.png").convert("L").resize((48, 48)).save("'"$tmp"'/small.png")'
+mk "$tmp/small.png" "$tmp/small.dcm" --series "$series" --number 5
+mk tests/data/00000047_005.png "$tmp/dx6.dcm" --series "$series" --number 6
+
+# ---- start ----------------------------------------------------------------------------
+start_chexd
+Orthanc "$tmp/orthanc.json" >"$tmp/orthanc.log" 2>&1 &
+orthanc_pid=$!
+for _ in $(seq 1 120); do
+  orth GET /system >/dev/null 2>&1 && break
+  kill -0 "$orthanc_pid" 2>/dev/null || fail "Orthanc exited at start"
+  sleep 0.25
+done
+orth GET /system >/dev/null || fail "Orthanc REST not up after 30 s"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/system")" = 401 ] ||
+  fail "Orthanc answers without credentials"
+orth GET /chexd/status | grep -q '"queue_size": 1000' || fail "plugin route /chexd/status missing"
+echo "orthanc: Orthanc $(orth GET /system | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["Version"])') with the chexd plugin, chexd with a bearer token"
+
+# ---- 1. a DX arrives: result stored, equal to chex classify -----------------------------
+t0=$(date +%s%N)
+ot=$(store "$tmp/ot.dcm")
+dx1=$(store "$tmp/dx1.dcm")
+wait_status "$dx1" ok 60
+echo "orthanc: DX C-STORE -> result stored in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+check_stored "$dx1" "$tmp/dx1.dcm"
+# FIFO: the OT instance was taken before dx1 and must have been left alone.
+[ "$(orth_code GET "/instances/$ot/metadata/chexd-status")" = 404 ] || fail "OT instance got a chexd status"
+[ "$(orth_code GET "/instances/$ot/metadata/chexd")" = 404 ] || fail "OT instance was classified"
+echo "orthanc: OT instance left alone"
+
+# ---- 2. chexd down while an instance arrives, then back: the result lands ---------------
+stop_chexd
+dx2=$(store "$tmp/dx2.dcm")
+wait_status "$dx2" retrying 30
+echo "orthanc: chexd down -> dx2 status '$(status_of "$dx2")'"
+start_chexd
+wait_status "$dx2" ok 30
+check_stored "$dx2" "$tmp/dx2.dcm"
+
+# ---- 3. JPEG-LS stored: Orthanc transcodes it, same answer as the uncompressed source ----
+dx4=$(store "$tmp/dx4-jpegls.dcm" -xt)
+[ "$(orth GET "/instances/$dx4/metadata/TransferSyntax")" = 1.2.840.10008.1.2.4.80 ] ||
+  fail "Orthanc did not keep the JPEG-LS transfer syntax"
+wait_status "$dx4" ok 60
+check_stored "$dx4" "$tmp/dx4.dcm"
+echo "orthanc: JPEG-LS instance transcoded to Explicit VR LE by Orthanc, classified"
+
+# ---- 4. an image chexd refuses: recorded as failed, not retried -------------------------
+small=$(store "$tmp/small.dcm")
+wait_status "$small" "failed: chexd answered 422" 30
+echo "orthanc: 48x48 image -> '$(status_of "$small" | cut -c1-90)'"
+
+# ---- 5. reclassify the whole study through the plugin's route ---------------------------
+orth GET "/instances/$dx1/metadata/chexd" >"$tmp/before1.json"
+orth GET "/instances/$dx2/metadata/chexd" >"$tmp/before2.json"
+study_id=$(orth GET "/instances/$dx1/study" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["ID"])')
+orth POST "/chexd/studies/$study_id/classify" -d '' >"$tmp/route.json"
+"$PY" - "$tmp/route.json" "$dx1" "$dx2" "$dx4" "$small" "$ot" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+want = set(sys.argv[2:6])
+assert set(r["queued"]) == want, r
+assert r["skipped_modality"] == [sys.argv[6]], r
+assert r["overflow"] == [], r
+EOF
+for id in "$dx1" "$dx2" "$dx4"; do wait_status "$id" ok 60; done
+wait_status "$small" "failed: chexd answered 422" 30
+for pair in "$dx1:before1" "$dx2:before2"; do
+  id=${pair%%:*}
+  orth GET "/instances/$id/metadata/chexd" >"$tmp/after.json"
+  "$PY" - "$tmp/${pair#*:}.json" "$tmp/after.json" <<'EOF'
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert a["request_id"] != b["request_id"], "study route did not reclassify"
+assert a["predictions"] == b["predictions"], "reclassification changed the answer"
+EOF
+done
+check_stored "$dx1" "$tmp/dx1.dcm"
+[ "$(orth_code POST "/chexd/instances/$ot/classify")" = 400 ] || fail "instance route accepted an OT instance"
+[ "$(orth_code POST "/chexd/instances/0000-no-such-instance/classify")" = 404 ] || fail "instance route: unknown id not 404"
+[ "$(orth_code GET "/chexd/instances/$dx1/classify")" = 405 ] || fail "instance route: GET not 405"
+orth POST "/chexd/instances/$dx1/classify" -d '' | grep -q "$dx1" || fail "instance route did not queue"
+wait_status "$dx1" ok 30
+echo "orthanc: study route requeued 4 instances (OT skipped), answers renewed; instance route 200/400/404/405"
+
+# ---- 6. chexd down for good: the failure is recorded after the last attempt -------------
+stop_chexd
+dx6=$(store "$tmp/dx6.dcm")
+wait_status "$dx6" "failed after 6 attempts: chexd unreachable" 60
+echo "orthanc: chexd gone -> '$(status_of "$dx6" | cut -c1-90)'"
+orth GET /chexd/status >"$tmp/status.json"
+"$PY" - "$tmp/status.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+c = s["counters"]
+print(f"orthanc: plugin counters {json.dumps(c, sort_keys=True)}")
+assert c["ok"] >= 7 and c["failed"] >= 3 and c["retried"] >= 6 and c["skipped"] >= 1, c
+assert s["config"]["Token"] == "(set)", s["config"]
+EOF
+
+# ---- stop by PID ------------------------------------------------------------------------
+t0=$(date +%s%N)
+kill -TERM "$orthanc_pid"; wait "$orthanc_pid" || fail "Orthanc exited non-zero on SIGTERM"; orthanc_pid=
+echo "orthanc: Orthanc stopped in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+grep -q "chexd: 1 worker(s)" "$tmp/orthanc.log" || fail "plugin start line missing from Orthanc's log"
+! grep -qi "Traceback" "$tmp/orthanc.log" || fail "Python traceback in Orthanc's log"
+echo "orthanc: ok"
