@@ -3,7 +3,8 @@
 # variants of tests/data/cr-mono1-10-chest.dcm and siim-pneumothorax-sample.dcm
 # (tests/data/make_dicom_variants.py --full: implicit VR, signed, rescale,
 # minmax, MONOCHROME2, sequences, odd lengths, VOI functions, multi-frame,
-# JPEG Baseline fragments, compressed syntaxes, broken files), decodes each with
+# JPEG Baseline fragments, compressed syntaxes, broken files) and, with dcmtk,
+# transcoded/compressed copies and an img2dcm JPEG, decodes each with
 # chex_pre_decode from $BUILD/libchex_pre.a, and compares:
 #   - with the numpy reference the generator wrote (max |diff| <= 1e-5),
 #   - where pydicom can render the variant itself (apply_modality_lut +
@@ -90,6 +91,48 @@ $CC -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I. -o "$work/dicom_driver"
   "$work/dicom_driver.c" "$BUILD/libchex_pre.a" -lpng16 -lturbojpeg -ljansson -lz -lm
 
 "$PY" tests/data/make_dicom_variants.py "$work/v" --full
+
+# Files written by another toolkit (dcmtk), added to the same manifest: the real
+# CR transcoded to Implicit VR LE and to syntaxes we refuse, and a real NIH
+# radiograph made into a JPEG Baseline DICOM by img2dcm (and decompressed by
+# dcmdjpeg to Explicit VR LE); expected images: the CR's numpy reference, PIL's
+# decode of the JPEG, min..max.
+v=$work/v
+cr=tests/data/cr-mono1-10-chest.dcm
+dcmconv +ti "$cr" "$v/cr_dcmtk_implicit.dcm"
+cp "$v/cr_explicit.f32" "$v/cr_dcmtk_implicit.f32"
+echo "cr_dcmtk_implicit ok 440 440 window" >>"$v/MANIFEST"
+dcmconv +tb "$cr" "$v/cr_dcmtk_bigendian.dcm"
+dcmconv +td "$cr" "$v/cr_dcmtk_deflate.dcm"
+dcmcjpeg "$cr" "$v/cr_dcmtk_jpeg_lossless.dcm"
+dcmcrle "$cr" "$v/cr_dcmtk_rle.dcm"
+dcmcjpls "$cr" "$v/cr_dcmtk_jpegls.dcm"
+cat >>"$v/MANIFEST" <<'MAN'
+cr_dcmtk_bigendian unsupported - - 1.2.840.10008.1.2.2
+cr_dcmtk_deflate unsupported - - 1.2.840.10008.1.2.1.99
+cr_dcmtk_jpeg_lossless unsupported - - 1.2.840.10008.1.2.4.70
+cr_dcmtk_rle unsupported - - 1.2.840.10008.1.2.5
+cr_dcmtk_jpegls unsupported - - 1.2.840.10008.1.2.4.80
+MAN
+"$PY" - "$v" <<'EOF2'
+import sys
+import numpy as np
+from PIL import Image
+v = sys.argv[1]
+Image.open("tests/data/00000001_000.png").convert("L").save(f"{v}/nih.jpg", quality=92)
+g = np.asarray(Image.open(f"{v}/nih.jpg")).astype(np.float64)
+((g - g.min()) / (g.max() - g.min())).astype("<f4").tofile(f"{v}/jpeg_img2dcm.f32")
+EOF2
+img2dcm -i JPEG "$v/nih.jpg" "$v/jpeg_img2dcm.dcm"
+dcmdjpeg "$v/jpeg_img2dcm.dcm" "$v/nih_dcmdjpeg.dcm"
+cp "$v/jpeg_img2dcm.f32" "$v/nih_dcmdjpeg.f32"
+img2dcm -i JPEG tests/data/16747_3_1.jpg "$v/rgb_img2dcm.dcm"
+cat >>"$v/MANIFEST" <<'MAN'
+jpeg_img2dcm ok 512 512 minmax
+nih_dcmdjpeg ok 512 512 minmax
+rgb_img2dcm unsupported - - Samples
+MAN
+
 "$work/dicom_driver" "$work/v" >"$work/results.txt"
 
 "$PY" - "$work/v" "$work/results.txt" <<'EOF'
