@@ -323,6 +323,10 @@ def main():
     ds["PixelData"].is_undefined_length = True
     out.add("jpeg_two_frames_nobot", to_bytes(ds, JPEGBaseline8Bit), "ok",
             expected(jg.astype(np.int64), True), "minmax")
+    ds.PixelData = encapsulate([jp, bio.getvalue()], fragments_per_frame=3, has_bot=False)
+    ds["PixelData"].is_undefined_length = True
+    out.add("jpeg_two_frames_nobot_fragments", to_bytes(ds, JPEGBaseline8Bit), "ok",
+            expected(jg.astype(np.int64), True), "minmax")
 
     # a fragment that is not a JPEG stream; encapsulated data in a native syntax
     ds.PixelData = encapsulate([bytes(range(100))], has_bot=True)
