@@ -292,6 +292,27 @@ static void test_truncated_jpeg(void **state)
     truncate_all("jpeg_two_frames");
 }
 
+/* The real files cut at 97 lengths spread over the whole file. */
+static void test_truncated_real(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {"tests/data/cr-mono1-10-chest.dcm",
+                                        "tests/data/siim-pneumothorax-sample.dcm"};
+    for (size_t k = 0; k < 2; k++) {
+        size_t len;
+        uint8_t *raw = load(paths[k], &len);
+        for (size_t i = 0; i < 97; i++) {
+            size_t n = len * i / 97 + i % 7;
+            chex_pre_image img;
+            char msg[256];
+            chex_pre_err e = decode_guarded(raw, n, &opts, &img, msg, sizeof msg);
+            if (e == CHEX_PRE_OK)
+                fail_msg("%s cut to %zu of %zu bytes decoded", paths[k], n, len);
+        }
+        free(raw);
+    }
+}
+
 /* Deterministic byte mutations: any outcome but a crash or overread. */
 static void test_mutations(void **state)
 {
@@ -409,11 +430,17 @@ static void test_parse_api(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_manifest_covers),     cmocka_unit_test(test_manifest),
-        cmocka_unit_test(test_real_cr_mono1),       cmocka_unit_test(test_real_siim_jpeg),
-        cmocka_unit_test(test_truncated_explicit),  cmocka_unit_test(test_truncated_implicit),
-        cmocka_unit_test(test_truncated_sequences), cmocka_unit_test(test_truncated_jpeg),
-        cmocka_unit_test(test_mutations),           cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_manifest_covers),
+        cmocka_unit_test(test_manifest),
+        cmocka_unit_test(test_real_cr_mono1),
+        cmocka_unit_test(test_real_siim_jpeg),
+        cmocka_unit_test(test_truncated_explicit),
+        cmocka_unit_test(test_truncated_implicit),
+        cmocka_unit_test(test_truncated_sequences),
+        cmocka_unit_test(test_truncated_jpeg),
+        cmocka_unit_test(test_truncated_real),
+        cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_limits),
         cmocka_unit_test(test_parse_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
