@@ -95,7 +95,8 @@ print("ok - --predictions on the written predictions.csv gives the same AUROCs")
 PYEOF
 
 # 3. failed and missing images are listed and do not stop the run; a plain
-#    0/1 labels file; labels the file lacks are "not evaluated"
+#    0/1 labels file; labels the file lacks are "not evaluated"; an absolute
+#    image name; model and threads from chexd's config file
 mkdir "$TMPD/imgs"
 cp tests/data/00000001_000.png tests/data/00000002_000.png tests/data/16747_3_1.jpg \
    tests/data/cr-mono1-10-chest.dcm "$TMPD/imgs/"
@@ -107,13 +108,16 @@ broken.png,1,0,0
 00000002_000.png,0,0,1
 missing.png,0,1,1
 16747_3_1.jpg,1,,0
-cr-mono1-10-chest.dcm,0,-1,0
 CSV
-"$CHEX" evaluate --labels "$TMPD/plain.csv" --model "$DEMO" --out "$TMPD/fail" "$TMPD/imgs" \
+echo "$TMPD/imgs/cr-mono1-10-chest.dcm,0,-1,0" >> "$TMPD/plain.csv"
+case $DEMO in /*) demo_abs=$DEMO ;; *) demo_abs=$PWD/$DEMO ;; esac
+printf '{"model": "%s", "threads": 1}\n' "$demo_abs" > "$TMPD/chexd.json"
+"$CHEX" evaluate --labels "$TMPD/plain.csv" --config "$TMPD/chexd.json" --out "$TMPD/fail" "$TMPD/imgs" \
   > "$TMPD/fail.txt" 2> "$TMPD/fail.err" || { cat "$TMPD/fail.err" >&2; fail "run with failures exit $?"; }
 grep -q '^evaluate: broken.png (line 3): ' "$TMPD/fail.err" || { cat "$TMPD/fail.err" >&2; fail "broken.png not listed"; }
 grep -q '^evaluate: missing.png (line 5): No such file or directory$' "$TMPD/fail.err" || fail "missing.png not listed"
 grep -q 'classified 4 of 6 images' "$TMPD/fail.err" || fail "4 of 6"
+grep -q 'model chexnet-demo (14 labels), 1 thread$' "$TMPD/fail.err" || fail "config file not used"
 "$PY" - "$TMPD/fail" <<'PYEOF'
 import csv, json, os, sys
 m = json.load(open(os.path.join(sys.argv[1], "metrics.json")))
@@ -128,7 +132,8 @@ assert lab["Effusion"]["evaluated"] is False and lab["Effusion"]["auroc"] is Non
 assert lab["Effusion"]["reason"] == "no such label in the labels file"
 assert m["n_evaluated"] == 2
 rows = [r["Image Index"] for r in csv.DictReader(open(os.path.join(sys.argv[1], "predictions.csv")))]
-assert rows == ["00000001_000.png", "00000002_000.png", "16747_3_1.jpg", "cr-mono1-10-chest.dcm"], rows
+assert rows[:3] == ["00000001_000.png", "00000002_000.png", "16747_3_1.jpg"], rows
+assert len(rows) == 4 and rows[3].endswith("/imgs/cr-mono1-10-chest.dcm"), rows
 print("ok - broken and missing images listed, run completed on PNG, JPEG and DICOM; "
       "labels missing from the file not evaluated")
 PYEOF
@@ -148,6 +153,9 @@ expect 2 "want exactly one IMAGE_DIR" --labels "$LABELS"
 expect 2 "no IMAGE_DIR is taken" --predictions "$TMPD/run/predictions.csv" --labels "$LABELS" "$XRAYS"
 expect 1 "No such file or directory" --labels "$TMPD/nope.csv" --model "$DEMO" "$XRAYS"
 expect 1 "model $TMPD/nope.safetensors" --labels "$LABELS" --model "$TMPD/nope.safetensors" "$XRAYS"
+echo '{"threads": "many"}' > "$TMPD/bad.json"
+expect 1 "config: threads: expected an integer" --config "$TMPD/bad.json" --labels "$LABELS" "$XRAYS"
+expect 2 "make no sense with --predictions" --predictions "$TMPD/run/predictions.csv" --labels "$LABELS" --threads 2
 printf 'Image Index,prob_Mass\na.png,0.5\na.png,0.7\n' > "$TMPD/dup.csv"
 expect 1 "line 3: image 'a.png' already listed on line 2" --predictions "$TMPD/dup.csv" --labels "$LABELS"
 "$CHEX" evaluate --help | grep -q 'usage: chex evaluate' || fail "--help"

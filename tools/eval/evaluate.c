@@ -31,9 +31,11 @@
 
 #define MAX_IMAGE_BYTES (512u << 20)
 
+extern char **environ;
+
 typedef struct {
-    const char *labels, *predictions, *model, *out, *image_dir;
-    int threads, batch, plots;
+    const char *labels, *predictions, *model, *out, *image_dir, *config;
+    int threads, threads_set, batch, plots;
     chex_eval_opts eo;
 } eval_args;
 
@@ -42,7 +44,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: chex evaluate --labels LABELS.csv [--model FILE] [--threads N] [--out DIR]\n"
             "                     [--plots] [--ci delong|bootstrap] [--bootstrap-reps N] [--seed S]\n"
-            "                     [--batch N] IMAGE_DIR\n"
+            "                     [--batch N] [--config FILE] IMAGE_DIR\n"
             "       chex evaluate --predictions PRED.csv --labels LABELS.csv [--out DIR] [--plots]\n"
             "                     [--ci delong|bootstrap] [--bootstrap-reps N] [--seed S]\n"
             "\n"
@@ -52,8 +54,10 @@ static void usage(FILE *f)
             "  --labels FILE        NIH Data_Entry_2017 layout ('Image Index', 'Finding Labels'\n"
             "                       joined by '|'), or one 0/1 column per label; .gz accepted\n"
             "  --predictions FILE   'Image Index' + one column prob_<Label> (or <Label>) per label\n"
-            "  --model FILE         safetensors weights (default $CHEXD_MODEL, else %s)\n"
-            "  --threads N          OpenMP threads, 0 = all cores (default 0)\n"
+            "  --model FILE         safetensors weights (default: the config's model, else %s)\n"
+            "  --config FILE        chexd's JSON config file: preprocessing options, model and\n"
+            "                       threads as the daemon uses them (CHEXD_* variables apply too)\n"
+            "  --threads N          OpenMP threads, 0 = all cores (default: config, 0)\n"
             "  --batch N            images per forward pass (default 8 / crops per image)\n"
             "  --out DIR            output folder, created if missing (default: evaluation)\n"
             "  --plots              one ROC curve PNG per evaluated label: DIR/roc_<Label>.png\n"
@@ -85,7 +89,8 @@ static int parse_args(int argc, char **argv, eval_args *a)
     a->eo.ci = CHEX_EVAL_CI_DELONG;
     a->eo.reps = 2000;
     a->eo.seed = 1;
-    enum { O_LABELS = 256, O_PRED, O_MODEL, O_THREADS, O_OUT, O_PLOTS, O_CI, O_REPS, O_SEED, O_BATCH };
+    enum { O_LABELS = 256, O_PRED, O_MODEL, O_THREADS, O_OUT, O_PLOTS, O_CI, O_REPS, O_SEED, O_BATCH,
+           O_CONFIG };
     static const struct option opts[] = {
         {"labels", required_argument, NULL, O_LABELS},
         {"predictions", required_argument, NULL, O_PRED},
@@ -97,6 +102,7 @@ static int parse_args(int argc, char **argv, eval_args *a)
         {"bootstrap-reps", required_argument, NULL, O_REPS},
         {"seed", required_argument, NULL, O_SEED},
         {"batch", required_argument, NULL, O_BATCH},
+        {"config", required_argument, NULL, O_CONFIG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -109,6 +115,7 @@ static int parse_args(int argc, char **argv, eval_args *a)
         case O_LABELS: a->labels = optarg; break;
         case O_PRED: a->predictions = optarg; break;
         case O_MODEL: a->model = optarg; break;
+        case O_CONFIG: a->config = optarg; break;
         case O_OUT: a->out = optarg; break;
         case O_PLOTS: a->plots = 1; break;
         case O_THREADS:
@@ -117,6 +124,7 @@ static int parse_args(int argc, char **argv, eval_args *a)
                 return 2;
             }
             a->threads = (int)v;
+            a->threads_set = 1;
             break;
         case O_BATCH:
             if (parse_int(optarg, 1, 256, &v)) {
@@ -175,8 +183,9 @@ static int parse_args(int argc, char **argv, eval_args *a)
                     argv[optind]);
             return 2;
         }
-        if (a->model) {
-            fprintf(stderr, "evaluate: --model makes no sense with --predictions\n");
+        if (a->model || a->config || a->threads_set || a->batch) {
+            fprintf(stderr, "evaluate: --model, --config, --threads and --batch make no sense "
+                            "with --predictions\n");
             return 2;
         }
     } else {
@@ -209,8 +218,11 @@ static int make_dir(const char *dir)
     return -1;
 }
 
+/* dir/name, or name itself when it is absolute. */
 static char *join(const char *dir, const char *name)
 {
+    if (name[0] == '/')
+        return strdup(name);
     size_t a = strlen(dir), b = strlen(name);
     char *p = malloc(a + b + 2);
     if (!p)
@@ -635,11 +647,18 @@ static int run_images(const eval_args *a)
         chex_eval_table_free(&lab);
         return 1;
     }
-    const char *model_path = a->model;
-    if (!model_path) {
-        const char *env = getenv("CHEXD_MODEL");
-        model_path = env && *env ? env : CHEXD_DEFAULT_MODEL;
+    /* the daemon's configuration: defaults < --config file < CHEXD_* variables */
+    chex_config cfg;
+    char *cargv[] = {"evaluate", "--config", (char *)a->config, NULL};
+    chex_config_err ce = chex_config_load(&cfg, a->config ? 3 : 1, cargv, environ,
+                                          CHEXD_DEFAULT_MODEL, msg, sizeof msg);
+    if (ce != CHEX_CONFIG_OK) {
+        fprintf(stderr, "evaluate: %s\n", msg[0] ? msg : chex_config_strerror(ce));
+        chex_eval_table_free(&lab);
+        return 1;
     }
+    const char *model_path = a->model ? a->model : cfg.model;
+    int threads = a->threads_set ? a->threads : cfg.threads;
     chex_model *model = NULL;
     chex_model_err me = chex_model_load(model_path, &model, msg, sizeof msg);
     if (me != CHEX_MODEL_OK) {
@@ -648,8 +667,6 @@ static int run_images(const eval_args *a)
         return 1;
     }
     const chex_model_info *info = chex_model_info_get(model);
-    chex_config cfg;
-    chex_config_defaults(&cfg, model_path);
     chex_pipeline pl;
     chex_pipeline_batch pb = {0};
     chex_model_ws *ws = NULL;
@@ -702,8 +719,8 @@ static int run_images(const eval_args *a)
         scores[i] = NAN;
     if (make_dir(a->out))
         goto done;
-    if (a->threads > 0)
-        omp_set_num_threads(a->threads);
+    if (threads > 0)
+        omp_set_num_threads(threads);
     if (info->demo)
         fprintf(stderr, "evaluate: %s\n", chex_eval_demo_warning);
     fprintf(stderr, "evaluate: %zu image%s listed in %s, model %s (%d labels), %d thread%s\n", n,
