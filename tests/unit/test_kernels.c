@@ -1,0 +1,238 @@
+/* tests/unit/test_kernels.c - every fast convolution path (each ISA this CPU
+ * runs) against the naive operators: plain kxk convs with stride and padding,
+ * 1x1 convs of a pre-activated (BN+ReLU) strided channel slice, and the
+ * pooled transition form; odd sizes so column panels straddle images and end
+ * in tails; outputs written at a channel offset inside a wider buffer. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "model/kernels.h"
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
+}
+static float *rnd(size_t n)
+{
+    float *p = malloc(n * sizeof(float));
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand();
+    return p;
+}
+
+static const char *const ISAS[] = {"generic", "avx2", "avx512"};
+
+/* Runs a through every usable ISA; each result must match ref (dense
+ * (n, m, oh, ow)) to 1e-4 relative, and channels outside the written slice
+ * of the destination must stay untouched. */
+static void check_all_isas(chex_conv_args a, const float *ref, int dst_c, int dst_off)
+{
+    const long ohw = (long)a.oh * a.ow;
+    const size_t dst_len = (size_t)a.n * dst_c * ohw;
+    float *dst = malloc(dst_len * sizeof(float));
+    const int k = a.kind == CHEX_PACK_CONV ? a.c * a.kh * a.kw : a.c;
+    const int nthreads = 3;
+    size_t sf = chex_conv_scratch_floats(k);
+    float *scratch = aligned_alloc(64, sf * nthreads * sizeof(float));
+    assert_non_null(dst);
+    assert_non_null(scratch);
+    int ran = 0;
+    for (size_t i = 0; i < sizeof(ISAS) / sizeof(ISAS[0]); i++) {
+        const chex_kernels *kr = chex_kernels_by_name(ISAS[i]);
+        if (!kr)
+            continue;
+        ran++;
+        for (size_t j = 0; j < dst_len; j++)
+            dst[j] = 12345.0f;
+        a.dst = dst + (long)dst_off * ohw;
+        a.dst_img_stride = (long)dst_c * ohw;
+        for (int t = 1; t <= nthreads; t++) {
+            kr->conv(&a, scratch, sf, t);
+            double worst = 0.0;
+            for (int img = 0; img < a.n; img++)
+                for (int c = 0; c < dst_c; c++)
+                    for (long p = 0; p < ohw; p++) {
+                        float got = dst[((long)img * dst_c + c) * ohw + p];
+                        if (c < dst_off || c >= dst_off + a.m) {
+                            assert_true(got == 12345.0f);
+                            continue;
+                        }
+                        float want = ref[((long)img * a.m + c - dst_off) * ohw + p];
+                        double d = fabs((double)got - want) / (1.0 + fabs(want));
+                        if (d > worst)
+                            worst = d;
+                    }
+            if (worst > 1e-4)
+                fail_msg("%s, %d threads: relative diff %g", kr->name, t, worst);
+        }
+    }
+    assert_true(ran >= 1);
+    free(dst);
+    free(scratch);
+}
+
+/* Plain conv (stem-like and 3x3): out = relu?(conv(x)*s + t). */
+static void conv_case(int n, int c, int h, int w, int m, int kk, int stride, int pad, int post)
+{
+    const int oh = (h + 2 * pad - kk) / stride + 1, ow = (w + 2 * pad - kk) / stride + 1;
+    float *x = rnd((size_t)n * c * h * w), *wt = rnd((size_t)m * c * kk * kk);
+    float *s = rnd(m), *t = rnd(m);
+    float *ref = malloc(sizeof(float) * n * m * oh * ow);
+    assert_non_null(ref);
+    conv2d_forward_naive(ref, x, wt, NULL, n, c, h, w, m, kk, kk, stride, pad);
+    if (post) {
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < m; o++)
+                for (long p = 0; p < (long)oh * ow; p++) {
+                    float *v = &ref[((long)i * m + o) * oh * ow + p];
+                    *v = *v * s[o] + t[o];
+                }
+        relu_forward_naive(ref, (long)n * m * oh * ow);
+    }
+    chex_conv_args a = {.kind = CHEX_PACK_CONV, .n = n, .src = x,
+                        .src_img_stride = (long)c * h * w, .c = c, .h = h, .w = w, .kh = kk,
+                        .kw = kk, .stride = stride, .pad = pad, .oh = oh, .ow = ow, .wt = wt,
+                        .m = m, .post_scale = post ? s : NULL, .post_shift = post ? t : NULL,
+                        .post_relu = post};
+    check_all_isas(a, ref, m + 16, 8);
+    free(x), free(wt), free(s), free(t), free(ref);
+}
+
+static void test_conv3x3(void **state)
+{
+    (void)state;
+    conv_case(1, 16, 7, 7, 32, 3, 1, 1, 0);   /* 49 columns: panel tails */
+    conv_case(3, 8, 5, 9, 16, 3, 1, 1, 0);    /* panels straddle images */
+    conv_case(2, 128, 14, 14, 32, 3, 1, 1, 0);/* the block-3 shape */
+}
+
+static void test_conv_stem(void **state)
+{
+    (void)state;
+    conv_case(1, 3, 33, 31, 64, 7, 2, 3, 1);
+    conv_case(2, 1, 20, 20, 8, 7, 2, 3, 1);
+}
+
+/* in: (n, ctot, h, w); uses the first c channels, pre-activated. */
+static void preact_ref(float *out, const float *in, int n, int ctot, int c, long hw,
+                       const float *g, const float *b, const float *mu, const float *var)
+{
+    for (int i = 0; i < n; i++)
+        memcpy(out + (long)i * c * hw, in + (long)i * ctot * hw, sizeof(float) * c * hw);
+    batchnorm_forward_naive(out, out, g, b, mu, var, 1e-5f, n, c, hw);
+    relu_forward_naive(out, (long)n * c * hw);
+}
+
+static void bn_params(int c, float **g, float **b, float **mu, float **var, float **s, float **t)
+{
+    *g = rnd(c), *b = rnd(c), *mu = rnd(c), *var = rnd(c), *s = malloc(sizeof(float) * c),
+    *t = malloc(sizeof(float) * c);
+    assert_non_null(*s);
+    assert_non_null(*t);
+    for (int i = 0; i < c; i++) {
+        (*var)[i] = (*var)[i] + 1.5f;
+        (*s)[i] = (*g)[i] / sqrtf((*var)[i] + 1e-5f);
+        (*t)[i] = (*b)[i] - (*mu)[i] * (*s)[i];
+    }
+}
+
+static void bnrelu_case(int n, int ctot, int c, int h, int w, int m, int pool)
+{
+    const long hw = (long)h * w;
+    const int oh = pool ? h / 2 : h, ow = pool ? w / 2 : w;
+    float *x = rnd((size_t)n * ctot * hw), *wt = rnd((size_t)m * c);
+    float *g, *b, *mu, *var, *s, *t;
+    bn_params(c, &g, &b, &mu, &var, &s, &t);
+    float *act = malloc(sizeof(float) * n * c * hw), *conv = malloc(sizeof(float) * n * m * hw);
+    float *ref = malloc(sizeof(float) * n * m * hw);
+    assert_non_null(act);
+    assert_non_null(conv);
+    assert_non_null(ref);
+    preact_ref(act, x, n, ctot, c, hw, g, b, mu, var);
+    conv2d_forward_naive(conv, act, wt, NULL, n, c, h, w, m, 1, 1, 1, 0);
+    if (pool)
+        avgpool2d_forward_naive(ref, conv, n, m, h, w, 2);
+    else
+        memcpy(ref, conv, sizeof(float) * n * m * hw);
+    chex_conv_args a = {.kind = pool ? CHEX_PACK_BNRELU_POOL : CHEX_PACK_BNRELU_1X1, .n = n,
+                        .src = x, .src_img_stride = (long)ctot * hw, .c = c, .h = h, .w = w,
+                        .kh = 1, .kw = 1, .stride = 1, .pad = 0, .oh = oh, .ow = ow,
+                        .pre_scale = s, .pre_shift = t, .wt = wt, .m = m};
+    check_all_isas(a, ref, m, 0);
+    free(x), free(wt), free(g), free(b), free(mu), free(var), free(s), free(t);
+    free(act), free(conv), free(ref);
+}
+
+static void test_bnrelu_1x1(void **state)
+{
+    (void)state;
+    bnrelu_case(1, 96, 72, 7, 7, 128, 0);
+    bnrelu_case(3, 40, 24, 9, 11, 16, 0);
+    bnrelu_case(2, 256, 224, 56, 56, 128, 0); /* whole-panel fast path */
+}
+
+static void test_bnrelu_pool(void **state)
+{
+    (void)state;
+    bnrelu_case(1, 64, 64, 14, 14, 32, 1);
+    bnrelu_case(2, 48, 48, 9, 7, 8, 1); /* odd sides: floor */
+}
+
+static void test_naive_ops(void **state)
+{
+    (void)state;
+    /* Hand-computed cases for the reference itself. */
+    const float in[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    float out[16];
+    maxpool2d_forward_naive(out, in, 1, 1, 4, 4, 3, 2, 1);
+    assert_true(out[0] == 6 && out[1] == 8 && out[2] == 14 && out[3] == 16);
+    avgpool2d_forward_naive(out, in, 1, 1, 4, 4, 2);
+    assert_true(out[0] == 3.5f && out[1] == 5.5f && out[2] == 11.5f && out[3] == 13.5f);
+    const float w[9] = {0, 0, 0, 0, 1, 0, 0, 0, 0}, bias = 0.5f;
+    conv2d_forward_naive(out, in, w, &bias, 1, 1, 4, 4, 1, 3, 3, 1, 1);
+    for (int i = 0; i < 16; i++)
+        assert_true(out[i] == in[i] + 0.5f);
+    global_avgpool_forward_naive(out, in, 2, 2, 4);
+    assert_true(out[0] == 2.5f && out[3] == 14.5f);
+    const float lw[2] = {1, -1}, lb = 1;
+    linear_forward_naive(out, in, lw, &lb, 2, 2, 1);
+    assert_true(out[0] == 0.0f && out[1] == 0.0f);
+    sigmoid_forward_naive(out, out, 1);
+    assert_true(out[0] == 0.5f);
+    const float g = 2, b = 1, mu = 3, var = 4 - 1e-5f;
+    batchnorm_forward_naive(out, in, &g, &b, &mu, &var, 1e-5f, 1, 1, 4);
+    assert_true(fabsf(out[0] + 1.0f) < 1e-6f && fabsf(out[3] - 2.0f) < 1e-6f); /* (x-3)/2*2+1 */
+}
+
+static void test_isa_choice(void **state)
+{
+    (void)state;
+    assert_non_null(chex_kernels_by_name("generic"));
+    assert_null(chex_kernels_by_name("sse9"));
+    assert_null(chex_kernels_by_name(NULL));
+    assert_int_equal(chex_kernels_select("sse9"), -1);
+    assert_int_equal(chex_kernels_select("generic"), 0);
+    assert_string_equal(chex_kernels_get()->name, "generic");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_naive_ops),   cmocka_unit_test(test_conv3x3),
+        cmocka_unit_test(test_conv_stem),   cmocka_unit_test(test_bnrelu_1x1),
+        cmocka_unit_test(test_bnrelu_pool), cmocka_unit_test(test_isa_choice),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
