@@ -42,3 +42,13 @@ n=$(ls "$TMPD/out"/roc_*.png | wc -l)
 "$PY" -c 'import sys; from PIL import Image; im = Image.open(sys.argv[1]); im.load(); assert im.size == (640, 640), im.size' \
   "$TMPD/out/roc_Hernia.png"
 echo "ok - 14 ROC plots"
+
+# predictions naming images with a folder ("images/x.png") still match the
+# NIH labels by file name; --out folders are created with their parents
+sed '2,$s|^|images/|' "$REF/jrzech_preds.csv" > "$TMPD/prefixed.csv"
+"$BIN/chex" evaluate --predictions "$TMPD/prefixed.csv" --labels "$REF/Data_Entry_2017_v2020.csv.gz" \
+  --out "$TMPD/a/b/c" > "$TMPD/table2.txt" 2> /dev/null
+grep -q '^mean AUROC over 14 evaluated labels (of 14): 0.8383$' "$TMPD/table2.txt" \
+  || { echo "FAIL: prefixed image names" >&2; exit 1; }
+[ -f "$TMPD/a/b/c/metrics.json" ] || { echo "FAIL: nested --out" >&2; exit 1; }
+echo "ok - image names with a folder prefix match by file name; nested --out created"

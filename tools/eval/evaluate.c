@@ -205,8 +205,25 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* mkdir -p: creates dir and any missing parents. */
 static int make_dir(const char *dir)
 {
+    char path[4096];
+    int n = snprintf(path, sizeof path, "%s", dir);
+    if (n <= 0 || n >= (int)sizeof path) {
+        fprintf(stderr, "evaluate: --out: path too long\n");
+        return -1;
+    }
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+            fprintf(stderr, "evaluate: --out %s: %s: %s\n", dir, path, strerror(errno));
+            return -1;
+        }
+        *p = '/';
+    }
     if (mkdir(dir, 0777) == 0 || errno == EEXIST) {
         struct stat st;
         if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
@@ -498,7 +515,10 @@ static int run_predictions(const eval_args *a)
     /* rows of the predictions file that the labels file knows */
     size_t n = 0, unlabelled = 0;
     for (size_t r = 0; r < np; r++) {
-        long m = chex_eval_table_find(&lab, chex_eval_table_image(&pred, r));
+        const char *img = chex_eval_table_image(&pred, r);
+        long m = chex_eval_table_find(&lab, img);
+        if (m < 0 && strrchr(img, '/')) /* "images/x.png" predicted, "x.png" labelled */
+            m = chex_eval_table_find(&lab, strrchr(img, '/') + 1);
         match[r] = m;
         if (m < 0)
             unlabelled++;
