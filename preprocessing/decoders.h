@@ -1,6 +1,10 @@
 /* preprocessing/decoders.h - per-format decoders behind chex_pre_decode (internal).
  * Same contract as chex_pre_decode: read only buf[0..len), fill img (pix owned by
- * img), one-line msg on error. chex_pre_decode (decode.c) picks one by signature. */
+ * img), one-line msg on error. chex_pre_decode (decode.c) picks one by signature.
+ * Unlike chex_pre_decode, the PNG and JPEG decoders do not reset *img: they set
+ * width, height, channels, pix, format, bit_depth and scaling and leave
+ * is_dicom/dicom alone (dicom.c calls chex_pre_decode_jpeg for JPEG Baseline
+ * pixel data). */
 #ifndef CHEX_DECODERS_H
 #define CHEX_DECODERS_H
 

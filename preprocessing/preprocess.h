@@ -35,6 +35,12 @@ typedef enum {
     CHEX_PNG16_FULL        /* divide by 65535 */
 } chex_png16_scaling;
 
+/* Limits are checked from the header (PNG IHDR, JPEG SOF), before any pixel
+ * buffer exists: zero width or height -> CHEX_PRE_ERR_UNUSABLE (a PNG whose
+ * IHDR says 0 is reported as unusable, not malformed); width*height over
+ * max_pixels -> CHEX_PRE_ERR_TOO_LARGE; shorter side < min_side -> UNUSABLE.
+ * max_pixels 0 means no configured limit, but a hard ceiling of 2^30 pixels
+ * always applies; min_side <= 0 disables that check. */
 typedef struct {
     uint64_t max_pixels;   /* reject width*height above this before allocating */
     int min_side;          /* reject images whose shorter side is below this */
@@ -53,7 +59,14 @@ typedef struct {
 } chex_dicom_ids;
 
 /* A decoded image: planar float samples in [0,1], channels 1 (gray) or 3 (RGB).
- * Alpha is dropped. Owned by the caller; free pix with chex_pre_image_free. */
+ * Alpha is dropped (PNG alpha channels and tRNS are ignored, colours are kept
+ * as stored, no compositing: what PIL's convert('RGB'/'L') does). Palette PNGs
+ * become RGB. Samples are never rounded through 8 bits. Owned by the caller;
+ * free pix with chex_pre_image_free. scaling for PNG/JPEG: "<depth>bit" for
+ * depth <= 8 (s / (2^depth - 1); palette and JPEG: "8bit"), "full" for 16-bit
+ * colour (s / 65535), and for 16-bit gray the png16_scaling actually used:
+ * "minmax" (constant image -> all 0), "sbit" (s / (2^sBIT - 1), clamped to 1)
+ * or "full". */
 typedef struct {
     int width, height, channels;
     float *pix;               /* (channels, height, width) */
@@ -68,7 +81,10 @@ typedef struct {
 void chex_pre_image_free(chex_pre_image *img);
 
 /* Detects the format from its signature and decodes. On error writes a one-line
- * message into msg and leaves img->pix NULL. */
+ * message into msg and leaves img->pix NULL. Resets *img first. Errors: no
+ * bytes -> EMPTY; no PNG/JPEG/DICOM signature -> FORMAT; truncated, bad CRC
+ * (critical or ancillary chunk), corrupt zlib/JPEG data, JPEG decoder warnings
+ * -> MALFORMED; CMYK/YCCK JPEG -> UNSUPPORTED; limits as for chex_pre_opts. */
 chex_pre_err chex_pre_decode(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
                              chex_pre_image *img, char *msg, size_t msglen);
 
@@ -91,7 +107,10 @@ typedef struct {
 int chex_pre_ncrops(const chex_pre_spec *spec);
 
 /* Writes ncrops tensors of (C, S, S) into out (caller-sized:
- * ncrops*C*S*S floats) and, if crops is not NULL, ncrops crop boxes. */
+ * ncrops*C*S*S floats) and, if crops is not NULL, ncrops crop boxes.
+ * Presets and their exact arithmetic (torchvision on float32) are described in
+ * preprocessing/tensor.c. Errors: bad spec/image -> ARG; an aspect ratio so
+ * extreme the resize would need more than 4 M pixels -> UNUSABLE. */
 chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spec, float *out,
                              chex_pre_crop *crops, char *msg, size_t msglen);
 

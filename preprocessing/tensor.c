@@ -34,7 +34,9 @@
 
 enum preset { P_UNKNOWN, P_CROP, P_TENCROP, P_RESIZE, P_XRV };
 
-/* Resized images above this are refused (extreme aspect ratios only). */
+/* Resized images above this (and intermediates above 4x this) are refused:
+ * only extreme aspect ratios reach them (a 4000 x 5000 radiograph needs 0.08 M
+ * and 1.3 M). */
 #define MAX_RESIZED_PIXELS (1L << 22)
 #define MAX_OUT_SIZE 4096
 
@@ -303,6 +305,11 @@ chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spe
             rw = rh = side;
         }
         ow = oh = S;
+    }
+    /* the width pass's intermediate is rh x ow per channel */
+    if ((long)rh * ow > MAX_RESIZED_PIXELS * 4) {
+        chex_pre_msg(msg, msglen, "%dx%d image: aspect ratio too extreme to resize", W, H);
+        return free(lum), CHEX_PRE_ERR_UNUSABLE;
     }
     res = malloc((size_t)wc * (size_t)ow * (size_t)oh * sizeof(float));
     if (!res) {

@@ -296,11 +296,21 @@ static void test_tensor_bad_args(void **state)
     /* a 20000 x 1 line: 18 px high (size 16) would make it 18 x 360000 */
     chex_pre_image strip = {.width = 32, .height = 1, .channels = 1, .pix = pix};
     assert_int_equal(chex_pre_tensor(&strip, &spec, out, NULL, msg, sizeof msg), CHEX_PRE_OK);
-    static float row[20000];
+    static float row[100000];
     chex_pre_image line = {.width = 20000, .height = 1, .channels = 1, .pix = row};
     assert_int_equal(chex_pre_tensor(&line, &spec, out, NULL, msg, sizeof msg),
                      CHEX_PRE_ERR_UNUSABLE);
     assert_true(strlen(msg) > 0);
+    /* 1 x 100000 to 224 x 224: the width pass alone would hold 100000 x 224 */
+    static float big[3 * 224 * 224];
+    chex_pre_image tall = {.width = 1, .height = 100000, .channels = 1, .pix = row};
+    s = spec;
+    s.size = 224;
+    snprintf(s.preset, sizeof s.preset, "resize224");
+    assert_int_equal(chex_pre_tensor(&tall, &s, big, NULL, msg, sizeof msg),
+                     CHEX_PRE_ERR_UNUSABLE);
+    tall.height = 5000;
+    assert_int_equal(chex_pre_tensor(&tall, &s, big, NULL, msg, sizeof msg), CHEX_PRE_OK);
 }
 
 int main(void)

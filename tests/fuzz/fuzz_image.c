@@ -1,0 +1,71 @@
+/* tests/fuzz/fuzz_image.c - libFuzzer target: chex_pre_decode (PNG, JPEG, and
+ * DICOM by signature) then chex_pre_tensor on arbitrary bytes. libFuzzer's
+ * input is an exact-size heap copy, so ASan catches any read past len.
+ * Checks: the message is always terminated, a failure leaves no image, a
+ * decoded image respects the pixel limit and lies in [0,1], the tensor is
+ * finite. The input's length picks the png16 mapping and, for one input in
+ * eight each, the xrv (1 channel) or tencrop preset; otherwise a 3-channel
+ * resize256-crop224, the default model's spec.
+ * Seeds (tests/fuzz/corpus/fuzz_image/): tiny PNGs of every colour type and
+ * depth (palette, tRNS, sBIT, Adam7), baseline/progressive/gray JPEGs, and
+ * broken ones (truncated, bad CRC, zero width, bomb headers). */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "preprocessing/preprocess.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static float out[10 * 3 * 224 * 224];
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    /* a small pixel limit keeps each run fast; larger headers test the limit */
+    chex_pre_opts opts = {.max_pixels = 1u << 20, .min_side = 1,
+                          .png16_scaling = (chex_png16_scaling)(size % 3)};
+    chex_pre_image img;
+    char msg[256];
+    memset(msg, 'x', sizeof msg);
+    chex_pre_err e = chex_pre_decode(data, size, &opts, &img, msg, sizeof msg);
+    if (memchr(msg, '\0', sizeof msg) == NULL)
+        __builtin_trap();
+    if (e != CHEX_PRE_OK) {
+        if (img.pix || e >= CHEX_PRE_ERR_COUNT || msg[0] == '\0')
+            __builtin_trap();
+        return 0;
+    }
+    if ((img.channels != 1 && img.channels != 3) || img.width < 1 || img.height < 1 ||
+        (uint64_t)img.width * (uint64_t)img.height > opts.max_pixels)
+        __builtin_trap();
+    size_t n = (size_t)img.channels * (size_t)img.width * (size_t)img.height;
+    for (size_t i = 0; i < n; i++)
+        if (!(img.pix[i] >= 0.0f && img.pix[i] <= 1.0f))
+            __builtin_trap();
+
+    chex_pre_spec spec = {.channels = 3, .size = 224, .preset = "resize256-crop224",
+                          .mean = {0.485f, 0.456f, 0.406f}, .std = {0.229f, 0.224f, 0.225f}};
+    if (size % 8 == 3) {
+        spec = (chex_pre_spec){.channels = 1, .size = 224, .preset = "xrv", .mean = {0.5f},
+                               .std = {1.0f / 2048.0f}};
+    } else if (size % 8 == 5) {
+        memcpy(spec.preset, "tencrop", 8);
+    }
+    chex_pre_crop crops[10];
+    memset(msg, 'x', sizeof msg);
+    e = chex_pre_tensor(&img, &spec, out, crops, msg, sizeof msg);
+    if (memchr(msg, '\0', sizeof msg) == NULL)
+        __builtin_trap();
+    if (e == CHEX_PRE_OK) {
+        size_t t = (size_t)chex_pre_ncrops(&spec) * (size_t)spec.channels * 224 * 224;
+        for (size_t i = 0; i < t; i++)
+            if (!isfinite(out[i]))
+                __builtin_trap();
+    } else if (e != CHEX_PRE_ERR_UNUSABLE) {
+        /* only extreme aspect ratios may be refused; anything else is a bug */
+        __builtin_trap();
+    }
+    chex_pre_image_free(&img);
+    return 0;
+}
