@@ -35,7 +35,8 @@ if [ "${1:-}" != --in-namespace ]; then
   done
   [ -e /usr/share/orthanc/plugins/libOrthancPython.so ] ||
     { echo "test_orthanc: orthanc-python missing (bash deploy/install-deps.sh --test)" >&2; exit 1; }
-  exec unshare -n bash "$self" --in-namespace
+  # Own PID namespace too (--kill-child): if the test dies, Orthanc and chexd die with it.
+  exec unshare -n -p --kill-child bash "$self" --in-namespace
 fi
 
 ip link set lo up
