@@ -128,9 +128,11 @@ static void test_render(void **state)
 static void test_png_file(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/chex_plot_XXXXXX";
+    const char *tmpdir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/chex_plot_XXXXXX", tmpdir);
     assert_non_null(mkdtemp(dir));
-    char path[64], tmp[72];
+    char path[600], tmp[610];
     snprintf(path, sizeof path, "%s/roc_Mass.png", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     chex_roc_plot p = plot_of(0);
@@ -156,7 +158,7 @@ static void test_png_file(void **state)
     unlink(path);
 
     /* unwritable place: an error, and no file left behind */
-    char bad[96];
+    char bad[600];
     snprintf(bad, sizeof bad, "%s/no/such/dir/roc.png", dir);
     assert_int_equal(chex_eval_plot_roc(bad, &p, msg, sizeof msg), CHEX_EVAL_ERR_IO);
     assert_non_null(strstr(msg, "cannot write PNG"));
