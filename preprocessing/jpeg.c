@@ -3,7 +3,7 @@
  * the tj3* API is 3.0+).
  *
  * Baseline and progressive; grayscale -> 1 channel, YCbCr/RGB -> 3 channels,
- * samples / 255 ("8bit"). CMYK/YCCK -> UNSUPPORTED. Decoding uses libjpeg's
+ * samples / 255 ("8bit"). CMYK/YCCK, 12-bit and lossless JPEG -> UNSUPPORTED. Decoding uses libjpeg's
  * defaults (accurate integer IDCT, fancy upsampling), the same as PIL's
  * libjpeg(-turbo) decode. Warnings are errors (TJFLAG_STOPONWARNING): a
  * truncated or corrupt stream would otherwise decode to a half-grey image and
@@ -20,6 +20,40 @@
 
 #include "preprocessing/decoders.h"
 #include "preprocessing/pre_internal.h"
+
+/* Finds the frame header (SOFn) before the first scan; returns its marker
+ * (0 if none found within len) and its sample precision. Malformed segment
+ * structure is left for libjpeg to report. */
+static int find_sof(const uint8_t *buf, size_t len, int *precision)
+{
+    size_t i = 2;
+    while (i + 4 <= len) {
+        if (buf[i] != 0xFF)
+            return 0;
+        int m = buf[i + 1];
+        if (m == 0xFF) { /* fill byte */
+            i++;
+            continue;
+        }
+        if (m == 0x01 || (m >= 0xD0 && m <= 0xD8)) {
+            i += 2;
+            continue;
+        }
+        if (m == 0xDA || m == 0xD9)
+            return 0;
+        size_t seg = (size_t)buf[i + 2] << 8 | buf[i + 3];
+        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+            if (seg < 3 || i + 4 >= len)
+                return 0;
+            *precision = buf[i + 4];
+            return m;
+        }
+        if (seg < 2)
+            return 0;
+        i += 2 + seg;
+    }
+    return 0;
+}
 
 chex_pre_err chex_pre_decode_jpeg(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
                                   chex_pre_image *img, char *msg, size_t msglen)
@@ -38,6 +72,17 @@ chex_pre_err chex_pre_decode_jpeg(const uint8_t *buf, size_t len, const chex_pre
     if (len < 2 || buf[0] != 0xFF || buf[1] != 0xD8) {
         chex_pre_msg(msg, msglen, "no JPEG SOI marker");
         return CHEX_PRE_ERR_FORMAT;
+    }
+    /* name the variants libjpeg-turbo 2.1's 8-bit build cannot decode */
+    int precision = 8, sof = find_sof(buf, len, &precision);
+    if (sof == 0xC3 || sof == 0xC7 || sof == 0xCB || sof == 0xCF) {
+        chex_pre_msg(msg, msglen, "lossless JPEG (SOF%d) is not supported", sof - 0xC0);
+        return CHEX_PRE_ERR_UNSUPPORTED;
+    }
+    if (sof && precision != 8) {
+        chex_pre_msg(msg, msglen, "JPEG with %d-bit samples is not supported (8-bit only)",
+                     precision);
+        return CHEX_PRE_ERR_UNSUPPORTED;
     }
     tjhandle tj = tjInitDecompress();
     if (!tj) {

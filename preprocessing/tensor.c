@@ -22,7 +22,9 @@
  * ToTensor on uint8) rounds to 8 bits after each step (luminance rounded to an
  * integer, resized pixels rounded to 0..255); we keep float32 throughout, so the
  * result equals torchvision's tensor path (interpolate on float) to ~1e-6 and
- * differs from PIL's uint8 path by up to about 1/255 before normalisation. 16-bit
+ * differs from PIL's uint8 path by up to about 1/255 before normalisation
+ * (measured on tests/data radiographs: max 0.017, mean 0.005 in ImageNet-
+ * normalised units; tests/reference/test_preprocess.sh prints it). 16-bit
  * sources keep their full precision for the same reason.
  */
 #include <math.h>

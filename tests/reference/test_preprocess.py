@@ -322,6 +322,18 @@ def main():
     w = worst["xrv"]
     print("worst difference vs torch, xrv: %.3g xrv units = %.3g of a [0,1] pixel (%s), "
           "tolerance %g" % (w[0], w[0] / 2048, w[1], TOL_XRV))
+    # Informational: how far a PIL uint8 pipeline (Resize on the 8-bit image,
+    # rounding after each step) is from the float pipeline we implement.
+    import torchvision.transforms as T
+    pil_pipe = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                          T.Normalize(*IMAGENET)])
+    for n in ("00000002_000.png", "h0001.png", "16747_3_1.jpg"):
+        p = os.path.join(ROOT, "tests/data", n)
+        t, _, _, _ = run_c(driver, work, p, "resize256-crop224", 3, *IMAGENET, "minmax")
+        ref = pil_pipe(Image.open(p).convert("RGB")).numpy()
+        d = np.abs(t[0] - ref)
+        print("  (info) PIL uint8 pipeline vs ours on %s: max %.3g, mean %.3g normalised units"
+              % (n, d.max(), d.mean()))
     if failures:
         print("FAILURES:")
         for f in failures:

@@ -255,6 +255,14 @@ static void test_jpeg_bad(void **state)
     c[sof + 7] = 0xFD;
     c[sof + 8] = 0xE8; /* width 65000 */
     expect(c, len, &opts, CHEX_PRE_ERR_TOO_LARGE, "jpeg 65000x65000 header");
+    /* 12-bit samples (extended sequential) and lossless frames: read, not decodable */
+    memcpy(c, j, len);
+    c[sof + 1] = 0xC1;
+    c[sof + 4] = 12;
+    expect(c, len, &opts, CHEX_PRE_ERR_UNSUPPORTED, "12-bit jpeg");
+    memcpy(c, j, len);
+    c[sof + 1] = 0xC3;
+    expect(c, len, &opts, CHEX_PRE_ERR_UNSUPPORTED, "lossless jpeg");
     free(c);
     tjFree(j);
     /* too small */
