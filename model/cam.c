@@ -51,6 +51,15 @@ chex_model_err chex_cam_raw_ws(const chex_model *m, const chex_model_ws *ws, int
                         label, raw);
 }
 
+int chex_cam_grid_side(int S)
+{
+    if (S < 1)
+        return 0;
+    int x = (S + 6 - 7) / 2 + 1; /* conv0 */
+    x = (x + 2 - 3) / 2 + 1;     /* pool0 */
+    return x / 2 / 2 / 2;        /* transition1..3 */
+}
+
 /* torch's area_pixel_compute_source_index for align_corners=False (clamped
  * at 0) and the two neighbours with their weights. */
 static void lin_coord(int o, int in, int out, int *i0, int *i1, float *l1)

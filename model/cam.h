@@ -56,6 +56,11 @@ chex_model_err chex_cam_raw(const chex_model *m, const float *feat, int n, int n
 chex_model_err chex_cam_raw_ws(const chex_model *m, const chex_model_ws *ws, int first, int n,
                                int label, float *raw);
 
+/* Side of the final feature map for an (S, S) input, as DenseNet-121 computes
+ * it (conv0 7x7/2 pad 3, pool0 3x3/2 pad 1, three 2x2/2 transitions): 7 for
+ * 224. Lets callers size raw-map buffers before any forward. */
+int chex_cam_grid_side(int S);
+
 /* out (oh, ow) = bilinear, align_corners=False resize of in (h, w). */
 void chex_cam_upsample(float *out, int oh, int ow, const float *in, int h, int w);
 

@@ -112,6 +112,11 @@ int main(int argc, char **argv)
     if (!chex_model_ws_features(ws, &c, &h, &w))
         goto out;
     int S = spec.size, W = img.width, H = img.height;
+    if (chex_cam_grid_side(S) != h || h != w) {
+        fprintf(stderr, "cam_driver: chex_cam_grid_side(%d) = %d but the features are %dx%d\n",
+                S, chex_cam_grid_side(S), h, w);
+        goto out;
+    }
     raw = malloc((size_t)n * (size_t)h * (size_t)w * sizeof(float));
     up = malloc((size_t)n * (size_t)S * (size_t)S * sizeof(float));
     map = malloc((size_t)W * (size_t)H * sizeof(float));
