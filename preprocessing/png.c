@@ -77,6 +77,10 @@ static void convert_row(const uint8_t *row, size_t w, int ch, int bd, int oc, fl
             const uint8_t *p = row + c;
             for (size_t x = 0; x < w; x++, p += ch)
                 dst[x] = (float)*p / maxval;
+        } else if (maxval == 1.0f) { /* 16-bit gray: raw values, scaled later */
+            const uint8_t *p = row + 2 * c;
+            for (size_t x = 0; x < w; x++, p += 2 * ch)
+                dst[x] = (float)(p[0] << 8 | p[1]);
         } else {
             const uint8_t *p = row + 2 * c;
             for (size_t x = 0; x < w; x++, p += 2 * ch)
