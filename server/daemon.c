@@ -741,11 +741,13 @@ static enum MHD_Result finish_upload(req *r)
         r->imgs[i].image = meta;
         r->nimg = i + 1;
     }
+    /* A request already being read when the stop began is still served,
+     * unless the worker is gone (past the shutdown deadline). */
     pthread_mutex_lock(&d->lock);
-    if (atomic_load(&d->draining) || d->queued >= d->cfg->queue_depth) {
-        int q = d->queued;
+    if (d->stop_worker || d->queued >= d->cfg->queue_depth) {
+        int q = d->queued, stopping = d->stop_worker;
         pthread_mutex_unlock(&d->lock);
-        if (atomic_load(&d->draining))
+        if (stopping)
             return send_error(r, 503, "shutting_down", "the server is shutting down");
         char msg[96];
         snprintf(msg, sizeof msg, "queue full (%d of %d requests waiting)", q, d->cfg->queue_depth);

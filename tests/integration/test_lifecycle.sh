@@ -5,7 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export PYTHONPATH=$ROOT/tests/integration
 
 # 1. SIGTERM with 6 requests in flight: all answered 200, exit 0, no new connections.
-start_daemon drain --max-batch 2 --batch-window-ms 20
+start_daemon drain --max-batch 2 --batch-window-ms 20 --shutdown-timeout-ms 60000
 t0=$SECONDS
 out=$("$PY" "$ROOT/tests/integration/loadgen.py" inflight "$PORT" "$PID" 6)
 echo "$out"
