@@ -173,6 +173,10 @@ chex_pre_err chex_pre_decode_png(const uint8_t *buf, size_t len, const chex_pre_
     png_set_crc_action(png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
     /* Our own max_pixels check governs, not libpng's default 1e6 per side. */
     png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
+    /* Text and ICC profiles are never used: skip them (their CRC is still
+     * checked) rather than inflate attacker-sized compressed payloads. */
+    static const png_byte skip[] = "iCCP\0iTXt\0tEXt\0zTXt";
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, skip, 4);
     png_read_info(png, info);
 
     png_uint_32 w32, h32;
