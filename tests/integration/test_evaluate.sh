@@ -112,13 +112,14 @@ CSV
 echo "$TMPD/imgs/cr-mono1-10-chest.dcm,0,-1,0" >> "$TMPD/plain.csv"
 case $DEMO in /*) demo_abs=$DEMO ;; *) demo_abs=$PWD/$DEMO ;; esac
 printf '{"model": "%s", "threads": 1}\n' "$demo_abs" > "$TMPD/chexd.json"
-"$CHEX" evaluate --labels "$TMPD/plain.csv" --config "$TMPD/chexd.json" --out "$TMPD/fail" "$TMPD/imgs" \
+# --batch 3: failures leave holes that later images fill before a forward pass
+"$CHEX" evaluate --labels "$TMPD/plain.csv" --config "$TMPD/chexd.json" --batch 3 --out "$TMPD/fail" "$TMPD/imgs" \
   > "$TMPD/fail.txt" 2> "$TMPD/fail.err" || { cat "$TMPD/fail.err" >&2; fail "run with failures exit $?"; }
 grep -q '^evaluate: broken.png (line 3): ' "$TMPD/fail.err" || { cat "$TMPD/fail.err" >&2; fail "broken.png not listed"; }
 grep -q '^evaluate: missing.png (line 5): No such file or directory$' "$TMPD/fail.err" || fail "missing.png not listed"
 grep -q 'classified 4 of 6 images' "$TMPD/fail.err" || fail "4 of 6"
 grep -q 'model chexnet-demo (14 labels), 1 thread$' "$TMPD/fail.err" || fail "config file not used"
-"$PY" - "$TMPD/fail" <<'PYEOF'
+"$PY" - "$TMPD/fail" "$TMPD/run" <<'PYEOF'
 import csv, json, os, sys
 m = json.load(open(os.path.join(sys.argv[1], "metrics.json")))
 assert m["n_failed"] == 2 and m["n_images"] == 4 and m["labels_layout"] == "columns", m
@@ -134,6 +135,13 @@ assert m["n_evaluated"] == 2
 rows = [r["Image Index"] for r in csv.DictReader(open(os.path.join(sys.argv[1], "predictions.csv")))]
 assert rows[:3] == ["00000001_000.png", "00000002_000.png", "16747_3_1.jpg"], rows
 assert len(rows) == 4 and rows[3].endswith("/imgs/cr-mono1-10-chest.dcm"), rows
+# 00000002_000.png is also one of the shared radiographs: same scores in both runs
+a = {r["Image Index"]: r for r in csv.DictReader(open(os.path.join(sys.argv[1], "predictions.csv")))}
+b = {r["Image Index"]: r for r in csv.DictReader(open(os.path.join(sys.argv[2], "predictions.csv")))}
+if "00000002_000.png" in b:
+    for k, v in a["00000002_000.png"].items():
+        if k != "Image Index":
+            assert abs(float(v) - float(b["00000002_000.png"][k])) < 1e-5, (k, v, b["00000002_000.png"][k])
 print("ok - broken and missing images listed, run completed on PNG, JPEG and DICOM; "
       "labels missing from the file not evaluated")
 PYEOF

@@ -706,6 +706,7 @@ static int run_images(const eval_args *a)
     chex_prepared **ptrs = NULL;
     char (*errs)[256] = NULL;
     int *ok = NULL;
+    size_t *pend_row = NULL;
     json_t *root = NULL, *failures = json_array();
     if (!scores || !truth || !ycol || !scored || !failures) {
         fprintf(stderr, "evaluate: out of memory\n");
@@ -726,7 +727,8 @@ static int run_images(const eval_args *a)
     ptrs = calloc((size_t)B, sizeof *ptrs);
     errs = calloc((size_t)B, sizeof *errs);
     ok = calloc((size_t)B, sizeof *ok);
-    if (!probs || !prep || !ptrs || !errs || !ok) {
+    pend_row = calloc((size_t)B, sizeof *pend_row);
+    if (!probs || !prep || !ptrs || !errs || !ok || !pend_row) {
         fprintf(stderr, "evaluate: out of memory\n");
         goto done;
     }
@@ -747,12 +749,15 @@ static int run_images(const eval_args *a)
             n == 1 ? "" : "s", a->labels, info->name, L, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s");
 
     progress pr = {isatty(2), n, now_s()};
-    size_t n_failed = 0;
-    for (size_t b0 = 0; b0 < n; b0 += (size_t)B) {
-        int k = (int)(n - b0 < (size_t)B ? n - b0 : (size_t)B);
+    size_t n_failed = 0, next = 0;
+    int npend = 0; /* prepared images waiting in prep[0..npend) for a full batch */
+    while (next < n || npend > 0) {
+        int k = B - npend;
+        if ((size_t)k > n - next)
+            k = (int)(n - next);
 #pragma omp parallel for schedule(dynamic, 1)
         for (int i = 0; i < k; i++) {
-            const char *name = chex_eval_table_image(&lab, b0 + (size_t)i);
+            const char *name = chex_eval_table_image(&lab, next + (size_t)i);
             ok[i] = 0;
             errs[i][0] = '\0';
             char *path = join(a->image_dir, name);
@@ -766,7 +771,7 @@ static int run_images(const eval_args *a)
             if (!buf)
                 continue;
             char m[200];
-            chex_pre_err pe = chex_pipeline_prepare(&pl, buf, len, &prep[i], m, sizeof m);
+            chex_pre_err pe = chex_pipeline_prepare(&pl, buf, len, &prep[npend + i], m, sizeof m);
             free(buf);
             if (pe != CHEX_PRE_OK) {
                 snprintf(errs[i], sizeof errs[i], "%s: %s", chex_pre_strerror(pe), m);
@@ -774,38 +779,50 @@ static int run_images(const eval_args *a)
             }
             ok[i] = 1;
         }
-        int nk = 0;
-        for (int i = 0; i < k; i++)
-            if (ok[i])
-                ptrs[nk++] = &prep[i];
-        if (nk > 0) {
-            me = chex_pipeline_infer_batch(&pl, ws, &pb, ptrs, nk, probs);
-            if (me != CHEX_MODEL_OK) {
-                for (int i = 0; i < k; i++)
-                    if (ok[i]) {
-                        ok[i] = 0;
-                        snprintf(errs[i], sizeof errs[i], "inference: %s", chex_model_strerror(me));
-                    }
-            }
-        }
-        int j = 0;
+        /* keep the prepared ones side by side after those already waiting */
+        int w = npend;
         for (int i = 0; i < k; i++) {
-            size_t r = b0 + (size_t)i;
+            size_t r = next + (size_t)i;
             if (ok[i]) {
-                for (int l = 0; l < L; l++)
-                    scores[r * (size_t)L + (size_t)l] = probs[(size_t)j * (size_t)L + (size_t)l];
-                scored[r] = 1;
-                j++;
-            } else {
-                n_failed++;
-                const char *name = chex_eval_table_image(&lab, r);
-                progress_clear(&pr);
-                fprintf(stderr, "evaluate: %s (line %zu): %s\n", name, lab.csv.line[r], errs[i]);
-                json_array_append_new(failures, failure_json(name, errs[i]));
+                if (w != npend + i) {
+                    prep[w] = prep[npend + i];
+                    memset(&prep[npend + i], 0, sizeof prep[npend + i]);
+                }
+                pend_row[w++] = r;
+                continue;
             }
-            chex_pipeline_prepared_free(&prep[i]);
+            n_failed++;
+            const char *name = chex_eval_table_image(&lab, r);
+            progress_clear(&pr);
+            fprintf(stderr, "evaluate: %s (line %zu): %s\n", name, lab.csv.line[r], errs[i]);
+            json_array_append_new(failures, failure_json(name, errs[i]));
         }
-        progress_show(&pr, b0 + (size_t)k);
+        npend = w;
+        next += (size_t)k;
+        if (npend == B || (next == n && npend > 0)) {
+            for (int i = 0; i < npend; i++)
+                ptrs[i] = &prep[i];
+            me = chex_pipeline_infer_batch(&pl, ws, &pb, ptrs, npend, probs);
+            for (int i = 0; i < npend; i++) {
+                size_t r = pend_row[i];
+                if (me == CHEX_MODEL_OK) {
+                    for (int l = 0; l < L; l++)
+                        scores[r * (size_t)L + (size_t)l] = probs[(size_t)i * (size_t)L + (size_t)l];
+                    scored[r] = 1;
+                } else {
+                    char m[128];
+                    snprintf(m, sizeof m, "inference: %s", chex_model_strerror(me));
+                    n_failed++;
+                    const char *name = chex_eval_table_image(&lab, r);
+                    progress_clear(&pr);
+                    fprintf(stderr, "evaluate: %s (line %zu): %s\n", name, lab.csv.line[r], m);
+                    json_array_append_new(failures, failure_json(name, m));
+                }
+                chex_pipeline_prepared_free(&prep[i]);
+            }
+            npend = 0;
+        }
+        progress_show(&pr, next);
     }
     progress_clear(&pr);
     double dt = now_s() - pr.t0;
@@ -857,6 +874,7 @@ done:
     free(ptrs);
     free(errs);
     free(ok);
+    free(pend_row);
     free(probs);
     free(scores);
     free(truth);
