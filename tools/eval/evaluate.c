@@ -59,7 +59,7 @@ static void usage(FILE *f)
             "                       threads as the daemon uses them (CHEXD_* variables apply too)\n"
             "  --threads N          OpenMP threads, 0 = all cores (default: config, 0)\n"
             "  --batch N            images per forward pass (default 8 / crops per image)\n"
-            "  --out DIR            output folder, created if missing (default: evaluation)\n"
+            "  --out DIR            output folder, created with parents (default: evaluation)\n"
             "  --plots              one ROC curve PNG per evaluated label: DIR/roc_<Label>.png\n"
             "  --ci METHOD          delong (default; fast DeLong, Sun & Xu 2014) or bootstrap\n"
             "  --bootstrap-reps N   stratified bootstrap resamples (default 2000)\n"
