@@ -72,6 +72,11 @@ DEFAULTS = {
 
 def load_config():
     full = json.loads(orthanc.GetConfiguration())
+    # "${ORTHANC_ADMIN_PASSWORD}" of an unset variable becomes "": say so loudly.
+    empty = [u for u, pw in full.get("RegisteredUsers", {}).items() if not pw]
+    if empty and full.get("AuthenticationEnabled", False):
+        orthanc.LogError("chexd: RegisteredUsers %s have an EMPTY password (unset environment variable?)"
+                         % ", ".join(sorted(empty)))
     cfg = dict(DEFAULTS)
     section = full.get("Chexd", {})
     unknown = sorted(set(section) - set(DEFAULTS))
