@@ -102,7 +102,8 @@ int main(int argc, char **argv)
     chex_log(CHEX_LOG_INFO, "listening", "listen", cfg.listen, "port", port, "tls",
              cfg.tls_cert_file[0] ? "on" : "off", "model", info->name, "sha256", info->sha256,
              "preprocess", info->preprocess, "max_batch", batch, "queue_depth", qd, "auth",
-             cfg.api_token_file[0] ? "bearer" : "off", "version", CHEXD_VERSION, NULL);
+             cfg.api_token_file[0] ? "bearer" : "off", "isa", chex_model_isa(), "version",
+             CHEXD_VERSION, NULL);
 
     int sig = 0;
     while (sigwait(&stopset, &sig) != 0)

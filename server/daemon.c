@@ -451,6 +451,8 @@ static enum MHD_Result answer_model(req *r)
         "preprocess", in->preprocess, "crops_per_image", d->p->ncrops, "sha256", in->sha256,
         "demo", in->demo ? 1 : 0, "threads", d->omp_threads, "max_batch", d->batch.max_images,
         "queue_depth", d->cfg->queue_depth, "version", CHEXD_VERSION, "request_id", r->id);
+    if (j)
+        json_object_set_new(j, "isa", json_string(chex_model_isa()));
     if (j && in->demo)
         json_object_set_new(j, "warning", json_string(chex_answer_demo_warning));
     return send_json(r, 200, j);

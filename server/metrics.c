@@ -40,7 +40,7 @@ static struct {
     char name[256], sha[65];
     int demo;
 } M = {.lock = PTHREAD_MUTEX_INITIALIZER,
-       .req = {"chexd_request_duration_seconds", "Time from request headers to answer queued.", 12,
+       .req = {"chexd_request_duration_seconds", "Time from request headers to the answer sent.", 12,
                {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}, {0}, 0, 0},
        .inf = {"chexd_inference_duration_seconds", "Time of one forward pass (one batch).", 12,
                {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}, {0}, 0, 0},
