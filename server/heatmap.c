@@ -425,8 +425,8 @@ static int write_atomic(const char *path, const uint8_t *data, size_t len, char 
 }
 
 int chex_heatmap_write_files(const char *dir, const char *image_path, const char *label,
-                             const chex_pre_image *img, const float *map, char *msg,
-                             size_t msglen)
+                             const chex_pre_image *img, const float *map,
+                             char paths[2][4096], char *msg, size_t msglen)
 {
     const char *base = strrchr(image_path, '/');
     base = base ? base + 1 : image_path;
@@ -453,5 +453,9 @@ int chex_heatmap_write_files(const char *dir, const char *image_path, const char
         return -1;
     rc = write_atomic(over_path, png, len, msg, msglen);
     free(png);
+    if (rc == 0 && paths) {
+        memcpy(paths[0], gray_path, sizeof gray_path);
+        memcpy(paths[1], over_path, sizeof over_path);
+    }
     return rc;
 }

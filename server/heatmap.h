@@ -66,9 +66,11 @@ json_t *chex_heatmap_json(const char *label, int width, int height, const uint8_
 
 /* bin/chex classify --cam: writes DIR/STEM.cam-LABEL.png (gray map) and
  * DIR/STEM.overlay-LABEL.png (overlay), each through a temporary file and
- * rename. STEM is the image's file name without its extension. */
+ * rename. STEM is the image's file name without its extension; characters
+ * other than letters, digits, '-', '_' and '.' become '_'. When paths is not
+ * NULL it receives the two file names. */
 int chex_heatmap_write_files(const char *dir, const char *image_path, const char *label,
-                             const chex_pre_image *img, const float *map, char *msg,
-                             size_t msglen);
+                             const chex_pre_image *img, const float *map,
+                             char paths[2][4096], char *msg, size_t msglen);
 
 #endif

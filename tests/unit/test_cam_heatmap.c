@@ -280,12 +280,15 @@ static void test_write_files(void **state)
     img.channels = 1;
     img.pix = pix;
     char msg[256];
+    char written[2][4096];
     assert_int_equal(chex_heatmap_write_files(dir, "some/where/x ray.01.png", "No Finding", &img,
-                                              map, msg, sizeof msg),
+                                              map, written, msg, sizeof msg),
                      0);
     char gray[512], over[512];
     snprintf(gray, sizeof gray, "%s/x_ray.01.cam-No_Finding.png", dir);
     snprintf(over, sizeof over, "%s/x_ray.01.overlay-No_Finding.png", dir);
+    assert_string_equal(written[0], gray);
+    assert_string_equal(written[1], over);
     const char *paths[2] = {gray, over};
     for (int i = 0; i < 2; i++) {
         FILE *f = fopen(paths[i], "rb");
@@ -302,7 +305,7 @@ static void test_write_files(void **state)
     char missing[600];
     snprintf(missing, sizeof missing, "%s/no/such/dir", dir);
     assert_int_equal(
-        chex_heatmap_write_files(missing, "a.png", "L", &img, map, msg, sizeof msg), -1);
+        chex_heatmap_write_files(missing, "a.png", "L", &img, map, NULL, msg, sizeof msg), -1);
     assert_non_null(strstr(msg, "cannot write"));
     rmdir(dir);
 }
