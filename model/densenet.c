@@ -48,14 +48,14 @@ typedef struct {
 typedef struct {
     int cin;
     bn_t norm1, norm2;
-    float *conv1; /* (128, cin, 1, 1) */
-    float *conv2; /* (32, 128, 3, 3) */
+    float *conv1; /* (128, cin, 1, 1), packed by chex_pack_weights */
+    float *conv2; /* (32, 128, 3, 3), packed */
 } dlayer_t;
 
 typedef struct {
     int cin, cout;
     bn_t norm;
-    float *conv; /* (cout, cin, 1, 1) */
+    float *conv; /* (cout, cin, 1, 1), packed */
 } trans_t;
 
 struct chex_model {
@@ -69,7 +69,7 @@ struct chex_model {
     int c0[NBLOCKS];       /* channels entering each block */
     int ct[NBLOCKS];       /* channels leaving each block */
     int kmax;              /* longest GEMM reduction */
-    float *conv0;
+    float *conv0; /* (64, cin, 7, 7), packed */
     bn_t norm0;
     dlayer_t layers[MAX_LAYERS];
     int first_layer[NBLOCKS];
@@ -83,7 +83,8 @@ struct chex_model_ws {
     int max_batch, last_n, nthreads;
     float *mem;
     float *blk[NBLOCKS]; /* (n, ct[b], hw[b], hw[b]) */
-    float *tmp;          /* stem conv output of one image / bottleneck (n,128,hw,hw) */
+    float *tmp;          /* stem conv output of one image (64, stem_hw, stem_hw) */
+    float *bott;         /* bottleneck (n, 128, hw+2, hw+2) with a zero border */
     float *feat;         /* (n, 1024, hw[3], hw[3]) */
     float *pooled;       /* (n, 1024) */
     float *logits;       /* (n, ncls) */
@@ -447,6 +448,12 @@ static void bn_fold(bn_t *bn, float **cursor)
     }
 }
 
+static void repack(float *w, int mrows, int k, float *tmp)
+{
+    memcpy(tmp, w, sizeof(float) * (size_t)mrows * k);
+    chex_pack_weights(w, tmp, mrows, k);
+}
+
 static size_t bn_fold_floats(int c)
 {
     return 2 * (size_t)((c + 15) & ~15);
@@ -550,7 +557,23 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
     }
     free(l);
 
-    /* BN as per-channel scale/shift (eval mode), checked for sanity. */
+    /* Convolution weights into the micro-kernels' panel layout, once. */
+    float *tmpw = malloc(sizeof(float) * (size_t)FINAL_FEATURES * FINAL_FEATURES / 2);
+    if (!tmpw) {
+        e = CHEX_MODEL_ERR_NOMEM;
+        set_msg(msg, msglen, "out of memory");
+        goto out;
+    }
+    repack(m->conv0, INIT_FEATURES, m->cin * 49, tmpw);
+    for (int i = 0; i < MAX_LAYERS; i++) {
+        repack(m->layers[i].conv1, BOTTLENECK, m->layers[i].cin, tmpw);
+        repack(m->layers[i].conv2, GROWTH, BOTTLENECK * 9, tmpw);
+    }
+    for (int i = 0; i < NBLOCKS - 1; i++)
+        repack(m->trans[i].conv, m->trans[i].cout, m->trans[i].cin, tmpw);
+    free(tmpw);
+
+    /* BN as per-channel scale/shift (eval mode). */
     float *cur = m->arena + (m->arena_floats - fold);
     bn_fold(&m->norm0, &cur);
     for (int i = 0; i < MAX_LAYERS; i++) {
@@ -679,8 +702,14 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
         total += blk[b];
     }
     size_t stem = (size_t)INIT_FEATURES * m->stem_hw * m->stem_hw;
-    size_t bott = n * BOTTLENECK * m->hw[0] * m->hw[0];
-    size_t tmp = al16(stem > bott ? stem : bott);
+    size_t bott_max = 0;
+    for (int b = 0; b < NBLOCKS; b++) {
+        size_t sz = n * BOTTLENECK * (size_t)(m->hw[b] + 2) * (m->hw[b] + 2);
+        if (sz > bott_max)
+            bott_max = sz;
+    }
+    size_t bott = al16(bott_max + 64); /* + slack the padded 3x3 packing may read */
+    size_t tmp = al16(stem) + bott;
     size_t feat = al16(n * FINAL_FEATURES * m->hw[3] * m->hw[3]);
     size_t pooled = al16(n * FINAL_FEATURES), logits = al16(n * m->ncls);
     size_t scratch = ws->scratch_floats * (size_t)ws->nthreads;
@@ -696,6 +725,8 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
         p += blk[b];
     }
     ws->tmp = p;
+    ws->bott = p + al16(stem);
+    memset(ws->bott, 0, bott * sizeof(float));
     p += tmp;
     ws->feat = p;
     p += feat;
@@ -722,6 +753,19 @@ int chex_model_ws_max_batch(const chex_model_ws *ws)
 }
 
 /* ---- forward ---- */
+
+/* Zeroes the one-pixel border of planes (hw+2)^2. */
+static void zero_border(float *p, long planes, int hw)
+{
+    const long row = hw + 2, plane = row * row;
+    for (long i = 0; i < planes; i++) {
+        float *q = p + i * plane;
+        memset(q, 0, sizeof(float) * row);
+        memset(q + (row - 1) * row, 0, sizeof(float) * row);
+        for (long y = 1; y < row - 1; y++)
+            q[y * row] = q[y * row + row - 1] = 0.0f;
+    }
+}
 
 static void run_conv(chex_model_ws *ws, int nt, const chex_conv_args *a)
 {
@@ -822,6 +866,10 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
     for (int b = 0; b < NBLOCKS; b++) {
         const int hw = m->hw[b];
         const long px = (long)hw * hw, stride = (long)m->ct[b] * px;
+        /* The bottleneck lives with a zero border, so the 3x3 conv packs by
+         * plain copies; its interior is rewritten by every layer. */
+        const long prow = hw + 2, pplane = prow * prow;
+        zero_border(ws->bott, n * BOTTLENECK, hw);
         for (int j = 0; j < BLOCK_LAYERS[b]; j++) {
             const dlayer_t *d = &m->layers[m->first_layer[b] + j];
             chex_conv_args a1 = {.kind = CHEX_PACK_BNRELU_1X1, .n = n, .src = ws->blk[b],
@@ -829,14 +877,16 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
                                  .kh = 1, .kw = 1, .stride = 1, .pad = 0, .oh = hw, .ow = hw,
                                  .pre_scale = d->norm1.scale, .pre_shift = d->norm1.shift,
                                  .wt = d->conv1, .m = BOTTLENECK, .post_scale = d->norm2.scale,
-                                 .post_shift = d->norm2.shift, .post_relu = 1, .dst = ws->tmp,
-                                 .dst_img_stride = BOTTLENECK * px};
+                                 .post_shift = d->norm2.shift, .post_relu = 1, .dst = ws->bott,
+                                 .dst_img_stride = BOTTLENECK * pplane, .dst_plane = pplane,
+                                 .dst_row = prow, .dst_off = prow + 1};
             run_conv(ws, nt, &a1);
-            chex_conv_args a2 = {.kind = CHEX_PACK_CONV, .n = n, .src = ws->tmp,
-                                 .src_img_stride = BOTTLENECK * px, .c = BOTTLENECK, .h = hw,
-                                 .w = hw, .kh = 3, .kw = 3, .stride = 1, .pad = 1, .oh = hw,
-                                 .ow = hw, .wt = d->conv2, .m = GROWTH,
-                                 .dst = ws->blk[b] + d->cin * px, .dst_img_stride = stride};
+            chex_conv_args a2 = {.kind = CHEX_PACK_CONV3X3_PADDED, .n = n, .src = ws->bott,
+                                 .src_img_stride = BOTTLENECK * pplane, .src_plane = pplane,
+                                 .src_row = prow, .c = BOTTLENECK, .h = hw, .w = hw, .kh = 3,
+                                 .kw = 3, .stride = 1, .pad = 1, .oh = hw, .ow = hw,
+                                 .wt = d->conv2, .m = GROWTH, .dst = ws->blk[b] + d->cin * px,
+                                 .dst_img_stride = stride};
             run_conv(ws, nt, &a2);
         }
         t1 = omp_get_wtime();
@@ -867,6 +917,13 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
 }
 
 /* ---- reference forward: naive ops in PyTorch's order ---- */
+
+/* PyTorch layout of packed conv weights, in buf. */
+static const float *unpacked(float *buf, const float *w, int mrows, int k)
+{
+    chex_unpack_weights(buf, w, mrows, k);
+    return buf;
+}
 
 static void bn_relu_ref(float *x, const bn_t *bn, int n, long hw)
 {
@@ -902,14 +959,17 @@ chex_model_err chex_model_forward_reference(const chex_model *m, chex_model_ws *
             big = s;
     }
     float *x = malloc(big * sizeof(float)), *y = malloc(big * sizeof(float));
-    if (!x || !y) {
+    float *wb = malloc(sizeof(float) * (size_t)FINAL_FEATURES * FINAL_FEATURES / 2);
+    if (!x || !y || !wb) {
         free(x);
         free(y);
+        free(wb);
         return CHEX_MODEL_ERR_NOMEM;
     }
     double t0 = omp_get_wtime(), t1;
 
-    conv2d_forward_naive(x, in, m->conv0, NULL, n, m->cin, S, S, INIT_FEATURES, 7, 7, 2, 3);
+    conv2d_forward_naive(x, in, unpacked(wb, m->conv0, INIT_FEATURES, m->cin * 49), NULL, n,
+                         m->cin, S, S, INIT_FEATURES, 7, 7, 2, 3);
     bn_relu_ref(x, &m->norm0, n, (long)sh * sh);
     const int h0 = m->hw[0];
     maxpool2d_forward_naive(y, x, n, INIT_FEATURES, sh, sh, 3, 2, 1);
@@ -925,9 +985,11 @@ chex_model_err chex_model_forward_reference(const chex_model *m, chex_model_ws *
             const dlayer_t *d = &m->layers[m->first_layer[b] + j];
             gather_channels(x, ws->blk[b], stride, n, d->cin, px, 1); /* torch.cat */
             bn_relu_ref(x, &d->norm1, n, px);
-            conv2d_forward_naive(y, x, d->conv1, NULL, n, d->cin, hw, hw, BOTTLENECK, 1, 1, 1, 0);
+            conv2d_forward_naive(y, x, unpacked(wb, d->conv1, BOTTLENECK, d->cin), NULL, n,
+                                 d->cin, hw, hw, BOTTLENECK, 1, 1, 1, 0);
             bn_relu_ref(y, &d->norm2, n, px);
-            conv2d_forward_naive(x, y, d->conv2, NULL, n, BOTTLENECK, hw, hw, GROWTH, 3, 3, 1, 1);
+            conv2d_forward_naive(x, y, unpacked(wb, d->conv2, GROWTH, BOTTLENECK * 9), NULL, n,
+                                 BOTTLENECK, hw, hw, GROWTH, 3, 3, 1, 1);
             for (int i = 0; i < n; i++)
                 memcpy(ws->blk[b] + i * stride + d->cin * px, x + (long)i * GROWTH * px,
                        sizeof(float) * GROWTH * px);
@@ -941,7 +1003,8 @@ chex_model_err chex_model_forward_reference(const chex_model *m, chex_model_ws *
         const int oh = m->hw[b + 1];
         gather_channels(x, ws->blk[b], stride, n, t->cin, px, 1);
         bn_relu_ref(x, &t->norm, n, px);
-        conv2d_forward_naive(y, x, t->conv, NULL, n, t->cin, hw, hw, t->cout, 1, 1, 1, 0);
+        conv2d_forward_naive(y, x, unpacked(wb, t->conv, t->cout, t->cin), NULL, n, t->cin, hw,
+                             hw, t->cout, 1, 1, 1, 0);
         avgpool2d_forward_naive(x, y, n, t->cout, hw, hw, 2);
         gather_channels(x, ws->blk[b + 1], (long)m->ct[b + 1] * oh * oh, n, t->cout,
                         (long)oh * oh, -1);
@@ -963,6 +1026,7 @@ chex_model_err chex_model_forward_reference(const chex_model *m, chex_model_ws *
     ws->last_n = n;
     free(x);
     free(y);
+    free(wb);
     return CHEX_MODEL_OK;
 }
 

@@ -129,7 +129,7 @@ void sigmoid_forward_naive(float *out, const float *in, long count)
 #define KT_NR 16
 #define KT_FN(x) generic_##x
 
-static void kt_micro(int k, const float *a, long lda, const float *bp, float *c, long ldc, int nc,
+static void kt_micro(int k, const float *a, const float *bp, float *c, long ldc, int nc,
                      const float *ps, const float *pt, int relu)
 {
     float acc[KT_MR][KT_NR];
@@ -137,7 +137,7 @@ static void kt_micro(int k, const float *a, long lda, const float *bp, float *c,
     for (int q = 0; q < k; q++) {
         const float *b = bp + (long)q * KT_NR;
         for (int r = 0; r < KT_MR; r++) {
-            const float av = a[r * lda + q];
+            const float av = a[q * 8 + r];
             for (int j = 0; j < KT_NR; j++)
                 acc[r][j] += av * b[j];
         }
@@ -157,9 +157,25 @@ const chex_kernels chex_kernels_generic = {"generic", KT_NR, generic_conv};
 
 size_t chex_conv_scratch_floats(int k)
 {
-    /* Largest NR (32) and MR (8) of any ISA, rounded to a 64-byte multiple. */
-    size_t f = (size_t)k * 32 + 8 * 32;
+    /* Packed panels: at most KT_BUDGET_FLOATS, or one panel of the largest
+     * NR (32) when k is long; plus one MR x NR tile (MR <= 8). */
+    size_t panel = (size_t)k * 32, budget = KT_BUDGET_FLOATS;
+    size_t f = (panel > budget ? panel : budget) + 8 * 32;
     return (f + 15) & ~(size_t)15;
+}
+
+void chex_pack_weights(float *dst, const float *src, int m, int k)
+{
+    for (int o = 0; o < m; o++)
+        for (int q = 0; q < k; q++)
+            dst[(long)(o / 8) * 8 * k + (long)q * 8 + o % 8] = src[(long)o * k + q];
+}
+
+void chex_unpack_weights(float *dst, const float *src, int m, int k)
+{
+    for (int o = 0; o < m; o++)
+        for (int q = 0; q < k; q++)
+            dst[(long)o * k + q] = src[(long)(o / 8) * 8 * k + (long)q * 8 + o % 8];
 }
 
 /* ---- run-time choice ---- */

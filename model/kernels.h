@@ -52,7 +52,15 @@ void sigmoid_forward_naive(float *out, const float *in, long count);
 typedef enum {
     CHEX_PACK_CONV = 0,  /* kh x kw conv, stride, pad: implicit im2col gather */
     CHEX_PACK_BNRELU_1X1, /* 1x1 conv of relu(x*pre_scale[c] + pre_shift[c]) */
-    CHEX_PACK_BNRELU_POOL /* 1x1 conv of avgpool2x2(relu(x*pre_scale + pre_shift)) */
+    CHEX_PACK_BNRELU_POOL, /* 1x1 conv of avgpool2x2(relu(x*pre_scale + pre_shift)) */
+    /* 3x3, stride 1, pad 1 over a source stored with its zero border: src
+     * planes are (h+2) x src_row (src_row >= w+2) with pixel (y, x) at
+     * (y+1)*src_row + x+1 and zeros around, and every plane readable up to 2
+     * floats past its end (the buffer needs that slack after its last plane).
+     * Packing is then a straight copy per (channel, tap): the GEMM runs over
+     * h x src_row "virtual" columns and the src_row - w extra ones per row
+     * are computed and dropped. */
+    CHEX_PACK_CONV3X3_PADDED
 } chex_pack_kind;
 
 typedef struct {
@@ -60,17 +68,23 @@ typedef struct {
     int n;                    /* images */
     const float *src;         /* (n, >=c, h, w) with image stride src_img_stride */
     long src_img_stride;
+    long src_plane, src_row;  /* CHEX_PACK_CONV3X3_PADDED only: plane and row strides */
     int c, h, w;              /* channels read, input spatial size */
     int kh, kw, stride, pad;  /* CHEX_PACK_CONV only (1x1 kinds: 1,1,1,0) */
     int oh, ow;               /* output spatial size */
     const float *pre_scale, *pre_shift; /* (c) for the BNRELU kinds */
-    const float *wt;          /* (m, k) row-major, k = c*kh*kw (PyTorch layout) */
+    const float *wt;          /* (m, k), k = c*kh*kw in PyTorch order, packed by
+                               * chex_pack_weights */
     int m;                    /* output channels, multiple of 8 */
     const float *post_scale;  /* (m) or NULL for 1 */
     const float *post_shift;  /* (m) or NULL for 0 */
     int post_relu;
     float *dst;               /* (n, >=m, oh, ow) with image stride dst_img_stride */
     long dst_img_stride;
+    /* Output geometry: pixel (y, x) of channel o of image i is at
+     * dst[i*dst_img_stride + o*dst_plane + dst_off + y*dst_row + x].
+     * All 0 means dense: dst_plane = oh*ow, dst_row = ow, dst_off = 0. */
+    long dst_plane, dst_row, dst_off;
 } chex_conv_args;
 
 typedef struct {
@@ -80,6 +94,12 @@ typedef struct {
      * each at least chex_conv_scratch_floats(k) long. Never allocates. */
     void (*conv)(const chex_conv_args *a, float *scratch, size_t scratch_floats, int nthreads);
 } chex_kernels;
+
+/* Weights (m, k) row-major (PyTorch layout, m a multiple of 8) to the
+ * layout the micro-kernels read: 8-row panels, k-major inside a panel, so
+ * element (o, q) sits at dst[(o/8)*8*k + q*8 + o%8]. unpack is the inverse. */
+void chex_pack_weights(float *dst, const float *src, int m, int k);
+void chex_unpack_weights(float *dst, const float *src, int m, int k);
 
 /* Floats of per-thread scratch a conv with reduction length k needs (any ISA). */
 size_t chex_conv_scratch_floats(int k);

@@ -8,30 +8,30 @@
 #define KT_NR 24
 #define KT_FN(x) avx2_##x
 
-static void kt_micro(int k, const float *a, long lda, const float *bp, float *c, long ldc, int nc,
+static void kt_micro(int k, const float *a, const float *bp, float *c, long ldc, int nc,
                      const float *ps, const float *pt, int relu)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00,
            c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
-    const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
     for (int q = 0; q < k; q++) {
+        const float *aq = a + (long)q * 8;
         const float *b = bp + (long)q * 24;
         const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8),
                      b2 = _mm256_load_ps(b + 16);
         __m256 v;
-        v = _mm256_broadcast_ss(a0 + q);
+        v = _mm256_broadcast_ss(aq + 0);
         c00 = _mm256_fmadd_ps(v, b0, c00);
         c01 = _mm256_fmadd_ps(v, b1, c01);
         c02 = _mm256_fmadd_ps(v, b2, c02);
-        v = _mm256_broadcast_ss(a1 + q);
+        v = _mm256_broadcast_ss(aq + 1);
         c10 = _mm256_fmadd_ps(v, b0, c10);
         c11 = _mm256_fmadd_ps(v, b1, c11);
         c12 = _mm256_fmadd_ps(v, b2, c12);
-        v = _mm256_broadcast_ss(a2 + q);
+        v = _mm256_broadcast_ss(aq + 2);
         c20 = _mm256_fmadd_ps(v, b0, c20);
         c21 = _mm256_fmadd_ps(v, b1, c21);
         c22 = _mm256_fmadd_ps(v, b2, c22);
-        v = _mm256_broadcast_ss(a3 + q);
+        v = _mm256_broadcast_ss(aq + 3);
         c30 = _mm256_fmadd_ps(v, b0, c30);
         c31 = _mm256_fmadd_ps(v, b1, c31);
         c32 = _mm256_fmadd_ps(v, b2, c32);

@@ -8,40 +8,39 @@
 #define KT_NR 32
 #define KT_FN(x) avx512_##x
 
-static void kt_micro(int k, const float *a, long lda, const float *bp, float *c, long ldc, int nc,
+static void kt_micro(int k, const float *a, const float *bp, float *c, long ldc, int nc,
                      const float *ps, const float *pt, int relu)
 {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
            c61 = c00, c70 = c00, c71 = c00;
-    const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda,
-                *a5 = a + 5 * lda, *a6 = a + 6 * lda, *a7 = a + 7 * lda;
     for (int q = 0; q < k; q++) {
+        const float *aq = a + (long)q * 8;
         const __m512 b0 = _mm512_load_ps(bp + (long)q * 32);
         const __m512 b1 = _mm512_load_ps(bp + (long)q * 32 + 16);
         __m512 v;
-        v = _mm512_set1_ps(a0[q]);
+        v = _mm512_set1_ps(aq[0]);
         c00 = _mm512_fmadd_ps(v, b0, c00);
         c01 = _mm512_fmadd_ps(v, b1, c01);
-        v = _mm512_set1_ps(a1[q]);
+        v = _mm512_set1_ps(aq[1]);
         c10 = _mm512_fmadd_ps(v, b0, c10);
         c11 = _mm512_fmadd_ps(v, b1, c11);
-        v = _mm512_set1_ps(a2[q]);
+        v = _mm512_set1_ps(aq[2]);
         c20 = _mm512_fmadd_ps(v, b0, c20);
         c21 = _mm512_fmadd_ps(v, b1, c21);
-        v = _mm512_set1_ps(a3[q]);
+        v = _mm512_set1_ps(aq[3]);
         c30 = _mm512_fmadd_ps(v, b0, c30);
         c31 = _mm512_fmadd_ps(v, b1, c31);
-        v = _mm512_set1_ps(a4[q]);
+        v = _mm512_set1_ps(aq[4]);
         c40 = _mm512_fmadd_ps(v, b0, c40);
         c41 = _mm512_fmadd_ps(v, b1, c41);
-        v = _mm512_set1_ps(a5[q]);
+        v = _mm512_set1_ps(aq[5]);
         c50 = _mm512_fmadd_ps(v, b0, c50);
         c51 = _mm512_fmadd_ps(v, b1, c51);
-        v = _mm512_set1_ps(a6[q]);
+        v = _mm512_set1_ps(aq[6]);
         c60 = _mm512_fmadd_ps(v, b0, c60);
         c61 = _mm512_fmadd_ps(v, b1, c61);
-        v = _mm512_set1_ps(a7[q]);
+        v = _mm512_set1_ps(aq[7]);
         c70 = _mm512_fmadd_ps(v, b0, c70);
         c71 = _mm512_fmadd_ps(v, b1, c71);
     }

@@ -6,16 +6,60 @@
  * and then include this file, so the packing loops below are also compiled
  * with that ISA's flags. Not a public header.
  *
- * kt_micro(k, a, lda, bp, c, ldc, nc, ps, pt, relu):
- *   acc[r][j] = sum_k a[r*lda + k] * bp[k*KT_NR + j]      r < KT_MR, j < KT_NR
+ * kt_micro(k, a, bp, c, ldc, nc, ps, pt, relu):
+ *   acc[r][j] = sum_k a[k*8 + r] * bp[k*KT_NR + j]        r < KT_MR, j < KT_NR
+ *   (a: weights pre-packed by chex_pack_weights, at row r0 of an 8-row panel)
  *   c[r*ldc + j] = relu?(acc*ps[r] + pt[r])               for j < nc only
  *   (ps NULL: scale 1; pt NULL: shift 0).
  */
 #include <omp.h>
 
+/* Columns of one image in GEMM space: oh x ow, or oh x src_row for the
+ * padded 3x3 kind (whose extra columns are dropped on the way out). */
+static long KT_FN(vwidth)(const chex_conv_args *a)
+{
+    return a->kind == CHEX_PACK_CONV3X3_PADDED ? a->src_row : a->ow;
+}
+
+static void KT_FN(pack_padded)(const chex_conv_args *a, long j0, long ncols, float *bp)
+{
+    const long per = (long)a->oh * a->src_row, row = a->src_row, plane = a->src_plane;
+    const long img0 = j0 / per, jl0 = j0 % per;
+    if (jl0 + KT_NR <= per) {
+        const float *base = a->src + img0 * a->src_img_stride + jl0;
+        for (int c = 0; c < a->c; c++) {
+            const float *bc = base + c * plane;
+            for (int t = 0; t < 9; t++) {
+                const float *s = bc + (t / 3) * row + t % 3;
+                float *d = bp + ((long)c * 9 + t) * KT_NR;
+                for (int j = 0; j < KT_NR; j++)
+                    d[j] = s[j];
+            }
+        }
+        return;
+    }
+    /* Panel straddles images or runs past the last column. */
+    long off[KT_NR];
+    for (int j = 0; j < KT_NR; j++)
+        off[j] = j0 + j < ncols
+                     ? ((j0 + j) / per) * a->src_img_stride + (j0 + j) % per
+                     : -1;
+    for (int c = 0; c < a->c; c++)
+        for (int t = 0; t < 9; t++) {
+            const float *s = a->src + c * plane + (t / 3) * row + t % 3;
+            float *d = bp + ((long)c * 9 + t) * KT_NR;
+            for (int j = 0; j < KT_NR; j++)
+                d[j] = off[j] >= 0 ? s[off[j]] : 0.0f;
+        }
+}
+
 /* Gathers the B panel of columns [j0, j0+KT_NR) (k rows of KT_NR floats). */
 static void KT_FN(pack)(const chex_conv_args *a, long j0, long ncols, float *bp)
 {
+    if (a->kind == CHEX_PACK_CONV3X3_PADDED) {
+        KT_FN(pack_padded)(a, j0, ncols, bp);
+        return;
+    }
     const long ohw = (long)a->oh * a->ow, hw = (long)a->h * a->w;
     const int nc = ncols - j0 < KT_NR ? (int)(ncols - j0) : KT_NR;
     const long img0 = j0 / ohw, pix0 = j0 % ohw;
@@ -97,63 +141,92 @@ static void KT_FN(pack)(const chex_conv_args *a, long j0, long ncols, float *bp)
     }
 }
 
+/* Writes the valid columns of an MR x NR tile (columns j0..j0+nc of GEMM
+ * space) to their places in dst. */
+static void KT_FN(scatter)(const chex_conv_args *a, const float *tile, long j0, int nc, int m0,
+                           long per, long vw, long dplane, long drow)
+{
+    for (int j = 0; j < nc;) {
+        const long img = (j0 + j) / per, jl = (j0 + j) % per;
+        const long oy = jl / vw, ox = jl % vw;
+        int run = (int)(vw - ox) < nc - j ? (int)(vw - ox) : nc - j;
+        int valid = ox < a->ow ? (int)(a->ow - ox < run ? a->ow - ox : run) : 0;
+        float *c = a->dst + img * a->dst_img_stride + m0 * dplane + a->dst_off + oy * drow + ox;
+        for (int r = 0; r < KT_MR; r++)
+            for (int q = 0; q < valid; q++)
+                c[r * dplane + q] = tile[r * KT_NR + j + q];
+        j += run;
+    }
+}
+
+/* Panels of B packed together: enough to keep about 256 KB of them in L2. */
+#define KT_BUDGET_FLOATS (64 * 1024)
+
 static void KT_FN(conv)(const chex_conv_args *a, float *scratch, size_t scratch_floats,
                         int nthreads)
 {
-    const long ohw = (long)a->oh * a->ow;
-    const long ncols = a->n * ohw;
-    const int k = a->kind == CHEX_PACK_CONV ? a->c * a->kh * a->kw : a->c;
+    const long ohw = (long)a->oh * a->ow, vw = KT_FN(vwidth)(a), per = (long)a->oh * vw;
+    const long ncols = a->n * per;
+    const long dplane = a->dst_plane ? a->dst_plane : ohw, drow = a->dst_row ? a->dst_row : a->ow;
+    const int dense = dplane == ohw && drow == a->ow && a->dst_off == 0 && vw == a->ow;
+    const int k = a->kind == CHEX_PACK_CONV             ? a->c * a->kh * a->kw
+                  : a->kind == CHEX_PACK_CONV3X3_PADDED ? a->c * 9
+                                                        : a->c;
     const long panels = (ncols + KT_NR - 1) / KT_NR;
     const int mp_total = a->m / KT_MR;
+    if (nthreads < 1)
+        nthreads = 1;
     /* Split output channels too when there are few column panels, so both
      * cores get work at batch 1 on the 7x7 and 14x14 stages. */
     int msplit = 1;
     while (panels * msplit < 4L * nthreads && msplit * 2 <= mp_total)
         msplit *= 2;
-    const long ntasks = panels * msplit;
+    /* Group panels into blocks packed at once (longer contiguous reads of
+     * the source, weights reused across the block from L1), while keeping
+     * about 4 tasks per thread. */
+    long nb_max = KT_BUDGET_FLOATS / ((long)k * KT_NR);
+    nb_max = nb_max < 1 ? 1 : nb_max > 8 ? 8 : nb_max;
+    long nb = panels * msplit / (4L * nthreads);
+    nb = nb < 1 ? 1 : nb > nb_max ? nb_max : nb;
+    const long blocks = (panels + nb - 1) / nb;
+    nb = (panels + blocks - 1) / blocks;
+    const long ntasks = blocks * msplit;
     if (nthreads > ntasks)
         nthreads = (int)ntasks;
-    if (nthreads < 1)
-        nthreads = 1;
 
 #pragma omp parallel num_threads(nthreads)
     {
         float *bp = scratch + (size_t)omp_get_thread_num() * scratch_floats;
-        float *tile = bp + (size_t)k * KT_NR;
+        float *tile = bp + (size_t)nb * k * KT_NR;
         long last = -1;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (long task = 0; task < ntasks; task++) {
-            const long p = task / msplit;
+            const long blk = task / msplit;
             const int ms = (int)(task % msplit);
-            const long j0 = p * KT_NR;
-            if (p != last) {
-                KT_FN(pack)(a, j0, ncols, bp);
-                last = p;
+            const long p0 = blk * nb, p1 = p0 + nb < panels ? p0 + nb : panels;
+            if (blk != last) {
+                for (long p = p0; p < p1; p++)
+                    KT_FN(pack)(a, p * KT_NR, ncols, bp + (p - p0) * k * KT_NR);
+                last = blk;
             }
-            const int nc = ncols - j0 < KT_NR ? (int)(ncols - j0) : KT_NR;
-            const long img0 = j0 / ohw, pix0 = j0 % ohw;
-            const int direct = pix0 + nc <= ohw;
             const int mp0 = ms * mp_total / msplit, mp1 = (ms + 1) * mp_total / msplit;
             for (int mp = mp0; mp < mp1; mp++) {
                 const int m0 = mp * KT_MR;
                 const float *ps = a->post_scale ? a->post_scale + m0 : NULL;
                 const float *pt = a->post_shift ? a->post_shift + m0 : NULL;
-                const float *wr = a->wt + (long)m0 * k;
-                if (direct) {
-                    float *c = a->dst + img0 * a->dst_img_stride + m0 * ohw + pix0;
-                    kt_micro(k, wr, k, bp, c, ohw, nc, ps, pt, a->post_relu);
-                    continue;
-                }
-                /* Panel straddles images: compute into a tile, then scatter. */
-                kt_micro(k, wr, k, bp, tile, KT_NR, nc, ps, pt, a->post_relu);
-                for (int j = 0; j < nc;) {
-                    long img = (j0 + j) / ohw, pix = (j0 + j) % ohw;
-                    int run = (int)(ohw - pix) < nc - j ? (int)(ohw - pix) : nc - j;
-                    float *c = a->dst + img * a->dst_img_stride + m0 * ohw + pix;
-                    for (int r = 0; r < KT_MR; r++)
-                        for (int q = 0; q < run; q++)
-                            c[r * ohw + q] = tile[r * KT_NR + j + q];
-                    j += run;
+                const float *wr = a->wt + (long)(m0 / 8) * 8 * k + m0 % 8;
+                for (long p = p0; p < p1; p++) {
+                    const long j0 = p * KT_NR;
+                    const float *b = bp + (p - p0) * k * KT_NR;
+                    const int nc = ncols - j0 < KT_NR ? (int)(ncols - j0) : KT_NR;
+                    const long img0 = j0 / per, pix0 = j0 % per;
+                    if (dense && pix0 + nc <= per) {
+                        float *c = a->dst + img0 * a->dst_img_stride + m0 * ohw + pix0;
+                        kt_micro(k, wr, b, c, ohw, nc, ps, pt, a->post_relu);
+                        continue;
+                    }
+                    kt_micro(k, wr, b, tile, KT_NR, nc, ps, pt, a->post_relu);
+                    KT_FN(scatter)(a, tile, j0, nc, m0, per, vw, dplane, drow);
                 }
             }
         }

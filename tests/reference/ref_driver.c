@@ -2,19 +2,22 @@
  * comparison scripts (no cmocka; compiled by the test script against
  * $BUILD/libchex_model.a).
  *
- *   ref_driver MODEL IN.f32 N OUTPREFIX [--reference] [--isa NAME] [--stages]
+ *   ref_driver MODEL IN.f32 N OUTPREFIX [--reference] [--isa NAME] [--stages] [--runs R]
  *   ref_driver --isas      (prints the ISA paths this CPU supports, one a line)
  *
  * Reads N normalised images (N, C, S, S) float32 from IN.f32, runs
  * chex_model_forward (or the naive chex_model_forward_reference), writes
  * OUTPREFIX.logits and OUTPREFIX.probs (N, labels) float32 and, with
  * --stages, OUTPREFIX.<stage> contiguous (N, c, h, w) for every stage.
- * Prints one JSON line: isa, threads, labels, channels, size, sha256, ms.
+ * Prints one JSON line: isa, threads, labels, channels, size, sha256, ms and
+ * stage_ms (with --runs R: medians of R forwards after two warm-ups), and
+ * cpu_ms, the mean process CPU time per forward (steadier on a busy machine).
  * Exit 0 on success, 1 on any error (message on stderr). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "model/model.h"
 
@@ -32,6 +35,18 @@ static int write_floats(const char *prefix, const char *ext, const float *p, siz
     return fclose(f) ? -1 : 0;
 }
 
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && !strcmp(argv[1], "--isas")) { /* ISA paths this CPU can run */
@@ -46,12 +61,14 @@ int main(int argc, char **argv)
                 "[--stages]\n", argv[0]);
         return 1;
     }
-    int reference = 0, stages = 0;
+    int reference = 0, stages = 0, runs = 1;
     for (int i = 5; i < argc; i++) {
         if (!strcmp(argv[i], "--reference"))
             reference = 1;
         else if (!strcmp(argv[i], "--stages"))
             stages = 1;
+        else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+            runs = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 1;
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
             if (chex_model_set_isa(argv[++i])) {
                 fprintf(stderr, "ref_driver: ISA %s not usable here\n", argv[i]);
@@ -86,10 +103,35 @@ int main(int argc, char **argv)
         fprintf(stderr, "ref_driver: workspace: %s\n", chex_model_strerror(e));
         goto out;
     }
-    double t0 = omp_get_wtime();
-    e = reference ? chex_model_forward_reference(m, ws, in, n, logits, probs)
-                  : chex_model_forward(m, ws, in, n, logits, probs);
-    double ms = (omp_get_wtime() - t0) * 1e3;
+    /* --runs R: two warm-up forwards, then the median of R (total and per stage). */
+    double *tot = calloc((size_t)runs, sizeof(double));
+    double *st = calloc((size_t)runs * CHEX_MODEL_NSTAGES, sizeof(double));
+    double ms = 0, stage_med[CHEX_MODEL_NSTAGES] = {0};
+    if (!tot || !st) {
+        free(tot);
+        free(st);
+        goto out;
+    }
+    double cpu = 0;
+    for (int r = runs > 1 ? -2 : 0; r < runs && !e; r++) {
+        double t0 = omp_get_wtime();
+        clock_t c0 = clock();
+        e = reference ? chex_model_forward_reference(m, ws, in, n, logits, probs)
+                      : chex_model_forward(m, ws, in, n, logits, probs);
+        if (r >= 0) {
+            tot[r] = (omp_get_wtime() - t0) * 1e3;
+            cpu += (double)(clock() - c0) * 1e3 / CLOCKS_PER_SEC / runs;
+            double sm[CHEX_MODEL_NSTAGES];
+            chex_model_ws_stage_ms(ws, sm);
+            for (int s = 0; s < CHEX_MODEL_NSTAGES; s++)
+                st[s * runs + r] = sm[s];
+        }
+    }
+    ms = median(tot, runs);
+    for (int s = 0; s < CHEX_MODEL_NSTAGES; s++)
+        stage_med[s] = median(st + s * runs, runs);
+    free(tot);
+    free(st);
     if (e) {
         fprintf(stderr, "ref_driver: forward: %s\n", chex_model_strerror(e));
         goto out;
@@ -113,9 +155,13 @@ int main(int argc, char **argv)
             goto out;
     }
     printf("{\"isa\":\"%s\",\"threads\":%d,\"labels\":%d,\"channels\":%d,\"size\":%d,"
-           "\"sha256\":\"%s\",\"ms\":%.1f}\n",
+           "\"sha256\":\"%s\",\"ms\":%.2f,\"cpu_ms\":%.2f,\"runs\":%d,\"stage_ms\":{",
            reference ? "naive" : chex_model_isa(), omp_get_max_threads(), info->num_labels,
-           info->input_channels, info->input_size, info->sha256, ms);
+           info->input_channels, info->input_size, info->sha256, ms, cpu, runs);
+    for (int s = 0; s < CHEX_MODEL_NSTAGES; s++)
+        printf("%s\"%s\":%.2f", s ? "," : "", chex_model_stage_name((chex_model_stage)s),
+               stage_med[s]);
+    printf("}}\n");
     rc = 0;
 out:
     if (f)

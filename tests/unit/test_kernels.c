@@ -39,12 +39,17 @@ static const char *const ISAS[] = {"generic", "avx2", "avx512"};
  * of the destination must stay untouched. */
 static void check_all_isas(chex_conv_args a, const float *ref, int dst_c, int dst_off)
 {
+    const int kw = a.kind == CHEX_PACK_CONV ? a.c * a.kh * a.kw
+                   : a.kind == CHEX_PACK_CONV3X3_PADDED ? a.c * 9 : a.c;
+    float *packed = malloc(sizeof(float) * a.m * kw);
+    assert_non_null(packed);
+    chex_pack_weights(packed, a.wt, a.m, kw);
+    a.wt = packed;
     const long ohw = (long)a.oh * a.ow;
     const size_t dst_len = (size_t)a.n * dst_c * ohw;
     float *dst = malloc(dst_len * sizeof(float));
-    const int k = a.kind == CHEX_PACK_CONV ? a.c * a.kh * a.kw : a.c;
     const int nthreads = 3;
-    size_t sf = chex_conv_scratch_floats(k);
+    size_t sf = chex_conv_scratch_floats(kw);
     float *scratch = aligned_alloc(64, sf * nthreads * sizeof(float));
     assert_non_null(dst);
     assert_non_null(scratch);
@@ -79,6 +84,7 @@ static void check_all_isas(chex_conv_args a, const float *ref, int dst_c, int ds
         }
     }
     assert_true(ran >= 1);
+    free(packed);
     free(dst);
     free(scratch);
 }
