@@ -29,7 +29,9 @@ typedef struct {
     size_t len, pos;
     char *msg;
     size_t msglen;
-    chex_pre_err err; /* set before longjmp; OK means "a libpng error" */
+    /* set before longjmp and read after it, hence volatile (C11 7.13.2.1);
+     * OK means "an error raised by libpng itself" */
+    volatile chex_pre_err err;
 } png_src;
 
 static void on_error(png_structp png, png_const_charp text)
