@@ -196,6 +196,89 @@ static void test_bnrelu_pool(void **state)
     bnrelu_case(2, 48, 48, 9, 7, 8, 1); /* odd sides: floor */
 }
 
+/* 3x3 over a zero-bordered source (the bottleneck layout). */
+static void padded3x3_case(int n, int c, int h, int w, int m)
+{
+    const long row = w + 2, plane = (long)(h + 2) * row;
+    float *x = rnd((size_t)n * c * h * w), *wt = rnd((size_t)m * c * 9);
+    float *pad = calloc((size_t)n * c * plane + 64, sizeof(float));
+    float *ref = malloc(sizeof(float) * n * m * h * w);
+    assert_non_null(pad);
+    assert_non_null(ref);
+    for (long pl = 0; pl < (long)n * c; pl++)
+        for (int y = 0; y < h; y++)
+            memcpy(pad + pl * plane + (y + 1) * row + 1, x + (pl * h + y) * w, sizeof(float) * w);
+    for (int i = 0; i < 64; i++) /* the slack may be read, never used */
+        pad[(long)n * c * plane + i] = NAN;
+    conv2d_forward_naive(ref, x, wt, NULL, n, c, h, w, m, 3, 3, 1, 1);
+    chex_conv_args a = {.kind = CHEX_PACK_CONV3X3_PADDED, .n = n, .src = pad,
+                        .src_img_stride = c * plane, .src_plane = plane, .src_row = row, .c = c,
+                        .h = h, .w = w, .kh = 3, .kw = 3, .stride = 1, .pad = 1, .oh = h, .ow = w,
+                        .wt = wt, .m = m};
+    check_all_isas(a, ref, m + 8, 8);
+    free(x), free(wt), free(pad), free(ref);
+}
+
+static void test_conv3x3_padded(void **state)
+{
+    (void)state;
+    padded3x3_case(1, 16, 7, 7, 32);
+    padded3x3_case(3, 8, 5, 6, 16);
+    padded3x3_case(2, 128, 14, 14, 32);
+    padded3x3_case(1, 32, 56, 56, 32);
+}
+
+/* A 1x1 conv writing into the interior of zero-bordered planes leaves the
+ * border alone and puts every pixel where the padded 3x3 expects it. */
+static void test_padded_destination(void **state)
+{
+    (void)state;
+    const int n = 2, c = 24, h = 9, w = 7, m = 16;
+    const long hw = (long)h * w, row = w + 2, plane = (long)(h + 2) * row;
+    float *x = rnd((size_t)n * c * hw), *wt = rnd((size_t)m * c), *s = rnd(c), *t = rnd(c);
+    float *packed = malloc(sizeof(float) * m * c), *ref = malloc(sizeof(float) * n * m * hw);
+    float *dst = calloc((size_t)n * m * plane, sizeof(float));
+    float *scratch = aligned_alloc(64, chex_conv_scratch_floats(c) * 2 * sizeof(float));
+    assert_non_null(packed);
+    assert_non_null(ref);
+    assert_non_null(dst);
+    assert_non_null(scratch);
+    for (int i = 0; i < c; i++)
+        s[i] = 1.0f, t[i] = 0.0f; /* identity BN: the reference is a plain conv of relu(x) */
+    float *rx = malloc(sizeof(float) * n * c * hw);
+    assert_non_null(rx);
+    memcpy(rx, x, sizeof(float) * n * c * hw);
+    relu_forward_naive(rx, (long)n * c * hw);
+    conv2d_forward_naive(ref, rx, wt, NULL, n, c, h, w, m, 1, 1, 1, 0);
+    chex_pack_weights(packed, wt, m, c);
+    for (size_t i = 0; i < sizeof(ISAS) / sizeof(ISAS[0]); i++) {
+        const chex_kernels *kr = chex_kernels_by_name(ISAS[i]);
+        if (!kr)
+            continue;
+        memset(dst, 0, sizeof(float) * n * m * plane);
+        chex_conv_args a = {.kind = CHEX_PACK_BNRELU_1X1, .n = n, .src = x,
+                            .src_img_stride = c * hw, .c = c, .h = h, .w = w, .kh = 1, .kw = 1,
+                            .stride = 1, .oh = h, .ow = w, .pre_scale = s, .pre_shift = t,
+                            .wt = packed, .m = m, .dst = dst, .dst_img_stride = m * plane,
+                            .dst_plane = plane, .dst_row = row, .dst_off = row + 1};
+        kr->conv(&a, scratch, chex_conv_scratch_floats(c), 2);
+        for (long pl = 0; pl < (long)n * m; pl++)
+            for (long y = 0; y < h + 2; y++)
+                for (long xx = 0; xx < row; xx++) {
+                    float got = dst[pl * plane + y * row + xx];
+                    if (y == 0 || y == h + 1 || xx == 0 || xx == w + 1) {
+                        assert_true(got == 0.0f);
+                        continue;
+                    }
+                    float want = ref[pl * hw + (y - 1) * w + xx - 1];
+                    if (fabsf(got - want) > 1e-4f * (1.0f + fabsf(want)))
+                        fail_msg("%s: (%ld,%ld,%ld) %g != %g", kr->name, pl, y, xx, got, want);
+                }
+    }
+    free(x), free(wt), free(s), free(t), free(packed), free(ref), free(dst), free(scratch);
+    free(rx);
+}
+
 static void test_naive_ops(void **state)
 {
     (void)state;
@@ -238,7 +321,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_naive_ops),   cmocka_unit_test(test_conv3x3),
         cmocka_unit_test(test_conv_stem),   cmocka_unit_test(test_bnrelu_1x1),
-        cmocka_unit_test(test_bnrelu_pool), cmocka_unit_test(test_isa_choice),
+        cmocka_unit_test(test_bnrelu_pool), cmocka_unit_test(test_conv3x3_padded),
+        cmocka_unit_test(test_padded_destination), cmocka_unit_test(test_isa_choice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
