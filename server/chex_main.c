@@ -18,6 +18,7 @@
 #include "config/config.h"
 #include "model/model.h"
 #include "server/answer.h"
+#include "server/heatmap.h"
 #include "server/pipeline.h"
 #include "tools/eval/evaluate.h"
 
@@ -32,10 +33,14 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: chex COMMAND [OPTIONS]\n"
             "\n"
-            "  chex classify [--model FILE] [--threads N] [--top K] [--threshold P] IMAGE...\n"
+            "  chex classify [--model FILE] [--threads N] [--top K] [--threshold P]\n"
+            "                [--cam LABEL|top [--cam-out DIR]] IMAGE...\n"
             "      Classifies PNG, JPEG or DICOM files; prints one JSON line per image, the\n"
             "      same object chexd answers (plus \"file\"). Any chexd key is accepted as a\n"
             "      flag too (e.g. --png16-scaling full, --max-image-pixels N).\n"
+            "      --cam writes the class activation map of LABEL (or of the most probable\n"
+            "      label) into DIR (default .): STEM.cam-LABEL.png (gray map) and\n"
+            "      STEM.overlay-LABEL.png; the line gains \"cam\": {label, heatmap, overlay}.\n"
             "      Exit 0 when every image was classified, 1 when any failed (its line is\n"
             "      an error object), 2 on a usage or model error.\n"
             "  chex bench [--model FILE] [--batch N] [--runs R] [--threads T]\n"
@@ -179,7 +184,7 @@ static int cmd_classify(int argc, char **argv)
     static chex_config cfg;
     char msg[1024];
     chex_config_defaults(&cfg, CHEXD_DEFAULT_MODEL);
-    const char *top = NULL, *threshold = NULL;
+    const char *top = NULL, *threshold = NULL, *cam = NULL, *cam_out = ".";
     char **files = calloc((size_t)argc, sizeof *files);
     int nfiles = 0;
     if (!files)
@@ -208,6 +213,14 @@ static int cmd_classify(int argc, char **argv)
             threshold = v;
             continue;
         }
+        if (strcmp(key, "cam") == 0) {
+            cam = v;
+            continue;
+        }
+        if (strcmp(key, "cam-out") == 0 || strcmp(key, "cam_out") == 0) {
+            cam_out = v;
+            continue;
+        }
         snprintf(src, sizeof src, "flag --%s", key);
         if (chex_config_set(&cfg, key, v, src, msg, sizeof msg) != CHEX_CONFIG_OK) {
             fprintf(stderr, "chex: %s\n", msg);
@@ -234,6 +247,21 @@ static int cmd_classify(int argc, char **argv)
     chex_answer_opts opts;
     if (chex_answer_opts_parse(&opts, top, threshold, p.info->num_labels, msg, sizeof msg) != 0) {
         fprintf(stderr, "chex: %s\n", msg);
+        chex_model_free(m);
+        free(files);
+        return 2;
+    }
+    int cam_choice = CHEX_CAM_NONE;
+    char lmsg[1536];
+    if (cam && chex_heatmap_parse_label(p.info, cam, 1, &cam_choice, lmsg, sizeof lmsg) != 0) {
+        fprintf(stderr, "chex: --cam: %s\n", lmsg);
+        chex_model_free(m);
+        free(files);
+        return 2;
+    }
+    float *cam_raw = cam ? malloc(chex_heatmap_raw_floats(&p) * sizeof(float)) : NULL;
+    if (cam && !cam_raw) {
+        fprintf(stderr, "chex: out of memory\n");
         chex_model_free(m);
         free(files);
         return 2;
@@ -276,12 +304,37 @@ static int cmd_classify(int argc, char **argv)
                        files[f]);
             failed++;
         } else {
-            print_line(chex_answer_image(&p, id, &pp, probs, &opts), files[f]);
+            json_t *j = chex_answer_image(&p, id, &pp, probs, &opts);
+            if (j && cam) {
+                /* The map reads the features of this image's forward, still in ws. */
+                int label = chex_heatmap_resolve(cam_choice, probs, p.info->num_labels);
+                static char paths[2][4096];
+                float *map = NULL;
+                int rc = chex_heatmap_take(&p, ws, 0, label, cam_raw, msg, sizeof msg);
+                if (rc == 0) {
+                    map = chex_heatmap_map(&p, &pp, cam_raw, msg, sizeof msg);
+                    rc = map ? chex_heatmap_write_files(cam_out, files[f], p.info->labels[label],
+                                                        &pp.image, map, paths, msg, sizeof msg)
+                             : -1;
+                }
+                free(map);
+                if (rc == 0) {
+                    json_object_set_new(j, "cam",
+                                        json_pack("{s:s, s:s, s:s}", "label", p.info->labels[label],
+                                                  "heatmap", paths[0], "overlay", paths[1]));
+                } else {
+                    json_decref(j);
+                    j = chex_answer_error("cam_failed", msg, id);
+                    failed++;
+                }
+            }
+            print_line(j, files[f]);
         }
         chex_pipeline_prepared_free(&pp);
     }
     chex_model_ws_free(ws);
     chex_model_free(m);
+    free(cam_raw);
     free(files);
     return failed ? 1 : 0;
 }

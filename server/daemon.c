@@ -31,8 +31,10 @@
 #include <unistd.h>
 
 #include "server/answer.h"
+#include "server/heatmap.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/web.h"
 
 #define MAX_PARTS 32
 #define POST_BUFFER 16384
@@ -73,10 +75,13 @@ struct req {
     char err_code[32];
     char err_msg[256];
     chex_answer_opts opts;
+    int cam;        /* CHEX_CAM_NONE, CHEX_CAM_TOP or a label: ?cam= / explain's ?label= */
     /* Inference, touched by the worker only between enqueue and resume. */
     chex_prepared *imgs;
     int nimg;
     float *probs;
+    float *cam_raw; /* (nimg, chex_heatmap_raw_floats) when cam != CHEX_CAM_NONE */
+    int *cam_label; /* (nimg) resolved label of each map */
     int next_img; /* next image the worker takes (under the queue lock) */
     int done_img; /* worker only */
     double t_enqueued;
@@ -153,10 +158,12 @@ static chex_route route_of(const char *url)
     } routes[] = {{"/v1/predict", CHEX_ROUTE_PREDICT},   {"/healthz", CHEX_ROUTE_HEALTHZ},
                   {"/readyz", CHEX_ROUTE_READYZ},        {"/v1/model", CHEX_ROUTE_MODEL},
                   {"/v2/health/live", CHEX_ROUTE_LIVE},  {"/v2/health/ready", CHEX_ROUTE_READY},
-                  {"/metrics", CHEX_ROUTE_METRICS}};
+                  {"/metrics", CHEX_ROUTE_METRICS},      {"/v1/explain", CHEX_ROUTE_EXPLAIN}};
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if (strcmp(url, routes[i].path) == 0)
             return routes[i].r;
+    if (chex_web_find(url))
+        return CHEX_ROUTE_WEB;
     return CHEX_ROUTE_OTHER;
 }
 
@@ -273,6 +280,34 @@ static enum MHD_Result send_body(req *r, int status, char *body, const char *cty
     return ret;
 }
 
+/* A binary or static body: mode MHD_RESPMEM_MUST_FREE (data malloc'd, taken
+ * over) or MHD_RESPMEM_PERSISTENT (embedded bytes). */
+static enum MHD_Result send_bytes(req *r, int status, void *data, size_t len,
+                                  enum MHD_ResponseMemoryMode mode, const char *ctype,
+                                  const char *label)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, data, mode);
+    if (!resp) {
+        if (mode == MHD_RESPMEM_MUST_FREE)
+            free(data);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, "X-Request-Id", r->id);
+    if (label)
+        MHD_add_response_header(resp, "X-Chexd-Label", label);
+    if (r->route != CHEX_ROUTE_WEB)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (atomic_load(&r->d->draining))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    r->status = status;
+    r->bytes_out = len;
+    r->state = ST_ANSWERED;
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 static enum MHD_Result send_json(req *r, int status, json_t *j)
 {
     return send_body(r, status, chex_answer_dump(j), "application/json", NULL, 0);
@@ -377,6 +412,23 @@ static void *worker_main(void *arg)
         if (e == CHEX_MODEL_OK) {
             chex_metrics_inference((t1 - t0) / 1e3, n);
             chex_metrics_images(n);
+            /* Class activation maps read this forward's features: now,
+             * before the next pass overwrites them. Buffers were sized at
+             * enqueue time; nothing is allocated here. */
+            size_t rawf = chex_heatmap_raw_floats(p);
+            for (int i = 0; i < n; i++) {
+                req *r = who[i];
+                if (r->cam == CHEX_CAM_NONE)
+                    continue;
+                int label = chex_heatmap_resolve(r->cam, probs + (size_t)i * nl, nl);
+                r->cam_label[idx[i]] = label;
+                char cmsg[160];
+                if (chex_heatmap_take(p, d->ws, i * p->ncrops, label,
+                                      r->cam_raw + (size_t)idx[i] * rawf, cmsg, sizeof cmsg) != 0) {
+                    r->result_status = 500;
+                    snprintf(r->result_msg, sizeof r->result_msg, "%s", cmsg);
+                }
+            }
         } else {
             chex_log(CHEX_LOG_ERROR, "inference failed", "error", chex_model_strerror(e), NULL);
         }
@@ -388,9 +440,13 @@ static void *worker_main(void *arg)
                        (size_t)nl * sizeof(float));
             else
                 r->result_status = 500;
-            if (++r->done_img == r->nimg)
-                resume_with(r, r->result_status ? r->result_status : 200,
-                            e == CHEX_MODEL_OK ? "" : chex_model_strerror(e));
+            if (e != CHEX_MODEL_OK)
+                snprintf(r->result_msg, sizeof r->result_msg, "%s", chex_model_strerror(e));
+            if (++r->done_img == r->nimg) {
+                r->result_status = r->result_status ? r->result_status : 200;
+                r->state = ST_RESUMED;
+                MHD_resume_connection(r->conn);
+            }
         }
         pthread_mutex_lock(&d->lock);
         d->worker_busy = 0;
@@ -487,6 +543,25 @@ static enum MHD_Result answer_metrics(req *r)
                      NULL, 0);
 }
 
+static enum MHD_Result answer_web(req *r)
+{
+    chex_web_body body;
+    char msg[256];
+    int st = chex_web_get(r->d->cfg->web_root, r->path, &body, msg, sizeof msg);
+    if (st != 200) {
+        chex_log(CHEX_LOG_ERROR, "web page", "detail", msg, NULL);
+        return send_error(r, st, st == 404 ? "not_found" : "internal_error",
+                          st == 404 ? "no such route" : msg);
+    }
+    if (body.owned) {
+        char *owned = body.owned;
+        body.owned = NULL;
+        return send_bytes(r, 200, owned, body.len, MHD_RESPMEM_MUST_FREE, body.content_type, NULL);
+    }
+    return send_bytes(r, 200, (void *)body.data, body.len, MHD_RESPMEM_PERSISTENT,
+                      body.content_type, NULL);
+}
+
 static enum MHD_Result answer_get(req *r)
 {
     switch (r->route) {
@@ -500,6 +575,8 @@ static enum MHD_Result answer_get(req *r)
         return answer_model(r);
     case CHEX_ROUTE_METRICS:
         return answer_metrics(r);
+    case CHEX_ROUTE_WEB:
+        return answer_web(r);
     default:
         return send_error(r, 404, "not_found", "no such route");
     }
@@ -520,20 +597,54 @@ static enum MHD_Result answer_predict(req *r)
     if (r->result_status != 200)
         return send_error(r, 500, "inference_failed", r->result_msg);
     int nl = d->p->info->num_labels;
-    if (r->body == BODY_RAW) {
-        return send_json(r, 200,
-                         chex_answer_image(d->p, r->id, &r->imgs[0], r->probs, &r->opts));
+    size_t rawf = chex_heatmap_raw_floats(d->p);
+    char msg[256];
+    if (r->route == CHEX_ROUTE_EXPLAIN) {
+        const chex_prepared *pp = &r->imgs[0];
+        float *map = chex_heatmap_map(d->p, pp, r->cam_raw, msg, sizeof msg);
+        uint8_t *png = NULL;
+        size_t len = 0;
+        int rc = map ? chex_heatmap_png_overlay(&pp->image, map, &png, &len, msg, sizeof msg) : -1;
+        free(map);
+        if (rc != 0)
+            return send_error(r, 500, "internal_error", msg);
+        return send_bytes(r, 200, png, len, MHD_RESPMEM_MUST_FREE, "image/png",
+                          d->p->info->labels[r->cam_label[0]]);
     }
-    json_t *arr = json_array();
-    for (int i = 0; arr && i < r->nimg; i++) {
-        json_t *one = chex_answer_image(d->p, r->id, &r->imgs[i], r->probs + (size_t)i * nl,
-                                        &r->opts);
-        if (!one || json_array_append_new(arr, one) != 0) {
-            json_decref(arr);
-            arr = NULL;
+    json_t *arr = r->body == BODY_RAW ? NULL : json_array();
+    json_t *single = NULL;
+    for (int i = 0; i < r->nimg; i++) {
+        const chex_prepared *pp = &r->imgs[i];
+        json_t *one = chex_answer_image(d->p, r->id, pp, r->probs + (size_t)i * nl, &r->opts);
+        if (one && r->cam != CHEX_CAM_NONE) {
+            float *map = chex_heatmap_map(d->p, pp, r->cam_raw + (size_t)i * rawf, msg, sizeof msg);
+            uint8_t *png = NULL;
+            size_t len = 0;
+            int rc = map ? chex_heatmap_png_gray(map, pp->image.width, pp->image.height, &png,
+                                                 &len, msg, sizeof msg)
+                         : -1;
+            free(map);
+            json_t *cj = rc == 0 ? chex_heatmap_json(d->p->info->labels[r->cam_label[i]],
+                                                     pp->image.width, pp->image.height, png, len)
+                                 : NULL;
+            free(png);
+            if (!cj) {
+                json_decref(one);
+                json_decref(arr);
+                return send_error(r, 500, "internal_error", rc == 0 ? "out of memory" : msg);
+            }
+            json_object_set_new(one, "cam", cj);
         }
+        if (!one) {
+            json_decref(arr);
+            return send_error(r, 500, "internal_error", "out of memory");
+        }
+        if (arr)
+            json_array_append_new(arr, one);
+        else
+            single = one;
     }
-    return send_json(r, 200, arr);
+    return send_json(r, 200, arr ? arr : single);
 }
 
 static enum MHD_Result post_iterator(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -579,11 +690,14 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
         *ret = send_error(r, 404, "not_found", "no such route");
         return 1;
     }
+    /* The health probes and the page (which asks for the token itself) are open. */
     int open_route = r->route == CHEX_ROUTE_HEALTHZ || r->route == CHEX_ROUTE_READYZ ||
-                     r->route == CHEX_ROUTE_LIVE || r->route == CHEX_ROUTE_READY;
-    if (r->route == CHEX_ROUTE_PREDICT ? !is_post : !is_get) {
+                     r->route == CHEX_ROUTE_LIVE || r->route == CHEX_ROUTE_READY ||
+                     r->route == CHEX_ROUTE_WEB;
+    int post_route = r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN;
+    if (post_route ? !is_post : !is_get) {
         char msg[96];
-        const char *allow = r->route == CHEX_ROUTE_PREDICT ? "POST" : "GET, HEAD";
+        const char *allow = post_route ? "POST" : "GET, HEAD";
         snprintf(msg, sizeof msg, "method %s not allowed here; allowed: %s", method, allow);
         *ret = send_error_ex(r, 405, "method_not_allowed", msg, allow, 0);
         return 1;
@@ -598,17 +712,33 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
         *ret = answer_get(r);
         return 1;
     }
-    /* POST /v1/predict */
+    /* POST /v1/predict, /v1/explain */
     if (atomic_load(&d->draining)) {
         *ret = send_error(r, 503, "shutting_down", "the server is shutting down");
         return 1;
     }
-    char qmsg[128];
-    if (chex_answer_opts_parse(&r->opts, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "top"),
-                               MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold"),
-                               d->p->info->num_labels, qmsg, sizeof qmsg) != 0) {
-        *ret = send_error(r, 400, "bad_query", qmsg);
-        return 1;
+    char qmsg[1536];
+    r->cam = CHEX_CAM_NONE;
+    if (r->route == CHEX_ROUTE_EXPLAIN) {
+        if (chex_heatmap_parse_label(d->p->info,
+                                     MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "label"),
+                                     1, &r->cam, qmsg, sizeof qmsg) != 0) {
+            *ret = send_error(r, 400, "bad_label", qmsg);
+            return 1;
+        }
+    } else {
+        if (chex_answer_opts_parse(&r->opts,
+                                   MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "top"),
+                                   MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold"),
+                                   d->p->info->num_labels, qmsg, sizeof qmsg) != 0) {
+            *ret = send_error(r, 400, "bad_query", qmsg);
+            return 1;
+        }
+        const char *cam = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cam");
+        if (cam && chex_heatmap_parse_label(d->p->info, cam, 1, &r->cam, qmsg, sizeof qmsg) != 0) {
+            *ret = send_error(r, 400, "bad_label", qmsg);
+            return 1;
+        }
     }
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long clen = 0;
@@ -717,11 +847,22 @@ static enum MHD_Result finish_upload(req *r)
         if (n == 0)
             return send_error(r, 400, "bad_multipart", "multipart body has no file part");
     }
+    if (r->route == CHEX_ROUTE_EXPLAIN && n != 1) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "explain takes one image, the body has %d", n);
+        return send_error(r, 400, "bad_multipart", msg);
+    }
     int nl = d->p->info->num_labels;
     r->imgs = calloc((size_t)n, sizeof *r->imgs);
     r->probs = calloc((size_t)n * (size_t)nl, sizeof(float));
     if (!r->imgs || !r->probs)
         return send_error(r, 500, "internal_error", "out of memory");
+    if (r->cam != CHEX_CAM_NONE) {
+        r->cam_raw = malloc((size_t)n * chex_heatmap_raw_floats(d->p) * sizeof(float));
+        r->cam_label = calloc((size_t)n, sizeof(int));
+        if (!r->cam_raw || !r->cam_label)
+            return send_error(r, 500, "internal_error", "out of memory");
+    }
     for (int i = 0; i < n; i++) {
         char msg[256], full[300];
         chex_pre_err e =
@@ -736,11 +877,14 @@ static enum MHD_Result finish_upload(req *r)
             r->nimg = i; /* prepared images so far are freed at completion */
             return send_error(r, chex_answer_pre_status(e), chex_answer_pre_code(e), full);
         }
-        /* The network needs only the tensor: drop the decoded pixels now. */
-        chex_pre_image meta = r->imgs[i].image;
-        chex_pre_image_free(&r->imgs[i].image);
-        meta.pix = NULL;
-        r->imgs[i].image = meta;
+        /* The network needs only the tensor: drop the decoded pixels now,
+         * unless the explain overlay is drawn over them. */
+        if (r->route != CHEX_ROUTE_EXPLAIN) {
+            chex_pre_image meta = r->imgs[i].image;
+            chex_pre_image_free(&r->imgs[i].image);
+            meta.pix = NULL;
+            r->imgs[i].image = meta;
+        }
         r->nimg = i + 1;
     }
     /* A request already being read when the stop began is still served,
@@ -808,7 +952,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         *upload_data_size = 0;
         return ret;
     }
-    if (r->route == CHEX_ROUTE_PREDICT && r->body != BODY_NONE)
+    if ((r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN) && r->body != BODY_NONE)
         return finish_upload(r);
     return MHD_YES;
 }
@@ -845,6 +989,8 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         chex_pipeline_prepared_free(&r->imgs[i]);
     free(r->imgs);
     free(r->probs);
+    free(r->cam_raw);
+    free(r->cam_label);
     free(r);
     chex_metrics_in_flight(-1);
     atomic_fetch_sub(&d->active, 1);

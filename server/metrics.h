@@ -16,6 +16,8 @@ typedef enum {
     CHEX_ROUTE_LIVE,
     CHEX_ROUTE_READY,
     CHEX_ROUTE_METRICS,
+    CHEX_ROUTE_EXPLAIN,
+    CHEX_ROUTE_WEB, /* the page at / (index.html, app.js, style.css) */
     CHEX_ROUTE_OTHER,
     CHEX_ROUTE_COUNT
 } chex_route;

@@ -239,3 +239,35 @@ for ln in text.splitlines():
         float(val)
         assert "request_id" not in name_labels and "label=" not in name_labels, ln
 ok("GET /metrics: requests by route/status, histograms, gauges, model info")
+
+# --- the page, class activation maps, explain
+for path, ctype in (("/", "text/html"), ("/index.html", "text/html"), ("/app.js", "javascript"),
+                    ("/style.css", "text/css")):
+    s, h, b = request(port, "GET", path)
+    assert s == 200 and ctype in h["content-type"] and len(b) > 100, (path, s, h)
+s, h, b = request(port, "GET", "/app.js.map")
+check_error(s, h, b, 404)
+s, h, b = request(port, "POST", "/", b"x", {"Content-Type": "text/plain"})
+check_error(s, h, b, 405)
+ok("the web page: /, /index.html, /app.js, /style.css")
+
+s, h, b = predict(port, read("00000001_000.png"), "image/png", "?cam=top&top=1")
+assert s == 200, (s, b[:300])
+j = json.loads(b)
+assert j["cam"]["label"] == j["predictions"][0]["label"], j["cam"]["label"]
+assert j["cam"]["width"] == 512 and j["cam"]["height"] == 512 and j["cam"]["png_base64"], j["cam"].keys()
+import base64
+assert base64.b64decode(j["cam"]["png_base64"])[:8] == b"\x89PNG\r\n\x1a\n"
+s, h, b = predict(port, read("00000001_000.png"), "image/png", "?cam=Nope")
+check_error(s, h, b, 400, "bad_label")
+ok("predict?cam=top: the map of the most probable label as a base64 PNG; unknown label 400")
+
+s, h, b = request(port, "POST", "/v1/explain?label=cardiomegaly", read("16747_3_1.jpg"), {"Content-Type": "image/jpeg"})
+assert s == 200 and h["content-type"] == "image/png" and b[:8] == b"\x89PNG\r\n\x1a\n", (s, h, b[:100])
+assert h.get("x-chexd-label") == "Cardiomegaly", h
+s, h, b = request(port, "GET", "/v1/explain")
+check_error(s, h, b, 405)
+assert h["allow"] == "POST"
+s, h, b = request(port, "POST", "/v1/explain", read("h0001.png"), {"Content-Type": "image/png"})
+check_error(s, h, b, 400, "bad_label")
+ok("POST /v1/explain?label=: overlay PNG; 405 for GET; 400 without a label")

@@ -15,16 +15,23 @@ for block in re.findall(r"```sh\n(.*?)```", text, re.S):
 PY
 n=$(wc -l <"$TMPD/cmds")
 [ "$n" -ge 10 ] || fail "only $n curl examples found in docs/API.md"
+# Run from a folder that looks like the repository root (tests/ linked), so
+# files an example writes (-o overlay.png) land in the temporary folder.
+mkdir -p "$TMPD/work" && ln -s "$ROOT/tests" "$TMPD/work/tests"
 i=0
 while IFS= read -r cmd; do
   i=$((i + 1))
   cmd=${cmd//127.0.0.1:8080/127.0.0.1:$PORT}
-  (cd "$ROOT" && eval "$cmd") >"$TMPD/out.$i" || fail "example $i exits non-zero: $cmd"
-  "$PY" - "$TMPD/out.$i" "$cmd" <<'PY' || fail "example $i: $cmd -> $(head -c 300 "$TMPD/out.$i")"
-import json, sys
+  (cd "$TMPD/work" && eval "$cmd") >"$TMPD/out.$i" || fail "example $i exits non-zero: $cmd"
+  "$PY" - "$TMPD/out.$i" "$cmd" "$TMPD/work" <<'PY' || fail "example $i: $cmd -> $(head -c 300 "$TMPD/out.$i")"
+import json, os, re, sys
 body = open(sys.argv[1], "rb").read().decode()
 cmd = sys.argv[2]
-if " -i " in cmd:
+out = re.search(r" -o (\S+)", cmd)
+if out:
+    with open(os.path.join(sys.argv[3], out.group(1)), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n", out.group(1)
+elif " -i " in cmd:
     assert body.startswith("HTTP/1.1 405") and "Allow: GET" in body, body
 elif cmd.endswith("/metrics"):
     assert "chexd_requests_total" in body, body
