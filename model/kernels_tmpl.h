@@ -32,6 +32,7 @@ static void KT_FN(pack_padded)(const chex_conv_args *a, long j0, long ncols, flo
             for (int t = 0; t < 9; t++) {
                 const float *s = bc + (t / 3) * row + t % 3;
                 float *d = bp + ((long)c * 9 + t) * KT_NR;
+                #pragma omp simd
                 for (int j = 0; j < KT_NR; j++)
                     d[j] = s[j];
             }
@@ -48,6 +49,7 @@ static void KT_FN(pack_padded)(const chex_conv_args *a, long j0, long ncols, flo
         for (int t = 0; t < 9; t++) {
             const float *s = a->src + c * plane + (t / 3) * row + t % 3;
             float *d = bp + ((long)c * 9 + t) * KT_NR;
+            #pragma omp simd
             for (int j = 0; j < KT_NR; j++)
                 d[j] = off[j] >= 0 ? s[off[j]] : 0.0f;
         }
@@ -71,6 +73,7 @@ static void KT_FN(pack)(const chex_conv_args *a, long j0, long ncols, float *bp)
             const float s = a->pre_scale[k], t = a->pre_shift[k];
             const float *r = base + k * hw;
             float *d = bp + (long)k * KT_NR;
+            #pragma omp simd
             for (int j = 0; j < KT_NR; j++) {
                 float v = r[j] * s + t;
                 d[j] = v > 0.0f ? v : 0.0f;
@@ -109,12 +112,14 @@ static void KT_FN(pack)(const chex_conv_args *a, long j0, long ncols, float *bp)
             for (int t = 0; t < taps; t++) {
                 float *d = bp + ((long)c * taps + t) * KT_NR;
                 const long *o = off + t * KT_NR;
+                #pragma omp simd
                 for (int j = 0; j < KT_NR; j++)
                     d[j] = o[j] >= 0 ? base[o[j]] : 0.0f;
             }
         } else if (a->kind == CHEX_PACK_BNRELU_1X1) {
             const float s = a->pre_scale[c], t = a->pre_shift[c];
             float *d = bp + (long)c * KT_NR;
+            #pragma omp simd
             for (int j = 0; j < KT_NR; j++) {
                 float v = off[j] >= 0 ? base[off[j]] * s + t : 0.0f;
                 d[j] = v > 0.0f ? v : 0.0f;
@@ -123,6 +128,7 @@ static void KT_FN(pack)(const chex_conv_args *a, long j0, long ncols, float *bp)
             const float s = a->pre_scale[c], t = a->pre_shift[c];
             const long w = a->w;
             float *d = bp + (long)c * KT_NR;
+            #pragma omp simd
             for (int j = 0; j < KT_NR; j++) {
                 if (off[j] < 0) {
                     d[j] = 0.0f;
@@ -153,6 +159,7 @@ static void KT_FN(scatter)(const chex_conv_args *a, const float *tile, long j0, 
         int valid = ox < a->ow ? (int)(a->ow - ox < run ? a->ow - ox : run) : 0;
         float *c = a->dst + img * a->dst_img_stride + m0 * dplane + a->dst_off + oy * drow + ox;
         for (int r = 0; r < KT_MR; r++)
+            #pragma omp simd
             for (int q = 0; q < valid; q++)
                 c[r * dplane + q] = tile[r * KT_NR + j + q];
         j += run;
