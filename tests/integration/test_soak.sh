@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bounded soak on loopback: 2,000 requests from 8 concurrent clients, zero
-# failures, and RSS stops growing. Every 8th request is a classification (the
+# failures, and RSS stops growing. Every 10th request is a classification (the
 # demo network costs 0.1-1 s per image on 2 cores); the others walk the other
 # routes and the error paths that allocate (decode errors, multipart, 422).
 # CHEX_SOAK_REQUESTS / CHEX_SOAK_PREDICT_EVERY change the mix.
@@ -10,7 +10,7 @@ export PYTHONPATH=$ROOT/tests/integration
 # and freed memory sits in ASan's quarantine: fewer classifications, and the
 # RSS bound gives way to LeakSanitizer's check at exit (a leak fails stop_daemon).
 total=${CHEX_SOAK_REQUESTS:-2000}
-if [ "${CHEX_ASAN:-0}" = 1 ]; then every=${CHEX_SOAK_PREDICT_EVERY:-50}; else every=${CHEX_SOAK_PREDICT_EVERY:-8}; fi
+if [ "${CHEX_ASAN:-0}" = 1 ]; then every=${CHEX_SOAK_PREDICT_EVERY:-50}; else every=${CHEX_SOAK_PREDICT_EVERY:-10}; fi
 
 start_daemon soak --queue-depth 64 --log-level warn
 out=$("$PY" "$ROOT/tests/integration/loadgen.py" soak "$PORT" "$PID" "$total" 8 "$every")
