@@ -83,7 +83,7 @@ struct chex_model_ws {
     int max_batch, last_n, nthreads;
     float *mem;
     float *blk[NBLOCKS]; /* (n, ct[b], hw[b], hw[b]) */
-    float *tmp;          /* stem conv output of one image (64, stem_hw, stem_hw) */
+    float *tmp;          /* per thread: stem conv output of one image (64, stem_hw^2) */
     float *bott;         /* bottleneck (n, 128, hw+2, hw+2) with a zero border */
     float *feat;         /* (n, 1024, hw[3], hw[3]) */
     float *pooled;       /* (n, 1024) */
@@ -702,14 +702,10 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
         total += blk[b];
     }
     size_t stem = (size_t)INIT_FEATURES * m->stem_hw * m->stem_hw;
-    size_t bott_max = 0;
-    for (int b = 0; b < NBLOCKS; b++) {
-        size_t sz = n * BOTTLENECK * (size_t)(m->hw[b] + 2) * (m->hw[b] + 2);
-        if (sz > bott_max)
-            bott_max = sz;
-    }
+    /* Every image keeps the room of the largest (first block) geometry. */
+    size_t bott_max = n * BOTTLENECK * (size_t)(m->hw[0] + 2) * (m->hw[0] + 2);
     size_t bott = al16(bott_max + 64); /* + slack the padded 3x3 packing may read */
-    size_t tmp = al16(stem) + bott;
+    size_t tmp = al16(stem) * (size_t)ws->nthreads + bott; /* one stem image per thread */
     size_t feat = al16(n * FINAL_FEATURES * m->hw[3] * m->hw[3]);
     size_t pooled = al16(n * FINAL_FEATURES), logits = al16(n * m->ncls);
     size_t scratch = ws->scratch_floats * (size_t)ws->nthreads;
@@ -725,7 +721,7 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
         p += blk[b];
     }
     ws->tmp = p;
-    ws->bott = p + al16(stem);
+    ws->bott = p + al16(stem) * (size_t)ws->nthreads;
     memset(ws->bott, 0, bott * sizeof(float));
     p += tmp;
     ws->feat = p;
@@ -767,15 +763,10 @@ static void zero_border(float *p, long planes, int hw)
     }
 }
 
-static void run_conv(chex_model_ws *ws, int nt, const chex_conv_args *a)
+static void maxpool_into(float *dst, const float *src, int c, int h, int w, int oh, int ow,
+                         int nt)
 {
-    chex_kernels_get()->conv(a, ws->scratch, ws->scratch_floats, nt);
-}
-
-static void maxpool_into(float *dst, const float *src, int c, int h, int w,
-                         int oh, int ow, int nt)
-{
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int ci = 0; ci < c; ci++) {
         const float *x = src + (long)ci * h * w;
         float *y = dst + (long)ci * oh * ow;
@@ -797,31 +788,110 @@ static void maxpool_into(float *dst, const float *src, int c, int h, int w,
     }
 }
 
-static void head(const chex_model *m, chex_model_ws *ws, int n, int nt, float *logits,
-                 float *probs)
+/* One share of a forward: images [i0, i0+cnt) of the batch, every operator
+ * run by nt threads. With nt == 1 no OpenMP team is formed and scratch /
+ * stem are this thread's own areas (image-parallel batches). Adds the
+ * stage times to ms. */
+static void forward_range(const chex_model *m, chex_model_ws *ws, const float *in, int i0,
+                          int cnt, int nt, float *scratch, float *stem, double *ms)
 {
+    const chex_kernels *kr = chex_kernels_get();
+    double t0 = omp_get_wtime(), t1;
+    const int S = m->size, sh = m->stem_hw, h0 = m->hw[0];
+    const long in_stride = (long)m->cin * S * S;
+
+    /* Stem, one image at a time so its large output needs one image of room. */
+    for (int i = i0; i < i0 + cnt; i++) {
+        chex_conv_args a = {.kind = CHEX_PACK_CONV, .n = 1, .src = in + i * in_stride,
+                            .src_img_stride = in_stride, .c = m->cin, .h = S, .w = S, .kh = 7,
+                            .kw = 7, .stride = 2, .pad = 3, .oh = sh, .ow = sh, .wt = m->conv0,
+                            .m = INIT_FEATURES, .post_scale = m->norm0.scale,
+                            .post_shift = m->norm0.shift, .post_relu = 1, .dst = stem,
+                            .dst_img_stride = (long)INIT_FEATURES * sh * sh};
+        kr->conv(&a, scratch, ws->scratch_floats, nt);
+        maxpool_into(ws->blk[0] + i * ((long)m->ct[0] * h0 * h0), stem, INIT_FEATURES, sh, sh,
+                     h0, h0, nt);
+    }
+    t1 = omp_get_wtime();
+    ms[CHEX_STAGE_STEM] += (t1 - t0) * 1e3;
+    t0 = t1;
+
+    for (int b = 0; b < NBLOCKS; b++) {
+        const int hw = m->hw[b];
+        const long px = (long)hw * hw, stride = (long)m->ct[b] * px;
+        float *blk = ws->blk[b] + i0 * stride;
+        /* The bottleneck lives with a zero border, so the 3x3 conv packs by
+         * plain copies; its interior is rewritten by every layer. */
+        const long prow = hw + 2, pplane = prow * prow;
+        /* Per-image stride of the largest geometry: with image-parallel
+         * shares, threads are in different blocks at the same time. */
+        const long bimg = (long)BOTTLENECK * (m->hw[0] + 2) * (m->hw[0] + 2);
+        float *bott = ws->bott + i0 * bimg;
+        for (int i = 0; i < cnt; i++)
+            zero_border(bott + i * bimg, BOTTLENECK, hw);
+        for (int j = 0; j < BLOCK_LAYERS[b]; j++) {
+            const dlayer_t *d = &m->layers[m->first_layer[b] + j];
+            chex_conv_args a1 = {.kind = CHEX_PACK_BNRELU_1X1, .n = cnt, .src = blk,
+                                 .src_img_stride = stride, .c = d->cin, .h = hw, .w = hw,
+                                 .kh = 1, .kw = 1, .stride = 1, .pad = 0, .oh = hw, .ow = hw,
+                                 .pre_scale = d->norm1.scale, .pre_shift = d->norm1.shift,
+                                 .wt = d->conv1, .m = BOTTLENECK, .post_scale = d->norm2.scale,
+                                 .post_shift = d->norm2.shift, .post_relu = 1, .dst = bott,
+                                 .dst_img_stride = bimg, .dst_plane = pplane,
+                                 .dst_row = prow, .dst_off = prow + 1};
+            kr->conv(&a1, scratch, ws->scratch_floats, nt);
+            chex_conv_args a2 = {.kind = CHEX_PACK_CONV3X3_PADDED, .n = cnt, .src = bott,
+                                 .src_img_stride = bimg, .src_plane = pplane,
+                                 .src_row = prow, .c = BOTTLENECK, .h = hw, .w = hw, .kh = 3,
+                                 .kw = 3, .stride = 1, .pad = 1, .oh = hw, .ow = hw,
+                                 .wt = d->conv2, .m = GROWTH, .dst = blk + d->cin * px,
+                                 .dst_img_stride = stride};
+            kr->conv(&a2, scratch, ws->scratch_floats, nt);
+        }
+        t1 = omp_get_wtime();
+        ms[CHEX_STAGE_BLOCK1 + 2 * b] += (t1 - t0) * 1e3;
+        t0 = t1;
+        if (b == NBLOCKS - 1)
+            break;
+        /* Transition: avgpool commutes with the 1x1 conv, so pool first (in
+         * the packing) and convolve a quarter of the pixels. */
+        const trans_t *t = &m->trans[b];
+        const int oh = m->hw[b + 1];
+        const long ostride = (long)m->ct[b + 1] * oh * oh;
+        chex_conv_args a = {.kind = CHEX_PACK_BNRELU_POOL, .n = cnt, .src = blk,
+                            .src_img_stride = stride, .c = t->cin, .h = hw, .w = hw, .kh = 1,
+                            .kw = 1, .stride = 1, .pad = 0, .oh = oh, .ow = oh,
+                            .pre_scale = t->norm.scale, .pre_shift = t->norm.shift,
+                            .wt = t->conv, .m = t->cout, .dst = ws->blk[b + 1] + i0 * ostride,
+                            .dst_img_stride = ostride};
+        kr->conv(&a, scratch, ws->scratch_floats, nt);
+        t1 = omp_get_wtime();
+        ms[CHEX_STAGE_TRANS1 + 2 * b] += (t1 - t0) * 1e3;
+        t0 = t1;
+    }
+
+    /* Head: relu(norm5), kept for CAM; global average pool; linear. */
     const long hw = (long)m->hw[3] * m->hw[3];
     const float *x = ws->blk[3];
-    const float *s = m->norm5.scale, *t = m->norm5.shift;
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (long plane = 0; plane < (long)n * FINAL_FEATURES; plane++) {
+    const float *s5 = m->norm5.scale, *t5 = m->norm5.shift;
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (long plane = (long)i0 * FINAL_FEATURES; plane < (long)(i0 + cnt) * FINAL_FEATURES;
+         plane++) {
         const int c = (int)(plane % FINAL_FEATURES);
         const float *xp = x + plane * hw;
         float *fp = ws->feat + plane * hw;
         float sum = 0.0f;
         for (long p = 0; p < hw; p++) {
-            float v = xp[p] * s[c] + t[c];
+            float v = xp[p] * s5[c] + t5[c];
             v = v > 0.0f ? v : 0.0f;
             fp[p] = v;
             sum += v;
         }
         ws->pooled[plane] = sum / (float)hw;
     }
-    linear_forward_naive(ws->logits, ws->pooled, m->cls_w, m->cls_b, n, FINAL_FEATURES, m->ncls);
-    if (logits)
-        memcpy(logits, ws->logits, sizeof(float) * (size_t)n * m->ncls);
-    if (probs)
-        sigmoid_forward_naive(probs, ws->logits, (long)n * m->ncls);
+    linear_forward_naive(ws->logits + (long)i0 * m->ncls, ws->pooled + (long)i0 * FINAL_FEATURES,
+                         m->cls_w, m->cls_b, cnt, FINAL_FEATURES, m->ncls);
+    ms[CHEX_STAGE_HEAD] += (omp_get_wtime() - t0) * 1e3;
 }
 
 static chex_model_err check_fwd(const chex_model *m, const chex_model_ws *ws, const float *in,
@@ -841,77 +911,41 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
     int nt = omp_get_max_threads();
     if (nt > ws->nthreads)
         nt = ws->nthreads;
-    double t0 = omp_get_wtime(), t1;
+    const size_t stem = al16((size_t)INIT_FEATURES * m->stem_hw * m->stem_hw);
+    for (int s = 0; s < CHEX_MODEL_NSTAGES; s++)
+        ws->stage_ms[s] = 0.0;
 
-    /* Stem, one image at a time so its large output needs one image of room. */
-    const int S = m->size, sh = m->stem_hw, h0 = m->hw[0];
-    const long blk0_stride = (long)m->ct[0] * h0 * h0;
-    for (int i = 0; i < n; i++) {
-        chex_conv_args a = {.kind = CHEX_PACK_CONV, .n = 1,
-                            .src = in + (long)i * m->cin * S * S,
-                            .src_img_stride = (long)m->cin * S * S,
-                            .c = m->cin, .h = S, .w = S, .kh = 7, .kw = 7, .stride = 2, .pad = 3,
-                            .oh = sh, .ow = sh, .wt = m->conv0, .m = INIT_FEATURES,
-                            .post_scale = m->norm0.scale, .post_shift = m->norm0.shift,
-                            .post_relu = 1, .dst = ws->tmp,
-                            .dst_img_stride = (long)INIT_FEATURES * sh * sh};
-        run_conv(ws, nt, &a);
-        maxpool_into(ws->blk[0] + i * blk0_stride, ws->tmp, INIT_FEATURES, sh, sh,
-                     h0, h0, nt);
-    }
-    t1 = omp_get_wtime();
-    ws->stage_ms[CHEX_STAGE_STEM] = (t1 - t0) * 1e3;
-    t0 = t1;
-
-    for (int b = 0; b < NBLOCKS; b++) {
-        const int hw = m->hw[b];
-        const long px = (long)hw * hw, stride = (long)m->ct[b] * px;
-        /* The bottleneck lives with a zero border, so the 3x3 conv packs by
-         * plain copies; its interior is rewritten by every layer. */
-        const long prow = hw + 2, pplane = prow * prow;
-        zero_border(ws->bott, n * BOTTLENECK, hw);
-        for (int j = 0; j < BLOCK_LAYERS[b]; j++) {
-            const dlayer_t *d = &m->layers[m->first_layer[b] + j];
-            chex_conv_args a1 = {.kind = CHEX_PACK_BNRELU_1X1, .n = n, .src = ws->blk[b],
-                                 .src_img_stride = stride, .c = d->cin, .h = hw, .w = hw,
-                                 .kh = 1, .kw = 1, .stride = 1, .pad = 0, .oh = hw, .ow = hw,
-                                 .pre_scale = d->norm1.scale, .pre_shift = d->norm1.shift,
-                                 .wt = d->conv1, .m = BOTTLENECK, .post_scale = d->norm2.scale,
-                                 .post_shift = d->norm2.shift, .post_relu = 1, .dst = ws->bott,
-                                 .dst_img_stride = BOTTLENECK * pplane, .dst_plane = pplane,
-                                 .dst_row = prow, .dst_off = prow + 1};
-            run_conv(ws, nt, &a1);
-            chex_conv_args a2 = {.kind = CHEX_PACK_CONV3X3_PADDED, .n = n, .src = ws->bott,
-                                 .src_img_stride = BOTTLENECK * pplane, .src_plane = pplane,
-                                 .src_row = prow, .c = BOTTLENECK, .h = hw, .w = hw, .kh = 3,
-                                 .kw = 3, .stride = 1, .pad = 1, .oh = hw, .ow = hw,
-                                 .wt = d->conv2, .m = GROWTH, .dst = ws->blk[b] + d->cin * px,
-                                 .dst_img_stride = stride};
-            run_conv(ws, nt, &a2);
+    /* Batches of at least one image per thread run image-parallel: each
+     * thread takes whole images through the whole network alone, so there is
+     * no barrier per layer and no shared packing. Leftover images (and a
+     * batch of 1) use all threads inside each operator. */
+    const int par = nt > 1 ? n / nt * nt : 0;
+    if (par) {
+        double tms[64][CHEX_MODEL_NSTAGES];
+        const int teams = nt < 64 ? nt : 64, share = par / teams;
+#pragma omp parallel num_threads(teams)
+        {
+            const int tid = omp_get_thread_num();
+            for (int s = 0; s < CHEX_MODEL_NSTAGES; s++)
+                tms[tid][s] = 0.0;
+            forward_range(m, ws, in, tid * share, share, 1,
+                          ws->scratch + (size_t)tid * ws->scratch_floats, ws->tmp + tid * stem,
+                          tms[tid]);
         }
-        t1 = omp_get_wtime();
-        ws->stage_ms[CHEX_STAGE_BLOCK1 + 2 * b] = (t1 - t0) * 1e3;
-        t0 = t1;
-        if (b == NBLOCKS - 1)
-            break;
-        /* Transition: avgpool commutes with the 1x1 conv, so pool first (in
-         * the packing) and convolve a quarter of the pixels. */
-        const trans_t *t = &m->trans[b];
-        const int oh = m->hw[b + 1];
-        chex_conv_args a = {.kind = CHEX_PACK_BNRELU_POOL, .n = n, .src = ws->blk[b],
-                            .src_img_stride = stride, .c = t->cin, .h = hw, .w = hw, .kh = 1,
-                            .kw = 1, .stride = 1, .pad = 0, .oh = oh, .ow = oh,
-                            .pre_scale = t->norm.scale, .pre_shift = t->norm.shift,
-                            .wt = t->conv, .m = t->cout, .dst = ws->blk[b + 1],
-                            .dst_img_stride = (long)m->ct[b + 1] * oh * oh};
-        run_conv(ws, nt, &a);
-        t1 = omp_get_wtime();
-        ws->stage_ms[CHEX_STAGE_TRANS1 + 2 * b] = (t1 - t0) * 1e3;
-        t0 = t1;
+        for (int s = 0; s < CHEX_MODEL_NSTAGES; s++) /* the slowest share */
+            for (int t = 0; t < teams; t++)
+                if (tms[t][s] > ws->stage_ms[s])
+                    ws->stage_ms[s] = tms[t][s];
+        if (teams * share < n)
+            forward_range(m, ws, in, teams * share, n - teams * share, nt, ws->scratch, ws->tmp,
+                          ws->stage_ms);
+    } else {
+        forward_range(m, ws, in, 0, n, nt, ws->scratch, ws->tmp, ws->stage_ms);
     }
-
-    head(m, ws, n, nt, logits, probs);
-    ws->stage_ms[CHEX_STAGE_HEAD] = (omp_get_wtime() - t0) * 1e3;
+    if (logits)
+        memcpy(logits, ws->logits, sizeof(float) * (size_t)n * m->ncls);
+    if (probs)
+        sigmoid_forward_naive(probs, ws->logits, (long)n * m->ncls);
     ws->last_n = n;
     return CHEX_MODEL_OK;
 }

@@ -91,7 +91,9 @@ typedef struct {
     const char *name;         /* "avx512", "avx2", "generic" */
     int nr;                   /* columns per packed panel */
     /* scratch: nthreads areas of scratch_floats floats each, 64-byte aligned,
-     * each at least chex_conv_scratch_floats(k) long. Never allocates. */
+     * each at least chex_conv_scratch_floats(k) long. Never allocates. With
+     * nthreads == 1 no OpenMP team is formed, so a thread of the caller's own
+     * parallel region may call it with its private scratch area. */
     void (*conv)(const chex_conv_args *a, float *scratch, size_t scratch_floats, int nthreads);
 } chex_kernels;
 

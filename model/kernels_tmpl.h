@@ -169,73 +169,101 @@ static void KT_FN(scatter)(const chex_conv_args *a, const float *tile, long j0, 
 /* Panels of B packed together: enough to keep about 256 KB of them in L2. */
 #define KT_BUDGET_FLOATS (64 * 1024)
 
+typedef struct {
+    const chex_conv_args *a;
+    long ohw, vw, per, ncols, dplane, drow, panels, nb;
+    int dense, k, mp_total, msplit;
+} KT_FN(ctx);
+
+/* One task: output channels chunk ms of the panel block blk. bp holds the
+ * block's packed panels when *last == blk. */
+static void KT_FN(task)(const KT_FN(ctx) *x, long task, float *bp, long *last)
+{
+    const chex_conv_args *a = x->a;
+    const int k = x->k;
+    float *tile = bp + (size_t)x->nb * k * KT_NR;
+    const long blk = task / x->msplit;
+    const int ms = (int)(task % x->msplit);
+    const long p0 = blk * x->nb, p1 = p0 + x->nb < x->panels ? p0 + x->nb : x->panels;
+    if (blk != *last) {
+        for (long p = p0; p < p1; p++)
+            KT_FN(pack)(a, p * KT_NR, x->ncols, bp + (p - p0) * k * KT_NR);
+        *last = blk;
+    }
+    const int mp0 = ms * x->mp_total / x->msplit, mp1 = (ms + 1) * x->mp_total / x->msplit;
+    for (int mp = mp0; mp < mp1; mp++) {
+        const int m0 = mp * KT_MR;
+        const float *ps = a->post_scale ? a->post_scale + m0 : NULL;
+        const float *pt = a->post_shift ? a->post_shift + m0 : NULL;
+        const float *wr = a->wt + (long)(m0 / 8) * 8 * k + m0 % 8;
+        for (long p = p0; p < p1; p++) {
+            const long j0 = p * KT_NR;
+            const float *b = bp + (p - p0) * k * KT_NR;
+            const int nc = x->ncols - j0 < KT_NR ? (int)(x->ncols - j0) : KT_NR;
+            const long img0 = j0 / x->per, pix0 = j0 % x->per;
+            if (x->dense && pix0 + nc <= x->per) {
+                float *c = a->dst + img0 * a->dst_img_stride + m0 * x->ohw + pix0;
+                kt_micro(k, wr, b, c, x->ohw, nc, ps, pt, a->post_relu);
+                continue;
+            }
+            kt_micro(k, wr, b, tile, KT_NR, nc, ps, pt, a->post_relu);
+            KT_FN(scatter)(a, tile, j0, nc, m0, x->per, x->vw, x->dplane, x->drow);
+        }
+    }
+}
+
+/* Panels of B packed together: enough to keep about 256 KB of them in L2. */
+#define KT_BUDGET_FLOATS (64 * 1024)
+
 static void KT_FN(conv)(const chex_conv_args *a, float *scratch, size_t scratch_floats,
                         int nthreads)
 {
-    const long ohw = (long)a->oh * a->ow, vw = KT_FN(vwidth)(a), per = (long)a->oh * vw;
-    const long ncols = a->n * per;
-    const long dplane = a->dst_plane ? a->dst_plane : ohw, drow = a->dst_row ? a->dst_row : a->ow;
-    const int dense = dplane == ohw && drow == a->ow && a->dst_off == 0 && vw == a->ow;
-    const int k = a->kind == CHEX_PACK_CONV             ? a->c * a->kh * a->kw
-                  : a->kind == CHEX_PACK_CONV3X3_PADDED ? a->c * 9
-                                                        : a->c;
-    const long panels = (ncols + KT_NR - 1) / KT_NR;
-    const int mp_total = a->m / KT_MR;
+    KT_FN(ctx) x;
+    x.a = a;
+    x.ohw = (long)a->oh * a->ow;
+    x.vw = KT_FN(vwidth)(a);
+    x.per = (long)a->oh * x.vw;
+    x.ncols = a->n * x.per;
+    x.dplane = a->dst_plane ? a->dst_plane : x.ohw;
+    x.drow = a->dst_row ? a->dst_row : a->ow;
+    x.dense = x.dplane == x.ohw && x.drow == a->ow && a->dst_off == 0 && x.vw == a->ow;
+    x.k = a->kind == CHEX_PACK_CONV             ? a->c * a->kh * a->kw
+          : a->kind == CHEX_PACK_CONV3X3_PADDED ? a->c * 9
+                                                : a->c;
+    x.panels = (x.ncols + KT_NR - 1) / KT_NR;
+    x.mp_total = a->m / KT_MR;
     if (nthreads < 1)
         nthreads = 1;
     /* Split output channels too when there are few column panels, so both
      * cores get work at batch 1 on the 7x7 and 14x14 stages. */
-    int msplit = 1;
-    while (panels * msplit < 4L * nthreads && msplit * 2 <= mp_total)
-        msplit *= 2;
+    x.msplit = 1;
+    while (x.panels * x.msplit < 4L * nthreads && x.msplit * 2 <= x.mp_total && nthreads > 1)
+        x.msplit *= 2;
     /* Group panels into blocks packed at once (longer contiguous reads of
      * the source, weights reused across the block from L1), while keeping
      * about 4 tasks per thread. */
-    long nb_max = KT_BUDGET_FLOATS / ((long)k * KT_NR);
+    long nb_max = KT_BUDGET_FLOATS / ((long)x.k * KT_NR);
     nb_max = nb_max < 1 ? 1 : nb_max > 8 ? 8 : nb_max;
-    long nb = panels * msplit / (4L * nthreads);
+    long nb = x.panels * x.msplit / (4L * nthreads);
     nb = nb < 1 ? 1 : nb > nb_max ? nb_max : nb;
-    const long blocks = (panels + nb - 1) / nb;
-    nb = (panels + blocks - 1) / blocks;
-    const long ntasks = blocks * msplit;
+    const long blocks = (x.panels + nb - 1) / nb;
+    x.nb = (x.panels + blocks - 1) / blocks;
+    const long ntasks = blocks * x.msplit;
     if (nthreads > ntasks)
         nthreads = (int)ntasks;
 
+    if (nthreads == 1) { /* no team: safe inside a caller's parallel region */
+        long last = -1;
+        for (long task = 0; task < ntasks; task++)
+            KT_FN(task)(&x, task, scratch, &last);
+        return;
+    }
 #pragma omp parallel num_threads(nthreads)
     {
         float *bp = scratch + (size_t)omp_get_thread_num() * scratch_floats;
-        float *tile = bp + (size_t)nb * k * KT_NR;
         long last = -1;
 #pragma omp for schedule(dynamic, 1)
-        for (long task = 0; task < ntasks; task++) {
-            const long blk = task / msplit;
-            const int ms = (int)(task % msplit);
-            const long p0 = blk * nb, p1 = p0 + nb < panels ? p0 + nb : panels;
-            if (blk != last) {
-                for (long p = p0; p < p1; p++)
-                    KT_FN(pack)(a, p * KT_NR, ncols, bp + (p - p0) * k * KT_NR);
-                last = blk;
-            }
-            const int mp0 = ms * mp_total / msplit, mp1 = (ms + 1) * mp_total / msplit;
-            for (int mp = mp0; mp < mp1; mp++) {
-                const int m0 = mp * KT_MR;
-                const float *ps = a->post_scale ? a->post_scale + m0 : NULL;
-                const float *pt = a->post_shift ? a->post_shift + m0 : NULL;
-                const float *wr = a->wt + (long)(m0 / 8) * 8 * k + m0 % 8;
-                for (long p = p0; p < p1; p++) {
-                    const long j0 = p * KT_NR;
-                    const float *b = bp + (p - p0) * k * KT_NR;
-                    const int nc = ncols - j0 < KT_NR ? (int)(ncols - j0) : KT_NR;
-                    const long img0 = j0 / per, pix0 = j0 % per;
-                    if (dense && pix0 + nc <= per) {
-                        float *c = a->dst + img0 * a->dst_img_stride + m0 * ohw + pix0;
-                        kt_micro(k, wr, b, c, ohw, nc, ps, pt, a->post_relu);
-                        continue;
-                    }
-                    kt_micro(k, wr, b, tile, KT_NR, nc, ps, pt, a->post_relu);
-                    KT_FN(scatter)(a, tile, j0, nc, m0, per, vw, dplane, drow);
-                }
-            }
-        }
+        for (long task = 0; task < ntasks; task++)
+            KT_FN(task)(&x, task, bp, &last);
     }
 }

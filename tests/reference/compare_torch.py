@@ -34,6 +34,8 @@ def main():
         "xray-b1": np.stack(xr[:1]),
         "random-b1": np.stack(rnd[:1]),
         "mixed-b4": np.stack(xr + rnd[1:]),
+        # with 2 threads: two images image-parallel, the third on both threads
+        "mixed-b3": np.stack([rnd[1]] + xr[:2]),
     }
     ref = {k: chexref.torch_forward(model, x) for k, x in inputs.items()}
     isas = os.popen(f"{a.driver} --isas").read().split()

@@ -155,9 +155,10 @@ int main(int argc, char **argv)
             goto out;
     }
     printf("{\"isa\":\"%s\",\"threads\":%d,\"labels\":%d,\"channels\":%d,\"size\":%d,"
-           "\"sha256\":\"%s\",\"ms\":%.2f,\"cpu_ms\":%.2f,\"runs\":%d,\"stage_ms\":{",
+           "\"sha256\":\"%s\",\"gflop\":%.4f,\"ms\":%.2f,\"cpu_ms\":%.2f,\"runs\":%d,\"stage_ms\":{",
            reference ? "naive" : chex_model_isa(), omp_get_max_threads(), info->num_labels,
-           info->input_channels, info->input_size, info->sha256, ms, cpu, runs);
+           info->input_channels, info->input_size, info->sha256,
+           chex_model_flops_per_image(m) / 1e9, ms, cpu, runs);
     for (int s = 0; s < CHEX_MODEL_NSTAGES; s++)
         printf("%s\"%s\":%.2f", s ? "," : "", chex_model_stage_name((chex_model_stage)s),
                stage_med[s]);
