@@ -17,10 +17,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "model/cam.h"
 #include "model/model.h"
 #include "preprocessing/preprocess.h"
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
 
 static int write_floats(const char *prefix, const char *ext, const float *p, size_t count)
 {
@@ -103,6 +111,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "cam_driver: preprocess: %s\n", msg);
         goto out;
     }
+    double t0 = now_ms();
     if (chex_model_ws_create(m, n, &ws) != CHEX_MODEL_OK ||
         chex_model_forward(m, ws, tensor, n, NULL, NULL) != CHEX_MODEL_OK) {
         fprintf(stderr, "cam_driver: forward failed\n");
@@ -122,7 +131,9 @@ int main(int argc, char **argv)
     map = malloc((size_t)W * (size_t)H * sizeof(float));
     if (!raw || !up || !map)
         goto out;
+    double t1 = now_ms();
     me = chex_cam_raw_ws(m, ws, 0, n, label, raw);
+    double t2 = now_ms();
     if (me != CHEX_MODEL_OK) {
         fprintf(stderr, "cam_driver: chex_cam_raw_ws: %s\n", chex_model_strerror(me));
         goto out;
@@ -139,7 +150,9 @@ int main(int argc, char **argv)
                         (float)crops[k].flipped};
         memcpy(bx + 5 * k, row, sizeof row);
     }
+    double t3 = now_ms();
     me = chex_cam_map(map, W, H, raw, n, h, w, S, boxes);
+    double t4 = now_ms();
     if (me != CHEX_MODEL_OK) {
         fprintf(stderr, "cam_driver: chex_cam_map: %s\n", chex_model_strerror(me));
         goto out;
@@ -151,8 +164,8 @@ int main(int argc, char **argv)
         write_floats(prefix, "boxes", bx, (size_t)n * 5))
         goto out;
     printf("{\"n\": %d, \"channels\": %d, \"size\": %d, \"h\": %d, \"w\": %d, \"width\": %d, "
-           "\"height\": %d}\n",
-           n, spec.channels, S, h, w, W, H);
+           "\"height\": %d, \"forward_ms\": %.3f, \"raw_ms\": %.3f, \"map_ms\": %.3f}\n",
+           n, spec.channels, S, h, w, W, H, t1 - t0, t2 - t1, t4 - t3);
     rc = 0;
 out:
     free(tensor);

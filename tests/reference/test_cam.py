@@ -125,9 +125,10 @@ def main():
         ok = d_raw <= TOL and d_up <= TOL and d_map <= TOL and ident <= 1e-3 and in_range
         failures += not ok
         print("%-4s %-28s %-17s label %2d n=%2d %4dx%-4d raw %.2e up %.2e map %.2e "
-              "(cam range %.3g) mean+bias-logit %.1e" %
+              "(cam range %.3g) mean+bias-logit %.1e | ms: workspace+forward %.0f, raw CAM %.3f, map %.1f" %
               ("ok" if ok else "FAIL", os.path.basename(img), preset, label, n, W, H, d_raw,
-               d_up, d_map, float(t_raw.max() - t_raw.min()), ident))
+               d_up, d_map, float(t_raw.max() - t_raw.min()), ident, info["forward_ms"],
+               info["raw_ms"], info["map_ms"]))
     print("cam vs torch: %d of %d cases within %.0e" % (len(CASES) - failures, len(CASES), TOL))
     return 1 if failures else 0
 
