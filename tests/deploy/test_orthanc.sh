@@ -10,7 +10,8 @@
 #
 # Checks: a DX made from a real radiograph, C-STOREd, gets its chexd answer stored as
 # metadata + attachment, equal to `bin/chex classify` on the same file (same labels,
-# |diff| <= 1e-6) and free of patient identity; an OT instance is left alone; chexd
+# |diff| <= 1e-6) and free of patient identity; an OT instance is left alone; while the
+# worker waits on a frozen chexd (SIGSTOP), Orthanc's REST API and C-STORE answer; chexd
 # stopped while an instance arrives -> "retrying" recorded, chexd restarted -> the
 # result lands; a JPEG-LS instance is transcoded by Orthanc and classified like its
 # source; an image chexd refuses (422) is recorded as failed; chexd stopped for good
@@ -49,7 +50,8 @@ cleanup() {
     echo "--- chexd log (tail)" >&2; tail -n 20 "$tmp/chexd.log" >&2 2>/dev/null || true
   fi
   [ -n "$orthanc_pid" ] && kill "$orthanc_pid" 2>/dev/null && wait "$orthanc_pid" 2>/dev/null
-  [ -n "$chexd_pid" ] && kill "$chexd_pid" 2>/dev/null && wait "$chexd_pid" 2>/dev/null
+  [ -n "$chexd_pid" ] && kill "$chexd_pid" 2>/dev/null && kill -CONT "$chexd_pid" 2>/dev/null &&
+    wait "$chexd_pid" 2>/dev/null
   rm -rf "$tmp"
   return $rc
 }
@@ -83,8 +85,11 @@ orth_code() { # METHOD PATH -> HTTP status only
   curl -s -o /dev/null -w '%{http_code}' -u "$USER_PW" -X "$1" "http://127.0.0.1:$HTTP_PORT$2"
 }
 store() { # FILE [storescu options] -> Orthanc instance id (C-STORE, then lookup by SOP UID)
-  storescu "${@:2}" -aet CHEXTEST -aec ORTHANC 127.0.0.1 "$DICOM_PORT" "$1" >>"$tmp/storescu.log" 2>&1 ||
-    fail "storescu $1 failed: $(tail -n 3 "$tmp/storescu.log")"
+  timeout 30 storescu "${@:2}" -aet CHEXTEST -aec ORTHANC 127.0.0.1 "$DICOM_PORT" "$1" >>"$tmp/storescu.log" 2>&1 ||
+    fail "storescu $1 failed or hung: $(tail -n 3 "$tmp/storescu.log")"
+  lookup "$1"
+}
+lookup() { # FILE -> Orthanc instance id of its SOP instance UID
   local uid; uid=$("$PY" -c 'import sys, pydicom; print(pydicom.dcmread(sys.argv[1]).SOPInstanceUID)' "$1")
   orth POST /tools/lookup --data-binary "$uid" |
     "$PY" -c 'import json, sys; r = [x["ID"] for x in json.load(sys.stdin) if x["Type"] == "Instance"]; print(r[0])'
@@ -159,6 +164,8 @@ dcmcjpls "$tmp/dx4.dcm" "$tmp/dx4-jpegls.dcm"
 "$PY" -c 'from PIL import Image; Image.open("tests/data/h0001.png").convert("L").resize((48, 48)).save("'"$tmp"'/small.png")'
 mk "$tmp/small.png" "$tmp/small.dcm" --series "$series" --number 5
 mk tests/data/00000047_005.png "$tmp/dx6.dcm" --series "$series" --number 6
+mk tests/data/00000002_000.png "$tmp/dx7.dcm" --series "$series" --number 7
+mk tests/data/00000001_000.png "$tmp/dx8.dcm" --series "$series" --number 8
 
 # ---- start ----------------------------------------------------------------------------
 start_chexd
@@ -187,6 +194,32 @@ check_stored "$dx1" "$tmp/dx1.dcm"
 [ "$(orth_code GET "/instances/$ot/metadata/chexd")" = 404 ] || fail "OT instance was classified"
 echo "orthanc: OT instance left alone"
 
+# ---- 1b. the worker blocked on chexd never blocks the PACS ---------------------------------
+# chexd frozen (SIGSTOP): the kernel still accepts the plugin's connection, so the worker
+# waits inside its POST. Meanwhile Orthanc's REST API and C-STORE must keep answering.
+kill -STOP "$chexd_pid"
+dx7=$(store "$tmp/dx7.dcm")
+for _ in $(seq 1 40); do
+  orth GET /chexd/status | "$PY" -c 'import json,sys; s = json.load(sys.stdin); sys.exit(0 if s["queue"] == 0 and s["counters"]["queued"] >= 3 else 1)' && break
+  sleep 0.25
+done
+sleep 1   # the worker is now inside urlopen(), waiting on the frozen chexd
+worst=0
+for path in /system /instances /chexd/status "/instances/$dx7/series" /statistics; do
+  ms=$(curl -s -o /dev/null --max-time 5 -w '%{http_code} %{time_total}' -u "$USER_PW" "http://127.0.0.1:$HTTP_PORT$path")
+  [ "${ms%% *}" = 200 ] || fail "REST $path answered '$ms' while the worker waits on chexd"
+  worst=$("$PY" -c "print(max($worst, ${ms#* } * 1000))")
+done
+timeout 10 storescu -aet CHEXTEST -aec ORTHANC 127.0.0.1 "$DICOM_PORT" "$tmp/dx8.dcm" >>"$tmp/storescu.log" 2>&1 ||
+  fail "C-STORE failed or blocked while the worker waits on chexd"
+dx8=$(lookup "$tmp/dx8.dcm")
+[ -z "$(status_of "$dx7")" ] || fail "dx7 has a status while chexd is frozen: $(status_of "$dx7")"
+echo "orthanc: worker waiting on a frozen chexd: 5 REST calls answered (slowest $(printf '%.1f' "$worst") ms), C-STORE accepted"
+kill -CONT "$chexd_pid"
+wait_status "$dx7" ok 60
+wait_status "$dx8" ok 60
+check_stored "$dx7" "$tmp/dx7.dcm"
+
 # ---- 2. chexd down while an instance arrives, then back: the result lands ---------------
 stop_chexd
 dx2=$(store "$tmp/dx2.dcm")
@@ -214,15 +247,15 @@ orth GET "/instances/$dx1/metadata/chexd" >"$tmp/before1.json"
 orth GET "/instances/$dx2/metadata/chexd" >"$tmp/before2.json"
 study_id=$(orth GET "/instances/$dx1/study" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["ID"])')
 orth POST "/chexd/studies/$study_id/classify" -d '' >"$tmp/route.json"
-"$PY" - "$tmp/route.json" "$dx1" "$dx2" "$dx4" "$small" "$ot" <<'EOF'
+"$PY" - "$tmp/route.json" "$ot" "$dx1" "$dx2" "$dx4" "$small" "$dx7" "$dx8" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
-want = set(sys.argv[2:6])
+want = set(sys.argv[3:])
 assert set(r["queued"]) == want, r
-assert r["skipped_modality"] == [sys.argv[6]], r
+assert r["skipped_modality"] == [sys.argv[2]], r
 assert r["overflow"] == [], r
 EOF
-for id in "$dx1" "$dx2" "$dx4"; do wait_status "$id" ok 60; done
+for id in "$dx1" "$dx2" "$dx4" "$dx7" "$dx8"; do wait_status "$id" ok 60; done
 wait_status "$small" "failed: chexd answered 422" 30
 for pair in "$dx1:before1" "$dx2:before2"; do
   id=${pair%%:*}
@@ -240,7 +273,7 @@ check_stored "$dx1" "$tmp/dx1.dcm"
 [ "$(orth_code GET "/chexd/instances/$dx1/classify")" = 405 ] || fail "instance route: GET not 405"
 orth POST "/chexd/instances/$dx1/classify" -d '' | grep -q "$dx1" || fail "instance route did not queue"
 wait_status "$dx1" ok 30
-echo "orthanc: study route requeued 4 instances (OT skipped), answers renewed; instance route 200/400/404/405"
+echo "orthanc: study route requeued 6 instances (OT skipped), answers renewed; instance route 200/400/404/405"
 
 # ---- 6. chexd down for good: the failure is recorded after the last attempt -------------
 stop_chexd
@@ -253,7 +286,7 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 c = s["counters"]
 print(f"orthanc: plugin counters {json.dumps(c, sort_keys=True)}")
-assert c["ok"] >= 7 and c["failed"] >= 3 and c["retried"] >= 6 and c["skipped"] >= 1, c
+assert c["ok"] >= 9 and c["failed"] >= 3 and c["retried"] >= 6 and c["skipped"] >= 1, c
 assert s["config"]["Token"] == "(set)", s["config"]
 EOF
 
