@@ -8,16 +8,20 @@
 #define KT_NR 32
 #define KT_FN(x) avx512_##x
 
-static void kt_micro(int k, const float *a, const float *bp, float *c, long ldc, int nc,
-                     const float *ps, const float *pt, int relu)
+/* B row q is bp + q*32 (packed), or base + boff[q] when boff is given: the
+ * padded 3x3 read in place (implicit GEMM, unaligned loads, no packing). */
+static inline __attribute__((always_inline)) void
+micro_body(int k, const float *a, const float *bp, const int *boff, float *c, long ldc, int nc,
+           const float *ps, const float *pt, int relu)
 {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
            c61 = c00, c70 = c00, c71 = c00;
     for (int q = 0; q < k; q++) {
         const float *aq = a + (long)q * 8;
-        const __m512 b0 = _mm512_load_ps(bp + (long)q * 32);
-        const __m512 b1 = _mm512_load_ps(bp + (long)q * 32 + 16);
+        const float *bq = boff ? bp + boff[q] : bp + (long)q * 32;
+        const __m512 b0 = boff ? _mm512_loadu_ps(bq) : _mm512_load_ps(bq);
+        const __m512 b1 = boff ? _mm512_loadu_ps(bq + 16) : _mm512_load_ps(bq + 16);
         __m512 v;
         v = _mm512_set1_ps(aq[0]);
         c00 = _mm512_fmadd_ps(v, b0, c00);
@@ -60,6 +64,19 @@ static void kt_micro(int k, const float *a, const float *bp, float *c, long ldc,
         _mm512_mask_storeu_ps(c + r * ldc, m0, v0);
         _mm512_mask_storeu_ps(c + r * ldc + 16, m1, v1);
     }
+}
+
+static void kt_micro(int k, const float *a, const float *bp, float *c, long ldc, int nc,
+                     const float *ps, const float *pt, int relu)
+{
+    micro_body(k, a, bp, NULL, c, ldc, nc, ps, pt, relu);
+}
+
+#define KT_HAVE_DIRECT 1
+static void kt_micro_direct(int k, const float *a, const float *base, const int *boff, float *c,
+                            long ldc, int nc, const float *ps, const float *pt, int relu)
+{
+    micro_body(k, a, base, boff, c, ldc, nc, ps, pt, relu);
 }
 
 #include "model/kernels_tmpl.h"

@@ -9,6 +9,8 @@
  * kt_micro(k, a, bp, c, ldc, nc, ps, pt, relu):
  *   acc[r][j] = sum_k a[k*8 + r] * bp[k*KT_NR + j]        r < KT_MR, j < KT_NR
  *   (a: weights pre-packed by chex_pack_weights, at row r0 of an 8-row panel)
+ * Optionally (KT_HAVE_DIRECT) kt_micro_direct(k, a, base, boff, c, ...): the
+ * same with B row k at base + boff[k], for the padded 3x3 read in place.
  *   c[r*ldc + j] = relu?(acc*ps[r] + pt[r])               for j < nc only
  *   (ps NULL: scale 1; pt NULL: shift 0).
  */
@@ -169,10 +171,13 @@ static void KT_FN(scatter)(const chex_conv_args *a, const float *tile, long j0, 
 /* Panels of B packed together: enough to keep about 256 KB of them in L2. */
 #define KT_BUDGET_FLOATS (64 * 1024)
 
+#define KT_DIRECT_MAXK 2048
+
 typedef struct {
     const chex_conv_args *a;
     long ohw, vw, per, ncols, dplane, drow, panels, nb;
     int dense, k, mp_total, msplit;
+    const int *boff; /* padded 3x3 read in place: offset of B row q, or NULL */
 } KT_FN(ctx);
 
 /* One task: output channels chunk ms of the panel block blk. bp holds the
@@ -185,9 +190,14 @@ static void KT_FN(task)(const KT_FN(ctx) *x, long task, float *bp, long *last)
     const long blk = task / x->msplit;
     const int ms = (int)(task % x->msplit);
     const long p0 = blk * x->nb, p1 = p0 + x->nb < x->panels ? p0 + x->nb : x->panels;
+    /* Panels inside one image are read in place when the ISA can (the
+     * padded source has slack for the last one's spare columns); the
+     * others are packed. */
+#define KT_IN_PLACE(p) (x->boff && ((p) * KT_NR) / x->per == ((p) * KT_NR + KT_NR - 1) / x->per)
     if (blk != *last) {
         for (long p = p0; p < p1; p++)
-            KT_FN(pack)(a, p * KT_NR, x->ncols, bp + (p - p0) * k * KT_NR);
+            if (!KT_IN_PLACE(p))
+                KT_FN(pack)(a, p * KT_NR, x->ncols, bp + (p - p0) * k * KT_NR);
         *last = blk;
     }
     const int mp0 = ms * x->mp_total / x->msplit, mp1 = (ms + 1) * x->mp_total / x->msplit;
@@ -201,6 +211,14 @@ static void KT_FN(task)(const KT_FN(ctx) *x, long task, float *bp, long *last)
             const float *b = bp + (p - p0) * k * KT_NR;
             const int nc = x->ncols - j0 < KT_NR ? (int)(x->ncols - j0) : KT_NR;
             const long img0 = j0 / x->per, pix0 = j0 % x->per;
+#ifdef KT_HAVE_DIRECT
+            if (KT_IN_PLACE(p)) {
+                kt_micro_direct(k, wr, a->src + img0 * a->src_img_stride + pix0, x->boff, tile,
+                                KT_NR, nc, ps, pt, a->post_relu);
+                KT_FN(scatter)(a, tile, j0, nc, m0, x->per, x->vw, x->dplane, x->drow);
+                continue;
+            }
+#endif
             if (x->dense && pix0 + nc <= x->per) {
                 float *c = a->dst + img0 * a->dst_img_stride + m0 * x->ohw + pix0;
                 kt_micro(k, wr, b, c, x->ohw, nc, ps, pt, a->post_relu);
@@ -232,6 +250,17 @@ static void KT_FN(conv)(const chex_conv_args *a, float *scratch, size_t scratch_
                                                 : a->c;
     x.panels = (x.ncols + KT_NR - 1) / KT_NR;
     x.mp_total = a->m / KT_MR;
+    int boff[KT_DIRECT_MAXK];
+    x.boff = NULL;
+#ifdef KT_HAVE_DIRECT
+    if (a->kind == CHEX_PACK_CONV3X3_PADDED && x.k <= KT_DIRECT_MAXK) {
+        for (int q = 0; q < x.k; q++)
+            boff[q] = (int)((q / 9) * a->src_plane + (q % 9 / 3) * a->src_row + q % 3);
+        x.boff = boff;
+    }
+#else
+    (void)boff;
+#endif
     if (nthreads < 1)
         nthreads = 1;
     /* Split output channels too when there are few column panels, so both
