@@ -17,13 +17,13 @@ n=$(wc -l <"$TMPD/cmds")
 [ "$n" -ge 10 ] || fail "only $n curl examples found in docs/API.md"
 # Run from a folder that looks like the repository root (tests/ linked), so
 # files an example writes (-o overlay.png) land in the temporary folder.
-mkdir -p "$TMPD/work" && ln -s "$ROOT/tests" "$TMPD/work/tests"
+mkdir -p "$TMPD/repo" && ln -s "$ROOT/tests" "$TMPD/repo/tests"
 i=0
 while IFS= read -r cmd; do
   i=$((i + 1))
   cmd=${cmd//127.0.0.1:8080/127.0.0.1:$PORT}
-  (cd "$TMPD/work" && eval "$cmd") >"$TMPD/out.$i" || fail "example $i exits non-zero: $cmd"
-  "$PY" - "$TMPD/out.$i" "$cmd" "$TMPD/work" <<'PY' || fail "example $i: $cmd -> $(head -c 300 "$TMPD/out.$i")"
+  (cd "$TMPD/repo" && eval "$cmd") >"$TMPD/out.$i" || fail "example $i exits non-zero: $cmd"
+  "$PY" - "$TMPD/out.$i" "$cmd" "$TMPD/repo" <<'PY' || fail "example $i: $cmd -> $(head -c 300 "$TMPD/out.$i")"
 import json, os, re, sys
 body = open(sys.argv[1], "rb").read().decode()
 cmd = sys.argv[2]
