@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages chexd needs, only those missing.
 #   deploy/install-deps.sh [--runtime] [--build] [--test]   (default: --runtime --build)
-# Package lists live in deploy/packages/{runtime,build,test}.txt, one name per line.
+# Package lists live in deploy/packages/{runtime,build,test}.txt, one name per line;
+# "PKG COMMAND" installs PKG only when COMMAND is not on PATH (for tools another
+# package may already provide, e.g. npm bundled with a non-Debian nodejs).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 groups=()
@@ -18,8 +20,9 @@ done
 
 missing=()
 for g in "${groups[@]}"; do
-  while read -r pkg _; do
+  while read -r pkg cmd _; do
     case "$pkg" in ''|'#'*) continue ;; esac
+    case "$cmd" in ''|'#'*) ;; *) command -v "$cmd" >/dev/null 2>&1 && continue ;; esac
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
       missing+=("$pkg")
     fi
