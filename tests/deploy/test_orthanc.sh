@@ -15,7 +15,8 @@
 # stopped while an instance arrives -> "retrying" recorded, chexd restarted -> the
 # result lands; a JPEG-LS instance is transcoded by Orthanc and classified like its
 # source; an image chexd refuses (422) is recorded as failed; chexd stopped for good
-# -> "failed after N attempts"; a study reclassified through the plugin's route.
+# -> "failed after N attempts"; a study reclassified through the plugin's route; with a
+# queue of 1 the overflowing instance is marked "failed: queue full", then requeued.
 #   env: BIN, MODELS, PY (as given by tests/run_all.sh)
 set -euo pipefail
 self=$(readlink -f "${BASH_SOURCE[0]}")
@@ -168,15 +169,23 @@ mk tests/data/00000002_000.png "$tmp/dx7.dcm" --series "$series" --number 7
 mk tests/data/00000001_000.png "$tmp/dx8.dcm" --series "$series" --number 8
 
 # ---- start ----------------------------------------------------------------------------
+start_orthanc() { # CONFIG
+  Orthanc "$1" >>"$tmp/orthanc.log" 2>&1 &
+  orthanc_pid=$!
+  for _ in $(seq 1 120); do
+    orth GET /system >/dev/null 2>&1 && break
+    kill -0 "$orthanc_pid" 2>/dev/null || fail "Orthanc exited at start"
+    sleep 0.25
+  done
+  orth GET /system >/dev/null || fail "Orthanc REST not up after 30 s"
+}
+stop_orthanc() {
+  local t0; t0=$(date +%s%N)
+  kill -TERM "$orthanc_pid"; wait "$orthanc_pid" || fail "Orthanc exited non-zero on SIGTERM"; orthanc_pid=
+  echo "orthanc: Orthanc stopped in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+}
 start_chexd
-Orthanc "$tmp/orthanc.json" >"$tmp/orthanc.log" 2>&1 &
-orthanc_pid=$!
-for _ in $(seq 1 120); do
-  orth GET /system >/dev/null 2>&1 && break
-  kill -0 "$orthanc_pid" 2>/dev/null || fail "Orthanc exited at start"
-  sleep 0.25
-done
-orth GET /system >/dev/null || fail "Orthanc REST not up after 30 s"
+start_orthanc "$tmp/orthanc.json"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/system")" = 401 ] ||
   fail "Orthanc answers without credentials"
 orth GET /chexd/status | grep -q '"queue_size": 1000' || fail "plugin route /chexd/status missing"
@@ -290,10 +299,35 @@ assert c["ok"] >= 9 and c["failed"] >= 3 and c["retried"] >= 6 and c["skipped"] 
 assert s["config"]["Token"] == "(set)", s["config"]
 EOF
 
-# ---- stop by PID ------------------------------------------------------------------------
-t0=$(date +%s%N)
-kill -TERM "$orthanc_pid"; wait "$orthanc_pid" || fail "Orthanc exited non-zero on SIGTERM"; orthanc_pid=
-echo "orthanc: Orthanc stopped in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+stop_orthanc
+
+# ---- 7. queue full: the overflowing instance is marked failed, not lost ---------------------
+# Same storage, Orthanc restarted with a queue of 1; chexd frozen so the worker holds one
+# instance, the queue a second, and the third overflows.
+"$PY" -c 'import json, sys; c = json.load(open(sys.argv[1])); c["Chexd"]["QueueSize"] = 1; json.dump(c, open(sys.argv[2], "w"))' \
+  "$tmp/orthanc.json" "$tmp/orthanc-q1.json"
+for n in 9 10 11; do mk tests/data/00000002_000.png "$tmp/dx$n.dcm" --series "$series" --number "$n"; done
+start_chexd
+start_orthanc "$tmp/orthanc-q1.json"
+orth GET "/instances/$dx1/metadata/chexd-status" | grep -qx ok || fail "results lost across an Orthanc restart"
+kill -STOP "$chexd_pid"
+dx9=$(store "$tmp/dx9.dcm")
+for _ in $(seq 1 40); do
+  orth GET /chexd/status | "$PY" -c 'import json,sys; s = json.load(sys.stdin); sys.exit(0 if s["queue"] == 0 and s["counters"]["queued"] >= 1 else 1)' && break
+  sleep 0.25
+done
+dx10=$(store "$tmp/dx10.dcm")
+dx11=$(store "$tmp/dx11.dcm")
+kill -CONT "$chexd_pid"
+wait_status "$dx11" "failed: queue full" 30
+wait_status "$dx9" ok 60
+wait_status "$dx10" ok 60
+orth GET /chexd/status | "$PY" -c 'import json,sys; c = json.load(sys.stdin)["counters"]; assert c["overflow"] == 1 and c["ok"] == 2, c'
+echo "orthanc: queue of 1 -> overflowing instance marked '$(status_of "$dx11" | cut -c1-60)...', the others classified"
+orth POST "/chexd/instances/$dx11/classify" -d '' | grep -q "$dx11" || fail "requeue of the overflowed instance"
+wait_status "$dx11" ok 60
+echo "orthanc: requeued through the instance route -> ok"
+stop_orthanc
 grep -q "chexd: 1 worker(s)" "$tmp/orthanc.log" || fail "plugin start line missing from Orthanc's log"
 ! grep -qi "Traceback" "$tmp/orthanc.log" || fail "Python traceback in Orthanc's log"
 echo "orthanc: ok"
