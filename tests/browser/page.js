@@ -5,7 +5,9 @@
 // Environment: URL (chexd base), IMAGE (radiograph to upload), EXPECT (the
 // API's JSON answer for IMAGE), SHOT (screenshot path), PROFILE (fresh
 // user-data-dir), CHROMIUM (executable), TOKEN (optional: the daemon wants
-// this bearer token; the page must fail without it and work with it).
+// this bearer token; the page must fail without it and work with it),
+// DROP_IMAGE + DROP_EXPECT (optional: a second file dropped on the drop zone
+// after the screenshot, and the API's answer for it).
 // Exit 0 when every check passed; prints one line per check.
 "use strict";
 const { chromium } = require("playwright-core");
@@ -147,6 +149,31 @@ async function main() {
 
     await page.screenshot({ path: SHOT, fullPage: true });
     check(fs.statSync(SHOT).size > 10000, "screenshot saved: " + SHOT);
+    if (process.env.DROP_IMAGE) {
+      const want = JSON.parse(fs.readFileSync(env("DROP_EXPECT"), "utf8"));
+      const name = require("path").basename(env("DROP_IMAGE"));
+      const b64 = fs.readFileSync(env("DROP_IMAGE")).toString("base64");
+      await page.evaluate(([b, n]) => {
+        const bytes = Uint8Array.from(atob(b), (ch) => ch.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], n, { type: "application/octet-stream" }));
+        const zone = document.getElementById("drop");
+        zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: dt, bubbles: true, cancelable: true }));
+        zone.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+      }, [b64, name]);
+      const wantTop = want.predictions.slice().sort((a, b) => b.probability - a.probability)[0];
+      await page.waitForFunction(([l, w]) => {
+        const img = document.getElementById("overlay");
+        return img.dataset.label === l && img.naturalWidth === w && img.complete;
+      }, [wantTop.label, want.input.width], { timeout: 120000 });
+      const got = await page.$$eval("#bars button", (bs) => bs.map((b) =>
+        [b.dataset.label, Number(b.dataset.probability)]));
+      const m = new Map(want.predictions.map((e) => [e.label, e.probability]));
+      const diff = Math.max(...got.map(([l, p]) => Math.abs(p - m.get(l))));
+      check(got.length === want.predictions.length && diff <= 1e-6,
+        "dropped " + name + ": bars equal the API's (max diff " + diff + "), heat map of " +
+        wantTop.label + " at " + want.input.width + "x" + want.input.height);
+    }
     check(external.length === 0, "no request left chexd (" + external.join(" ") + ")");
     const errs = consoleErrors.filter((e) => !(TOKEN && /401/.test(e)));
     check(errs.length === 0, "no script errors (" + errs.join(" | ") + ")");

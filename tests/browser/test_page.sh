@@ -7,7 +7,8 @@
 #     file input, wait for the bars, compare them with the API's own answer
 #     for the same file (curl), check the top finding's heat map appears, pick
 #     another finding with the keyboard, check its overlay (size, colour),
-#     the demo warning, timing, no request leaving chexd, a screenshot.
+#     the demo warning, timing, no request leaving chexd, a screenshot; then
+#     drop tests/data/16747_3_1.jpg on the drop zone: new bars, new map.
 #  2. chexd with api_token_file: the page shows the 401 first, then works
 #     once the token is typed in.
 # Screenshots: $BUILD/browser/page.png and $BUILD/browser/page-token.png.
@@ -17,6 +18,7 @@ case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 OUT=$BUILD/browser
 IMAGE=$DATA/00000001_000.png
+DROP_IMAGE=$DATA/16747_3_1.jpg
 
 [ -x "$CHROMIUM" ] || fail "no $CHROMIUM (Debian package chromium, deploy/packages/test.txt)"
 command -v node >/dev/null || fail "no node (Debian package nodejs)"
@@ -39,10 +41,13 @@ run_page() { # NAME SHOT [TOKEN]
   [ -n "$token" ] && auth=(-H "Authorization: Bearer $token")
   curl -sf "${auth[@]}" -H 'Content-Type: image/png' --data-binary @"$IMAGE" \
     "$URL/v1/predict" > "$TMPD/$name.json" || fail "$name: the API did not classify $IMAGE"
+  curl -sf "${auth[@]}" -H 'Content-Type: image/jpeg' --data-binary @"$DROP_IMAGE" \
+    "$URL/v1/predict" > "$TMPD/$name-drop.json" || fail "$name: the API did not classify $DROP_IMAGE"
   rm -rf "$TMPD/profile-$name"
   mkdir -p "$TMPD/profile-$name"
   URL=$URL IMAGE=$IMAGE EXPECT=$TMPD/$name.json SHOT=$shot PROFILE=$TMPD/profile-$name \
-    CHROMIUM=$CHROMIUM TOKEN=$token timeout 300 node tests/browser/page.js ||
+    CHROMIUM=$CHROMIUM TOKEN=$token DROP_IMAGE=$DROP_IMAGE DROP_EXPECT=$TMPD/$name-drop.json \
+    timeout 300 node tests/browser/page.js ||
     { tail -20 "$LOG" >&2; fail "$name: the page test failed"; }
 }
 
