@@ -9,7 +9,7 @@
 
 # ---- build stage: compilers and -dev packages, then `make` -------------------------
 FROM debian:bookworm-slim AS build
-ENV DEBIAN_FRONTEND=noninteractive
+ARG DEBIAN_FRONTEND=noninteractive
 WORKDIR /src
 # Dependencies first, so that editing sources does not invalidate this layer.
 COPY deploy/install-deps.sh deploy/install-deps.sh
@@ -20,7 +20,10 @@ RUN make -j"$(nproc)" BUILD=/tmp/build BIN=/src/bin MODELS=/src/models all
 
 # ---- runtime stage: shared libraries only -----------------------------------------
 FROM debian:bookworm-slim
-ENV DEBIAN_FRONTEND=noninteractive
+# ARG, not ENV: only for the apt run below, not in the running container's environment.
+ARG DEBIAN_FRONTEND=noninteractive
+LABEL org.opencontainers.image.title="chexd" \
+      org.opencontainers.image.description="Chest X-ray classification service (DenseNet-121 CheXNet in C, REST: PNG, JPEG, DICOM)"
 COPY deploy/install-deps.sh /tmp/deps/install-deps.sh
 COPY deploy/packages/runtime.txt /tmp/deps/packages/runtime.txt
 RUN bash /tmp/deps/install-deps.sh --runtime \
