@@ -129,7 +129,6 @@ class Work:
         self.seq = 0
         self.overflow = []
         self.stopping = False
-        self.wake = threading.Event()
         self.counters = {"queued": 0, "ok": 0, "failed": 0, "retried": 0, "skipped": 0, "overflow": 0}
 
     def count(self, key, n=1):
@@ -145,7 +144,6 @@ class Work:
             with self.lock:
                 self.overflow.append(instance_id)
                 self.counters["overflow"] += 1
-            self.wake.set()
             return False
 
     def retry_later(self, instance_id, attempt, delay):
@@ -153,7 +151,6 @@ class Work:
             self.seq += 1
             heapq.heappush(self.delayed, (time.monotonic() + delay, self.seq, instance_id, attempt))
             self.counters["retried"] += 1
-        self.wake.set()
 
     def take(self):
         """Next (instance_id, attempt) to process, ("overflow", id) entries, or None to stop."""
