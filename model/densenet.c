@@ -69,6 +69,8 @@ struct chex_model {
     int c0[NBLOCKS];       /* channels entering each block */
     int ct[NBLOCKS];       /* channels leaving each block */
     int kmax;              /* longest GEMM reduction */
+    int ph;                /* side of each 2x2 polyphase plane of the padded input */
+    int stem_koff[3 * 49]; /* stem GEMM row offsets into the polyphase input */
     float *conv0; /* (64, cin, 7, 7), packed */
     bn_t norm0;
     dlayer_t layers[MAX_LAYERS];
@@ -85,6 +87,8 @@ struct chex_model_ws {
     float *blk[NBLOCKS]; /* (n, ct[b], hw[b], hw[b]) */
     float *tmp;          /* per thread: stem conv output of one image (64, stem_hw^2) */
     float *bott;         /* bottleneck (n, 128, hw+2, hw+2) with a zero border */
+    float *phase;        /* per thread: polyphase padded input of one image */
+    size_t phase_floats;
     float *feat;         /* (n, 1024, hw[3], hw[3]) */
     float *pooled;       /* (n, 1024) */
     float *logits;       /* (n, ncls) */
@@ -164,6 +168,16 @@ static void build_graph(chex_model *m, spec_list *l)
     spec_add(l, &m->conv0, 4, sh, "features.conv0.weight");
     spec_bn(l, &m->norm0, INIT_FEATURES, "features.norm0");
     m->stem_hw = (m->size + 2 * 3 - 7) / 2 + 1;
+    /* The stem reads its input as the 2x2 polyphase split of the input
+     * padded by 3: tap (ky, kx) of output (oy, ox) is phase (ky&1, kx&1) at
+     * (oy + ky/2, ox + kx/2), so each GEMM row is a shifted contiguous run. */
+    m->ph = (m->size + 6 + 1) / 2;
+    for (int q = 0; q < m->cin * 49; q++) {
+        const int c = q / 49, ky = q % 49 / 7, kx = q % 7;
+        const int pp = m->ph * m->ph;
+        m->stem_koff[q] = c * 4 * pp + ((ky & 1) * 2 + (kx & 1)) * pp + (ky >> 1) * m->ph +
+                          (kx >> 1);
+    }
     int hw = (m->stem_hw + 2 * 1 - 3) / 2 + 1;
     int c = INIT_FEATURES, li = 0;
     m->kmax = m->cin * 49;
@@ -706,6 +720,8 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
     size_t bott_max = n * BOTTLENECK * (size_t)(m->hw[0] + 2) * (m->hw[0] + 2);
     size_t bott = al16(bott_max + 64); /* + slack the padded 3x3 packing may read */
     size_t tmp = al16(stem) * (size_t)ws->nthreads + bott; /* one stem image per thread */
+    ws->phase_floats = al16((size_t)m->cin * 4 * m->ph * m->ph + 128); /* + read slack */
+    tmp += ws->phase_floats * (size_t)ws->nthreads;
     size_t feat = al16(n * FINAL_FEATURES * m->hw[3] * m->hw[3]);
     size_t pooled = al16(n * FINAL_FEATURES), logits = al16(n * m->ncls);
     size_t scratch = ws->scratch_floats * (size_t)ws->nthreads;
@@ -722,6 +738,8 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
     }
     ws->tmp = p;
     ws->bott = p + al16(stem) * (size_t)ws->nthreads;
+    ws->phase = ws->bott + bott;
+    memset(ws->phase, 0, ws->phase_floats * (size_t)ws->nthreads * sizeof(float));
     memset(ws->bott, 0, bott * sizeof(float));
     p += tmp;
     ws->feat = p;
@@ -792,8 +810,33 @@ static void maxpool_into(float *dst, const float *src, int c, int h, int w, int 
  * run by nt threads. With nt == 1 no OpenMP team is formed and scratch /
  * stem are this thread's own areas (image-parallel batches). Adds the
  * stage times to ms. */
+/* Writes image x (c, S, S) as the 2x2 polyphase split of x padded by 3:
+ * out[c][py][px][yy][u] = x[c][2yy+py-3][2u+px-3], zero outside. */
+static void polyphase(float *out, const float *x, int c, int S, int ph)
+{
+    const long pp = (long)ph * ph;
+    for (int ci = 0; ci < c; ci++)
+        for (int py = 0; py < 2; py++)
+            for (int px = 0; px < 2; px++) {
+                float *o = out + ((long)ci * 4 + py * 2 + px) * pp;
+                for (int yy = 0; yy < ph; yy++) {
+                    const int y = 2 * yy + py - 3;
+                    float *orow = o + (long)yy * ph;
+                    if (y < 0 || y >= S) {
+                        memset(orow, 0, sizeof(float) * ph);
+                        continue;
+                    }
+                    const float *xr = x + ((long)ci * S + y) * S;
+                    for (int u = 0; u < ph; u++) {
+                        const int xx = 2 * u + px - 3;
+                        orow[u] = xx >= 0 && xx < S ? xr[xx] : 0.0f;
+                    }
+                }
+            }
+}
+
 static void forward_range(const chex_model *m, chex_model_ws *ws, const float *in, int i0,
-                          int cnt, int nt, float *scratch, float *stem, double *ms)
+                          int cnt, int nt, float *scratch, float *stem, float *phase, double *ms)
 {
     const chex_kernels *kr = chex_kernels_get();
     double t0 = omp_get_wtime(), t1;
@@ -802,9 +845,12 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
 
     /* Stem, one image at a time so its large output needs one image of room. */
     for (int i = i0; i < i0 + cnt; i++) {
-        chex_conv_args a = {.kind = CHEX_PACK_CONV, .n = 1, .src = in + i * in_stride,
-                            .src_img_stride = in_stride, .c = m->cin, .h = S, .w = S, .kh = 7,
-                            .kw = 7, .stride = 2, .pad = 3, .oh = sh, .ow = sh, .wt = m->conv0,
+        polyphase(phase, in + i * in_stride, m->cin, S, m->ph);
+        chex_conv_args a = {.kind = CHEX_PACK_SHIFTED, .n = 1, .src = phase,
+                            .src_img_stride = (long)m->cin * 4 * m->ph * m->ph,
+                            .src_row = m->ph, .koff = m->stem_koff, .c = m->cin, .h = S,
+                            .w = S, .kh = 7, .kw = 7, .stride = 2, .pad = 3, .oh = sh, .ow = sh,
+                            .wt = m->conv0,
                             .m = INIT_FEATURES, .post_scale = m->norm0.scale,
                             .post_shift = m->norm0.shift, .post_relu = 1, .dst = stem,
                             .dst_img_stride = (long)INIT_FEATURES * sh * sh};
@@ -930,7 +976,7 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
                 tms[tid][s] = 0.0;
             forward_range(m, ws, in, tid * share, share, 1,
                           ws->scratch + (size_t)tid * ws->scratch_floats, ws->tmp + tid * stem,
-                          tms[tid]);
+                          ws->phase + tid * ws->phase_floats, tms[tid]);
         }
         for (int s = 0; s < CHEX_MODEL_NSTAGES; s++) /* the slowest share */
             for (int t = 0; t < teams; t++)
@@ -938,9 +984,9 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
                     ws->stage_ms[s] = tms[t][s];
         if (teams * share < n)
             forward_range(m, ws, in, teams * share, n - teams * share, nt, ws->scratch, ws->tmp,
-                          ws->stage_ms);
+                          ws->phase, ws->stage_ms);
     } else {
-        forward_range(m, ws, in, 0, n, nt, ws->scratch, ws->tmp, ws->stage_ms);
+        forward_range(m, ws, in, 0, n, nt, ws->scratch, ws->tmp, ws->phase, ws->stage_ms);
     }
     if (logits)
         memcpy(logits, ws->logits, sizeof(float) * (size_t)n * m->ncls);

@@ -60,7 +60,14 @@ typedef enum {
      * Packing is then a straight copy per (channel, tap): the GEMM runs over
      * h x src_row "virtual" columns and the src_row - w extra ones per row
      * are computed and dropped. */
-    CHEX_PACK_CONV3X3_PADDED
+    CHEX_PACK_CONV3X3_PADDED,
+    /* Generalisation of the above: B row q (of k = c*kh*kw) for GEMM column j
+     * of an image is src[img*src_img_stride + koff[q] + j], columns running
+     * over oh x src_row virtual positions (those with x >= ow dropped). The
+     * caller arranges the source so that holds (e.g. the stem's 7x7/2 conv
+     * over a 2x2 polyphase split of the padded input) and leaves KT_NR + 64
+     * floats of readable slack after the last image. */
+    CHEX_PACK_SHIFTED
 } chex_pack_kind;
 
 typedef struct {
@@ -68,7 +75,9 @@ typedef struct {
     int n;                    /* images */
     const float *src;         /* (n, >=c, h, w) with image stride src_img_stride */
     long src_img_stride;
-    long src_plane, src_row;  /* CHEX_PACK_CONV3X3_PADDED only: plane and row strides */
+    long src_plane, src_row;  /* CHEX_PACK_CONV3X3_PADDED only: plane and row strides;
+                               * CHEX_PACK_SHIFTED: src_row is the virtual row width */
+    const int *koff;          /* CHEX_PACK_SHIFTED only: (k) row offsets */
     int c, h, w;              /* channels read, input spatial size */
     int kh, kw, stride, pad;  /* CHEX_PACK_CONV only (1x1 kinds: 1,1,1,0) */
     int oh, ow;               /* output spatial size */

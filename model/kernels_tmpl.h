@@ -20,48 +20,50 @@
  * padded 3x3 kind (whose extra columns are dropped on the way out). */
 static long KT_FN(vwidth)(const chex_conv_args *a)
 {
-    return a->kind == CHEX_PACK_CONV3X3_PADDED ? a->src_row : a->ow;
+    return a->kind == CHEX_PACK_CONV3X3_PADDED || a->kind == CHEX_PACK_SHIFTED ? a->src_row
+                                                                               : a->ow;
 }
 
-static void KT_FN(pack_padded)(const chex_conv_args *a, long j0, long ncols, float *bp)
+/* Offset of B row q from the image's base for the shifted kinds. */
+static long KT_FN(rowoff)(const chex_conv_args *a, int q)
 {
-    const long per = (long)a->oh * a->src_row, row = a->src_row, plane = a->src_plane;
+    if (a->kind == CHEX_PACK_SHIFTED)
+        return a->koff[q];
+    return (q / 9) * a->src_plane + (q % 9 / 3) * a->src_row + q % 3;
+}
+
+static void KT_FN(pack_padded)(const chex_conv_args *a, int k, long j0, long ncols, float *bp)
+{
+    const long per = (long)a->oh * a->src_row;
     const long img0 = j0 / per, jl0 = j0 % per;
     if (jl0 + KT_NR <= per) {
         const float *base = a->src + img0 * a->src_img_stride + jl0;
-        for (int c = 0; c < a->c; c++) {
-            const float *bc = base + c * plane;
-            for (int t = 0; t < 9; t++) {
-                const float *s = bc + (t / 3) * row + t % 3;
-                float *d = bp + ((long)c * 9 + t) * KT_NR;
-                #pragma omp simd
-                for (int j = 0; j < KT_NR; j++)
-                    d[j] = s[j];
-            }
+        for (int q = 0; q < k; q++) {
+            const float *s = base + KT_FN(rowoff)(a, q);
+            float *d = bp + (long)q * KT_NR;
+#pragma omp simd
+            for (int j = 0; j < KT_NR; j++)
+                d[j] = s[j];
         }
         return;
     }
     /* Panel straddles images or runs past the last column. */
     long off[KT_NR];
     for (int j = 0; j < KT_NR; j++)
-        off[j] = j0 + j < ncols
-                     ? ((j0 + j) / per) * a->src_img_stride + (j0 + j) % per
-                     : -1;
-    for (int c = 0; c < a->c; c++)
-        for (int t = 0; t < 9; t++) {
-            const float *s = a->src + c * plane + (t / 3) * row + t % 3;
-            float *d = bp + ((long)c * 9 + t) * KT_NR;
-            #pragma omp simd
-            for (int j = 0; j < KT_NR; j++)
-                d[j] = off[j] >= 0 ? s[off[j]] : 0.0f;
-        }
+        off[j] = j0 + j < ncols ? ((j0 + j) / per) * a->src_img_stride + (j0 + j) % per : -1;
+    for (int q = 0; q < k; q++) {
+        const float *s = a->src + KT_FN(rowoff)(a, q);
+        float *d = bp + (long)q * KT_NR;
+        for (int j = 0; j < KT_NR; j++)
+            d[j] = off[j] >= 0 ? s[off[j]] : 0.0f;
+    }
 }
 
 /* Gathers the B panel of columns [j0, j0+KT_NR) (k rows of KT_NR floats). */
 static void KT_FN(pack)(const chex_conv_args *a, long j0, long ncols, float *bp)
 {
-    if (a->kind == CHEX_PACK_CONV3X3_PADDED) {
-        KT_FN(pack_padded)(a, j0, ncols, bp);
+    if (a->kind == CHEX_PACK_CONV3X3_PADDED || a->kind == CHEX_PACK_SHIFTED) {
+        KT_FN(pack_padded)(a, a->c * a->kh * a->kw, j0, ncols, bp);
         return;
     }
     const long ohw = (long)a->oh * a->ow, hw = (long)a->h * a->w;
@@ -245,17 +247,18 @@ static void KT_FN(conv)(const chex_conv_args *a, float *scratch, size_t scratch_
     x.dplane = a->dst_plane ? a->dst_plane : x.ohw;
     x.drow = a->dst_row ? a->dst_row : a->ow;
     x.dense = x.dplane == x.ohw && x.drow == a->ow && a->dst_off == 0 && x.vw == a->ow;
-    x.k = a->kind == CHEX_PACK_CONV             ? a->c * a->kh * a->kw
-          : a->kind == CHEX_PACK_CONV3X3_PADDED ? a->c * 9
-                                                : a->c;
+    x.k = a->kind == CHEX_PACK_CONV || a->kind == CHEX_PACK_SHIFTED ? a->c * a->kh * a->kw
+          : a->kind == CHEX_PACK_CONV3X3_PADDED                     ? a->c * 9
+                                                                    : a->c;
     x.panels = (x.ncols + KT_NR - 1) / KT_NR;
     x.mp_total = a->m / KT_MR;
     int boff[KT_DIRECT_MAXK];
     x.boff = NULL;
 #ifdef KT_HAVE_DIRECT
-    if (a->kind == CHEX_PACK_CONV3X3_PADDED && x.k <= KT_DIRECT_MAXK) {
+    if ((a->kind == CHEX_PACK_CONV3X3_PADDED || a->kind == CHEX_PACK_SHIFTED) &&
+        x.k <= KT_DIRECT_MAXK) {
         for (int q = 0; q < x.k; q++)
-            boff[q] = (int)((q / 9) * a->src_plane + (q % 9 / 3) * a->src_row + q % 3);
+            boff[q] = (int)KT_FN(rowoff)(a, q);
         x.boff = boff;
     }
 #else

@@ -119,7 +119,10 @@ chex_model_err chex_model_ws_stage(const chex_model_ws *ws, chex_model_stage s,
  * *c, *h, *w receive the shape (any may be NULL). */
 const float *chex_model_ws_features(const chex_model_ws *ws, int *c, int *h, int *w);
 
-/* Wall time in milliseconds of each stage of the last forward on ws. */
+/* Wall time in milliseconds of each stage of the last forward on ws (for
+ * `chex bench` and tools/bench_model.sh). When a batch ran image-parallel
+ * (at least one image per thread: each thread takes whole images through the
+ * network), each figure is the slowest thread's time for that stage. */
 void chex_model_ws_stage_ms(const chex_model_ws *ws, double ms[CHEX_MODEL_NSTAGES]);
 
 /* Multiply-adds x 2 of one image through the network (5.67e9 at 224). */

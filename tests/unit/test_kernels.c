@@ -39,8 +39,9 @@ static const char *const ISAS[] = {"generic", "avx2", "avx512"};
  * of the destination must stay untouched. */
 static void check_all_isas(chex_conv_args a, const float *ref, int dst_c, int dst_off)
 {
-    const int kw = a.kind == CHEX_PACK_CONV ? a.c * a.kh * a.kw
-                   : a.kind == CHEX_PACK_CONV3X3_PADDED ? a.c * 9 : a.c;
+    const int kw = a.kind == CHEX_PACK_CONV || a.kind == CHEX_PACK_SHIFTED ? a.c * a.kh * a.kw
+                   : a.kind == CHEX_PACK_CONV3X3_PADDED                    ? a.c * 9
+                                                                           : a.c;
     float *packed = malloc(sizeof(float) * a.m * kw);
     assert_non_null(packed);
     chex_pack_weights(packed, a.wt, a.m, kw);
@@ -228,6 +229,50 @@ static void test_conv3x3_padded(void **state)
     padded3x3_case(1, 32, 56, 56, 32);
 }
 
+/* The stem's 7x7 stride-2 pad-3 conv as CHEX_PACK_SHIFTED over the 2x2
+ * polyphase split of the padded input (as model/densenet.c arranges it). */
+static void shifted_stem_case(int c, int S, int m)
+{
+    const int oh = (S + 6 - 7) / 2 + 1, ph = (S + 6 + 1) / 2;
+    const long pp = (long)ph * ph;
+    float *x = rnd((size_t)c * S * S), *wt = rnd((size_t)m * c * 49);
+    float *phase = calloc((size_t)c * 4 * pp + 128, sizeof(float));
+    float *ref = malloc(sizeof(float) * m * oh * oh);
+    int *koff = malloc(sizeof(int) * c * 49);
+    assert_non_null(phase);
+    assert_non_null(ref);
+    assert_non_null(koff);
+    for (int ci = 0; ci < c; ci++)
+        for (int py = 0; py < 2; py++)
+            for (int px = 0; px < 2; px++)
+                for (int yy = 0; yy < ph; yy++)
+                    for (int u = 0; u < ph; u++) {
+                        int y = 2 * yy + py - 3, xx = 2 * u + px - 3;
+                        phase[((long)ci * 4 + py * 2 + px) * pp + (long)yy * ph + u] =
+                            y >= 0 && y < S && xx >= 0 && xx < S ? x[((long)ci * S + y) * S + xx]
+                                                                 : 0.0f;
+                    }
+    for (int q = 0; q < c * 49; q++) {
+        int ci = q / 49, ky = q % 49 / 7, kx = q % 7;
+        koff[q] = (int)(ci * 4 * pp + ((ky & 1) * 2 + (kx & 1)) * pp + (ky >> 1) * ph + (kx >> 1));
+    }
+    conv2d_forward_naive(ref, x, wt, NULL, 1, c, S, S, m, 7, 7, 2, 3);
+    chex_conv_args a = {.kind = CHEX_PACK_SHIFTED, .n = 1, .src = phase,
+                        .src_img_stride = c * 4 * pp, .src_row = ph, .koff = koff, .c = c,
+                        .h = S, .w = S, .kh = 7, .kw = 7, .stride = 2, .pad = 3, .oh = oh,
+                        .ow = oh, .wt = wt, .m = m};
+    check_all_isas(a, ref, m, 0);
+    free(x), free(wt), free(phase), free(ref), free(koff);
+}
+
+static void test_stem_shifted(void **state)
+{
+    (void)state;
+    shifted_stem_case(3, 32, 16);
+    shifted_stem_case(1, 37, 8); /* odd side */
+    shifted_stem_case(3, 224, 64);
+}
+
 /* A 1x1 conv writing into the interior of zero-bordered planes leaves the
  * border alone and puts every pixel where the padded 3x3 expects it. */
 static void test_padded_destination(void **state)
@@ -322,7 +367,8 @@ int main(void)
         cmocka_unit_test(test_naive_ops),   cmocka_unit_test(test_conv3x3),
         cmocka_unit_test(test_conv_stem),   cmocka_unit_test(test_bnrelu_1x1),
         cmocka_unit_test(test_bnrelu_pool), cmocka_unit_test(test_conv3x3_padded),
-        cmocka_unit_test(test_padded_destination), cmocka_unit_test(test_isa_choice),
+        cmocka_unit_test(test_padded_destination), cmocka_unit_test(test_stem_shifted),
+        cmocka_unit_test(test_isa_choice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
