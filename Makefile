@@ -5,6 +5,7 @@
 #   make asan     unit + integration tests under ASan/UBSan
 #   make fuzz     libFuzzer targets for FUZZ_SECONDS each (default 60)
 #   make bench    benchmarks (figures, not pass/fail)
+#   make image-test  build the Dockerfile with podman and run the image
 # BUILD and BIN may be overridden (e.g. make BUILD=/tmp/b BIN=/tmp/b/bin) so
 # several builds can live side by side.
 
@@ -52,7 +53,7 @@ TEST_HELPERS := $(wildcard tests/unit/helpers/*.c)
 
 DEMO_MODEL := $(MODELS)/chexnet-demo.safetensors
 
-.PHONY: all run test unit asan fuzz fuzz-short bench clean deps deps-test model
+.PHONY: all run test unit asan fuzz bench clean deps deps-test model image-test
 all: $(BIN)/chexd $(BIN)/chex $(DEMO_MODEL)
 
 deps:
@@ -131,6 +132,11 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(PRE_SRC) $(wildcard preprocessing/*.h) $(SRV_S
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(PRE_SRC) $(FUZZ_EXTRA_$*) -lpng16 -lturbojpeg -ljansson -lm
 fuzz: $(FUZZ_BINS)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) BUILD=$(BUILD) bash tests/fuzz/run.sh $(FUZZ_BINS)
+
+# The container image built with podman from the real Dockerfile and run from
+# its exported filesystem (no Docker engine needed); also part of make test.
+image-test: deps-test
+	BUILD=$(BUILD) BIN=$(BIN) MODELS=$(MODELS) PY=$(PY) bash tests/deploy/test_image.sh
 
 bench: all
 	BUILD=$(BUILD) BIN=$(BIN) MODELS=$(MODELS) PY=$(PY) bash tools/bench.sh
