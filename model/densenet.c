@@ -50,6 +50,7 @@ typedef struct {
     bn_t norm1, norm2;
     float *conv1; /* (128, cin, 1, 1), packed by chex_pack_weights */
     float *conv2; /* (32, 128, 3, 3), packed */
+    float *wino;  /* (16, 32, 128) Winograd F(2x2,3x3) weights, or NULL (odd sides) */
 } dlayer_t;
 
 typedef struct {
@@ -462,6 +463,21 @@ static void bn_fold(bn_t *bn, float **cursor)
     }
 }
 
+/* Winograd F(2x2,3x3) for a dense layer's 3x3 conv (where the ISA has it):
+ * only with even sides (a 2x2 tile must not hang over the edge) of at least
+ * 28 (on 14x14 the transforms' short tile rows ate the gain; measured), and
+ * not if CHEXD_WINOGRAD=0 at load (direct path everywhere, to compare). */
+static int use_winograd(const chex_model *m, int layer)
+{
+    const char *env = getenv("CHEXD_WINOGRAD");
+    if (env && !strcmp(env, "0"))
+        return 0;
+    int b = 0;
+    while (b + 1 < NBLOCKS && layer >= m->first_layer[b + 1])
+        b++;
+    return m->hw[b] % 2 == 0 && m->hw[b] >= 28;
+}
+
 static void repack(float *w, int mrows, int k, float *tmp)
 {
     memcpy(tmp, w, sizeof(float) * (size_t)mrows * k);
@@ -555,7 +571,11 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
         fold += bn_fold_floats(m->layers[i].norm1.c) + bn_fold_floats(m->layers[i].norm2.c);
     for (int i = 0; i < NBLOCKS - 1; i++)
         fold += bn_fold_floats(m->trans[i].norm.c);
-    m->arena_floats = l->floats + fold;
+    size_t wino = 0;
+    for (int i = 0; i < MAX_LAYERS; i++)
+        if (use_winograd(m, i))
+            wino += (size_t)16 * GROWTH * BOTTLENECK;
+    m->arena_floats = l->floats + fold + wino;
     m->arena = aligned_alloc(64, m->arena_floats * sizeof(float));
     if (!m->arena) {
         free(l);
@@ -569,6 +589,7 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
         chex_st_to_f32(&f, chex_st_find(&f, l->s[i].name), dst);
         *l->s[i].slot = dst;
     }
+    const size_t l_floats = l->floats;
     free(l);
 
     /* Convolution weights into the micro-kernels' panel layout, once. */
@@ -579,8 +600,14 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
         goto out;
     }
     repack(m->conv0, INIT_FEATURES, m->cin * 49, tmpw);
+    float *wcur = m->arena + l_floats + fold;
     for (int i = 0; i < MAX_LAYERS; i++) {
         repack(m->layers[i].conv1, BOTTLENECK, m->layers[i].cin, tmpw);
+        if (use_winograd(m, i)) { /* from the PyTorch-layout weights */
+            m->layers[i].wino = wcur;
+            chex_winograd_weights(wcur, m->layers[i].conv2, GROWTH, BOTTLENECK);
+            wcur += (size_t)16 * GROWTH * BOTTLENECK;
+        }
         repack(m->layers[i].conv2, GROWTH, BOTTLENECK * 9, tmpw);
     }
     for (int i = 0; i < NBLOCKS - 1; i++)
@@ -588,7 +615,7 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
     free(tmpw);
 
     /* BN as per-channel scale/shift (eval mode). */
-    float *cur = m->arena + (m->arena_floats - fold);
+    float *cur = m->arena + l_floats;
     bn_fold(&m->norm0, &cur);
     for (int i = 0; i < MAX_LAYERS; i++) {
         bn_fold(&m->layers[i].norm1, &cur);
@@ -708,6 +735,8 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
     int nt = omp_get_max_threads(), np = omp_get_num_procs();
     ws->nthreads = nt > np ? nt : np;
     ws->scratch_floats = chex_conv_scratch_floats(m->kmax);
+    if (chex_winograd_scratch_floats(BOTTLENECK, GROWTH) > ws->scratch_floats)
+        ws->scratch_floats = chex_winograd_scratch_floats(BOTTLENECK, GROWTH);
 
     const size_t n = (size_t)max_batch;
     size_t blk[NBLOCKS], total = 0;
@@ -892,7 +921,10 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
                                  .kw = 3, .stride = 1, .pad = 1, .oh = hw, .ow = hw,
                                  .wt = d->conv2, .m = GROWTH, .dst = blk + d->cin * px,
                                  .dst_img_stride = stride};
-            kr->conv(&a2, scratch, ws->scratch_floats, nt);
+            if (d->wino && kr->wino)
+                kr->wino(&a2, d->wino, scratch, ws->scratch_floats, nt);
+            else
+                kr->conv(&a2, scratch, ws->scratch_floats, nt);
         }
         t1 = omp_get_wtime();
         ms[CHEX_STAGE_BLOCK1 + 2 * b] += (t1 - t0) * 1e3;

@@ -153,7 +153,36 @@ static void kt_micro(int k, const float *a, const float *bp, float *c, long ldc,
 
 #include "model/kernels_tmpl.h"
 
-const chex_kernels chex_kernels_generic = {"generic", KT_NR, generic_conv};
+const chex_kernels chex_kernels_generic = {"generic", KT_NR, generic_conv, NULL};
+
+size_t chex_winograd_scratch_floats(int c, int m)
+{
+    return ((size_t)16 * (c + m) * 32 + 15) & ~(size_t)15; /* largest NR = 32 */
+}
+
+void chex_winograd_weights(float *u, const float *w, int m, int c)
+{
+    for (int o = 0; o < m; o++)
+        for (int ci = 0; ci < c; ci++) {
+            const float *g = w + ((long)o * c + ci) * 9;
+            float t[4][3], r[4][4];
+            for (int k = 0; k < 3; k++) { /* G g */
+                t[0][k] = g[k];
+                t[1][k] = 0.5f * (g[k] + g[3 + k] + g[6 + k]);
+                t[2][k] = 0.5f * (g[k] - g[3 + k] + g[6 + k]);
+                t[3][k] = g[6 + k];
+            }
+            for (int i = 0; i < 4; i++) { /* (G g) G^T */
+                r[i][0] = t[i][0];
+                r[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                r[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                r[i][3] = t[i][2];
+            }
+            for (int e = 0; e < 16; e++)
+                u[(size_t)e * m * c + (long)(o / 8) * 8 * c + (long)ci * 8 + o % 8] =
+                    r[e / 4][e % 4];
+        }
+}
 
 size_t chex_conv_scratch_floats(int k)
 {

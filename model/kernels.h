@@ -104,7 +104,19 @@ typedef struct {
      * nthreads == 1 no OpenMP team is formed, so a thread of the caller's own
      * parallel region may call it with its private scratch area. */
     void (*conv)(const chex_conv_args *a, float *scratch, size_t scratch_floats, int nthreads);
+    /* Winograd F(2x2,3x3) for a CHEX_PACK_CONV3X3_PADDED conv with even oh
+     * and ow and no post-op: u from chex_winograd_weights; scratch areas of at
+     * least chex_winograd_scratch_floats(c, m). Same result as conv up to
+     * rounding. NULL where it does not pay (only the AVX-512 path has
+     * vectorised transforms). */
+    void (*wino)(const chex_conv_args *a, const float *u, float *scratch, size_t scratch_floats,
+                 int nthreads);
 } chex_kernels;
+
+/* u (16, m, c): U_e = (G g G^T)_e of each 3x3 filter g of w (m, c, 3, 3), each
+ * e-slice packed by chex_pack_weights (m a multiple of 8). */
+void chex_winograd_weights(float *u, const float *w, int m, int c);
+size_t chex_winograd_scratch_floats(int c, int m);
 
 /* Weights (m, k) row-major (PyTorch layout, m a multiple of 8) to the
  * layout the micro-kernels read: 8-row panels, k-major inside a panel, so

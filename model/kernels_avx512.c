@@ -79,6 +79,86 @@ static void kt_micro_direct(int k, const float *a, const float *base, const int 
     micro_body(k, a, base, boff, c, ldc, nc, ps, pt, relu);
 }
 
+/* Winograd F(2x2,3x3) transforms of up to 16 consecutive tiles of one tile
+ * row, 16 lanes = 16 tiles. Input: tile q's 4x4 patch starts at r + 2q (rows
+ * row apart); writes v[e*vs + q]. Stride-2 columns come out of two loads by
+ * permutes; loads are masked to the 2*len+2 floats the tiles cover. */
+#define KT_HAVE_WINO 1
+static inline __mmask16 first_n(int n)
+{
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+static void kt_wino_in(const float *r, long row, int len, float *v, long vs)
+{
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const int need = 2 * len + 2;
+    const __mmask16 a0 = first_n(need), b0 = first_n(need - 16), a2 = first_n(need - 2),
+                    b2 = first_n(need - 18);
+    __m512 d[4][4];
+    for (int i = 0; i < 4; i++) {
+        const float *ri = r + i * row;
+        const __m512 A = _mm512_maskz_loadu_ps(a0, ri), B = _mm512_maskz_loadu_ps(b0, ri + 16);
+        const __m512 A2 = _mm512_maskz_loadu_ps(a2, ri + 2),
+                     B2 = _mm512_maskz_loadu_ps(b2, ri + 18);
+        d[i][0] = _mm512_permutex2var_ps(A, ie, B);
+        d[i][1] = _mm512_permutex2var_ps(A, io, B);
+        d[i][2] = _mm512_permutex2var_ps(A2, ie, B2);
+        d[i][3] = _mm512_permutex2var_ps(A2, io, B2);
+    }
+    const __mmask16 mk = first_n(len);
+    for (int i = 0; i < 4; i++) {
+        /* row i of B^T d, then times B */
+        __m512 t0, t1, t2, t3;
+        if (i == 0) {
+            t0 = _mm512_sub_ps(d[0][0], d[2][0]), t1 = _mm512_sub_ps(d[0][1], d[2][1]),
+            t2 = _mm512_sub_ps(d[0][2], d[2][2]), t3 = _mm512_sub_ps(d[0][3], d[2][3]);
+        } else if (i == 1) {
+            t0 = _mm512_add_ps(d[1][0], d[2][0]), t1 = _mm512_add_ps(d[1][1], d[2][1]),
+            t2 = _mm512_add_ps(d[1][2], d[2][2]), t3 = _mm512_add_ps(d[1][3], d[2][3]);
+        } else if (i == 2) {
+            t0 = _mm512_sub_ps(d[2][0], d[1][0]), t1 = _mm512_sub_ps(d[2][1], d[1][1]),
+            t2 = _mm512_sub_ps(d[2][2], d[1][2]), t3 = _mm512_sub_ps(d[2][3], d[1][3]);
+        } else {
+            t0 = _mm512_sub_ps(d[1][0], d[3][0]), t1 = _mm512_sub_ps(d[1][1], d[3][1]),
+            t2 = _mm512_sub_ps(d[1][2], d[3][2]), t3 = _mm512_sub_ps(d[1][3], d[3][3]);
+        }
+        float *vi = v + (long)(i * 4) * vs;
+        _mm512_mask_storeu_ps(vi, mk, _mm512_sub_ps(t0, t2));
+        _mm512_mask_storeu_ps(vi + vs, mk, _mm512_add_ps(t1, t2));
+        _mm512_mask_storeu_ps(vi + 2 * vs, mk, _mm512_sub_ps(t2, t1));
+        _mm512_mask_storeu_ps(vi + 3 * vs, mk, _mm512_sub_ps(t1, t3));
+    }
+}
+
+/* Output: M of tile q at mj[e*ms + q]; writes the 2x2 outputs at y + 2q and
+ * y + ow + 2q. */
+static void kt_wino_out(const float *mj, long ms, int len, float *y, long ow)
+{
+    const __mmask16 mk = first_n(len);
+    __m512 mm[16];
+    for (int e = 0; e < 16; e++)
+        mm[e] = _mm512_maskz_loadu_ps(mk, mj + e * ms);
+    __m512 s0[4], s1[4];
+    for (int k = 0; k < 4; k++) {
+        s0[k] = _mm512_add_ps(_mm512_add_ps(mm[k], mm[4 + k]), mm[8 + k]);
+        s1[k] = _mm512_sub_ps(_mm512_sub_ps(mm[4 + k], mm[8 + k]), mm[12 + k]);
+    }
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __mmask16 m0 = first_n(2 * len), m1 = first_n(2 * len - 16);
+    for (int i = 0; i < 2; i++) {
+        const __m512 *si = i ? s1 : s0;
+        const __m512 y0 = _mm512_add_ps(_mm512_add_ps(si[0], si[1]), si[2]);
+        const __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(si[1], si[2]), si[3]);
+        float *yi = y + i * ow;
+        _mm512_mask_storeu_ps(yi, m0, _mm512_permutex2var_ps(y0, lo, y1));
+        _mm512_mask_storeu_ps(yi + 16, m1, _mm512_permutex2var_ps(y0, hi, y1));
+    }
+}
+
 #include "model/kernels_tmpl.h"
 
-const chex_kernels chex_kernels_avx512 = {"avx512", KT_NR, avx512_conv};
+const chex_kernels chex_kernels_avx512 = {"avx512", KT_NR, avx512_conv, avx512_wino};

@@ -299,3 +299,85 @@ static void KT_FN(conv)(const chex_conv_args *a, float *scratch, size_t scratch_
             KT_FN(task)(&x, task, bp, &last);
     }
 }
+
+#ifdef KT_HAVE_WINO
+/* Winograd F(2x2, 3x3) (Lavin & Gray) for the padded 3x3 convs with even h
+ * and w: per 2x2 output tile, V = B^T d B of the 4x4 input patch, M_e =
+ * U_e * V_e for the 16 positions e (GEMMs on the micro-kernel, U from
+ * chex_winograd_weights), Y = A^T M A. 2.25x fewer multiplies than direct.
+ * One task = one panel of KT_NR tiles; its V (16 x c x KT_NR, written straight
+ * in packed-panel layout) and M (16 x m x KT_NR) stay in the thread's scratch.
+ * post_scale / post_shift / post_relu are not supported (the dense blocks'
+ * 3x3 conv has none). */
+static void KT_FN(wino_task)(const chex_conv_args *a, const float *u, long p, long ncols,
+                             float *scratch)
+{
+    const int c = a->c, m = a->m, tw = a->ow / 2, th = a->oh / 2;
+    const long per = (long)th * tw, row = a->src_row, plane = a->src_plane;
+    const long ohw = (long)a->oh * a->ow, ow = a->ow;
+    float *vb = scratch, *mb = scratch + (size_t)16 * c * KT_NR;
+    const long vs = (long)c * KT_NR, ms = (long)m * KT_NR; /* stride between e slices */
+    /* Runs of consecutive tiles of one tile row: vector loops over each. */
+    int nseg = 0, sj[KT_NR], slen[KT_NR];
+    long soff[KT_NR], sdof[KT_NR];
+    const long t0 = p * KT_NR, t1 = t0 + KT_NR < ncols ? t0 + KT_NR : ncols;
+    for (long t = t0; t < t1;) {
+        const long img = t / per, tl = t % per, ty = tl / tw, tx = tl % tw;
+        long len = tw - tx < t1 - t ? tw - tx : t1 - t;
+        sj[nseg] = (int)(t - t0);
+        slen[nseg] = (int)len;
+        soff[nseg] = img * a->src_img_stride + 2 * ty * row + 2 * tx;
+        sdof[nseg] = img * a->dst_img_stride + 2 * ty * ow + 2 * tx;
+        nseg++;
+        t += len;
+    }
+    const int valid = (int)(t1 - t0);
+    for (int ch = 0; ch < c; ch++) {
+        const float *base = a->src + ch * plane;
+        float *vc = vb + (long)ch * KT_NR;
+        for (int sg = 0; sg < nseg; sg++) {
+            for (int q = 0; q < slen[sg]; q += 16)
+                kt_wino_in(base + soff[sg] + 2 * q, row,
+                           slen[sg] - q < 16 ? slen[sg] - q : 16, vc + sj[sg] + q, vs);
+        }
+        for (int e = 0; e < 16; e++)
+            for (int j = valid; j < KT_NR; j++)
+                vc[e * vs + j] = 0.0f;
+    }
+    for (int e = 0; e < 16; e++)
+        for (int m0 = 0; m0 < m; m0 += KT_MR)
+            kt_micro(c, u + (long)e * m * c + (long)(m0 / 8) * 8 * c + m0 % 8,
+                     vb + (long)e * c * KT_NR, mb + ((long)e * m + m0) * KT_NR, KT_NR, KT_NR,
+                     NULL, NULL, 0);
+    for (int o = 0; o < m; o++) {
+        float *dst = a->dst + (long)o * ohw;
+        const float *mo = mb + (long)o * KT_NR;
+        for (int sg = 0; sg < nseg; sg++) {
+            for (int q = 0; q < slen[sg]; q += 16)
+                kt_wino_out(mo + sj[sg] + q, ms, slen[sg] - q < 16 ? slen[sg] - q : 16,
+                            dst + sdof[sg] + 2 * q, ow);
+        }
+    }
+}
+
+static void KT_FN(wino)(const chex_conv_args *a, const float *u, float *scratch,
+                        size_t scratch_floats, int nthreads)
+{
+    const long ncols = (long)a->n * (a->oh / 2) * (a->ow / 2);
+    const long panels = (ncols + KT_NR - 1) / KT_NR;
+    if (nthreads > panels)
+        nthreads = (int)panels;
+    if (nthreads <= 1) {
+        for (long p = 0; p < panels; p++)
+            KT_FN(wino_task)(a, u, p, ncols, scratch);
+        return;
+    }
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *sc = scratch + (size_t)omp_get_thread_num() * scratch_floats;
+#pragma omp for schedule(dynamic, 1)
+        for (long p = 0; p < panels; p++)
+            KT_FN(wino_task)(a, u, p, ncols, sc);
+    }
+}
+#endif

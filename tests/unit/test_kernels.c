@@ -220,6 +220,67 @@ static void padded3x3_case(int n, int c, int h, int w, int m)
     free(x), free(wt), free(pad), free(ref);
 }
 
+/* Winograd F(2x2,3x3) (ISAs that have it) against the naive 3x3 conv. */
+static void wino_case(int n, int c, int h, int w, int m)
+{
+    const long row = w + 2, plane = (long)(h + 2) * row;
+    float *x = rnd((size_t)n * c * h * w), *wt = rnd((size_t)m * c * 9);
+    float *pad = calloc((size_t)n * c * plane + 64, sizeof(float));
+    float *ref = malloc(sizeof(float) * n * m * h * w), *u = malloc(sizeof(float) * 16 * m * c);
+    float *dst = malloc(sizeof(float) * n * (m + 8) * h * w);
+    size_t sf = chex_winograd_scratch_floats(c, m);
+    float *scratch = aligned_alloc(64, sf * 3 * sizeof(float));
+    assert_true(pad && ref && u && dst && scratch);
+    for (long pl = 0; pl < (long)n * c; pl++)
+        for (int y = 0; y < h; y++)
+            memcpy(pad + pl * plane + (y + 1) * row + 1, x + (pl * h + y) * w, sizeof(float) * w);
+    conv2d_forward_naive(ref, x, wt, NULL, n, c, h, w, m, 3, 3, 1, 1);
+    chex_winograd_weights(u, wt, m, c);
+    const long ohw = (long)h * w;
+    int ran = 0;
+    for (size_t i = 0; i < sizeof(ISAS) / sizeof(ISAS[0]); i++) {
+        const chex_kernels *kr = chex_kernels_by_name(ISAS[i]);
+        if (!kr || !kr->wino)
+            continue;
+        ran++;
+        for (int t = 1; t <= 3; t++) {
+            for (long j = 0; j < (long)n * (m + 8) * ohw; j++)
+                dst[j] = 12345.0f;
+            chex_conv_args a = {.kind = CHEX_PACK_CONV3X3_PADDED, .n = n, .src = pad,
+                                .src_img_stride = c * plane, .src_plane = plane, .src_row = row,
+                                .c = c, .h = h, .w = w, .kh = 3, .kw = 3, .stride = 1, .pad = 1,
+                                .oh = h, .ow = w, .m = m, .dst = dst + 4 * ohw,
+                                .dst_img_stride = (m + 8) * ohw};
+            kr->wino(&a, u, scratch, sf, t);
+            for (int img = 0; img < n; img++)
+                for (int o = 0; o < m + 8; o++)
+                    for (long p = 0; p < ohw; p++) {
+                        float got = dst[((long)img * (m + 8) + o) * ohw + p];
+                        if (o < 4 || o >= m + 4) {
+                            assert_true(got == 12345.0f);
+                            continue;
+                        }
+                        float want = ref[((long)img * m + o - 4) * ohw + p];
+                        if (fabsf(got - want) > 1e-4f * (1.0f + fabsf(want)))
+                            fail_msg("%s t%d: img %d ch %d px %ld: %g != %g", kr->name, t, img,
+                                     o - 4, p, got, want);
+                    }
+        }
+    }
+    if (chex_kernels_by_name("avx512")) /* the ISA that has it */
+        assert_true(ran >= 1);
+    free(x), free(wt), free(pad), free(ref), free(u), free(dst), free(scratch);
+}
+
+static void test_winograd(void **state)
+{
+    (void)state;
+    wino_case(1, 128, 56, 56, 32); /* block 1: tile rows of 28, panels straddle rows */
+    wino_case(3, 16, 6, 10, 8);    /* panels straddle images, short rows */
+    wino_case(2, 8, 28, 28, 16);
+    wino_case(1, 4, 2, 2, 8);      /* one tile */
+}
+
 static void test_conv3x3_padded(void **state)
 {
     (void)state;
@@ -368,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_conv_stem),   cmocka_unit_test(test_bnrelu_1x1),
         cmocka_unit_test(test_bnrelu_pool), cmocka_unit_test(test_conv3x3_padded),
         cmocka_unit_test(test_padded_destination), cmocka_unit_test(test_stem_shifted),
+        cmocka_unit_test(test_winograd),
         cmocka_unit_test(test_isa_choice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
