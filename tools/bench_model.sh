@@ -27,32 +27,40 @@ skipped() { case " $SKIP " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # --- tools: FMA peak loop, stage-split driver, ONNX model, ORT ---
 cat > "$W/fma_peak.c" <<'EOF'
-/* fp32 FMA peak of T threads: 12 independent FMA chains per thread. */
+/* fp32 FMA peak of T threads: 12 independent FMA chains per thread, each in
+ * its own register (an array would be spilled and measure store forwarding). */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdio.h>
 #include <string.h>
+#define CHAINS(T, FMA, SET)                                                              \
+    volatile float seed = 0.5f;                                                          \
+    T a0 = SET(seed), a1 = SET(seed * 2), a2 = SET(seed * 3), a3 = SET(seed * 4),        \
+      a4 = SET(seed * 5), a5 = SET(seed * 6), a6 = SET(seed * 7), a7 = SET(seed * 8),    \
+      a8 = SET(seed * 9), a9 = SET(seed * 10), a10 = SET(seed * 11), a11 = SET(seed * 12); \
+    const T b = SET(0.999f), c = SET(0.001f);                                            \
+    for (long i = 0; i < it; i++) {                                                      \
+        a0 = FMA(a0, b, c), a1 = FMA(a1, b, c), a2 = FMA(a2, b, c), a3 = FMA(a3, b, c);  \
+        a4 = FMA(a4, b, c), a5 = FMA(a5, b, c), a6 = FMA(a6, b, c), a7 = FMA(a7, b, c);  \
+        a8 = FMA(a8, b, c), a9 = FMA(a9, b, c), a10 = FMA(a10, b, c), a11 = FMA(a11, b, c); \
+    }
 __attribute__((target("avx512f"))) static double run512(long it)
 {
-    volatile float seed = 0.5f;
-    __m512 a[12], b = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(0.001f);
-    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps(seed * (float)(i + 1));
-    for (long i = 0; i < it; i++)
-        for (int j = 0; j < 12; j++) a[j] = _mm512_fmadd_ps(a[j], b, c);
-    float s = 0;
-    for (int i = 0; i < 12; i++) s += _mm512_reduce_add_ps(a[i]);
-    return s;
+    CHAINS(__m512, _mm512_fmadd_ps, _mm512_set1_ps)
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                             _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
+    return _mm512_reduce_add_ps(s);
 }
 __attribute__((target("avx2,fma"))) static double run256(long it)
 {
-    volatile float seed = 0.5f;
-    __m256 a[12], b = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(0.001f);
-    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps(seed * (float)(i + 1));
-    for (long i = 0; i < it; i++)
-        for (int j = 0; j < 12; j++) a[j] = _mm256_fmadd_ps(a[j], b, c);
-    float t[8], s = 0;
-    for (int i = 0; i < 12; i++) { _mm256_storeu_ps(t, a[i]); s += t[0]; }
-    return s;
+    CHAINS(__m256, _mm256_fmadd_ps, _mm256_set1_ps)
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
+    float t[8];
+    _mm256_storeu_ps(t, s);
+    return t[0];
 }
 int main(int argc, char **argv)
 {

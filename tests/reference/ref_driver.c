@@ -95,7 +95,8 @@ int main(int argc, char **argv)
     FILE *f = fopen(argv[2], "rb");
     int rc = 1;
     chex_model_ws *ws = NULL;
-    if (!in || !logits || !probs || !f || n < 1 || fread(in, sizeof(float) * per, n, f) != (size_t)n) {
+    if (!in || !logits || !probs || !f || n < 1 ||
+        fread(in, sizeof(float) * per, n, f) != (size_t)n) {
         fprintf(stderr, "ref_driver: cannot read %d images from %s\n", n, argv[2]);
         goto out;
     }
@@ -155,7 +156,8 @@ int main(int argc, char **argv)
             goto out;
     }
     printf("{\"isa\":\"%s\",\"threads\":%d,\"labels\":%d,\"channels\":%d,\"size\":%d,"
-           "\"sha256\":\"%s\",\"gflop\":%.4f,\"ms\":%.2f,\"cpu_ms\":%.2f,\"runs\":%d,\"stage_ms\":{",
+           "\"sha256\":\"%s\",\"gflop\":%.4f,\"ms\":%.2f,\"cpu_ms\":%.2f,\"runs\":%d,"
+           "\"stage_ms\":{",
            reference ? "naive" : chex_model_isa(), omp_get_max_threads(), info->num_labels,
            info->input_channels, info->input_size, info->sha256,
            chex_model_flops_per_image(m) / 1e9, ms, cpu, runs);
