@@ -813,25 +813,36 @@ static void zero_border(float *p, long planes, int hw)
 static void maxpool_into(float *dst, const float *src, int c, int h, int w, int oh, int ow,
                          int nt)
 {
+    /* 3x3, stride 2, pad 1: the max of the (up to) 3 rows first, as whole
+     * vector rows, then of 3 neighbours in that row; padding never wins. */
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int ci = 0; ci < c; ci++) {
+        float vm[2 * 512 + 4]; /* w <= 2 * 512: input_size <= 1024 */
         const float *x = src + (long)ci * h * w;
         float *y = dst + (long)ci * oh * ow;
-        for (int oy = 0; oy < oh; oy++)
-            for (int ox = 0; ox < ow; ox++) {
-                float best = -INFINITY;
-                for (int ky = 0; ky < 3; ky++) {
-                    int iy = 2 * oy - 1 + ky;
-                    if (iy < 0 || iy >= h)
-                        continue;
-                    for (int kx = 0; kx < 3; kx++) {
-                        int ix = 2 * ox - 1 + kx;
-                        if (ix >= 0 && ix < w && x[iy * w + ix] > best)
-                            best = x[iy * w + ix];
-                    }
-                }
-                y[oy * ow + ox] = best;
+        for (int oy = 0; oy < oh; oy++) {
+            const int y0 = 2 * oy - 1 < 0 ? 0 : 2 * oy - 1;
+            const int y1 = 2 * oy + 1 < h ? 2 * oy + 1 : h - 1;
+            const float *r = x + (long)y0 * w;
+            for (int i = 0; i < w; i++)
+                vm[i + 1] = r[i];
+            for (int yy = y0 + 1; yy <= y1; yy++) {
+                r = x + (long)yy * w;
+#pragma omp simd
+                for (int i = 0; i < w; i++)
+                    vm[i + 1] = vm[i + 1] > r[i] ? vm[i + 1] : r[i];
             }
+            vm[0] = -INFINITY;
+            for (int i = w + 1; i < 2 * ow + 2; i++)
+                vm[i] = -INFINITY;
+            float *yo = y + (long)oy * ow;
+#pragma omp simd
+            for (int ox = 0; ox < ow; ox++) {
+                float a = vm[2 * ox], b = vm[2 * ox + 1], d = vm[2 * ox + 2];
+                a = a > b ? a : b;
+                yo[ox] = a > d ? a : d;
+            }
+        }
     }
 }
 
