@@ -84,6 +84,7 @@ struct chex_model {
 struct chex_model_ws {
     const chex_model *m;
     int max_batch, last_n, nthreads;
+    int nstem;           /* stem / phase areas: one per image-parallel thread */
     float *mem;
     float *blk[NBLOCKS]; /* (n, ct[b], hw[b], hw[b]) */
     float *tmp;          /* per thread: stem conv output of one image (64, stem_hw^2) */
@@ -748,9 +749,14 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
     /* Every image keeps the room of the largest (first block) geometry. */
     size_t bott_max = n * BOTTLENECK * (size_t)(m->hw[0] + 2) * (m->hw[0] + 2);
     size_t bott = al16(bott_max + 64); /* + slack the padded 3x3 packing may read */
-    size_t tmp = al16(stem) * (size_t)ws->nthreads + bott; /* one stem image per thread */
+    /* Image-parallel teams have at most min(threads, max_batch, 64) threads
+     * (a thread per image at least), each with its own stem areas. */
+    ws->nstem = ws->nthreads < max_batch ? ws->nthreads : max_batch;
+    if (ws->nstem > 64)
+        ws->nstem = 64;
+    size_t tmp = al16(stem) * (size_t)ws->nstem + bott;
     ws->phase_floats = al16((size_t)m->cin * 4 * m->ph * m->ph + 128); /* + read slack */
-    tmp += ws->phase_floats * (size_t)ws->nthreads;
+    tmp += ws->phase_floats * (size_t)ws->nstem;
     size_t feat = al16(n * FINAL_FEATURES * m->hw[3] * m->hw[3]);
     size_t pooled = al16(n * FINAL_FEATURES), logits = al16(n * m->ncls);
     size_t scratch = ws->scratch_floats * (size_t)ws->nthreads;
@@ -766,9 +772,9 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
         p += blk[b];
     }
     ws->tmp = p;
-    ws->bott = p + al16(stem) * (size_t)ws->nthreads;
+    ws->bott = p + al16(stem) * (size_t)ws->nstem;
     ws->phase = ws->bott + bott;
-    memset(ws->phase, 0, ws->phase_floats * (size_t)ws->nthreads * sizeof(float));
+    memset(ws->phase, 0, ws->phase_floats * (size_t)ws->nstem * sizeof(float));
     memset(ws->bott, 0, bott * sizeof(float));
     p += tmp;
     ws->feat = p;
@@ -1011,7 +1017,8 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
     const int par = nt > 1 ? n / nt * nt : 0;
     if (par) {
         double tms[64][CHEX_MODEL_NSTAGES];
-        const int teams = nt < 64 ? nt : 64, share = par / teams;
+        /* n >= nt here, so teams <= max_batch and <= nthreads: <= nstem. */
+        const int teams = nt < ws->nstem ? nt : ws->nstem, share = par / teams;
 #pragma omp parallel num_threads(teams)
         {
             const int tid = omp_get_thread_num();
