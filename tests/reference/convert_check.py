@@ -142,6 +142,23 @@ def main():
     mb, _ = chexref.torch_model(out)
     check("pickled model bf16", mb, out, 3, {})
 
+    # Another input size (metadata input_size 200: odd 25x25 second block, so
+    # the direct 3x3 path there, Winograd in the first), every ISA, 2 threads.
+    out = os.path.join(a.work, "tv200.safetensors")
+    convert(os.path.join(a.work, "tv.pth"), out, "--preset", "torchvision", "--labels", "A,B,C",
+            "--input-size", "200")
+    x = torch.randn(3, 3, 200, 200, generator=torch.Generator().manual_seed(200)).numpy()
+    m = random_densenet(3, 3, 3)
+    pt = torch_probs(m, x)
+    isas = os.popen(f"{a.driver} --isas").read().split()
+    for isa in isas:
+        _, pc, _, info = chexref.run_c(a.driver, out, x, a.work, "tv200-" + isa, threads=2,
+                                       isa=isa, stages=False)
+        d = float(np.abs(pc - pt).max())
+        print(f"{'input_size 200 ' + isa:28s} max |p_C - p_torch| = {d:.3g}")
+        if d > PROB_TOL or info["size"] != 200:
+            failures.append(f"input_size 200 on {isa}: probabilities differ by {d:.3g}")
+
     # A labels count that disagrees with the classifier is refused.
     r = subprocess.run([sys.executable, TOOL, "--labels", "A,B", src,
                         os.path.join(a.work, "bad.safetensors")], capture_output=True, text=True)
