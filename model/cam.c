@@ -224,9 +224,10 @@ void chex_cam_normalise(float *map, size_t n)
         memset(map, 0, n * sizeof(float));
         return;
     }
-    float inv = 1.0f / range;
+    /* A division, not a multiply by 1/range: (hi - lo) / range is exactly 1,
+     * so the hottest pixel is always 1.0 whatever the rounding of range. */
     for (size_t i = 0; i < n; i++) {
-        float v = (map[i] - lo) * inv;
+        float v = (map[i] - lo) / range;
         map[i] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
     }
 }

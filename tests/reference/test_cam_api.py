@@ -80,12 +80,24 @@ def inferno():
     return np.floor(np.array(_inferno_data, dtype=np.float64) * 255 + 0.5)
 
 
-def expected_overlay(image, m):
+def overlay_diff(got, image, m):
+    """Largest distance of the overlay from the documented blend. The map the
+    test computes (driver) and the daemon's differ by float rounding (~1e-6),
+    which can move a pixel across a colour-table step, so each pixel is
+    compared with the blend at its table index and the two neighbours (the
+    same +-1 quantisation step the gray map checks allow)."""
     g = np.asarray(Image.open(io.BytesIO(data(image))).convert("L"), dtype=np.float64) / 255.0
     v = np.clip(m.astype(np.float64), 0, 1)
     idx = np.floor(v * 255 + 0.5).astype(int)
     a = (0.2 + 0.45 * v)[..., None]
-    return g[..., None] * 255 * (1 - a) + a * inferno()[idx]
+    tab = inferno()
+    got = np.asarray(got, dtype=np.float64)
+    best = None
+    for step in (-1, 0, 1):
+        want = g[..., None] * 255 * (1 - a) + a * tab[np.clip(idx + step, 0, 255)]
+        d = np.abs(got - want).max(axis=-1)
+        best = d if best is None else np.minimum(best, d)
+    return float(best.max())
 
 
 def gray_diff(png_bytes, m):
@@ -138,8 +150,7 @@ def main():
                       {"Content-Type": ct})
     img = Image.open(io.BytesIO(b)) if s == 200 else None
     m = driver_map("00000001_000.png", card)
-    d = np.abs(np.asarray(img, dtype=np.float64) - expected_overlay("00000001_000.png", m)).max() \
-        if img else 1e9
+    d = overlay_diff(img, "00000001_000.png", m) if img else 1e9
     ok(s == 200 and h.get("content-type") == "image/png" and b[:8] == b"\x89PNG\r\n\x1a\n" and
        img.mode == "RGB" and img.size == (512, 512) and d <= 2,
        "explain?label=%s: image/png RGB overlay 512x512, max diff %.2f from the documented "
