@@ -464,14 +464,17 @@ static void bn_fold(bn_t *bn, float **cursor)
     }
 }
 
-/* Winograd F(2x2,3x3) for a dense layer's 3x3 conv (where the ISA has it):
- * only with even sides (a 2x2 tile must not hang over the edge) of at least
- * 28 (on 14x14 the transforms' short tile rows ate the gain; measured), and
- * not if CHEXD_WINOGRAD=0 at load (direct path everywhere, to compare). */
+/* Winograd F(2x2,3x3) for a dense layer's 3x3 conv (where the ISA has it),
+ * opt-in with CHEXD_WINOGRAD=1 at load: ~9 % faster per image, within ~5e-6
+ * of PyTorch like the direct path, but its last-bit differences still flip
+ * model/cam.c's min-max normalisation (x * (1/range) can give 0.99999994 for
+ * the maximum), which test_cam requires to be exactly 1. Only with even sides
+ * (a 2x2 tile must not hang over the edge) of at least 28 (on 14x14 the
+ * transforms' short tile rows ate the gain; measured). */
 static int use_winograd(const chex_model *m, int layer)
 {
     const char *env = getenv("CHEXD_WINOGRAD");
-    if (env && !strcmp(env, "0"))
+    if (!env || strcmp(env, "1"))
         return 0;
     int b = 0;
     while (b + 1 < NBLOCKS && layer >= m->first_layer[b + 1])

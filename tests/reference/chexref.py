@@ -108,7 +108,7 @@ def torch_forward(model, x):
 
 
 def run_c(driver, model_path, x, workdir, tag, threads=1, isa=None, stages=True,
-          reference=False):
+          reference=False, extra_env=None):
     """Runs ref_driver; -> (logits, probs, {stage: ndarray}, info dict)."""
     inp = os.path.join(workdir, tag + ".in.f32")
     np.ascontiguousarray(x, dtype=np.float32).tofile(inp)
@@ -122,6 +122,8 @@ def run_c(driver, model_path, x, workdir, tag, threads=1, isa=None, stages=True,
         cmd.append("--reference")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     env.pop("CHEXD_ISA", None)
+    env.pop("CHEXD_WINOGRAD", None)
+    env.update(extra_env or {})
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     info = json.loads(out.stdout.strip().splitlines()[-1])
     n = x.shape[0]
