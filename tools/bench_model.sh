@@ -4,7 +4,8 @@
 # Figures, never pass/fail. Results go to stdout and into docs/PERFORMANCE.md
 # (between the bench markers).
 #
-#   chexd  bin/chex bench (in-process timing, 3 warm-ups then BENCH_RUNS runs)
+#   chexd  bin/chex bench (in-process timing, 3 warm-ups then BENCH_RUNS runs);
+#          chexd-wino: the same with CHEXD_WINOGRAD=1 (opt-in Winograd 3x3 path)
 #   torch  Debian python3-torch 1.13: eager, and jit.trace+optimize_for_inference
 #   ort    npm onnxruntime-node (installed under $BUILD/ort with --ignore-scripts),
 #          model exported by tools/export_onnx.py, all graph optimisations
@@ -12,7 +13,7 @@
 # rounds (chexd, ort, torch, chexd, ...) and each figure is the median of the
 # round medians. The fp32 FMA peak is measured by a small loop in the same run.
 # Environment: BENCH_THREADS (default: number of CPUs), BENCH_RUNS (per round,
-# default 10), BENCH_ROUNDS (default 3), BENCH_SKIP (e.g. "torch-jit ort").
+# default 10), BENCH_ROUNDS (default 3), BENCH_SKIP (e.g. "torch-jit ort chexd-wino").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${BUILD:=build}" "${BIN:=bin}" "${MODELS:=models}" "${PY:=/usr/bin/python3}"
@@ -154,6 +155,7 @@ EOF
 # --- alternating rounds ---
 : > "$W/results.jsonl"
 peers="chexd"
+skipped chexd-wino || peers="$peers chexd-wino"
 skipped ort || peers="$peers ort"
 skipped torch || peers="$peers torch"
 skipped torch-jit || peers="$peers torch-jit"
@@ -162,6 +164,8 @@ for b in 1 8; do
     for p in $peers; do
       case $p in
         chexd) out=$("$BIN/chex" bench --model "$MODEL" --batch "$b" --runs "$RUNS" --threads "$T") ;;
+        chexd-wino) out=$(CHEXD_WINOGRAD=1 "$BIN/chex" bench --model "$MODEL" --batch "$b" \
+          --runs "$RUNS" --threads "$T") ;;
         ort) out=$(cd "$W/ort" && node ../ort_bench.js ../model.onnx ../input8.f32 "$b" "$RUNS" "$T") ;;
         torch) out=$("$PY" "$W/torch_bench.py" "$MODEL" "$W/input8.f32" "$b" "$RUNS" "$T" eager) ;;
         torch-jit) out=$("$PY" "$W/torch_bench.py" "$MODEL" "$W/input8.f32" "$b" "$RUNS" "$T" jit) ;;
@@ -191,7 +195,7 @@ def agg(peer, b):
     return {"median_ms": statistics.median(r["median_ms"] for r in rs),
             "p90_ms": statistics.median(r["p90_ms"] for r in rs),
             "rss": max(r["peak_rss_mb"] for r in rs), "rounds": len(rs)}
-peers = [p for p in ("chexd", "ort", "torch", "torch-jit") if agg(p, 1)]
+peers = [p for p in ("chexd", "chexd-wino", "ort", "torch", "torch-jit") if agg(p, 1)]
 cpu = "unknown CPU"
 for line in open("/proc/cpuinfo"):
     if line.startswith("model name"):
