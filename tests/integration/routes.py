@@ -4,6 +4,7 @@ second instance; see test_routes.sh)."""
 import http.client
 import json
 import sys
+import time
 
 from chexclient import (check_answer, check_error, multipart, png_gray, predict, read, request)
 
@@ -217,9 +218,17 @@ conn.close()
 ok("keep-alive connection: 5 requests in a row")
 
 # --- metrics
-s, h, b = request(port, "GET", "/metrics")
-assert s == 200 and h["content-type"].startswith("text/plain"), (s, h)
-text = b.decode()
+# The previous request's completion callback may run just after its client
+# has read the answer, so the in-flight gauge is read until it settles (this
+# scrape itself is the one request in flight).
+settle = time.time() + 5
+while True:
+    s, h, b = request(port, "GET", "/metrics")
+    assert s == 200 and h["content-type"].startswith("text/plain"), (s, h)
+    text = b.decode()
+    if "chexd_in_flight_requests 1\n" in text or time.time() > settle:
+        break
+    time.sleep(0.05)
 for needle in ('chexd_requests_total{route="/v1/predict",status="200"}',
                'chexd_requests_total{route="/v1/predict",status="400"}',
                'chexd_requests_total{route="/v1/predict",status="413"}',
