@@ -593,7 +593,7 @@ static chex_config_err load_file(chex_config *cfg, const char *path, const char 
 /* Variables named CHEXD_* that are not keys but are read elsewhere. */
 static int env_extra(const char *name, size_t len)
 {
-    static const char *const extras[] = {"CHEXD_CONFIG", "CHEXD_ISA"};
+    static const char *const extras[] = {"CHEXD_CONFIG", "CHEXD_ISA", "CHEXD_WINOGRAD"};
     for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++)
         if (strlen(extras[i]) == len && memcmp(extras[i], name, len) == 0)
             return 1;
@@ -852,7 +852,8 @@ void chex_config_usage(const char *prog, FILE *out)
     }
     fprintf(out,
             "\n"
-            "Also read: CHEXD_ISA=avx512|avx2|generic forces the inference code path.\n"
+            "Also read: CHEXD_ISA=avx512|avx2|generic forces the inference code path;\n"
+            "CHEXD_WINOGRAD=0 turns off the Winograd 3x3 convolutions (AVX-512).\n"
             "Exit status 2 on a configuration error, with one line naming the key and source.\n");
 }
 

@@ -474,7 +474,7 @@ static void bn_fold(bn_t *bn, float **cursor)
 static int use_winograd(const chex_model *m, int layer)
 {
     const char *env = getenv("CHEXD_WINOGRAD");
-    if (!env || strcmp(env, "1"))
+    if (env && strcmp(env, "0") == 0)
         return 0;
     int b = 0;
     while (b + 1 < NBLOCKS && layer >= m->first_layer[b + 1])

@@ -5,7 +5,7 @@
 # (between the bench markers).
 #
 #   chexd  bin/chex bench (in-process timing, 3 warm-ups then BENCH_RUNS runs);
-#          chexd-wino: the same with CHEXD_WINOGRAD=1 (opt-in Winograd 3x3 path)
+#          chexd-direct: the same with CHEXD_WINOGRAD=0 (no Winograd 3x3 path)
 #   torch  Debian python3-torch 1.13: eager, and jit.trace+optimize_for_inference
 #   ort    npm onnxruntime-node (installed under $BUILD/ort with --ignore-scripts),
 #          model exported by tools/export_onnx.py, all graph optimisations
@@ -13,7 +13,7 @@
 # rounds (chexd, ort, torch, chexd, ...) and each figure is the median of the
 # round medians. The fp32 FMA peak is measured by a small loop in the same run.
 # Environment: BENCH_THREADS (default: number of CPUs), BENCH_RUNS (per round,
-# default 10), BENCH_ROUNDS (default 3), BENCH_SKIP (e.g. "torch-jit ort chexd-wino").
+# default 10), BENCH_ROUNDS (default 3), BENCH_SKIP (e.g. "torch-jit ort chexd-direct").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${BUILD:=build}" "${BIN:=bin}" "${MODELS:=models}" "${PY:=/usr/bin/python3}"
@@ -155,7 +155,7 @@ EOF
 # --- alternating rounds ---
 : > "$W/results.jsonl"
 peers="chexd"
-skipped chexd-wino || peers="$peers chexd-wino"
+skipped chexd-direct || peers="$peers chexd-direct"
 skipped ort || peers="$peers ort"
 skipped torch || peers="$peers torch"
 skipped torch-jit || peers="$peers torch-jit"
@@ -164,7 +164,7 @@ for b in 1 8; do
     for p in $peers; do
       case $p in
         chexd) out=$("$BIN/chex" bench --model "$MODEL" --batch "$b" --runs "$RUNS" --threads "$T") ;;
-        chexd-wino) out=$(CHEXD_WINOGRAD=1 "$BIN/chex" bench --model "$MODEL" --batch "$b" \
+        chexd-direct) out=$(CHEXD_WINOGRAD=0 "$BIN/chex" bench --model "$MODEL" --batch "$b" \
           --runs "$RUNS" --threads "$T") ;;
         ort) out=$(cd "$W/ort" && node ../ort_bench.js ../model.onnx ../input8.f32 "$b" "$RUNS" "$T") ;;
         torch) out=$("$PY" "$W/torch_bench.py" "$MODEL" "$W/input8.f32" "$b" "$RUNS" "$T" eager) ;;
@@ -195,7 +195,7 @@ def agg(peer, b):
     return {"median_ms": statistics.median(r["median_ms"] for r in rs),
             "p90_ms": statistics.median(r["p90_ms"] for r in rs),
             "rss": max(r["peak_rss_mb"] for r in rs), "rounds": len(rs)}
-peers = [p for p in ("chexd", "chexd-wino", "ort", "torch", "torch-jit") if agg(p, 1)]
+peers = [p for p in ("chexd", "chexd-direct", "ort", "torch", "torch-jit") if agg(p, 1)]
 cpu = "unknown CPU"
 for line in open("/proc/cpuinfo"):
     if line.startswith("model name"):
