@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include "tests/unit/helpers/guard.h"
 
 #include "model/cam.h"
 #include "server/heatmap.h"
@@ -270,7 +271,8 @@ static void test_json(void **state)
 static void test_write_files(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/chex_cam_test_XXXXXX";
+    char dir[256];
+    assert_int_equal(chex_test_tmpl(dir, sizeof dir, "chex_cam_test_", NULL), 0);
     assert_non_null(mkdtemp(dir));
     float pix[4] = {0.1f, 0.2f, 0.3f, 0.4f}, map[4] = {0, 0.25f, 0.5f, 1};
     chex_pre_image img;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include "tests/unit/helpers/guard.h"
 
 #include "server/web.h"
 
@@ -76,7 +77,8 @@ static void test_get_embedded_and_root(void **state)
     chex_web_body_free(&b);
     assert_int_equal(chex_web_get("", "/nope", &b, msg, sizeof msg), 404);
 
-    char dir[] = "/tmp/chex_web_test_XXXXXX";
+    char dir[256];
+    assert_int_equal(chex_test_tmpl(dir, sizeof dir, "chex_web_test_", NULL), 0);
     assert_non_null(mkdtemp(dir));
     char path[512];
     snprintf(path, sizeof path, "%s/index.html", dir);

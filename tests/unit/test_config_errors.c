@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include "tests/unit/helpers/guard.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,7 @@ static const char *temp_file(fixture *fx, const char *text)
 {
     if (fx->path[0])
         unlink(fx->path);
-    snprintf(fx->path, sizeof fx->path, "/tmp/chex_cfg_err_XXXXXX");
+    assert_int_equal(chex_test_tmpl(fx->path, sizeof fx->path, "chex_cfg_err_", NULL), 0);
     int fd = mkstemp(fx->path);
     assert_true(fd >= 0);
     size_t len = strlen(text);
@@ -347,7 +348,7 @@ static void test_unreadable_file(void **state)
     char *f2[] = {"chexd", "--config=", NULL};
     expect(CHEX_CONFIG_ERR_FILE, f2, NOENV, "empty file name", NULL);
     /* a directory opens but cannot be read */
-    snprintf(fx->path, sizeof fx->path, "/tmp/chex_cfg_dir_XXXXXX");
+    assert_int_equal(chex_test_tmpl(fx->path, sizeof fx->path, "chex_cfg_dir_", NULL), 0);
     assert_non_null(mkdtemp(fx->path));
     fx->is_dir = 1;
     char *f3[] = {"chexd", "--config", fx->path, NULL};

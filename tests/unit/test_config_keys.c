@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include "tests/unit/helpers/guard.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -133,7 +134,8 @@ static void test_defaults_in_json(void **state)
 static void test_every_key_from_file(void **state)
 {
     (void)state;
-    char path[] = "/tmp/chex_cfg_keys_XXXXXX";
+    char path[512];
+    assert_int_equal(chex_test_tmpl(path, sizeof path, "chex_cfg_keys_", NULL), 0);
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     FILE *f = fdopen(fd, "w");

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include "tests/unit/helpers/guard.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -41,7 +42,7 @@ static int teardown(void **state)
 
 static const char *temp_file(fixture *fx, int slot, const char *text)
 {
-    snprintf(fx->path[slot], sizeof fx->path[slot], "/tmp/chex_cfg_out_XXXXXX");
+    assert_int_equal(chex_test_tmpl(fx->path[slot], sizeof fx->path[slot], "chex_cfg_out_", NULL), 0);
     int fd = mkstemp(fx->path[slot]);
     assert_true(fd >= 0);
     size_t len = strlen(text);

@@ -136,10 +136,9 @@ static void test_name_eq(void **state)
 /* Writes text to a fresh temp file (gzip-compressed when gz); returns its path. */
 static char *temp_file(const char *text, int gz)
 {
-    const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    char *path = malloc(strlen(tmp) + 32);
+    char *path = malloc(1024);
     assert_non_null(path);
-    sprintf(path, "%s/chex_eval_XXXXXX.csv%s", tmp, gz ? ".gz" : "");
+    assert_int_equal(chex_test_tmpl(path, 1024, "chex_eval_", gz ? ".csv.gz" : ".csv"), 0);
     int fd = mkstemps(path, gz ? 7 : 4);
     assert_true(fd >= 0);
     if (gz) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include "tests/unit/helpers/guard.h"
 
 #include "tools/eval/font.h"
 #include "tools/eval/plot.h"
@@ -128,9 +129,8 @@ static void test_render(void **state)
 static void test_png_file(void **state)
 {
     (void)state;
-    const char *tmpdir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/chex_plot_XXXXXX", tmpdir);
+    assert_int_equal(chex_test_tmpl(dir, sizeof dir, "chex_plot_", NULL), 0);
     assert_non_null(mkdtemp(dir));
     char path[600], tmp[610];
     snprintf(path, sizeof path, "%s/roc_Mass.png", dir);

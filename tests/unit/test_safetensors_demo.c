@@ -214,7 +214,7 @@ static void test_reproducible(void **state)
     (void)state;
     char tool[1024], out[1024];
     snprintf(tool, sizeof(tool), "%s/tools/make_demo_weights", env_or("BUILD", "build"));
-    snprintf(out, sizeof(out), "%s/chex_demo_XXXXXX", env_or("TMPDIR", "/tmp"));
+    assert_int_equal(chex_test_tmpl(out, sizeof(out), "chex_demo_", NULL), 0);
     int fd = mkstemp(out);
     assert_true(fd >= 0);
     close(fd);

@@ -29,8 +29,8 @@ static char dir[512];
 static int setup(void **state)
 {
     (void)state;
-    const char *t = getenv("TMPDIR");
-    snprintf(dir, sizeof(dir), "%s/chex_st_XXXXXX", t && *t ? t : "/tmp");
+    if (chex_test_tmpl(dir, sizeof(dir), "chex_st_", NULL) != 0)
+        return -1;
     return mkdtemp(dir) ? 0 : -1;
 }
 

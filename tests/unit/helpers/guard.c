@@ -35,6 +35,18 @@ void chex_guard_free(chex_guard_buf *g)
     g->base = NULL;
 }
 
+int chex_test_tmpl(char *buf, size_t n, const char *prefix, const char *suffix)
+{
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir)
+        dir = "/tmp";
+    char placeholder[7];
+    memset(placeholder, 'X', 6);
+    placeholder[6] = '\0';
+    int w = snprintf(buf, n, "%s/%s%s%s", dir, prefix, placeholder, suffix ? suffix : "");
+    return (w < 0 || (size_t)w >= n) ? -1 : 0;
+}
+
 uint8_t *chex_test_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
