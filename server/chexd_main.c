@@ -78,7 +78,7 @@ int main(int argc, char **argv)
     }
     chex_pipeline pipe;
     if (chex_pipeline_init(&pipe, model, &cfg, msg, sizeof msg) != 0) {
-        fprintf(stderr, "chexd: model %s: %s\n", cfg.model, msg);
+        fprintf(stderr, "chexd: %s (model %s)\n", msg, cfg.model);
         chex_model_free(model);
         close(fd);
         return 2;

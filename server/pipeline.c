@@ -18,6 +18,14 @@ int chex_pipeline_init(chex_pipeline *p, const chex_model *m, const chex_config 
                        size_t msglen)
 {
     memset(p, 0, sizeof *p);
+    /* The config accepts int8 for the planned quantised path; until its
+     * kernels exist, asking for it is an error, never a silent fp32. */
+    if (cfg->precision[0] && strcmp(cfg->precision, "fp32") != 0) {
+        snprintf(msg, msglen,
+                 "config: precision: \"%s\" is not available in this build (fp32 only)",
+                 cfg->precision);
+        return -1;
+    }
     p->model = m;
     p->info = chex_model_info_get(m);
     const chex_model_info *in = p->info;
