@@ -37,14 +37,19 @@ void chex_guard_free(chex_guard_buf *g)
 
 int chex_test_tmpl(char *buf, size_t n, const char *prefix, const char *suffix)
 {
-    const char *dir = getenv("TMPDIR");
-    if (!dir || !*dir)
-        dir = "/tmp";
     char placeholder[7];
     memset(placeholder, 'X', 6);
     placeholder[6] = '\0';
-    int w = snprintf(buf, n, "%s/%s%s%s", dir, prefix, placeholder, suffix ? suffix : "");
-    return (w < 0 || (size_t)w >= n) ? -1 : 0;
+    /* $TMPDIR when the name fits the caller's buffer, else /tmp. */
+    const char *dirs[] = {getenv("TMPDIR"), "/tmp"};
+    for (int i = 0; i < 2; i++) {
+        if (!dirs[i] || !*dirs[i])
+            continue;
+        int w = snprintf(buf, n, "%s/%s%s%s", dirs[i], prefix, placeholder, suffix ? suffix : "");
+        if (w >= 0 && (size_t)w < n)
+            return 0;
+    }
+    return -1;
 }
 
 uint8_t *chex_test_read_file(const char *path, size_t *len)

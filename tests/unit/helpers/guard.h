@@ -18,7 +18,8 @@ int chex_guard_alloc(chex_guard_buf *g, const void *src, size_t len);
 void chex_guard_free(chex_guard_buf *g);
 
 /* Writes "DIR/PREFIX" + mkstemp's six-character placeholder + SUFFIX into buf,
- * DIR being $TMPDIR or /tmp: a template for mkstemp/mkstemps/mkdtemp.
+ * DIR being $TMPDIR if the name fits in n bytes, else /tmp: a template for
+ * mkstemp/mkstemps/mkdtemp.
  * Returns 0, or -1 if it does not fit. */
 int chex_test_tmpl(char *buf, size_t n, const char *prefix, const char *suffix);
 
