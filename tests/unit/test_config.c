@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
-#include "tests/unit/helpers/guard.h"
+#include "tests/unit/helpers/tmpfiles.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,41 +15,6 @@
 #include "config/config.h"
 
 #define DEMO "models/chexnet-demo.safetensors"
-
-typedef struct {
-    char path[2][64]; /* temp files, removed in teardown */
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *fx = calloc(1, sizeof *fx);
-    if (!fx)
-        return -1;
-    *state = fx;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *fx = *state;
-    for (int i = 0; i < 2; i++)
-        if (fx->path[i][0])
-            unlink(fx->path[i]);
-    free(fx);
-    return 0;
-}
-
-/* Writes text to a new temp file in /tmp; its name goes to fx->path[slot]. */
-static const char *temp_file(fixture *fx, int slot, const char *text)
-{
-    assert_int_equal(chex_test_tmpl(fx->path[slot], sizeof fx->path[slot], "chex_cfg_prec_", NULL), 0);
-    int fd = mkstemp(fx->path[slot]);
-    assert_true(fd >= 0);
-    size_t len = strlen(text);
-    assert_int_equal(write(fd, text, len), (ssize_t)len);
-    close(fd);
-    return fx->path[slot];
-}
 
 static chex_config_err load(chex_config *cfg, char **argv, char **envp, char *msg, size_t n)
 {
@@ -103,8 +68,8 @@ static void test_defaults(void **state)
 
 static void test_file_overrides_default(void **state)
 {
-    fixture *fx = *state;
-    const char *path = temp_file(fx, 0,
+    chex_test_tmpfiles *fx = *state;
+    const char *path = chex_test_tmpfile(fx, 0,
                                  "{\"queue_depth\": 7, \"listen\": \"::1\", "
                                  "\"max_upload_bytes\": 1048576, \"log_level\": \"debug\"}");
     chex_config cfg;
@@ -121,8 +86,8 @@ static void test_file_overrides_default(void **state)
 
 static void test_env_overrides_file(void **state)
 {
-    fixture *fx = *state;
-    const char *path = temp_file(fx, 0, "{\"queue_depth\": 7, \"port\": 9001}");
+    chex_test_tmpfiles *fx = *state;
+    const char *path = chex_test_tmpfile(fx, 0, "{\"queue_depth\": 7, \"port\": 9001}");
     chex_config cfg;
     char msg[256];
     char *argv[] = {"chexd", "--config", (char *)path, NULL};
@@ -134,8 +99,8 @@ static void test_env_overrides_file(void **state)
 
 static void test_flag_overrides_env(void **state)
 {
-    fixture *fx = *state;
-    const char *path = temp_file(fx, 0, "{\"queue_depth\": 7, \"max_batch\": 2}");
+    chex_test_tmpfiles *fx = *state;
+    const char *path = chex_test_tmpfile(fx, 0, "{\"queue_depth\": 7, \"max_batch\": 2}");
     char msg[256];
     char *envp[] = {"CHEXD_QUEUE_DEPTH=9", "CHEXD_MAX_BATCH=3", NULL};
     chex_config cfg;
@@ -166,8 +131,8 @@ static void test_last_flag_wins(void **state)
 
 static void test_chexd_config_env_names_file(void **state)
 {
-    fixture *fx = *state;
-    const char *path = temp_file(fx, 0, "{\"port\": 1111, \"threads\": 3}");
+    chex_test_tmpfiles *fx = *state;
+    const char *path = chex_test_tmpfile(fx, 0, "{\"port\": 1111, \"threads\": 3}");
     char var[128];
     snprintf(var, sizeof var, "CHEXD_CONFIG=%s", path);
     chex_config cfg;
@@ -179,7 +144,7 @@ static void test_chexd_config_env_names_file(void **state)
     assert_int_equal(cfg.threads, 3);
 
     /* --config beats CHEXD_CONFIG: only the flag's file is read */
-    const char *other = temp_file(fx, 1, "{\"port\": 2222}");
+    const char *other = chex_test_tmpfile(fx, 1, "{\"port\": 2222}");
     char *argv2[] = {"chexd", "--config", (char *)other, NULL};
     assert_int_equal(load(&cfg, argv2, envp, msg, sizeof msg), CHEX_CONFIG_OK);
     assert_int_equal(cfg.port, 2222);
@@ -257,15 +222,18 @@ static void test_values_accepted(void **state)
     assert_int_equal(cfg.max_upload_bytes, UINT64_C(1) << 30);
 }
 
+#define WITH_FILES(f) \
+    cmocka_unit_test_setup_teardown(f, chex_test_tmpfiles_setup, chex_test_tmpfiles_teardown)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
-        cmocka_unit_test_setup_teardown(test_file_overrides_default, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_env_overrides_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_flag_overrides_env, setup, teardown),
+        WITH_FILES(test_file_overrides_default),
+        WITH_FILES(test_env_overrides_file),
+        WITH_FILES(test_flag_overrides_env),
         cmocka_unit_test(test_last_flag_wins),
-        cmocka_unit_test_setup_teardown(test_chexd_config_env_names_file, setup, teardown),
+        WITH_FILES(test_chexd_config_env_names_file),
         cmocka_unit_test(test_allowed_extra_variables),
         cmocka_unit_test(test_special_flags),
         cmocka_unit_test(test_values_accepted),

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
-#include "tests/unit/helpers/guard.h"
+#include "tests/unit/helpers/tmpfiles.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -16,40 +16,6 @@
 #include "config/config.h"
 
 #define DEMO "models/chexnet-demo.safetensors"
-
-typedef struct {
-    char path[2][64];
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *fx = calloc(1, sizeof *fx);
-    if (!fx)
-        return -1;
-    *state = fx;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *fx = *state;
-    for (int i = 0; i < 2; i++)
-        if (fx->path[i][0])
-            unlink(fx->path[i]);
-    free(fx);
-    return 0;
-}
-
-static const char *temp_file(fixture *fx, int slot, const char *text)
-{
-    assert_int_equal(chex_test_tmpl(fx->path[slot], sizeof fx->path[slot], "chex_cfg_out_", NULL), 0);
-    int fd = mkstemp(fx->path[slot]);
-    assert_true(fd >= 0);
-    size_t len = strlen(text);
-    assert_int_equal(write(fd, text, len), (ssize_t)len);
-    close(fd);
-    return fx->path[slot];
-}
 
 static json_t *parse(const char *text)
 {
@@ -80,8 +46,8 @@ static void assert_str_key(const json_t *root, const char *key, const char *v)
 /* Values from the three sources show in the printed config, with JSON types. */
 static void test_effective_json_from_all_sources(void **state)
 {
-    fixture *fx = *state;
-    const char *path = temp_file(fx, 0,
+    chex_test_tmpfiles *fx = *state;
+    const char *path = chex_test_tmpfile(fx, 0,
                                  "{\"port\": 9000, \"max_image_pixels\": 123456, "
                                  "\"log_format\": \"json\", \"queue_depth\": 5}");
     char *argv[] = {"chexd", "--config", (char *)path, "--queue-depth", "6", "--check-config",
@@ -110,7 +76,7 @@ static void test_effective_json_from_all_sources(void **state)
 /* The printed config, used as a config file, gives the same config back. */
 static void test_json_round_trip(void **state)
 {
-    fixture *fx = *state;
+    chex_test_tmpfiles *fx = *state;
     char *argv[] = {"chexd", "--listen", "::", "--max-upload-bytes", "1073741824",
                     "--tls-cert-file", "c \"quoted\" \\ path.pem", "--tls-key-file",
                     "k.pem", "--precision", "int8", "--per-ip-connection-limit", "9", NULL};
@@ -121,7 +87,7 @@ static void test_json_round_trip(void **state)
                      CHEX_CONFIG_OK);
     char *text = chex_config_to_json(&a);
     assert_non_null(text);
-    const char *path = temp_file(fx, 0, text);
+    const char *path = chex_test_tmpfile(fx, 0, text);
     free(text);
     char *argv2[] = {"chexd", "--config", (char *)path, NULL};
     if (chex_config_load(&b, 3, argv2, envp, "other-default.safetensors", msg, sizeof msg) !=
@@ -133,8 +99,8 @@ static void test_json_round_trip(void **state)
 /* The token file's path is printed, never its contents. */
 static void test_token_contents_not_printed(void **state)
 {
-    fixture *fx = *state;
-    const char *path = temp_file(fx, 0, "s3cr3t-token-value\n");
+    chex_test_tmpfiles *fx = *state;
+    const char *path = chex_test_tmpfile(fx, 0, "s3cr3t-token-value\n");
     chex_config cfg;
     char msg[256];
     assert_int_equal(chex_config_defaults(&cfg, DEMO), CHEX_CONFIG_OK);
@@ -238,7 +204,7 @@ static void test_defaults_model_argument(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, chex_test_tmpfiles_setup, chex_test_tmpfiles_teardown)
     const struct CMUnitTest tests[] = {
         T(test_effective_json_from_all_sources),
         T(test_json_round_trip),
