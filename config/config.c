@@ -89,7 +89,7 @@ static const key_def keys[] = {
     {"web_root", KT_STR, F(web_root), 0, 0, 0, NULL, "", "DIR",
      "folder of static files served at / (empty = the embedded page)"},
     {"precision", KT_ENUM, F(precision), 0, 0, 0, precision_values, "fp32", NULL,
-     "inference arithmetic: fp32 (int8 is reserved and refused at start-up for now)"},
+     "inference arithmetic: fp32, or int8 (faster; needs the model's int8 calibration)"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

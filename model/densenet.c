@@ -24,80 +24,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "model/densenet_int.h"
 #include "model/kernels.h"
+#include "model/qkernels.h"
 #include "model/safetensors.h"
 #include "model/sha256.h"
 
-/* ---- hyper-parameters (torchvision densenet121) ---- */
-#define GROWTH 32
-#define BN_SIZE 4
-#define INIT_FEATURES 64
-#define NBLOCKS 4
-#define FINAL_FEATURES 1024
-#define BN_EPS 1e-5f
 static const int BLOCK_LAYERS[NBLOCKS] = {6, 12, 24, 16};
-#define MAX_LAYERS 58
-#define BOTTLENECK (BN_SIZE * GROWTH)
-
-typedef struct {
-    int c;
-    float *gamma, *beta, *mean, *var; /* stored tensors */
-    float *scale, *shift;             /* derived: y = x*scale + shift */
-} bn_t;
-
-typedef struct {
-    int cin;
-    bn_t norm1, norm2;
-    float *conv1; /* (128, cin, 1, 1), packed by chex_pack_weights */
-    float *conv2; /* (32, 128, 3, 3), packed */
-    float *wino;  /* (16, 32, 128) Winograd F(2x2,3x3) weights, or NULL (odd sides) */
-} dlayer_t;
-
-typedef struct {
-    int cin, cout;
-    bn_t norm;
-    float *conv; /* (cout, cin, 1, 1), packed */
-} trans_t;
-
-struct chex_model {
-    chex_model_info info;
-    float *arena;
-    size_t arena_floats;
-    int cin, size, ncls;
-    /* geometry */
-    int stem_hw;           /* conv0 output side */
-    int hw[NBLOCKS];       /* side of each block */
-    int c0[NBLOCKS];       /* channels entering each block */
-    int ct[NBLOCKS];       /* channels leaving each block */
-    int kmax;              /* longest GEMM reduction */
-    int ph;                /* side of each 2x2 polyphase plane of the padded input */
-    int stem_koff[3 * 49]; /* stem GEMM row offsets into the polyphase input */
-    float *conv0; /* (64, cin, 7, 7), packed */
-    bn_t norm0;
-    dlayer_t layers[MAX_LAYERS];
-    int first_layer[NBLOCKS];
-    trans_t trans[NBLOCKS - 1];
-    bn_t norm5;
-    float *cls_w, *cls_b;
-};
-
-struct chex_model_ws {
-    const chex_model *m;
-    int max_batch, last_n, nthreads;
-    int nstem;           /* stem / phase areas: one per image-parallel thread */
-    float *mem;
-    float *blk[NBLOCKS]; /* (n, ct[b], hw[b], hw[b]) */
-    float *tmp;          /* per thread: stem conv output of one image (64, stem_hw^2) */
-    float *bott;         /* bottleneck (n, 128, hw+2, hw+2) with a zero border */
-    float *phase;        /* per thread: polyphase padded input of one image */
-    size_t phase_floats;
-    float *feat;         /* (n, 1024, hw[3], hw[3]) */
-    float *pooled;       /* (n, 1024) */
-    float *logits;       /* (n, ncls) */
-    float *scratch;      /* nthreads x scratch_floats */
-    size_t scratch_floats;
-    double stage_ms[CHEX_MODEL_NSTAGES];
-};
 
 static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -565,7 +498,8 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
         goto out;
     }
     build_graph(m, l);
-    if ((e = check_tensors(m, &f, l, msg, msglen))) {
+    if ((e = check_tensors(m, &f, l, msg, msglen)) ||
+        (e = chex_dn_parse_act_max(m, &f, msg, msglen))) {
         free(l);
         goto out;
     }
@@ -693,6 +627,7 @@ void chex_model_free(chex_model *m)
     if (!m)
         return;
     free(m->arena);
+    free(m->qarena);
     free(m);
 }
 
@@ -787,7 +722,31 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
     ws->logits = p;
     p += logits;
     ws->scratch = p;
+    if (m->qarena) { /* int8 areas only for a quantised model */
+        const size_t qb = (size_t)max_batch * BOTTLENECK * (m->hw[0] + 2) * (m->hw[0] + 2);
+        const size_t qbott = (qb + 1024 + 63) & ~(size_t)63; /* + read slack of the 3x3 */
+        int kq = m->kmax > BOTTLENECK * 9 ? m->kmax : BOTTLENECK * 9;
+        ws->qscratch_bytes = (chex_q8_scratch_bytes(kq) + 63) & ~(size_t)63;
+        ws->qmem = aligned_alloc(64, qbott + ws->qscratch_bytes * (size_t)ws->nthreads);
+        if (!ws->qmem) {
+            free(ws->mem);
+            free(ws);
+            return CHEX_MODEL_ERR_NOMEM;
+        }
+        memset(ws->qmem, 0, qbott);
+        ws->qbott = ws->qmem;
+        ws->qscratch = ws->qmem + qbott;
+    }
     *out = ws;
+    return CHEX_MODEL_OK;
+}
+
+chex_model_err chex_model_ws_set_precision(chex_model_ws *ws, chex_model_precision p)
+{
+    if (!ws || (p != CHEX_PRECISION_FP32 && p != CHEX_PRECISION_INT8) ||
+        (p == CHEX_PRECISION_INT8 && !ws->qmem))
+        return CHEX_MODEL_ERR_ARG;
+    ws->precision = p;
     return CHEX_MODEL_OK;
 }
 
@@ -796,6 +755,7 @@ void chex_model_ws_free(chex_model_ws *ws)
     if (!ws)
         return;
     free(ws->mem);
+    free(ws->qmem);
     free(ws);
 }
 
@@ -816,6 +776,21 @@ static void zero_border(float *p, long planes, int hw)
         memset(q + (row - 1) * row, 0, sizeof(float) * row);
         for (long y = 1; y < row - 1; y++)
             q[y * row] = q[y * row + row - 1] = 0.0f;
+    }
+}
+
+/* Zeroes the one-pixel border of grouped u8 planes (hw+2)^2 pixels of 4 bytes. */
+static void zero_border_q8(uint8_t *p, long planes, int hw)
+{
+    const long row = hw + 2, plane = row * row;
+    for (long i = 0; i < planes; i++) {
+        uint8_t *q = p + 4 * i * plane;
+        memset(q, 0, 4 * row);
+        memset(q + 4 * (row - 1) * row, 0, 4 * row);
+        for (long y = 1; y < row - 1; y++) {
+            memset(q + 4 * y * row, 0, 4);
+            memset(q + 4 * (y * row + row - 1), 0, 4);
+        }
     }
 }
 
@@ -884,10 +859,16 @@ static void polyphase(float *out, const float *x, int c, int S, int ph)
             }
 }
 
+/* qz: this share's int8 scratch (used when ws->precision is int8).
+ * amax: NULL, or calibration maxima to raise (chex_model_calibrate; fp32). */
 static void forward_range(const chex_model *m, chex_model_ws *ws, const float *in, int i0,
-                          int cnt, int nt, float *scratch, float *stem, float *phase, double *ms)
+                          int cnt, int nt, float *scratch, float *stem, float *phase,
+                          uint8_t *qz, float *amax, double *ms)
 {
     const chex_kernels *kr = chex_kernels_get();
+    const chex_q8_kernels *kq = ws->precision == CHEX_PRECISION_INT8 && !amax
+                                    ? chex_q8_kernels_get()
+                                    : NULL;
     double t0 = omp_get_wtime(), t1;
     const int S = m->size, sh = m->stem_hw, h0 = m->hw[0];
     const long in_stride = (long)m->cin * S * S;
@@ -922,10 +903,44 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
          * shares, threads are in different blocks at the same time. */
         const long bimg = (long)BOTTLENECK * (m->hw[0] + 2) * (m->hw[0] + 2);
         float *bott = ws->bott + i0 * bimg;
-        for (int i = 0; i < cnt; i++)
-            zero_border(bott + i * bimg, BOTTLENECK, hw);
+        /* int8: the bottleneck as 32 planes of 4-channel groups (pixels of 4
+         * bytes), same geometry, its own zero border. */
+        uint8_t *qbott = ws->qbott ? ws->qbott + i0 * bimg : NULL;
+        for (int i = 0; i < cnt; i++) {
+            if (kq)
+                zero_border_q8(qbott + i * bimg, BOTTLENECK / 4, hw);
+            else
+                zero_border(bott + i * bimg, BOTTLENECK, hw);
+        }
         for (int j = 0; j < BLOCK_LAYERS[b]; j++) {
-            const dlayer_t *d = &m->layers[m->first_layer[b] + j];
+            const int li = m->first_layer[b] + j;
+            const dlayer_t *d = &m->layers[li];
+            if (kq) {
+                chex_q8_args q1 = {.kind = CHEX_Q8_BNRELU_1X1, .n = cnt, .c = d->cin, .h = hw,
+                                   .w = hw, .oh = hw, .ow = hw, .src = blk,
+                                   .src_img_stride = stride, .pre_scale = d->norm1.scale,
+                                   .pre_shift = d->norm1.shift, .in_inv_scale = d->q1.in_inv,
+                                   .wt = d->q1.w, .m = BOTTLENECK, .out_scale = d->q1.oscale,
+                                   .out_shift = d->q1.oshift, .qdst = qbott,
+                                   .dst_img_stride = bimg / 4, .dst_plane = pplane,
+                                   .dst_row = prow, .dst_off = prow + 1};
+                kq->conv(&q1, qz, ws->qscratch_bytes, nt);
+                chex_q8_args q2 = {.kind = CHEX_Q8_CONV3X3_PADDED, .n = cnt, .c = BOTTLENECK,
+                                   .h = hw, .w = hw, .oh = hw, .ow = hw, .qsrc = qbott,
+                                   .qsrc_img_stride = bimg / 4, .src_plane = pplane,
+                                   .src_row = prow, .in_inv_scale = d->q2.in_inv,
+                                   .wt = d->q2.w, .m = GROWTH, .out_scale = d->q2.oscale,
+                                   .out_shift = d->q2.oshift, .dst = blk + d->cin * px,
+                                   .dst_img_stride = stride};
+                kq->conv(&q2, qz, ws->qscratch_bytes, nt);
+                continue;
+            }
+            if (amax) {
+                const int qi = chex_dn_qidx_layer(m, li);
+                const float v = chex_dn_max_bnrelu(blk, stride, cnt, d->cin, px, d->norm1.scale,
+                                                   d->norm1.shift);
+                amax[qi] = v > amax[qi] ? v : amax[qi];
+            }
             chex_conv_args a1 = {.kind = CHEX_PACK_BNRELU_1X1, .n = cnt, .src = blk,
                                  .src_img_stride = stride, .c = d->cin, .h = hw, .w = hw,
                                  .kh = 1, .kw = 1, .stride = 1, .pad = 0, .oh = hw, .ow = hw,
@@ -941,6 +956,16 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
                                  .kw = 3, .stride = 1, .pad = 1, .oh = hw, .ow = hw,
                                  .wt = d->conv2, .m = GROWTH, .dst = blk + d->cin * px,
                                  .dst_img_stride = stride};
+            if (amax) { /* conv2's input: the bottleneck, zero border included */
+                const int qi = chex_dn_qidx_layer(m, li) + 1;
+                static const float one = 1.0f, zero = 0.0f;
+                for (int i = 0; i < cnt; i++)
+                    for (int c = 0; c < BOTTLENECK; c++) {
+                        const float v = chex_dn_max_bnrelu(bott + i * bimg + c * pplane, 0, 1,
+                                                           1, pplane, &one, &zero);
+                        amax[qi] = v > amax[qi] ? v : amax[qi];
+                    }
+            }
             if (d->wino && kr->wino)
                 kr->wino(&a2, d->wino, scratch, ws->scratch_floats, nt);
             else
@@ -962,7 +987,23 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
                             .pre_scale = t->norm.scale, .pre_shift = t->norm.shift,
                             .wt = t->conv, .m = t->cout, .dst = ws->blk[b + 1] + i0 * ostride,
                             .dst_img_stride = ostride};
-        kr->conv(&a, scratch, ws->scratch_floats, nt);
+        if (kq) {
+            chex_q8_args q = {.kind = CHEX_Q8_BNRELU_POOL, .n = cnt, .c = t->cin, .h = hw,
+                              .w = hw, .oh = oh, .ow = oh, .src = blk, .src_img_stride = stride,
+                              .pre_scale = t->norm.scale, .pre_shift = t->norm.shift,
+                              .in_inv_scale = t->q.in_inv, .wt = t->q.w, .m = t->cout,
+                              .out_scale = t->q.oscale, .out_shift = t->q.oshift,
+                              .dst = a.dst, .dst_img_stride = ostride};
+            kq->conv(&q, qz, ws->qscratch_bytes, nt);
+        } else {
+            if (amax) {
+                const int qi = chex_dn_qidx_trans(m, b);
+                const float v = chex_dn_max_bnrelu_pool(blk, stride, cnt, t->cin, hw, hw,
+                                                        t->norm.scale, t->norm.shift);
+                amax[qi] = v > amax[qi] ? v : amax[qi];
+            }
+            kr->conv(&a, scratch, ws->scratch_floats, nt);
+        }
         t1 = omp_get_wtime();
         ms[CHEX_STAGE_TRANS1 + 2 * b] += (t1 - t0) * 1e3;
         t0 = t1;
@@ -1029,7 +1070,9 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
                 tms[tid][s] = 0.0;
             forward_range(m, ws, in, tid * share, share, 1,
                           ws->scratch + (size_t)tid * ws->scratch_floats, ws->tmp + tid * stem,
-                          ws->phase + tid * ws->phase_floats, tms[tid]);
+                          ws->phase + tid * ws->phase_floats,
+                          ws->qscratch ? ws->qscratch + (size_t)tid * ws->qscratch_bytes : NULL,
+                          NULL, tms[tid]);
         }
         for (int s = 0; s < CHEX_MODEL_NSTAGES; s++) /* the slowest share */
             for (int t = 0; t < teams; t++)
@@ -1037,14 +1080,31 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
                     ws->stage_ms[s] = tms[t][s];
         if (teams * share < n)
             forward_range(m, ws, in, teams * share, n - teams * share, nt, ws->scratch, ws->tmp,
-                          ws->phase, ws->stage_ms);
+                          ws->phase, ws->qscratch, NULL, ws->stage_ms);
     } else {
-        forward_range(m, ws, in, 0, n, nt, ws->scratch, ws->tmp, ws->phase, ws->stage_ms);
+        forward_range(m, ws, in, 0, n, nt, ws->scratch, ws->tmp, ws->phase, ws->qscratch, NULL,
+                      ws->stage_ms);
     }
     if (logits)
         memcpy(logits, ws->logits, sizeof(float) * (size_t)n * m->ncls);
     if (probs)
         sigmoid_forward_naive(probs, ws->logits, (long)n * m->ncls);
+    ws->last_n = n;
+    return CHEX_MODEL_OK;
+}
+
+chex_model_err chex_model_calibrate(const chex_model *m, chex_model_ws *ws, const float *in,
+                                    int n, float *amax)
+{
+    chex_model_err e = check_fwd(m, ws, in, n);
+    if (e || !amax)
+        return e ? e : CHEX_MODEL_ERR_ARG;
+    int nt = omp_get_max_threads();
+    if (nt > ws->nthreads)
+        nt = ws->nthreads;
+    for (int s = 0; s < CHEX_MODEL_NSTAGES; s++)
+        ws->stage_ms[s] = 0.0;
+    forward_range(m, ws, in, 0, n, nt, ws->scratch, ws->tmp, ws->phase, NULL, amax, ws->stage_ms);
     ws->last_n = n;
     return CHEX_MODEL_OK;
 }

@@ -144,4 +144,46 @@ chex_model_err chex_model_set_isa(const char *name);
 chex_model_err chex_model_forward_reference(const chex_model *m, chex_model_ws *ws,
                                             const float *in, int n, float *logits, float *probs);
 
+/* ---- int8 (precision=int8, optional, never the default) ----
+ * Scheme (model/qkernels.h): the inputs of the dense layers' and
+ * transitions' convolutions (all after a ReLU) as u8 with one scale per
+ * tensor, weights as s8 per output channel, int32 sums, fp32 requantisation;
+ * the stem conv and the classifier stay fp32. The activation scales come
+ * from calibration on real radiographs (chex_model_calibrate, driven by
+ * `chex calibrate` / tools/calibrate_int8.sh) and live in the weights file's
+ * metadata under CHEX_MODEL_INT8_KEY: a JSON object mapping each quantised
+ * conv's weight tensor name (chex_model_qconv_name) to the largest value its
+ * input reached, as a number. The weights themselves stay fp32 in the file
+ * and are quantised at start-up. */
+#define CHEX_MODEL_INT8_KEY "int8_act_max"
+
+typedef enum { CHEX_PRECISION_FP32 = 0, CHEX_PRECISION_INT8 } chex_model_precision;
+
+/* Number of quantised convolutions (119 for DenseNet-121), and the weight
+ * tensor name of the i-th, e.g. "features.denseblock1.denselayer1.conv1.weight",
+ * written into buf (len bytes; 64 is enough) and returned; NULL if i is out of
+ * range. Order: per dense layer conv1 then conv2, each transition after its
+ * block. */
+int chex_model_qconv_count(const chex_model *m);
+const char *chex_model_qconv_name(const chex_model *m, int i, char *buf, size_t len);
+
+/* 1 if the file carried int8 calibration (CHEX_MODEL_INT8_KEY). */
+int chex_model_has_int8_calibration(const chex_model *m);
+
+/* Builds the int8 weights from the fp32 ones and the calibration. Call once,
+ * after load and before the model is shared or workspaces are created (it
+ * modifies m; not thread-safe). CHEX_MODEL_ERR_METADATA with a message naming
+ * the key when the file has no calibration; NOMEM. Idempotent. */
+chex_model_err chex_model_quantize(chex_model *m, char *msg, size_t msglen);
+
+/* Precision of the forwards on ws (fp32 by default). INT8 needs a model
+ * quantised before ws was created (CHEX_MODEL_ERR_ARG otherwise). */
+chex_model_err chex_model_ws_set_precision(chex_model_ws *ws, chex_model_precision p);
+
+/* Calibration: one fp32 forward of in (n images, as chex_model_forward) that
+ * also raises amax[i] (chex_model_qconv_count entries, caller-initialised,
+ * e.g. to 0) to the largest value the input of quantised conv i takes. */
+chex_model_err chex_model_calibrate(const chex_model *m, chex_model_ws *ws, const float *in,
+                                    int n, float *amax);
+
 #endif

@@ -1,7 +1,8 @@
 /* server/chex_main.c - bin/chex, the one-shot command line:
  *   chex classify [--model FILE] [--threads N] [--top K] [--threshold P] IMAGE...
  *   chex bench [--model FILE] [--batch N] [--runs R] [--threads T]
- *              [--isa avx512|avx2|generic] [--precision fp32] [--image FILE]
+ *              [--isa avx512|avx2|generic] [--precision fp32|int8] [--image FILE]
+ *   chex calibrate [--model FILE] --out FILE IMAGE...
  *   chex evaluate ...            (site validation, see docs/EVALUATION.md)
  * classify prints one JSON line per image with the daemon's schema (same
  * builder, server/answer.c). Exit: 0 ok, 1 some image failed, 2 usage/model. */
@@ -17,6 +18,7 @@
 
 #include "config/config.h"
 #include "model/model.h"
+#include "model/safetensors.h"
 #include "server/answer.h"
 #include "server/heatmap.h"
 #include "server/pipeline.h"
@@ -44,11 +46,19 @@ static void usage(FILE *out)
             "      Exit 0 when every image was classified, 1 when any failed (its line is\n"
             "      an error object), 2 on a usage or model error.\n"
             "  chex bench [--model FILE] [--batch N] [--runs R] [--threads T]\n"
-            "             [--isa avx512|avx2|generic] [--precision fp32] [--image FILE]\n"
+            "             [--isa avx512|avx2|generic] [--precision fp32|int8] [--image FILE]\n"
             "      Times the network on batches of N images (default 1; 3 warm-up runs,\n"
             "      then R timed runs, default 30) and prints one JSON object: batch,\n"
-            "      threads, isa, median_ms, p90_ms, images_per_s, gflops, peak_rss_mb.\n"
-            "      Without --image the input is a fixed pseudo-random tensor.\n"
+            "      threads, isa, precision, median_ms, p90_ms, images_per_s, gflops,\n"
+            "      peak_rss_mb (int8 adds max_prob_diff_fp32: the worst probability\n"
+            "      difference to fp32 on the same input). Without --image the input is a\n"
+            "      fixed pseudo-random tensor.\n"
+            "  chex calibrate [--model FILE] --out FILE IMAGE...\n"
+            "      int8 calibration: runs the fp32 network over the images (real\n"
+            "      radiographs, PNG/JPEG/DICOM) and writes a copy of the weights file (as\n"
+            "      F32) with the largest input value of every int8 convolution in its\n"
+            "      metadata (int8_act_max), which precision int8 needs\n"
+            "      (tools/calibrate_int8.sh).\n"
             "  chex evaluate ...\n"
             "      Site validation: per-label AUROC on a labelled image set\n"
             "      (chex evaluate --help).\n"
@@ -267,7 +277,7 @@ static int cmd_classify(int argc, char **argv)
         return 2;
     }
     chex_model_ws *ws = NULL;
-    chex_model_err me = chex_model_ws_create(m, p.ncrops, &ws);
+    chex_model_err me = chex_pipeline_ws_create(&p, p.ncrops, &ws);
     if (me != CHEX_MODEL_OK) {
         fprintf(stderr, "chex: model workspace: %s\n", chex_model_strerror(me));
         chex_model_free(m);
@@ -388,9 +398,9 @@ static int cmd_bench(int argc, char **argv)
             }
             isa = v;
         } else if (strcmp(key, "precision") == 0) {
-            if (strcmp(v, "fp32") != 0) {
-                fprintf(stderr, "chex bench: flag --precision: \"%s\" is not supported (fp32)\n",
-                        v);
+            if (chex_config_set(&cfg, "precision", v, "flag --precision", msg, sizeof msg) !=
+                CHEX_CONFIG_OK) {
+                fprintf(stderr, "chex bench: %s\n", msg);
                 return 2;
             }
             precision = v;
@@ -407,7 +417,6 @@ static int cmd_bench(int argc, char **argv)
             return 2;
         }
     }
-    (void)precision;
     /* model/ picks its kernels from CHEXD_ISA at first use; set_isa also
      * checks that this CPU has it. */
     if (isa) {
@@ -423,7 +432,7 @@ static int cmd_bench(int argc, char **argv)
         return 2;
     int tensors = batch * p.ncrops;
     chex_model_ws *ws = NULL;
-    chex_model_err me = chex_model_ws_create(m, tensors, &ws);
+    chex_model_err me = chex_pipeline_ws_create(&p, tensors, &ws);
     if (me != CHEX_MODEL_OK) {
         fprintf(stderr, "chex bench: workspace for %d tensors: %s\n", tensors,
                 chex_model_strerror(me));
@@ -479,6 +488,20 @@ static int cmd_bench(int argc, char **argv)
         me = chex_model_forward(m, ws, in, tensors, NULL, probs);
         ms[r] = now_ms() - t0;
     }
+    /* int8: the worst probability difference to fp32 on the same input. */
+    double maxdiff = -1.0;
+    if (me == CHEX_MODEL_OK && strcmp(precision, "int8") == 0) {
+        chex_model_ws *ws32 = NULL;
+        const size_t np = (size_t)tensors * (size_t)p.info->num_labels;
+        float *p32 = malloc(np * sizeof(float));
+        me = p32 ? chex_model_ws_create(m, tensors, &ws32) : CHEX_MODEL_ERR_NOMEM;
+        if (me == CHEX_MODEL_OK)
+            me = chex_model_forward(m, ws32, in, tensors, NULL, p32);
+        for (size_t i = 0; me == CHEX_MODEL_OK && i < np; i++)
+            maxdiff = fmax(maxdiff, fabs((double)probs[i] - p32[i]));
+        chex_model_ws_free(ws32);
+        free(p32);
+    }
     if (me != CHEX_MODEL_OK) {
         fprintf(stderr, "chex bench: forward: %s\n", chex_model_strerror(me));
     } else {
@@ -493,10 +516,14 @@ static int cmd_bench(int argc, char **argv)
         double gflop = chex_model_flops_per_image(m) / 1e9;
         if (!(gflop > 0.0))
             gflop = DENSENET121_GFLOP;
-        printf("{\"batch\":%d,\"threads\":%d,\"isa\":\"%s\",\"median_ms\":%.3f,\"p90_ms\":%.3f,"
-               "\"images_per_s\":%.3f,\"gflops\":%.2f,\"peak_rss_mb\":%.1f}\n",
-               batch, threads, isa_used, med, p90, ips,
-               gflop * p.ncrops * ips, (double)ru.ru_maxrss / 1024.0);
+        printf("{\"batch\":%d,\"threads\":%d,\"isa\":\"%s\",\"precision\":\"%s\","
+               "\"median_ms\":%.3f,\"p90_ms\":%.3f,\"images_per_s\":%.3f,\"gflops\":%.2f,"
+               "\"peak_rss_mb\":%.1f",
+               batch, threads, isa_used, precision, med, p90, ips, gflop * p.ncrops * ips,
+               (double)ru.ru_maxrss / 1024.0);
+        if (maxdiff >= 0.0)
+            printf(",\"max_prob_diff_fp32\":%.6f", maxdiff);
+        printf("}\n");
     }
     free(in);
     free(probs);
@@ -504,6 +531,175 @@ static int cmd_bench(int argc, char **argv)
     chex_model_ws_free(ws);
     chex_model_free(m);
     return me == CHEX_MODEL_OK ? 0 : 1;
+}
+
+/* chex calibrate: the int8 activation ranges of a model over real images,
+ * written as a copy of the weights file with the metadata key
+ * CHEX_MODEL_INT8_KEY (tensors unchanged, stored as F32). */
+static int write_calibrated(const char *in_path, const char *out_path, const chex_model *m,
+                            const float *amax, int nimages, char *msg, size_t msglen)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (read_file(in_path, (uint64_t)1 << 34, &buf, &len, msg, msglen) != 0)
+        return -1;
+    chex_st_file f;
+    memset(&f, 0, sizeof f);
+    int rc = -1;
+    chex_st_wtensor *wt = NULL;
+    const char **kv = NULL;
+    char *scales = NULL, info[160];
+    json_t *o = json_object();
+    if (chex_st_parse(buf, len, &f, msg, msglen) != CHEX_MODEL_OK)
+        goto out;
+    wt = calloc((size_t)f.ntensors + 1, sizeof *wt);
+    kv = calloc(2 * (size_t)f.nmeta + 5, sizeof *kv);
+    if (!wt || !kv || !o)
+        goto nomem;
+    char name[96];
+    for (int i = 0; i < chex_model_qconv_count(m); i++) {
+        /* A conv whose input never left 0 still needs a usable scale. */
+        double v = amax[i] > 1e-6f ? amax[i] : 1e-6;
+        if (json_object_set_new(o, chex_model_qconv_name(m, i, name, sizeof name), json_real(v)))
+            goto nomem;
+    }
+    scales = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    if (!scales)
+        goto nomem;
+    snprintf(info, sizeof info, "{\"method\":\"max\",\"images\":%d}", nimages);
+    int nk = 0;
+    for (int i = 0; i < f.nmeta; i++) {
+        if (!strcmp(f.meta[i].key, CHEX_MODEL_INT8_KEY) || !strcmp(f.meta[i].key, "int8_calibration"))
+            continue;
+        kv[nk++] = f.meta[i].key;
+        kv[nk++] = f.meta[i].value;
+    }
+    kv[nk++] = CHEX_MODEL_INT8_KEY;
+    kv[nk++] = scales;
+    kv[nk++] = "int8_calibration";
+    kv[nk++] = info;
+    kv[nk] = NULL;
+    for (int i = 0; i < f.ntensors; i++) {
+        const chex_st_tensor *t = &f.tensors[i];
+        float *d = malloc(sizeof(float) * (size_t)(chex_st_numel(t) ? chex_st_numel(t) : 1));
+        if (!d)
+            goto nomem;
+        chex_st_to_f32(&f, t, d);
+        wt[i].name = t->name;
+        wt[i].ndim = t->ndim;
+        memcpy(wt[i].shape, t->shape, sizeof t->shape);
+        wt[i].data = d;
+    }
+    if (chex_st_write(out_path, wt, f.ntensors, kv, msg, msglen) == CHEX_MODEL_OK)
+        rc = 0;
+    goto out;
+nomem:
+    snprintf(msg, msglen, "out of memory");
+out:
+    if (wt)
+        for (int i = 0; i < f.ntensors; i++)
+            free((void *)wt[i].data);
+    free(wt);
+    free(kv);
+    free(scales);
+    json_decref(o);
+    chex_st_free(&f);
+    free(buf);
+    return rc;
+}
+
+static int cmd_calibrate(int argc, char **argv)
+{
+    static chex_config cfg;
+    char msg[1024];
+    chex_config_defaults(&cfg, CHEXD_DEFAULT_MODEL);
+    const char *out_path = NULL;
+    char **files = calloc((size_t)argc, sizeof *files);
+    int nfiles = 0;
+    if (!files)
+        return 2;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            free(files);
+            return 0;
+        }
+        if (strncmp(argv[i], "--", 2) != 0 || argv[i][2] == '\0') {
+            files[nfiles++] = argv[i];
+            continue;
+        }
+        char key[64], src[80];
+        const char *v = opt_value(argc, argv, &i, key, sizeof key);
+        if (!v) {
+            free(files);
+            return 2;
+        }
+        if (strcmp(key, "out") == 0) {
+            out_path = v;
+            continue;
+        }
+        snprintf(src, sizeof src, "flag --%s", key);
+        if (chex_config_set(&cfg, key, v, src, msg, sizeof msg) != CHEX_CONFIG_OK) {
+            fprintf(stderr, "chex: %s\n", msg);
+            free(files);
+            return 2;
+        }
+    }
+    if (!out_path || nfiles == 0) {
+        fprintf(stderr, "chex calibrate: %s (chex --help)\n",
+                !out_path ? "--out FILE is required" : "no IMAGE given");
+        free(files);
+        return 2;
+    }
+    /* Calibration runs the fp32 network whatever precision says. */
+    snprintf(cfg.precision, sizeof cfg.precision, "fp32");
+    chex_model *m = NULL;
+    chex_pipeline p;
+    if (load_model(&cfg, &m, &p) != 0) {
+        free(files);
+        return 2;
+    }
+    chex_model_ws *ws = NULL;
+    float *amax = calloc((size_t)chex_model_qconv_count(m), sizeof *amax);
+    if (!amax || chex_pipeline_ws_create(&p, p.ncrops, &ws) != CHEX_MODEL_OK) {
+        fprintf(stderr, "chex calibrate: out of memory\n");
+        free(amax);
+        chex_model_free(m);
+        free(files);
+        return 2;
+    }
+    omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
+    int rc = 0;
+    for (int i = 0; i < nfiles && rc == 0; i++) {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        chex_prepared pp;
+        if (read_file(files[i], cfg.max_upload_bytes, &buf, &len, msg, sizeof msg) != 0 ||
+            chex_pipeline_prepare(&p, buf, len, &pp, msg, sizeof msg) != CHEX_PRE_OK) {
+            fprintf(stderr, "chex calibrate: %s: %s\n", files[i], msg);
+            rc = 1;
+        } else {
+            chex_model_err me = chex_model_calibrate(m, ws, pp.tensor, pp.ncrops, amax);
+            if (me != CHEX_MODEL_OK) {
+                fprintf(stderr, "chex calibrate: %s: %s\n", files[i], chex_model_strerror(me));
+                rc = 1;
+            }
+            chex_pipeline_prepared_free(&pp);
+        }
+        free(buf);
+    }
+    if (rc == 0 && write_calibrated(cfg.model, out_path, m, amax, nfiles, msg, sizeof msg) != 0) {
+        fprintf(stderr, "chex calibrate: %s\n", msg);
+        rc = 1;
+    }
+    if (rc == 0)
+        fprintf(stderr, "chex calibrate: %d images, %d int8 convolutions calibrated, wrote %s\n",
+                nfiles, chex_model_qconv_count(m), out_path);
+    free(amax);
+    chex_model_ws_free(ws);
+    chex_model_free(m);
+    free(files);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -525,6 +721,8 @@ int main(int argc, char **argv)
         return cmd_classify(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "calibrate") == 0)
+        return cmd_calibrate(argc - 1, argv + 1);
     if (strcmp(cmd, "evaluate") == 0)
         return chex_eval_main(argc - 1, argv + 1);
     fprintf(stderr, "chex: unknown command \"%s\" (chex --help)\n", cmd);

@@ -507,8 +507,12 @@ static enum MHD_Result answer_model(req *r)
         "preprocess", in->preprocess, "crops_per_image", d->p->ncrops, "sha256", in->sha256,
         "demo", in->demo ? 1 : 0, "threads", d->omp_threads, "max_batch", d->batch.max_images,
         "queue_depth", d->cfg->queue_depth, "version", CHEXD_VERSION, "request_id", r->id);
-    if (j)
+    if (j) {
         json_object_set_new(j, "isa", json_string(chex_model_isa()));
+        json_object_set_new(j, "precision", json_string(d->p->precision == CHEX_PRECISION_INT8
+                                                            ? "int8"
+                                                            : "fp32"));
+    }
     if (j && in->demo)
         json_object_set_new(j, "warning", json_string(chex_answer_demo_warning));
     return send_json(r, 200, j);
@@ -1149,7 +1153,7 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
         snprintf(msg, msglen, "out of memory for a batch of %d images", maxb);
         goto fail;
     }
-    chex_model_err me = chex_model_ws_create(p->model, maxb * p->ncrops, &d->ws);
+    chex_model_err me = chex_pipeline_ws_create(p, maxb * p->ncrops, &d->ws);
     if (me != CHEX_MODEL_OK) {
         snprintf(msg, msglen, "model workspace for %d tensors: %s", maxb * p->ncrops,
                  chex_model_strerror(me));

@@ -14,16 +14,23 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-int chex_pipeline_init(chex_pipeline *p, const chex_model *m, const chex_config *cfg, char *msg,
+int chex_pipeline_init(chex_pipeline *p, chex_model *m, const chex_config *cfg, char *msg,
                        size_t msglen)
 {
     memset(p, 0, sizeof *p);
-    /* The config accepts int8 for the planned quantised path; until its
-     * kernels exist, asking for it is an error, never a silent fp32. */
-    if (cfg->precision[0] && strcmp(cfg->precision, "fp32") != 0) {
-        snprintf(msg, msglen,
-                 "config: precision: \"%s\" is not available in this build (fp32 only)",
-                 cfg->precision);
+    p->precision = CHEX_PRECISION_FP32;
+    if (strcmp(cfg->precision, "int8") == 0) {
+        /* The int8 weights are built once here, before the model is shared. */
+        char mm[512] = "";
+        chex_model_err e = chex_model_quantize(m, mm, sizeof mm);
+        if (e != CHEX_MODEL_OK) {
+            snprintf(msg, msglen, "config: precision: \"int8\" needs this model's int8 "
+                     "calibration: %s", mm[0] ? mm : chex_model_strerror(e));
+            return -1;
+        }
+        p->precision = CHEX_PRECISION_INT8;
+    } else if (cfg->precision[0] && strcmp(cfg->precision, "fp32") != 0) {
+        snprintf(msg, msglen, "config: precision: \"%s\" is not fp32 or int8", cfg->precision);
         return -1;
     }
     p->model = m;
@@ -72,6 +79,17 @@ int chex_pipeline_init(chex_pipeline *p, const chex_model *m, const chex_config 
         return -1;
     }
     return 0;
+}
+
+chex_model_err chex_pipeline_ws_create(const chex_pipeline *p, int max_tensors,
+                                       chex_model_ws **out)
+{
+    chex_model_err e = chex_model_ws_create(p->model, max_tensors, out);
+    if (e == CHEX_MODEL_OK && (e = chex_model_ws_set_precision(*out, p->precision))) {
+        chex_model_ws_free(*out);
+        *out = NULL;
+    }
+    return e;
 }
 
 size_t chex_pipeline_tensor_floats(const chex_pipeline *p)

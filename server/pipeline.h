@@ -22,6 +22,7 @@ typedef struct {
     chex_pre_spec spec;           /* from the model's metadata */
     chex_pre_opts opts;           /* from the config */
     int ncrops;                   /* tensors per image (10 for tencrop) */
+    chex_model_precision precision; /* from the config key precision */
 } chex_pipeline;
 
 typedef struct {
@@ -39,9 +40,15 @@ typedef struct {
 } chex_prepared;
 
 /* Fills p from the model's info and the config. Returns 0, or -1 with msg when
- * the model's preprocess preset or input spec is unusable. */
-int chex_pipeline_init(chex_pipeline *p, const chex_model *m, const chex_config *cfg, char *msg,
+ * the model's preprocess preset or input spec is unusable, or precision is
+ * int8 and the model has no int8 calibration. With precision int8 it
+ * quantises m (chex_model_quantize): call it before m is shared. */
+int chex_pipeline_init(chex_pipeline *p, chex_model *m, const chex_config *cfg, char *msg,
                        size_t msglen);
+
+/* A workspace for up to max_tensors tensors running at p's precision. */
+chex_model_err chex_pipeline_ws_create(const chex_pipeline *p, int max_tensors,
+                                       chex_model_ws **out);
 
 /* Decode + preprocess. On error returns the code and writes msg. */
 chex_pre_err chex_pipeline_prepare(const chex_pipeline *p, const uint8_t *buf, size_t len,

@@ -1,14 +1,16 @@
 # tests/integration/lib.sh - sourced by the integration tests: start the real
 # bin/chexd on a free loopback port, wait for it, kill it on exit.
-# Needs BIN, MODELS, PY in the environment (tests/run_all.sh exports them).
+# Needs BIN, MODELS, BUILD, PY in the environment (tests/run_all.sh exports them).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
 BIN=${BIN:-bin}
 MODELS=${MODELS:-models}
+BUILD=${BUILD:-build}
 PY=${PY:-/usr/bin/python3}
 case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
 case $MODELS in /*) ;; *) MODELS=$ROOT/$MODELS ;; esac
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 CHEXD=$BIN/chexd
 CHEX=$BIN/chex
 DEMO=$MODELS/chexnet-demo.safetensors

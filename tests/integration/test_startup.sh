@@ -24,10 +24,14 @@ head -c 4096 /dev/urandom >"$TMPD/garbage.safetensors"
 expect2 "garbage model" "garbage.safetensors" "$CHEXD" --model "$TMPD/garbage.safetensors" --port "$p"
 head -c 1000000 "$DEMO" >"$TMPD/truncated.safetensors"
 expect2 "truncated model" "truncated.safetensors" "$CHEXD" --model "$TMPD/truncated.safetensors" --port "$p"
-expect2 "precision int8 (no int8 kernels yet)" 'precision: "int8" is not available' \
-  "$CHEXD" --model "$DEMO" --port "$p" --precision int8
-expect2 "chex classify --precision int8" 'precision: "int8" is not available' \
-  "$BIN/chex" classify --model "$DEMO" --precision int8 "$DATA/00000001_000.png"
+# int8 needs the model's calibration: the raw demo weights (before make
+# calibrates them) have none.
+"$BUILD/tools/make_demo_weights" "$TMPD/uncalibrated.safetensors" || fail "make_demo_weights"
+expect2 "precision int8 without calibration" 'precision: "int8" needs.*int8_act_max: missing' \
+  "$CHEXD" --model "$TMPD/uncalibrated.safetensors" --port "$p" --precision int8
+expect2 "chex classify --precision int8 without calibration" 'precision: "int8" needs' \
+  "$BIN/chex" classify --model "$TMPD/uncalibrated.safetensors" --precision int8 "$DATA/00000001_000.png"
+expect2 "precision int16" 'precision' "$CHEXD" --model "$DEMO" --port "$p" --precision int16
 "$PY" - "$p" <<'PY' || fail "port still bound after failed starts"
 import socket, sys
 s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.close()

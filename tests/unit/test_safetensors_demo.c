@@ -1,7 +1,9 @@
 /* tests/unit/test_safetensors_demo.c - the demo weights $MODELS/chexnet-demo.safetensors
  * (built by `make`): torchvision densenet121 names and shapes, metadata,
- * weight statistics, and that $BUILD/tools/make_demo_weights writes the same
- * bytes again. Run from the repository root (tests/run_all.sh does). */
+ * weight statistics, its int8 calibration, and that
+ * $BUILD/tools/make_demo_weights writes the same tensors and metadata again
+ * (make adds the calibration with `chex calibrate`). Run from the repository
+ * root (tests/run_all.sh does). */
 #include <jansson.h>
 #include <math.h>
 #include <setjmp.h>
@@ -232,9 +234,49 @@ static void test_reproducible(void **state)
     uint8_t *b = chex_test_read_file(out, &len);
     unlink(out);
     assert_non_null(b);
-    assert_int_equal(len, file_len);
-    assert_memory_equal(b, file_buf, len);
+    chex_st_file g;
+    char msg[256];
+    assert_int_equal(chex_st_parse(b, len, &g, msg, sizeof msg), CHEX_MODEL_OK);
+    /* Same tensors, same bytes (the calibrated copy is rewritten as F32). */
+    assert_int_equal(g.ntensors, st.ntensors);
+    for (int i = 0; i < g.ntensors; i++) {
+        const chex_st_tensor *t = chex_st_find(&st, g.tensors[i].name);
+        assert_non_null(t);
+        assert_int_equal(t->dtype, g.tensors[i].dtype);
+        assert_int_equal(t->end - t->begin, g.tensors[i].end - g.tensors[i].begin);
+        assert_memory_equal(st.data + t->begin, g.data + g.tensors[i].begin, t->end - t->begin);
+    }
+    /* Same metadata, plus the two int8 keys in the built file. */
+    assert_int_equal(g.nmeta + 2, st.nmeta);
+    for (int i = 0; i < g.nmeta; i++) {
+        const char *v = chex_st_meta_get(&st, g.meta[i].key);
+        assert_non_null(v);
+        assert_string_equal(v, g.meta[i].value);
+    }
+    chex_st_free(&g);
     free(b);
+}
+
+/* make calibrated the demo file for int8 on the radiographs of tests/data. */
+static void test_int8_calibration(void **state)
+{
+    (void)state;
+    const char *v = chex_st_meta_get(&st, "int8_calibration");
+    assert_non_null(v);
+    assert_non_null(strstr(v, "\"images\":6"));
+    v = chex_st_meta_get(&st, "int8_act_max");
+    assert_non_null(v);
+    json_t *o = json_loads(v, 0, NULL);
+    assert_non_null(o);
+    assert_int_equal(json_object_size(o), 119);
+    const char *k;
+    json_t *x;
+    json_object_foreach(o, k, x) {
+        assert_true(json_is_number(x));
+        assert_true(json_number_value(x) > 0.01 && json_number_value(x) < 1e4);
+    }
+    assert_non_null(json_object_get(o, "features.transition3.conv.weight"));
+    json_decref(o);
 }
 
 int main(void)
@@ -244,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_metadata),
         cmocka_unit_test(test_statistics),
         cmocka_unit_test(test_reproducible),
+        cmocka_unit_test(test_int8_calibration),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -717,7 +717,7 @@ static int run_images(const eval_args *a)
         goto done;
     }
     B = a->batch ? a->batch : (8 / pl.ncrops > 0 ? 8 / pl.ncrops : 1);
-    if (chex_model_ws_create(model, B * pl.ncrops, &ws) != CHEX_MODEL_OK ||
+    if (chex_pipeline_ws_create(&pl, B * pl.ncrops, &ws) != CHEX_MODEL_OK ||
         chex_pipeline_batch_init(&pl, &pb, B) != 0) {
         fprintf(stderr, "evaluate: out of memory for a batch of %d images\n", B);
         goto done;

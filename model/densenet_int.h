@@ -1,0 +1,126 @@
+/* model/densenet_int.h - the network's private structures, shared by
+ * model/densenet.c (graph, loader, workspace, forward) and model/quant.c
+ * (int8 calibration and quantisation). Not a public header: model.h is the
+ * contract.
+ */
+#ifndef CHEX_DENSENET_INT_H
+#define CHEX_DENSENET_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/model.h"
+#include "model/safetensors.h"
+
+/* ---- hyper-parameters (torchvision densenet121) ---- */
+#define GROWTH 32
+#define BN_SIZE 4
+#define INIT_FEATURES 64
+#define NBLOCKS 4
+#define FINAL_FEATURES 1024
+#define BN_EPS 1e-5f
+#define MAX_LAYERS 58
+#define BOTTLENECK (BN_SIZE * GROWTH)
+/* int8 convs: conv1 and conv2 of every dense layer, the transitions' conv */
+#define MAX_QCONV (2 * MAX_LAYERS + NBLOCKS - 1)
+
+/* One int8 convolution (model/quant.c): packed s8 weights and the fp32
+ * requantisation of its int32 sums (see model/qkernels.h). */
+typedef struct {
+    int8_t *w;               /* packed by chex_q8_pack_weights */
+    float *oscale, *oshift;  /* (m) */
+    float in_inv;            /* 1 / scale of its u8 input */
+} qconv_t;
+
+typedef struct {
+    int c;
+    float *gamma, *beta, *mean, *var; /* stored tensors */
+    float *scale, *shift;             /* derived: y = x*scale + shift */
+} bn_t;
+
+typedef struct {
+    int cin;
+    bn_t norm1, norm2;
+    float *conv1; /* (128, cin, 1, 1), packed by chex_pack_weights */
+    float *conv2; /* (32, 128, 3, 3), packed */
+    float *wino;  /* (16, 32, 128) Winograd F(2x2,3x3) weights, or NULL (odd sides) */
+    qconv_t q1, q2; /* int8 versions of conv1, conv2 (chex_model_quantize) */
+} dlayer_t;
+
+typedef struct {
+    int cin, cout;
+    bn_t norm;
+    float *conv; /* (cout, cin, 1, 1), packed */
+    qconv_t q;
+} trans_t;
+
+struct chex_model {
+    chex_model_info info;
+    float *arena;
+    size_t arena_floats;
+    int cin, size, ncls;
+    /* geometry */
+    int stem_hw;           /* conv0 output side */
+    int hw[NBLOCKS];       /* side of each block */
+    int c0[NBLOCKS];       /* channels entering each block */
+    int ct[NBLOCKS];       /* channels leaving each block */
+    int kmax;              /* longest GEMM reduction */
+    int ph;                /* side of each 2x2 polyphase plane of the padded input */
+    int stem_koff[3 * 49]; /* stem GEMM row offsets into the polyphase input */
+    float *conv0; /* (64, cin, 7, 7), packed */
+    bn_t norm0;
+    dlayer_t layers[MAX_LAYERS];
+    int first_layer[NBLOCKS];
+    trans_t trans[NBLOCKS - 1];
+    bn_t norm5;
+    float *cls_w, *cls_b;
+    /* int8 (model/quant.c): calibrated maxima of each quantised conv's input,
+     * in chex_model_qconv_name() order, from the metadata key int8_act_max;
+     * qarena holds the int8 weights once chex_model_quantize has run. */
+    int has_act_max;
+    float act_max[MAX_QCONV];
+    void *qarena;
+};
+
+struct chex_model_ws {
+    const chex_model *m;
+    int max_batch, last_n, nthreads;
+    int nstem;           /* stem / phase areas: one per image-parallel thread */
+    float *mem;
+    float *blk[NBLOCKS]; /* (n, ct[b], hw[b], hw[b]) */
+    float *tmp;          /* per thread: stem conv output of one image (64, stem_hw^2) */
+    float *bott;         /* bottleneck (n, 128, hw+2, hw+2) with a zero border */
+    float *phase;        /* per thread: polyphase padded input of one image */
+    size_t phase_floats;
+    float *feat;         /* (n, 1024, hw[3], hw[3]) */
+    float *pooled;       /* (n, 1024) */
+    float *logits;       /* (n, ncls) */
+    float *scratch;      /* nthreads x scratch_floats */
+    size_t scratch_floats;
+    /* int8 (only when the model was quantised before the workspace was made) */
+    int precision;       /* chex_model_precision */
+    uint8_t *qmem;       /* one allocation for the two below */
+    uint8_t *qbott;      /* grouped u8 bottleneck (n, 32 groups, hw+2, hw+2, 4) */
+    uint8_t *qscratch;   /* nthreads x qscratch_bytes */
+    size_t qscratch_bytes;
+    double stage_ms[CHEX_MODEL_NSTAGES];
+};
+
+/* model/quant.c */
+/* Reads the int8_act_max metadata key, if present, into m->act_max (graph
+ * built). Error (METADATA, naming the key and conv) if malformed. */
+chex_model_err chex_dn_parse_act_max(chex_model *m, const chex_st_file *f, char *msg,
+                                     size_t msglen);
+/* Index (chex_model_qconv_name order) of dense layer li's conv1 (conv2 is
+ * the next one) and of transition b's conv. */
+int chex_dn_qidx_layer(const chex_model *m, int li);
+int chex_dn_qidx_trans(const chex_model *m, int b);
+/* Calibration statistics: max of relu(x*s+t) over channels [0, c) of n
+ * images (image stride in floats, hw pixels per plane), and the same after a
+ * 2x2 average pool (h x w planes). */
+float chex_dn_max_bnrelu(const float *x, long img_stride, int n, int c, long hw, const float *s,
+                         const float *t);
+float chex_dn_max_bnrelu_pool(const float *x, long img_stride, int n, int c, int h, int w,
+                              const float *s, const float *t);
+
+#endif

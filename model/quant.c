@@ -1,0 +1,275 @@
+/* model/quant.c - the int8 side of the network: which convolutions are
+ * quantised, their calibration (metadata int8_act_max), and building their
+ * s8 weights and requantisation scales from the fp32 model at start-up.
+ *
+ * Per dense layer: conv1 reads u8 relu(norm1(x)) (scale sa = amax/255) and
+ * writes u8 relu(norm2(conv1)) straight into the grouped bottleneck with
+ * conv2's input scale sb, so norm2 and the change of scale are folded into
+ * its requantisation: q = round(acc * sa*sw[o]*norm2.scale[o]/sb +
+ * norm2.shift[o]/sb). conv2 and the transitions write fp32 (acc * sa*sw[o]).
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/densenet_int.h"
+#include "model/kernels.h"
+#include "model/qkernels.h"
+
+static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
+{
+    if (!msg || msglen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, msglen, fmt, ap);
+    va_end(ap);
+}
+
+static int block_of(const chex_model *m, int li)
+{
+    int b = 0;
+    while (b + 1 < NBLOCKS && li >= m->first_layer[b + 1])
+        b++;
+    return b;
+}
+
+int chex_dn_qidx_layer(const chex_model *m, int li)
+{
+    return 2 * li + block_of(m, li);
+}
+
+int chex_dn_qidx_trans(const chex_model *m, int b)
+{
+    return 2 * m->first_layer[b + 1] + b;
+}
+
+int chex_model_qconv_count(const chex_model *m)
+{
+    (void)m;
+    return MAX_QCONV;
+}
+
+const char *chex_model_qconv_name(const chex_model *m, int i, char *buf, size_t len)
+{
+    if (!m || i < 0 || i >= MAX_QCONV || !buf || len == 0)
+        return NULL;
+    for (int b = 0; b < NBLOCKS - 1; b++)
+        if (i == chex_dn_qidx_trans(m, b)) {
+            snprintf(buf, len, "features.transition%d.conv.weight", b + 1);
+            return buf;
+        }
+    for (int li = 0; li < MAX_LAYERS; li++) {
+        const int q = chex_dn_qidx_layer(m, li);
+        if (i == q || i == q + 1) {
+            const int b = block_of(m, li);
+            snprintf(buf, len, "features.denseblock%d.denselayer%d.conv%d.weight", b + 1,
+                     li - m->first_layer[b] + 1, i - q + 1);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+int chex_model_has_int8_calibration(const chex_model *m)
+{
+    return m && m->has_act_max;
+}
+
+chex_model_err chex_dn_parse_act_max(chex_model *m, const chex_st_file *f, char *msg,
+                                     size_t msglen)
+{
+    const char *v = chex_st_meta_get(f, CHEX_MODEL_INT8_KEY);
+    m->has_act_max = 0;
+    if (!v)
+        return CHEX_MODEL_OK;
+    json_error_t jerr;
+    json_t *o = json_loads(v, 0, &jerr);
+    if (!o || !json_is_object(o)) {
+        set_msg(msg, msglen, "metadata %s: not a JSON object of conv name -> number",
+                CHEX_MODEL_INT8_KEY);
+        json_decref(o);
+        return CHEX_MODEL_ERR_METADATA;
+    }
+    char name[96];
+    for (int i = 0; i < MAX_QCONV; i++) {
+        chex_model_qconv_name(m, i, name, sizeof name);
+        json_t *x = json_object_get(o, name);
+        double d = x && json_is_number(x) ? json_number_value(x) : NAN;
+        if (!x || !(d > 0.0) || !isfinite(d) || d > 1e30) {
+            set_msg(msg, msglen, "metadata %s: %s %s", CHEX_MODEL_INT8_KEY, name,
+                    x ? "is not a positive finite number" : "is missing");
+            json_decref(o);
+            return CHEX_MODEL_ERR_METADATA;
+        }
+        m->act_max[i] = (float)d;
+    }
+    if (json_object_size(o) != MAX_QCONV) {
+        const char *k;
+        json_t *x;
+        json_object_foreach(o, k, x) {
+            int i;
+            for (i = 0; i < MAX_QCONV; i++)
+                if (!strcmp(chex_model_qconv_name(m, i, name, sizeof name), k))
+                    break;
+            if (i == MAX_QCONV) {
+                set_msg(msg, msglen, "metadata %s: '%.100s' is not a quantised conv of "
+                        "densenet121", CHEX_MODEL_INT8_KEY, k);
+                json_decref(o);
+                return CHEX_MODEL_ERR_METADATA;
+            }
+        }
+    }
+    json_decref(o);
+    m->has_act_max = 1;
+    return CHEX_MODEL_OK;
+}
+
+/* ---- building the int8 weights ---- */
+
+typedef struct {
+    qconv_t *q;
+    const float *w; /* packed fp32 (m, c*taps) */
+    int m, c, taps;
+    float sa;       /* input scale */
+    const bn_t *post; /* BN + ReLU after it, or NULL */
+    float so;       /* u8 output scale (post != NULL) */
+} qjob;
+
+static size_t al64(size_t x)
+{
+    return (x + 63) & ~(size_t)63;
+}
+
+static size_t job_bytes(const qjob *j)
+{
+    return al64((size_t)j->m * j->c * j->taps) + 2 * al64(sizeof(float) * (size_t)j->m);
+}
+
+static void build(const qjob *j, uint8_t **cur, float *wtmp, int8_t *qtmp, float *sw)
+{
+    const int k = j->c * j->taps;
+    qconv_t *q = j->q;
+    q->w = (int8_t *)*cur;
+    *cur += al64((size_t)j->m * k);
+    q->oscale = (float *)*cur;
+    *cur += al64(sizeof(float) * (size_t)j->m);
+    q->oshift = (float *)*cur;
+    *cur += al64(sizeof(float) * (size_t)j->m);
+    chex_unpack_weights(wtmp, j->w, j->m, k);
+    chex_q8_quantize_weights(qtmp, sw, wtmp, j->m, k);
+    chex_q8_pack_weights(q->w, qtmp, j->m, j->c, j->taps);
+    q->in_inv = 1.0f / j->sa;
+    for (int o = 0; o < j->m; o++) {
+        if (j->post) {
+            q->oscale[o] = j->sa * sw[o] * j->post->scale[o] / j->so;
+            q->oshift[o] = j->post->shift[o] / j->so;
+        } else {
+            q->oscale[o] = j->sa * sw[o];
+            q->oshift[o] = 0.0f;
+        }
+    }
+}
+
+chex_model_err chex_model_quantize(chex_model *m, char *msg, size_t msglen)
+{
+    if (!m) {
+        set_msg(msg, msglen, "chex_model_quantize: NULL model");
+        return CHEX_MODEL_ERR_ARG;
+    }
+    if (m->qarena)
+        return CHEX_MODEL_OK;
+    if (!m->has_act_max) {
+        set_msg(msg, msglen, "metadata %s: missing, so this weights file has no int8 calibration "
+                "(make one with tools/calibrate_int8.sh)", CHEX_MODEL_INT8_KEY);
+        return CHEX_MODEL_ERR_METADATA;
+    }
+    static qjob jobs[MAX_QCONV];
+    int nj = 0;
+    for (int li = 0; li < MAX_LAYERS; li++) {
+        dlayer_t *d = &m->layers[li];
+        const int qi = chex_dn_qidx_layer(m, li);
+        const float sa = m->act_max[qi] / 255.0f, sb = m->act_max[qi + 1] / 255.0f;
+        jobs[nj++] = (qjob){&d->q1, d->conv1, BOTTLENECK, d->cin, 1, sa, &d->norm2, sb};
+        jobs[nj++] = (qjob){&d->q2, d->conv2, GROWTH, BOTTLENECK, 9, sb, NULL, 0.0f};
+    }
+    for (int b = 0; b < NBLOCKS - 1; b++) {
+        trans_t *t = &m->trans[b];
+        const float sa = m->act_max[chex_dn_qidx_trans(m, b)] / 255.0f;
+        jobs[nj++] = (qjob){&t->q, t->conv, t->cout, t->cin, 1, sa, NULL, 0.0f};
+    }
+    size_t bytes = 0, kmax = 0, mmax = 0;
+    for (int i = 0; i < nj; i++) {
+        const size_t mk = (size_t)jobs[i].m * jobs[i].c * jobs[i].taps;
+        bytes += job_bytes(&jobs[i]);
+        kmax = mk > kmax ? mk : kmax;
+        mmax = (size_t)jobs[i].m > mmax ? (size_t)jobs[i].m : mmax;
+    }
+    uint8_t *arena = aligned_alloc(64, bytes);
+    float *wtmp = malloc(sizeof(float) * kmax);
+    int8_t *qtmp = malloc(kmax);
+    float *sw = malloc(sizeof(float) * mmax);
+    if (!arena || !wtmp || !qtmp || !sw) {
+        free(arena);
+        free(wtmp);
+        free(qtmp);
+        free(sw);
+        set_msg(msg, msglen, "out of memory for %zu MB of int8 weights", bytes >> 20);
+        return CHEX_MODEL_ERR_NOMEM;
+    }
+    uint8_t *cur = arena;
+    for (int i = 0; i < nj; i++)
+        build(&jobs[i], &cur, wtmp, qtmp, sw);
+    free(wtmp);
+    free(qtmp);
+    free(sw);
+    m->qarena = arena;
+    return CHEX_MODEL_OK;
+}
+
+/* ---- calibration statistics ---- */
+
+float chex_dn_max_bnrelu(const float *x, long img_stride, int n, int c, long hw, const float *s,
+                         const float *t)
+{
+    float mx = 0.0f;
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++) {
+            const float *p = x + i * img_stride + ch * hw;
+            float cm = 0.0f;
+#pragma omp simd reduction(max : cm)
+            for (long j = 0; j < hw; j++) {
+                const float v = fmaf(p[j], s[ch], t[ch]);
+                cm = v > cm ? v : cm;
+            }
+            mx = cm > mx ? cm : mx;
+        }
+    return mx;
+}
+
+float chex_dn_max_bnrelu_pool(const float *x, long img_stride, int n, int c, int h, int w,
+                              const float *s, const float *t)
+{
+    float mx = 0.0f;
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++) {
+            const float *p = x + i * img_stride + (long)ch * h * w;
+            for (int y = 0; y + 1 < h; y += 2)
+                for (int xx = 0; xx + 1 < w; xx += 2) {
+                    float v[4] = {p[(long)y * w + xx], p[(long)y * w + xx + 1],
+                                  p[(long)(y + 1) * w + xx], p[(long)(y + 1) * w + xx + 1]};
+                    for (int k = 0; k < 4; k++) {
+                        v[k] = fmaf(v[k], s[ch], t[ch]);
+                        v[k] = v[k] > 0.0f ? v[k] : 0.0f;
+                    }
+                    const float a = (((v[0] + v[1]) + v[2]) + v[3]) * 0.25f;
+                    mx = a > mx ? a : mx;
+                }
+        }
+    return mx;
+}
