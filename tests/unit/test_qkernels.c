@@ -250,6 +250,10 @@ static void test_bnrelu_1x1_f32(void **state)
         {CHEX_Q8_BNRELU_1X1, 256, 14, 14, 512, OUT_F32_DENSE, 1, 0, 0},
         {CHEX_Q8_BNRELU_1X1, 36, 13, 13, 24, OUT_F32_PADDED, 1, 0, 0},
         {CHEX_Q8_BNRELU_1X1, 64, 56, 56, 40, OUT_F32_DENSE, 0, 0, 0},
+        /* images of NR - 1, NR + 1 and fewer than NR columns */
+        {CHEX_Q8_BNRELU_1X1, 8, 1, 31, 8, OUT_F32_DENSE, 0, 0, 0},
+        {CHEX_Q8_BNRELU_1X1, 8, 3, 11, 16, OUT_F32_DENSE, 1, 0, 0},
+        {CHEX_Q8_BNRELU_1X1, 12, 1, 7, 8, OUT_F32_PADDED, 0, 0, 0},
     };
     run_cases(cs, sizeof(cs) / sizeof(cs[0]), 1);
 }
@@ -264,6 +268,8 @@ static void test_bnrelu_1x1_u8(void **state)
         {CHEX_Q8_BNRELU_1X1, 124, 7, 7, 16, OUT_U8_DENSE, 0, 0, 0},
         {CHEX_Q8_BNRELU_1X1, 64, 56, 56, 128, OUT_U8_PADDED, 0, 0, 0},
         {CHEX_Q8_BNRELU_1X1, 48, 28, 28, 32, OUT_U8_DENSE, 0, 0, 0},
+        {CHEX_Q8_BNRELU_1X1, 24, 3, 11, 16, OUT_U8_DENSE, 0, 0, 0},
+        {CHEX_Q8_BNRELU_1X1, 24, 1, 15, 8, OUT_U8_PADDED, 0, 0, 0},
     };
     run_cases(cs, sizeof(cs) / sizeof(cs[0]), 1);
 }
@@ -277,6 +283,7 @@ static void test_bnrelu_pool(void **state)
         {CHEX_Q8_BNRELU_POOL, 64, 56, 56, 32, OUT_F32_DENSE, 1, 0, 0},
         {CHEX_Q8_BNRELU_POOL, 32, 15, 14, 16, OUT_U8_DENSE, 0, 0, 0},
         {CHEX_Q8_BNRELU_POOL, 40, 14, 14, 24, OUT_U8_PADDED, 0, 0, 0},
+        {CHEX_Q8_BNRELU_POOL, 8, 3, 2, 8, OUT_F32_DENSE, 0, 0, 0}, /* one pixel per image */
     };
     run_cases(cs, sizeof(cs) / sizeof(cs[0]), 1);
 }
@@ -291,6 +298,8 @@ static void test_conv3x3_padded(void **state)
         {CHEX_Q8_CONV3X3_PADDED, 128, 7, 7, 32, OUT_F32_DENSE, 0, 2, 0},
         {CHEX_Q8_CONV3X3_PADDED, 32, 5, 6, 16, OUT_U8_PADDED, 0, 0, 1},
         {CHEX_Q8_CONV3X3_PADDED, 128, 56, 56, 32, OUT_F32_DENSE, 0, 0, 0},
+        {CHEX_Q8_CONV3X3_PADDED, 8, 1, 1, 8, OUT_F32_PADDED, 1, 0, 0},
+        {CHEX_Q8_CONV3X3_PADDED, 12, 2, 7, 8, OUT_U8_DENSE, 0, 1, 0},
     };
     run_cases(cs, sizeof(cs) / sizeof(cs[0]), 1);
 }
