@@ -107,14 +107,6 @@ void chex_q8_conv_naive(const chex_q8_args *a)
                 }
 }
 
-size_t chex_q8_scratch_bytes(int k)
-{
-    /* Packed panels (at most 256 KB, or one panel of the largest NR, 32, when
-     * K is long), 64 bytes of alignment, one tile of at most 8 x 32 int32. */
-    size_t panel = (size_t)k * 32, budget = 256 * 1024;
-    return (panel > budget ? panel : budget) + 64 + 8 * 32 * 4;
-}
-
 /* ---- portable fast path ---- */
 
 #define QT_MR 8
@@ -153,6 +145,15 @@ static void qt_pack_fp32(const qgeneric_ctx *x, long j0, uint8_t *bp)
 }
 
 const chex_q8_kernels chex_q8_kernels_generic = {"generic", qgeneric_conv};
+
+size_t chex_q8_scratch_bytes(int k)
+{
+    /* Packed panels (at most the budget, or one panel of the largest NR, 32,
+     * when K is long), 64 bytes of alignment, one tile of at most 8 x 32
+     * int32. */
+    size_t panel = (size_t)k * 32, budget = QT_BUDGET_BYTES;
+    return (panel > budget ? panel : budget) + 64 + 8 * 32 * 4;
+}
 
 /* ---- run-time choice ---- */
 

@@ -16,6 +16,14 @@
 
 #include "model/qkernels_tmpl.h"
 
+/* Four int32 vectors of values 0..255 into the bytes of one dword per lane. */
+static inline __m256i interleave4(const __m256i q[4])
+{
+    return _mm256_or_si256(
+        _mm256_or_si256(q[0], _mm256_slli_epi32(q[1], 8)),
+        _mm256_or_si256(_mm256_slli_epi32(q[2], 16), _mm256_slli_epi32(q[3], 24)));
+}
+
 static void qt_micro(int kg, const int8_t *a, const uint8_t *b, const int *boff,
                      const qt_out *o)
 {
@@ -55,9 +63,7 @@ static void qt_micro(int kg, const int8_t *a, const uint8_t *b, const int *boff,
         __m256i q[4];
         for (int r = 0; r < 4; r++)
             q[r] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v[r], zero), c255));
-        const __m256i d =
-            _mm256_or_si256(_mm256_or_si256(q[0], _mm256_slli_epi32(q[1], 8)),
-                            _mm256_or_si256(_mm256_slli_epi32(q[2], 16), _mm256_slli_epi32(q[3], 24)));
+        const __m256i d = interleave4(q);
         if (o->nc >= 8) {
             _mm256_storeu_si256((__m256i *)o->qc, d);
         } else {
@@ -88,12 +94,6 @@ static inline __m256i quant8(__m256 x, __m256 s, __m256 t, __m256 inv)
     return _mm256_cvtps_epi32(v);
 }
 
-static inline __m256i interleave4(const __m256i q[4])
-{
-    return _mm256_or_si256(_mm256_or_si256(q[0], _mm256_slli_epi32(q[1], 8)),
-                           _mm256_or_si256(_mm256_slli_epi32(q[2], 16), _mm256_slli_epi32(q[3], 24)));
-}
-
 /* One panel of the BNRELU kinds: contiguous loads when the panel is a run of
  * one image's pixels (1x1), masked gathers otherwise. */
 static void qt_pack_fp32(const qavx2_ctx *x, long j0, uint8_t *bp)
@@ -116,6 +116,8 @@ static void qt_pack_fp32(const qavx2_ctx *x, long j0, uint8_t *bp)
         }
         return;
     }
+    /* Offsets from base of each column's (top-left) source pixel, 32-bit for
+     * the gathers (a panel spans few images; the portable loop otherwise). */
     int32_t off[QT_NR], live[QT_NR];
     for (int j = 0; j < QT_NR; j++) {
         const long col = j0 + j;
@@ -125,6 +127,10 @@ static void qt_pack_fp32(const qavx2_ctx *x, long j0, uint8_t *bp)
             o = (img - img0) * a->src_img_stride;
             o += a->kind == CHEX_Q8_BNRELU_1X1 ? pix
                                                : 2 * (pix / a->ow) * a->w + 2 * (pix % a->ow);
+        }
+        if (o > INT32_MAX) {
+            QT_FN(pack_fp32_scalar)(x, j0, bp);
+            return;
         }
         off[j] = (int32_t)o;
         live[j] = col < x->ncols ? -1 : 0;

@@ -160,8 +160,8 @@ static void qt_pack_fp32(const qavx512_ctx *x, long j0, uint8_t *bp)
             }
         return;
     }
-    /* Offsets from base of each column's (top-left) source pixel; the panel
-     * spans at most a few images, so they fit in 32 bits. */
+    /* Offsets from base of each column's (top-left) source pixel, 32-bit for
+     * the gathers (a panel spans few images; the portable loop otherwise). */
     int32_t off[QT_NR];
     for (int j = 0; j < QT_NR; j++) {
         const long col = j0 + j;
@@ -171,6 +171,10 @@ static void qt_pack_fp32(const qavx512_ctx *x, long j0, uint8_t *bp)
             o = (img - img0) * a->src_img_stride;
             o += a->kind == CHEX_Q8_BNRELU_1X1 ? pix
                                                : 2 * (pix / a->ow) * a->w + 2 * (pix % a->ow);
+        }
+        if (o > INT32_MAX) {
+            QT_FN(pack_fp32_scalar)(x, j0, bp);
+            return;
         }
         off[j] = (int32_t)o;
     }

@@ -16,6 +16,7 @@
  * i.e. the grouped layout, so the in-place read of the padded source is the
  * same loop with B row g at b + boff[g] bytes.
  */
+#include <assert.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -205,6 +206,7 @@ static void QT_FN(task)(const QT_FN(ctx) *x, long task, uint8_t *bp, long *last)
 static void QT_FN(conv)(const chex_q8_args *a, uint8_t *scratch, size_t scratch_bytes,
                         int nthreads)
 {
+    assert(a->m % 8 == 0 && a->c % 4 == 0 && (a->dst != NULL) != (a->qdst != NULL));
     QT_FN(ctx) x;
     x.a = a;
     x.ohw = (long)a->oh * a->ow;

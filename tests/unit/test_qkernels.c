@@ -300,6 +300,8 @@ static void test_conv3x3_padded(void **state)
         {CHEX_Q8_CONV3X3_PADDED, 128, 56, 56, 32, OUT_F32_DENSE, 0, 0, 0},
         {CHEX_Q8_CONV3X3_PADDED, 8, 1, 1, 8, OUT_F32_PADDED, 1, 0, 0},
         {CHEX_Q8_CONV3X3_PADDED, 12, 2, 7, 8, OUT_U8_DENSE, 0, 1, 0},
+        /* K = 9 * 912: longer than the in-place offset table, every panel packed */
+        {CHEX_Q8_CONV3X3_PADDED, 912, 3, 4, 8, OUT_F32_DENSE, 0, 0, 0},
     };
     run_cases(cs, sizeof(cs) / sizeof(cs[0]), 1);
 }
