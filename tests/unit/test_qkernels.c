@@ -306,6 +306,74 @@ static void test_conv3x3_padded(void **state)
     run_cases(cs, sizeof(cs) / sizeof(cs[0]), 1);
 }
 
+/* The reference itself on cases computed by hand: rounding ties to even,
+ * both clamps, the pooled window, the 3x3 tap order. */
+static void test_naive_by_hand(void **state)
+{
+    (void)state;
+    /* q (8, 4): rows 0..3 pick one channel, row 4 alternates signs. */
+    int8_t q[8 * 4] = {0}, w[8 * 4];
+    for (int o = 0; o < 4; o++)
+        q[o * 4 + o] = 1;
+    q[16] = 1, q[17] = -1, q[18] = 1, q[19] = -1;
+    chex_q8_pack_weights(w, q, 8, 4, 1);
+    const float one[8] = {1, 1, 1, 1, 1, 1, 1, 1}, zero[8] = {0};
+    float os[8], ot[8], out[8 * 2];
+    for (int o = 0; o < 8; o++)
+        os[o] = o == 4 ? 0.5f : 1.0f, ot[o] = 0.25f;
+    /* x (1, 4, 1, 2) -> q: {2, 2}, {0, 255}, {0, 7}, {4, 254} */
+    const float x[8] = {1.5f, 2.5f, -3.0f, 300.0f, 0.49f, 7.0f, 3.5f, 254.5f};
+    chex_q8_args a = {.kind = CHEX_Q8_BNRELU_1X1, .n = 1, .c = 4, .h = 1, .w = 2, .oh = 1,
+                      .ow = 2, .src = x, .src_img_stride = 8, .pre_scale = one,
+                      .pre_shift = zero, .in_inv_scale = 1.0f, .wt = w, .m = 8,
+                      .out_scale = os, .out_shift = ot, .dst = out, .dst_img_stride = 16};
+    chex_q8_conv_naive(&a);
+    const float want[10] = {2.25f, 2.25f, 0.25f, 255.25f, 0.25f,
+                            7.25f, 4.25f, 254.25f, -0.75f, -249.75f}; /* (2-4)/2, (2-255+7-254)/2 */
+    for (int i = 0; i < 10; i++)
+        assert_true(out[i] == want[i]);
+    assert_true(out[10] == 0.25f && out[15] == 0.25f);
+    a.out_relu = 1;
+    chex_q8_conv_naive(&a);
+    assert_true(out[8] == 0.0f && out[9] == 0.0f && out[7] == 254.25f);
+
+    /* u8 output, shift 0.5: ties to even and the 255 clamp. */
+    uint8_t qo[2 * 2 * 4];
+    for (int o = 0; o < 8; o++)
+        os[o] = 1.0f, ot[o] = 0.5f;
+    a.dst = NULL, a.qdst = qo, a.dst_img_stride = 4;
+    chex_q8_conv_naive(&a);
+    /* pixel 0: rows 0..3 {2.5, 0.5, 0.5, 4.5}; pixel 1 {2.5, 255.5, 7.5, 254.5} */
+    const uint8_t qwant[8] = {2, 0, 0, 4, 2, 255, 8, 254};
+    assert_memory_equal(qo, qwant, 8);
+    assert_true(qo[8] == 0 && qo[12] == 0); /* rows 4, 5 of pixel 0, 1: -2+.5 -> 0 */
+
+    /* Pooled: one 2x2 window of channel 0 {1, 2, 3, -4} -> relu -> 1.5 -> 2. */
+    const float xp[16] = {1, 2, 3, -4, 5, 5, 5, 5.5f, 0, 0, 0, 2, 9, 9, 9, 9};
+    a = (chex_q8_args){.kind = CHEX_Q8_BNRELU_POOL, .n = 1, .c = 4, .h = 2, .w = 2, .oh = 1,
+                       .ow = 1, .src = xp, .src_img_stride = 16, .pre_scale = one,
+                       .pre_shift = zero, .in_inv_scale = 1.0f, .wt = w, .m = 8,
+                       .out_scale = os, .out_shift = zero, .dst = out, .dst_img_stride = 8};
+    chex_q8_conv_naive(&a);
+    /* 5.125 -> 5, 0.5 -> 0, 9 */
+    assert_true(out[0] == 2.0f && out[1] == 5.0f && out[2] == 0.0f && out[3] == 9.0f);
+    assert_true(out[4] == 2.0f - 5.0f + 0.0f - 9.0f);
+
+    /* 3x3 over a 1x1 image: only the centre tap (4) sees the pixel. */
+    int8_t q3[8 * 4 * 9] = {0}, w3[8 * 4 * 9];
+    q3[0 * 36 + 0 * 9 + 4] = 1, q3[0 * 36 + 3 * 9 + 4] = 2; /* row 0: ch0 + 2 ch3 at the centre */
+    q3[1 * 36 + 1 * 9 + 0] = 5;                             /* row 1: a corner tap (border) */
+    chex_q8_pack_weights(w3, q3, 8, 4, 9);
+    uint8_t src[9 * 4] = {0};
+    src[16] = 10, src[17] = 20, src[18] = 30, src[19] = 40; /* pixel (0, 0) at (1, 1) */
+    a = (chex_q8_args){.kind = CHEX_Q8_CONV3X3_PADDED, .n = 1, .c = 4, .h = 1, .w = 1,
+                       .oh = 1, .ow = 1, .qsrc = src, .qsrc_img_stride = 9, .src_plane = 9,
+                       .src_row = 3, .wt = w3, .m = 8, .out_scale = one, .out_shift = zero,
+                       .dst = out, .dst_img_stride = 8};
+    chex_q8_conv_naive(&a);
+    assert_true(out[0] == 90.0f && out[1] == 0.0f && out[7] == 0.0f);
+}
+
 static void test_quantize_weights(void **state)
 {
     (void)state;
@@ -389,7 +457,8 @@ static void test_isa_choice(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_quantize_weights), cmocka_unit_test(test_pack_weights),
+        cmocka_unit_test(test_naive_by_hand),    cmocka_unit_test(test_quantize_weights),
+        cmocka_unit_test(test_pack_weights),
         cmocka_unit_test(test_bnrelu_1x1_f32),   cmocka_unit_test(test_bnrelu_1x1_u8),
         cmocka_unit_test(test_bnrelu_pool),      cmocka_unit_test(test_conv3x3_padded),
         cmocka_unit_test(test_isa_choice),
