@@ -1,0 +1,142 @@
+"""precision int8 against chexd's own fp32 on real radiographs.
+
+For two weight files - the demo weights (as make built and calibrated them)
+and a torch-made checkpoint (torchvision densenet121, fixed seed, BatchNorm
+statistics measured by torch on real radiographs, converted by
+tools/convert_weights.py) - calibrates with `chex calibrate` on one set of
+radiographs, then classifies held-out radiographs (PNG, RGB PNG, JPEG, DICOM)
+with bin/chex at fp32 and at int8 on every instruction-set path this CPU
+has. The demo weights' int8 probabilities must be within 0.02 of fp32 (the
+issue's bound); the torch-made checkpoint's are reported and held to a
+regression bound (see TORCH_MADE_BOUND); the int8 paths must agree with each
+other, and int8 must really have run (not bit-identical to fp32).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+import torchvision
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import chexref  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOOL = os.path.join(HERE, "..", "..", "tools", "convert_weights.py")
+INT8_TOL = 0.02      # the issue's bound, int8 vs fp32
+# Randomly initialised torchvision weights are far more sensitive to 8-bit
+# weights than the demo weights: measured 0.049-0.066 worst (mean ~0.01) with
+# per-channel s8 weights and per-tensor u8 activations, i.e. the issue's 0.02
+# is NOT met for them. This bound only guards against regressions.
+TORCH_MADE_BOUND = 0.1
+ISA_TOL = 5e-3       # int8 on one ISA vs another (only the fp32 stem differs)
+SUBSET = 6
+
+
+def cpu_isas():
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    isas = ["generic"]
+    if {"avx2", "fma"} <= flags:
+        isas.append("avx2")
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni"} <= flags:
+        isas.append("avx512")
+    return isas
+
+
+def torch_made(path, calib, work):
+    """torchvision densenet121 whose BN statistics torch measured on radiographs."""
+    torch.manual_seed(7)
+    m = torchvision.models.densenet121(weights=None, num_classes=14)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.momentum = None  # cumulative average over the batches seen
+            mod.reset_running_stats()
+    x = np.stack([chexref.radiograph_tensor(f, {}, 3) for f in calib])
+    m.train()
+    with torch.no_grad():
+        for i in range(0, len(x), 4):
+            m(torch.from_numpy(x[i:i + 4]))
+        m.classifier.weight.normal_(0, 0.05)
+        m.classifier.bias.normal_(0, 0.1)
+    m.eval()
+    src = os.path.join(work, "torch-made.pth")
+    torch.save(m.state_dict(), src)
+    subprocess.run([sys.executable, TOOL, "--preset", "torchvision", "--name", "torch-made",
+                    src, path], check=True)
+
+
+def classify(chex, model, files, precision, isa):
+    env = dict(os.environ, CHEXD_ISA=isa, OMP_NUM_THREADS="2")
+    r = subprocess.run([chex, "classify", "--model", model, "--precision", precision, *files],
+                       env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"chex classify {precision} {isa} failed: {r.stderr}{r.stdout[:500]}")
+    out = []
+    for line in r.stdout.splitlines():
+        j = json.loads(line)
+        out.append([p["probability"] for p in j["predictions"]])
+    return np.array(out, dtype=np.float64)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chex", required=True)
+    ap.add_argument("--demo", required=True)
+    ap.add_argument("--xrays", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--isa", action="append", help="only these ISA paths (default: all)")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    nih = sorted(f for f in os.listdir(a.xrays) if f.startswith("000") and f.endswith(".png"))
+    calib = [os.path.join(a.xrays, f) for f in nih[:16]]
+    others = ["h0001.png", "tb0005.png", "16747_3_1.jpg", "siim-pneumothorax-sample.dcm",
+              "cr-mono1-10-chest.dcm"]
+    held = [os.path.join(a.xrays, f) for f in nih[16:] + others]
+    held = [f for f in held if os.path.exists(f)]
+    assert len(calib) == 16 and len(held) >= 20, (len(calib), len(held))
+
+    tm = os.path.join(a.work, "torch-made.safetensors")
+    torch_made(tm, calib, a.work)
+    failures = []
+    isas = [i for i in cpu_isas() if not a.isa or i in a.isa]
+    best = isas[-1]
+    for tag, raw, tol in (("demo", a.demo, INT8_TOL), ("torch-made", tm, TORCH_MADE_BOUND)):
+        model = os.path.join(a.work, tag + "-int8.safetensors")
+        subprocess.run([a.chex, "calibrate", "--model", raw, "--out", model, *calib], check=True)
+        p32 = classify(a.chex, model, held, "fp32", best)
+        p8 = classify(a.chex, model, held, "int8", best)
+        d = np.abs(p8 - p32)
+        worst = float(d.max())
+        i, k = np.unravel_index(int(d.argmax()), d.shape)
+        print(f"{tag:10s} int8 {best:8s} vs fp32 over {len(held)} held-out radiographs: "
+              f"worst |dp| {worst:.4f} ({os.path.basename(held[i])}, label {k}), "
+              f"mean {float(d.mean()):.5f}, bound {tol}")
+        if worst > tol:
+            failures.append(f"{tag} {best}: int8 differs from fp32 by {worst:.4f} > {tol}")
+        if worst == 0.0:
+            failures.append(f"{tag} {best}: int8 identical to fp32: did int8 run at all?")
+        # The slower paths (portable C runs int8 at ~3 GOP/s) on a few images:
+        # same results as the best path up to the fp32 stem's last bits.
+        for isa in isas[:-1]:
+            q = classify(a.chex, model, held[:SUBSET], "int8", isa)
+            di = float(np.abs(q - p8[:SUBSET]).max())
+            print(f"{tag:10s} int8 {isa:8s} vs int8 {best} on {SUBSET} radiographs: "
+                  f"worst |dp| {di:.2e}")
+            if di > ISA_TOL:
+                failures.append(f"{tag}: int8 {isa} vs {best} differ by {di:.3g} > {ISA_TOL}")
+    if failures:
+        print("\n".join("FAIL: " + f for f in failures))
+        sys.exit(1)
+    print(f"ok - int8: demo within {INT8_TOL} of fp32, torch-made within its regression bound, ISA paths agree")
+
+
+if __name__ == "__main__":
+    main()
