@@ -161,4 +161,228 @@ static void kt_wino_out(const float *mj, long ms, int len, float *y, long ow)
 
 #include "model/kernels_tmpl.h"
 
-const chex_kernels chex_kernels_avx512 = {"avx512", KT_NR, avx512_conv, avx512_wino};
+/* ---- Winograd F(4x4,3x3) ----
+ * Points 0, +-1, +-2 (Lavin & Gray): per 4x4 output tile, V = B^T d B of the
+ * 6x6 input patch, M_e = U_e V_e for the 36 positions e, Y = A^T M A; 4x
+ * fewer multiplies than direct (F(2x2): 2.25x). One panel = 16 tiles = the 16
+ * lanes of every transform vector, made of two "pieces" of at most 8
+ * consecutive tiles of one tile row (lanes 0-7 and 8-15), so 28x28 (7 tiles a
+ * row) fills 14 of 16 lanes rather than 7. The GEMMs run on an 8 x 16
+ * micro-kernel over 16-tile panels; 32-wide panels would leave one core idle
+ * for a seventh of block 1 at batch 1 (14 panels per 56x56 image). */
+
+/* c[r*16 + j] = sum_q a[q*8 + r] * bp[q*16 + j], r < 8, j < 16. */
+static void micro_8x16(int k, const float *a, const float *bp, float *c)
+{
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+           c7 = c0;
+    for (int q = 0; q < k; q++) {
+        const float *aq = a + (long)q * 8;
+        const __m512 b = _mm512_load_ps(bp + (long)q * 16);
+        c0 = _mm512_fmadd_ps(_mm512_set1_ps(aq[0]), b, c0);
+        c1 = _mm512_fmadd_ps(_mm512_set1_ps(aq[1]), b, c1);
+        c2 = _mm512_fmadd_ps(_mm512_set1_ps(aq[2]), b, c2);
+        c3 = _mm512_fmadd_ps(_mm512_set1_ps(aq[3]), b, c3);
+        c4 = _mm512_fmadd_ps(_mm512_set1_ps(aq[4]), b, c4);
+        c5 = _mm512_fmadd_ps(_mm512_set1_ps(aq[5]), b, c5);
+        c6 = _mm512_fmadd_ps(_mm512_set1_ps(aq[6]), b, c6);
+        c7 = _mm512_fmadd_ps(_mm512_set1_ps(aq[7]), b, c7);
+    }
+    _mm512_store_ps(c, c0);
+    _mm512_store_ps(c + 16, c1);
+    _mm512_store_ps(c + 32, c2);
+    _mm512_store_ps(c + 48, c3);
+    _mm512_store_ps(c + 64, c4);
+    _mm512_store_ps(c + 80, c5);
+    _mm512_store_ps(c + 96, c6);
+    _mm512_store_ps(c + 112, c7);
+}
+
+/* y = B^T x for the 6-vector x (B^T rows: 4 0 -5 0 1 0 / 0 -4 -4 1 1 0 /
+ * 0 4 -4 -1 1 0 / 0 -2 -1 2 1 0 / 0 2 -1 -2 1 0 / 0 4 0 -5 0 1). */
+static inline __attribute__((always_inline)) void bt6(const __m512 *x, __m512 *y)
+{
+    const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
+    const __m512 t0 = _mm512_fnmadd_ps(four, x[2], x[4]), t1 = _mm512_fnmadd_ps(four, x[1], x[3]);
+    const __m512 t2 = _mm512_sub_ps(x[4], x[2]), t3 = _mm512_sub_ps(x[3], x[1]);
+    y[0] = _mm512_fmadd_ps(four, x[0], _mm512_fnmadd_ps(five, x[2], x[4]));
+    y[1] = _mm512_add_ps(t0, t1);
+    y[2] = _mm512_sub_ps(t0, t1);
+    y[3] = _mm512_add_ps(t2, _mm512_add_ps(t3, t3));
+    y[4] = _mm512_sub_ps(t2, _mm512_add_ps(t3, t3));
+    y[5] = _mm512_fmadd_ps(four, x[1], _mm512_fnmadd_ps(five, x[3], x[5]));
+}
+
+/* y = A^T x (A^T rows: 1 1 1 1 1 0 / 0 1 -1 2 -2 0 / 0 1 1 4 4 0 /
+ * 0 1 -1 8 -8 1). */
+static inline __attribute__((always_inline)) void at6(const __m512 *x, __m512 *y)
+{
+    const __m512 s = _mm512_add_ps(x[1], x[2]), d = _mm512_sub_ps(x[1], x[2]);
+    const __m512 s2 = _mm512_add_ps(x[3], x[4]), d2 = _mm512_sub_ps(x[3], x[4]);
+    y[0] = _mm512_add_ps(_mm512_add_ps(x[0], s), s2);
+    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d2, d);
+    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), s2, s);
+    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d2, d), x[5]);
+}
+
+/* One input row of a panel: lanes 0-7 are tiles of piece a (la tiles, row
+ * at pa), lanes 8-15 of piece b; d[j] lane q = column 4q + j of its piece.
+ * Masked loads read only the 4*len + 2 floats the tiles cover. */
+static inline __attribute__((always_inline)) void wino4_row(const float *pa, int la,
+                                                             const float *pb, int lb, __m512 *d)
+{
+    const __m512i i01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i i23 =
+        _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+    const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i hi =
+        _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    const int na = 4 * la + 2, nb = 4 * lb + 2;
+    __m512 x[2][3];
+    for (int s = 0; s < 2; s++) {
+        const float *p = s ? pb : pa;
+        const int n = s ? (lb ? nb : 0) : na;
+        const __m512 w0 = _mm512_maskz_loadu_ps(first_n(n), p),
+                     w1 = _mm512_maskz_loadu_ps(first_n(n - 16), p + 16),
+                     w2 = _mm512_maskz_loadu_ps(first_n(n - 4), p + 4),
+                     w3 = _mm512_maskz_loadu_ps(first_n(n - 20), p + 20);
+        x[s][0] = _mm512_permutex2var_ps(w0, i01, w1);
+        x[s][1] = _mm512_permutex2var_ps(w0, i23, w1);
+        x[s][2] = _mm512_permutex2var_ps(w2, i01, w3);
+    }
+    for (int j = 0; j < 3; j++) {
+        d[2 * j] = _mm512_permutex2var_ps(x[0][j], lo, x[1][j]);
+        d[2 * j + 1] = _mm512_permutex2var_ps(x[0][j], hi, x[1][j]);
+    }
+}
+
+/* V of one channel of a panel: v[e*vs + lane], e = 6*row + column of B^T d B. */
+static void kt_wino4_in(const float *pa, int la, const float *pb, int lb, long row, float *v,
+                        long vs)
+{
+    __m512 t[6][6]; /* t[column l][row i] = (d B)_il */
+    for (int i = 0; i < 6; i++) {
+        __m512 d[6], w[6];
+        wino4_row(pa + i * row, la, pb + i * row, lb, d);
+        bt6(d, w);
+        for (int l = 0; l < 6; l++)
+            t[l][i] = w[l];
+    }
+    for (int l = 0; l < 6; l++) {
+        __m512 y[6];
+        bt6(t[l], y);
+        for (int k = 0; k < 6; k++)
+            _mm512_store_ps(v + (6 * k + l) * vs, y[k]);
+    }
+}
+
+/* Output of one channel of a panel: M at mj[e*ms + lane]; writes the 4x4
+ * tiles of piece a (la tiles) at ya, rows ow apart, and of piece b at yb. */
+static void kt_wino4_out(const float *mj, long ms, float *ya, int la, float *yb, int lb, long ow)
+{
+    __m512 t[4][6]; /* t[column c][row i] = (M A)_ic */
+    for (int i = 0; i < 6; i++) {
+        __m512 x[6], z[4];
+        for (int l = 0; l < 6; l++)
+            x[l] = _mm512_load_ps(mj + (6 * i + l) * ms);
+        at6(x, z);
+        for (int c = 0; c < 4; c++)
+            t[c][i] = z[c];
+    }
+    __m512 y[4][4]; /* y[r][c] */
+    for (int c = 0; c < 4; c++) {
+        __m512 z[4];
+        at6(t[c], z);
+        for (int r = 0; r < 4; r++)
+            y[r][c] = z[r];
+    }
+    /* Lane q of y[r][c] goes to column 4q + c: interleave by 4. */
+    const __m512i p01l = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i p01h =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512i q0 = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+    const __m512i q1 =
+        _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+    const __mmask16 ma0 = first_n(4 * la), ma1 = first_n(4 * la - 16), mb0 = first_n(4 * lb),
+                    mb1 = first_n(4 * lb - 16);
+    for (int r = 0; r < 4; r++) {
+        const __m512 a01 = _mm512_permutex2var_ps(y[r][0], p01l, y[r][1]),
+                     a23 = _mm512_permutex2var_ps(y[r][2], p01l, y[r][3]),
+                     b01 = _mm512_permutex2var_ps(y[r][0], p01h, y[r][1]),
+                     b23 = _mm512_permutex2var_ps(y[r][2], p01h, y[r][3]);
+        float *pa = ya + r * ow;
+        _mm512_mask_storeu_ps(pa, ma0, _mm512_permutex2var_ps(a01, q0, a23));
+        _mm512_mask_storeu_ps(pa + 16, ma1, _mm512_permutex2var_ps(a01, q1, a23));
+        if (lb) {
+            float *pb = yb + r * ow;
+            _mm512_mask_storeu_ps(pb, mb0, _mm512_permutex2var_ps(b01, q0, b23));
+            _mm512_mask_storeu_ps(pb + 16, mb1, _mm512_permutex2var_ps(b01, q1, b23));
+        }
+    }
+}
+
+/* Piece P (of the whole batch): image, tile row, first tile, length. Tile rows
+ * are split into ceil(tw/8) near-equal pieces. */
+static void wino4_piece(const chex_conv_args *a, long P, long *img, int *ty, int *tx, int *len)
+{
+    const int tw = a->ow / 4, th = a->oh / 4, npr = (tw + 7) / 8;
+    const long per = (long)th * npr;
+    *img = P / per;
+    const int rem = (int)(P % per), k = rem % npr;
+    *ty = rem / npr;
+    *tx = k * tw / npr;
+    *len = (k + 1) * tw / npr - *tx;
+}
+
+static void wino4_task(const chex_conv_args *a, const float *u, long p, long npieces,
+                       float *scratch)
+{
+    const int c = a->c, m = a->m;
+    const long row = a->src_row, plane = a->src_plane, ow = a->ow, ohw = (long)a->oh * a->ow;
+    const long vs = (long)c * 16, ms = (long)m * 16; /* stride between e slices */
+    float *vb = scratch, *mb = scratch + (size_t)36 * vs;
+    long img[2];
+    int ty[2], tx[2], len[2] = {0, 0};
+    for (int s = 0; s < 2 && 2 * p + s < npieces; s++)
+        wino4_piece(a, 2 * p + s, &img[s], &ty[s], &tx[s], &len[s]);
+    if (!len[1]) /* a lone last piece: lanes 8-15 load nothing (all masks 0) */
+        img[1] = img[0], ty[1] = ty[0], tx[1] = tx[0];
+    const float *sa = a->src + img[0] * a->src_img_stride + 4L * ty[0] * row + 4 * tx[0];
+    const float *sb = a->src + img[1] * a->src_img_stride + 4L * ty[1] * row + 4 * tx[1];
+    for (int ch = 0; ch < c; ch++)
+        kt_wino4_in(sa + ch * plane, len[0], sb + ch * plane, len[1], row, vb + (long)ch * 16, vs);
+    for (int e = 0; e < 36; e++)
+        for (int m0 = 0; m0 < m; m0 += 8)
+            micro_8x16(c, u + (long)e * m * c + (long)m0 * c, vb + (long)e * vs,
+                       mb + (long)e * ms + (long)m0 * 16);
+    float *da = a->dst + img[0] * a->dst_img_stride + 4L * ty[0] * ow + 4 * tx[0];
+    float *db = a->dst + img[1] * a->dst_img_stride + 4L * ty[1] * ow + 4 * tx[1];
+    for (int o = 0; o < m; o++)
+        kt_wino4_out(mb + (long)o * 16, ms, da + o * ohw, len[0], db + o * ohw, len[1], ow);
+}
+
+/* Winograd F(4x4,3x3) for a CHEX_PACK_CONV3X3_PADDED conv with oh and ow
+ * multiples of 4 and no post-op; u from chex_winograd4_weights. */
+static void avx512_wino4(const chex_conv_args *a, const float *u, float *scratch,
+                         size_t scratch_floats, int nthreads)
+{
+    const long npieces = (long)a->n * (a->oh / 4) * ((a->ow / 4 + 7) / 8);
+    const long panels = (npieces + 1) / 2;
+    if (nthreads > panels)
+        nthreads = (int)panels;
+    if (nthreads <= 1) {
+        for (long p = 0; p < panels; p++)
+            wino4_task(a, u, p, npieces, scratch);
+        return;
+    }
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *sc = scratch + (size_t)omp_get_thread_num() * scratch_floats;
+#pragma omp for schedule(dynamic, 1)
+        for (long p = 0; p < panels; p++)
+            wino4_task(a, u, p, npieces, sc);
+    }
+}
+
+const chex_kernels chex_kernels_avx512 = {"avx512", KT_NR, avx512_conv, avx512_wino,
+                                          avx512_wino4};
