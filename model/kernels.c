@@ -186,7 +186,7 @@ void chex_winograd_weights(float *u, const float *w, int m, int c)
 
 size_t chex_winograd4_scratch_floats(int c, int m)
 {
-    return (size_t)36 * (c + m) * 16; /* V and M of one 16-tile panel */
+    return (size_t)(37 * c + 36 * m) * 16; /* V (37 x 16 per channel) and M of one panel */
 }
 
 void chex_winograd4_weights(float *u, const float *w, int m, int c)

@@ -171,14 +171,14 @@ static void kt_wino_out(const float *mj, long ms, int len, float *y, long ow)
  * micro-kernel over 16-tile panels; 32-wide panels would leave one core idle
  * for a seventh of block 1 at batch 1 (14 panels per 56x56 image). */
 
-/* c[r*16 + j] = sum_q a[q*8 + r] * bp[q*16 + j], r < 8, j < 16. */
-static void micro_8x16(int k, const float *a, const float *bp, float *c)
+/* c[r*16 + j] = sum_q a[q*8 + r] * bp[q*ldb + j], r < 8, j < 16. */
+static void micro_8x16(int k, const float *a, const float *bp, long ldb, float *c)
 {
     __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
            c7 = c0;
     for (int q = 0; q < k; q++) {
         const float *aq = a + (long)q * 8;
-        const __m512 b = _mm512_load_ps(bp + (long)q * 16);
+        const __m512 b = _mm512_load_ps(bp + (long)q * ldb);
         c0 = _mm512_fmadd_ps(_mm512_set1_ps(aq[0]), b, c0);
         c1 = _mm512_fmadd_ps(_mm512_set1_ps(aq[1]), b, c1);
         c2 = _mm512_fmadd_ps(_mm512_set1_ps(aq[2]), b, c2);
@@ -228,8 +228,8 @@ static inline __attribute__((always_inline)) void at6(const __m512 *x, __m512 *y
 /* One input row of a panel: lanes 0-7 are tiles of piece a (la tiles, row
  * at pa), lanes 8-15 of piece b; d[j] lane q = column 4q + j of its piece.
  * Masked loads read only the 4*len + 2 floats the tiles cover. */
-static inline __attribute__((always_inline)) void wino4_row(const float *pa, int la,
-                                                             const float *pb, int lb, __m512 *d)
+static inline __attribute__((always_inline)) void wino4_row(const float *pa, const float *pb,
+                                                             const __mmask16 *mk, __m512 *d)
 {
     const __m512i i01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
     const __m512i i23 =
@@ -237,42 +237,57 @@ static inline __attribute__((always_inline)) void wino4_row(const float *pa, int
     const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
     const __m512i hi =
         _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-    const int na = 4 * la + 2, nb = 4 * lb + 2;
     __m512 x[2][3];
+    #pragma GCC unroll 6
     for (int s = 0; s < 2; s++) {
         const float *p = s ? pb : pa;
-        const int n = s ? (lb ? nb : 0) : na;
-        const __m512 w0 = _mm512_maskz_loadu_ps(first_n(n), p),
-                     w1 = _mm512_maskz_loadu_ps(first_n(n - 16), p + 16),
-                     w2 = _mm512_maskz_loadu_ps(first_n(n - 4), p + 4),
-                     w3 = _mm512_maskz_loadu_ps(first_n(n - 20), p + 20);
+        const __mmask16 *m = mk + 4 * s;
+        const __m512 w0 = _mm512_maskz_loadu_ps(m[0], p), w1 = _mm512_maskz_loadu_ps(m[1], p + 16),
+                     w2 = _mm512_maskz_loadu_ps(m[2], p + 4),
+                     w3 = _mm512_maskz_loadu_ps(m[3], p + 20);
         x[s][0] = _mm512_permutex2var_ps(w0, i01, w1);
         x[s][1] = _mm512_permutex2var_ps(w0, i23, w1);
         x[s][2] = _mm512_permutex2var_ps(w2, i01, w3);
     }
+    #pragma GCC unroll 6
     for (int j = 0; j < 3; j++) {
         d[2 * j] = _mm512_permutex2var_ps(x[0][j], lo, x[1][j]);
         d[2 * j + 1] = _mm512_permutex2var_ps(x[0][j], hi, x[1][j]);
     }
 }
 
-/* V of one channel of a panel: v[e*vs + lane], e = 6*row + column of B^T d B. */
-static void kt_wino4_in(const float *pa, int la, const float *pb, int lb, long row, float *v,
-                        long vs)
+/* The load masks of wino4_row for pieces of la and lb tiles. */
+static void wino4_masks(int la, int lb, __mmask16 *mk)
+{
+    for (int s = 0; s < 2; s++) {
+        const int n = s ? (lb ? 4 * lb + 2 : 0) : 4 * la + 2;
+        mk[4 * s] = first_n(n), mk[4 * s + 1] = first_n(n - 16), mk[4 * s + 2] = first_n(n - 4),
+                mk[4 * s + 3] = first_n(n - 20);
+    }
+}
+
+/* V of one channel of a panel: v[e*16 + lane], e = 6*row + column of B^T d B.
+ * The loops are unrolled so that the arrays stay in registers (GCC -O2 would
+ * otherwise copy them through the stack). */
+static void kt_wino4_in(const float *pa, const float *pb, const __mmask16 *mk, long row, float *v)
 {
     __m512 t[6][6]; /* t[column l][row i] = (d B)_il */
+    #pragma GCC unroll 6
     for (int i = 0; i < 6; i++) {
         __m512 d[6], w[6];
-        wino4_row(pa + i * row, la, pb + i * row, lb, d);
+        wino4_row(pa + i * row, pb + i * row, mk, d);
         bt6(d, w);
+        #pragma GCC unroll 6
         for (int l = 0; l < 6; l++)
             t[l][i] = w[l];
     }
+    #pragma GCC unroll 6
     for (int l = 0; l < 6; l++) {
         __m512 y[6];
         bt6(t[l], y);
+        #pragma GCC unroll 6
         for (int k = 0; k < 6; k++)
-            _mm512_store_ps(v + (6 * k + l) * vs, y[k]);
+            _mm512_store_ps(v + (6 * k + l) * 16, y[k]);
     }
 }
 
@@ -281,18 +296,23 @@ static void kt_wino4_in(const float *pa, int la, const float *pb, int lb, long r
 static void kt_wino4_out(const float *mj, long ms, float *ya, int la, float *yb, int lb, long ow)
 {
     __m512 t[4][6]; /* t[column c][row i] = (M A)_ic */
+    #pragma GCC unroll 6
     for (int i = 0; i < 6; i++) {
         __m512 x[6], z[4];
+        #pragma GCC unroll 6
         for (int l = 0; l < 6; l++)
             x[l] = _mm512_load_ps(mj + (6 * i + l) * ms);
         at6(x, z);
+        #pragma GCC unroll 6
         for (int c = 0; c < 4; c++)
             t[c][i] = z[c];
     }
     __m512 y[4][4]; /* y[r][c] */
+    #pragma GCC unroll 6
     for (int c = 0; c < 4; c++) {
         __m512 z[4];
         at6(t[c], z);
+        #pragma GCC unroll 6
         for (int r = 0; r < 4; r++)
             y[r][c] = z[r];
     }
@@ -305,6 +325,7 @@ static void kt_wino4_out(const float *mj, long ms, float *ya, int la, float *yb,
         _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
     const __mmask16 ma0 = first_n(4 * la), ma1 = first_n(4 * la - 16), mb0 = first_n(4 * lb),
                     mb1 = first_n(4 * lb - 16);
+    #pragma GCC unroll 6
     for (int r = 0; r < 4; r++) {
         const __m512 a01 = _mm512_permutex2var_ps(y[r][0], p01l, y[r][1]),
                      a23 = _mm512_permutex2var_ps(y[r][2], p01l, y[r][3]),
@@ -334,13 +355,19 @@ static void wino4_piece(const chex_conv_args *a, long P, long *img, int *ty, int
     *len = (k + 1) * tw / npr - *tx;
 }
 
+/* V is channel-major, each channel's 36 x 16 transforms written contiguously
+ * (e-major, one 8 KB-strided stream per e, made the input transform wait on
+ * its stores); the GEMMs read it with this row stride, 37 lines so that
+ * consecutive channels do not share L1 sets. */
+#define WINO4_VCH (37 * 16)
+
 static void wino4_task(const chex_conv_args *a, const float *u, long p, long npieces,
                        float *scratch)
 {
     const int c = a->c, m = a->m;
     const long row = a->src_row, plane = a->src_plane, ow = a->ow, ohw = (long)a->oh * a->ow;
-    const long vs = (long)c * 16, ms = (long)m * 16; /* stride between e slices */
-    float *vb = scratch, *mb = scratch + (size_t)36 * vs;
+    const long ms = (long)m * 16; /* stride between e slices of M */
+    float *vb = scratch, *mb = scratch + (size_t)WINO4_VCH * c;
     long img[2];
     int ty[2], tx[2], len[2] = {0, 0};
     for (int s = 0; s < 2 && 2 * p + s < npieces; s++)
@@ -349,11 +376,13 @@ static void wino4_task(const chex_conv_args *a, const float *u, long p, long npi
         img[1] = img[0], ty[1] = ty[0], tx[1] = tx[0];
     const float *sa = a->src + img[0] * a->src_img_stride + 4L * ty[0] * row + 4 * tx[0];
     const float *sb = a->src + img[1] * a->src_img_stride + 4L * ty[1] * row + 4 * tx[1];
+    __mmask16 mk[8];
+    wino4_masks(len[0], len[1], mk);
     for (int ch = 0; ch < c; ch++)
-        kt_wino4_in(sa + ch * plane, len[0], sb + ch * plane, len[1], row, vb + (long)ch * 16, vs);
+        kt_wino4_in(sa + ch * plane, sb + ch * plane, mk, row, vb + (long)ch * WINO4_VCH);
     for (int e = 0; e < 36; e++)
         for (int m0 = 0; m0 < m; m0 += 8)
-            micro_8x16(c, u + (long)e * m * c + (long)m0 * c, vb + (long)e * vs,
+            micro_8x16(c, u + (long)e * m * c + (long)m0 * c, vb + (long)e * 16, WINO4_VCH,
                        mb + (long)e * ms + (long)m0 * 16);
     float *da = a->dst + img[0] * a->dst_img_stride + 4L * ty[0] * ow + 4 * tx[0];
     float *db = a->dst + img[1] * a->dst_img_stride + 4L * ty[1] * ow + 4 * tx[1];
