@@ -159,6 +159,35 @@ static void kt_wino_out(const float *mj, long ms, int len, float *y, long ow)
     }
 }
 
+/* The transitions' BN-ReLU-avgpool packing along an output row: even and
+ * odd input columns come apart by permutes instead of per-pixel gathers.
+ * x*s + t is a multiply then an add, as the C packing rounds it (ISO C mode
+ * does not contract it into an FMA). */
+#define KT_HAVE_POOL_RUN 1
+static void kt_pool_run(const float *x, long w, float s, float t, int len, float *d)
+{
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 vs = _mm512_set1_ps(s), vt = _mm512_set1_ps(t), zero = _mm512_setzero_ps();
+    for (int q = 0; q < len; q += 16) {
+        const int n = 2 * (len - q);
+        const __mmask16 m0 = first_n(n), m1 = first_n(n - 16);
+        __m512 v[2][2];
+        for (int r = 0; r < 2; r++) {
+            const float *xr = x + r * w + 2 * q;
+            v[r][0] = _mm512_max_ps(
+                _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m0, xr), vs), vt), zero);
+            v[r][1] = _mm512_max_ps(
+                _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m1, xr + 16), vs), vt), zero);
+        }
+        const __m512 a = _mm512_add_ps(_mm512_permutex2var_ps(v[0][0], ie, v[0][1]),
+                                       _mm512_permutex2var_ps(v[0][0], io, v[0][1]));
+        const __m512 b = _mm512_add_ps(_mm512_add_ps(a, _mm512_permutex2var_ps(v[1][0], ie, v[1][1])),
+                                       _mm512_permutex2var_ps(v[1][0], io, v[1][1]));
+        _mm512_mask_storeu_ps(d + q, first_n(len - q), _mm512_mul_ps(b, _mm512_set1_ps(0.25f)));
+    }
+}
+
 #include "model/kernels_tmpl.h"
 
 /* ---- Winograd F(4x4,3x3) ----

@@ -11,6 +11,9 @@
  *   (a: weights pre-packed by chex_pack_weights, at row r0 of an 8-row panel)
  * Optionally (KT_HAVE_DIRECT) kt_micro_direct(k, a, base, boff, c, ...): the
  * same with B row k at base + boff[k], for the padded 3x3 read in place.
+ * Optionally (KT_HAVE_POOL_RUN) kt_pool_run(x, w, s, t, len, d): d[i] =
+ * avgpool2x2 of relu(x*s + t) at input columns 2i, 2i+1 of rows x and x + w,
+ * i < len, summed in the order of the generic packing (same bits).
  *   c[r*ldc + j] = relu?(acc*ps[r] + pt[r])               for j < nc only
  *   (ps NULL: scale 1; pt NULL: shift 0).
  */
@@ -86,6 +89,32 @@ static void KT_FN(pack)(const chex_conv_args *a, long j0, long ncols, float *bp)
         return;
     }
 
+#ifdef KT_HAVE_POOL_RUN
+    if (a->kind == CHEX_PACK_BNRELU_POOL) {
+        /* Runs of the panel's pixels along one output row: each is a
+         * contiguous stretch of two input rows, pooled by vector code. */
+        int nrun = 0, rj[KT_NR], rlen[KT_NR];
+        long roff[KT_NR];
+        for (int j = 0; j < nc;) {
+            const long img = (j0 + j) / ohw, pix = (j0 + j) % ohw;
+            const int oy = (int)(pix / a->ow), ox = (int)(pix % a->ow);
+            const int len = a->ow - ox < nc - j ? a->ow - ox : nc - j;
+            rj[nrun] = j, rlen[nrun] = len;
+            roff[nrun++] = img * a->src_img_stride + (long)(2 * oy) * a->w + 2 * ox;
+            j += len;
+        }
+        for (int c = 0; c < a->c; c++) {
+            const float *base = a->src + c * hw;
+            float *d = bp + (long)c * KT_NR;
+            for (int r = 0; r < nrun; r++)
+                kt_pool_run(base + roff[r], a->w, a->pre_scale[c], a->pre_shift[c], rlen[r],
+                            d + rj[r]);
+            for (int j = nc; j < KT_NR; j++)
+                d[j] = 0.0f;
+        }
+        return;
+    }
+#endif
     const int taps = a->kind == CHEX_PACK_CONV ? a->kh * a->kw : 1;
     long off[49 * KT_NR];
     for (int j = 0; j < KT_NR; j++) {
