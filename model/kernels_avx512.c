@@ -9,10 +9,12 @@
 #define KT_FN(x) avx512_##x
 
 /* B row q is bp + q*32 (packed), or base + boff[q] when boff is given: the
- * padded 3x3 read in place (implicit GEMM, unaligned loads, no packing). */
+ * padded 3x3 read in place (implicit GEMM, unaligned loads, no packing).
+ * wide = 0 computes the first 16 columns only, for panels with nc <= 16 (the
+ * last panel of 14x14 and 28x28 images at batch 1, 4 or 16 columns of 32). */
 static inline __attribute__((always_inline)) void
 micro_body(int k, const float *a, const float *bp, const int *boff, float *c, long ldc, int nc,
-           const float *ps, const float *pt, int relu)
+           const float *ps, const float *pt, int relu, int wide)
 {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
@@ -21,32 +23,42 @@ micro_body(int k, const float *a, const float *bp, const int *boff, float *c, lo
         const float *aq = a + (long)q * 8;
         const float *bq = boff ? bp + boff[q] : bp + (long)q * 32;
         const __m512 b0 = boff ? _mm512_loadu_ps(bq) : _mm512_load_ps(bq);
-        const __m512 b1 = boff ? _mm512_loadu_ps(bq + 16) : _mm512_load_ps(bq + 16);
+        const __m512 b1 = !wide ? _mm512_setzero_ps()
+                          : boff ? _mm512_loadu_ps(bq + 16)
+                                 : _mm512_load_ps(bq + 16);
         __m512 v;
         v = _mm512_set1_ps(aq[0]);
         c00 = _mm512_fmadd_ps(v, b0, c00);
-        c01 = _mm512_fmadd_ps(v, b1, c01);
+        if (wide)
+            c01 = _mm512_fmadd_ps(v, b1, c01);
         v = _mm512_set1_ps(aq[1]);
         c10 = _mm512_fmadd_ps(v, b0, c10);
-        c11 = _mm512_fmadd_ps(v, b1, c11);
+        if (wide)
+            c11 = _mm512_fmadd_ps(v, b1, c11);
         v = _mm512_set1_ps(aq[2]);
         c20 = _mm512_fmadd_ps(v, b0, c20);
-        c21 = _mm512_fmadd_ps(v, b1, c21);
+        if (wide)
+            c21 = _mm512_fmadd_ps(v, b1, c21);
         v = _mm512_set1_ps(aq[3]);
         c30 = _mm512_fmadd_ps(v, b0, c30);
-        c31 = _mm512_fmadd_ps(v, b1, c31);
+        if (wide)
+            c31 = _mm512_fmadd_ps(v, b1, c31);
         v = _mm512_set1_ps(aq[4]);
         c40 = _mm512_fmadd_ps(v, b0, c40);
-        c41 = _mm512_fmadd_ps(v, b1, c41);
+        if (wide)
+            c41 = _mm512_fmadd_ps(v, b1, c41);
         v = _mm512_set1_ps(aq[5]);
         c50 = _mm512_fmadd_ps(v, b0, c50);
-        c51 = _mm512_fmadd_ps(v, b1, c51);
+        if (wide)
+            c51 = _mm512_fmadd_ps(v, b1, c51);
         v = _mm512_set1_ps(aq[6]);
         c60 = _mm512_fmadd_ps(v, b0, c60);
-        c61 = _mm512_fmadd_ps(v, b1, c61);
+        if (wide)
+            c61 = _mm512_fmadd_ps(v, b1, c61);
         v = _mm512_set1_ps(aq[7]);
         c70 = _mm512_fmadd_ps(v, b0, c70);
-        c71 = _mm512_fmadd_ps(v, b1, c71);
+        if (wide)
+            c71 = _mm512_fmadd_ps(v, b1, c71);
     }
     __m512 acc[8][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
                         {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
@@ -69,14 +81,20 @@ micro_body(int k, const float *a, const float *bp, const int *boff, float *c, lo
 static void kt_micro(int k, const float *a, const float *bp, float *c, long ldc, int nc,
                      const float *ps, const float *pt, int relu)
 {
-    micro_body(k, a, bp, NULL, c, ldc, nc, ps, pt, relu);
+    if (nc <= 16)
+        micro_body(k, a, bp, NULL, c, ldc, nc, ps, pt, relu, 0);
+    else
+        micro_body(k, a, bp, NULL, c, ldc, nc, ps, pt, relu, 1);
 }
 
 #define KT_HAVE_DIRECT 1
 static void kt_micro_direct(int k, const float *a, const float *base, const int *boff, float *c,
                             long ldc, int nc, const float *ps, const float *pt, int relu)
 {
-    micro_body(k, a, base, boff, c, ldc, nc, ps, pt, relu);
+    if (nc <= 16)
+        micro_body(k, a, base, boff, c, ldc, nc, ps, pt, relu, 0);
+    else
+        micro_body(k, a, base, boff, c, ldc, nc, ps, pt, relu, 1);
 }
 
 /* Winograd F(2x2,3x3) transforms of up to 16 consecutive tiles of one tile
