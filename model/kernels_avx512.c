@@ -198,11 +198,12 @@ static void kt_pool_run(const float *x, long w, float s, float t, int len, float
             v[r][1] = _mm512_max_ps(
                 _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m1, xr + 16), vs), vt), zero);
         }
-        const __m512 a = _mm512_add_ps(_mm512_permutex2var_ps(v[0][0], ie, v[0][1]),
-                                       _mm512_permutex2var_ps(v[0][0], io, v[0][1]));
-        const __m512 b = _mm512_add_ps(_mm512_add_ps(a, _mm512_permutex2var_ps(v[1][0], ie, v[1][1])),
-                                       _mm512_permutex2var_ps(v[1][0], io, v[1][1]));
-        _mm512_mask_storeu_ps(d + q, first_n(len - q), _mm512_mul_ps(b, _mm512_set1_ps(0.25f)));
+        /* ((x[0] + x[1]) + x[w]) + x[w + 1], as the C loop adds them */
+        __m512 sum = _mm512_add_ps(_mm512_permutex2var_ps(v[0][0], ie, v[0][1]),
+                                   _mm512_permutex2var_ps(v[0][0], io, v[0][1]));
+        sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(v[1][0], ie, v[1][1]));
+        sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(v[1][0], io, v[1][1]));
+        _mm512_mask_storeu_ps(d + q, first_n(len - q), _mm512_mul_ps(sum, _mm512_set1_ps(0.25f)));
     }
 }
 
