@@ -88,6 +88,34 @@ static void KT_FN(pack)(const chex_conv_args *a, long j0, long ncols, float *bp)
         }
         return;
     }
+    if (a->kind == CHEX_PACK_BNRELU_1X1) {
+        /* A short last panel or one straddling images (14x14 and 7x7 at
+         * small batches): one contiguous run per image, the rest zero. */
+        int nrun = 0, rj[2 * KT_NR], rlen[2 * KT_NR];
+        long roff[2 * KT_NR];
+        for (int j = 0; j < nc;) {
+            const long img = (j0 + j) / ohw, pix = (j0 + j) % ohw;
+            const int len = ohw - pix < nc - j ? (int)(ohw - pix) : nc - j;
+            rj[nrun] = j, rlen[nrun] = len, roff[nrun++] = img * a->src_img_stride + pix;
+            j += len;
+        }
+        for (int k = 0; k < a->c; k++) {
+            const float s = a->pre_scale[k], t = a->pre_shift[k];
+            float *d = bp + (long)k * KT_NR;
+            for (int r = 0; r < nrun; r++) {
+                const float *x = a->src + roff[r] + k * hw;
+                float *dr = d + rj[r];
+                #pragma omp simd
+                for (int j = 0; j < rlen[r]; j++) {
+                    float v = x[j] * s + t;
+                    dr[j] = v > 0.0f ? v : 0.0f;
+                }
+            }
+            for (int j = nc; j < KT_NR; j++)
+                d[j] = 0.0f;
+        }
+        return;
+    }
 
 #ifdef KT_HAVE_POOL_RUN
     if (a->kind == CHEX_PACK_BNRELU_POOL) {
