@@ -50,15 +50,29 @@ static void KT_FN(pack_padded)(const chex_conv_args *a, int k, long j0, long nco
         }
         return;
     }
-    /* Panel straddles images or runs past the last column. */
-    long off[KT_NR];
-    for (int j = 0; j < KT_NR; j++)
-        off[j] = j0 + j < ncols ? ((j0 + j) / per) * a->src_img_stride + (j0 + j) % per : -1;
+    /* Panel straddles images or runs past the last column: one contiguous
+     * run per image, zeros past the last column. */
+    const int nc = ncols - j0 < KT_NR ? (int)(ncols - j0) : KT_NR;
+    int nrun = 0, rj[KT_NR], rlen[KT_NR];
+    long roff[KT_NR];
+    for (int j = 0; j < nc;) {
+        const long img = (j0 + j) / per, jl = (j0 + j) % per;
+        const int len = per - jl < nc - j ? (int)(per - jl) : nc - j;
+        rj[nrun] = j, rlen[nrun] = len, roff[nrun++] = img * a->src_img_stride + jl;
+        j += len;
+    }
     for (int q = 0; q < k; q++) {
         const float *s = a->src + KT_FN(rowoff)(a, q);
         float *d = bp + (long)q * KT_NR;
-        for (int j = 0; j < KT_NR; j++)
-            d[j] = off[j] >= 0 ? s[off[j]] : 0.0f;
+        for (int r = 0; r < nrun; r++) {
+            const float *x = s + roff[r];
+            float *dr = d + rj[r];
+#pragma omp simd
+            for (int j = 0; j < rlen[r]; j++)
+                dr[j] = x[j];
+        }
+        for (int j = nc; j < KT_NR; j++)
+            d[j] = 0.0f;
     }
 }
 
