@@ -469,8 +469,8 @@ static void bn_fold(bn_t *bn, float **cursor)
  * output tile side, 4 (F(4x4,3x3), the default), 2 (F(2x2,3x3), with
  * CHEXD_WINOGRAD=2 at load) or 0 (direct, CHEXD_WINOGRAD=0). Only where tiles
  * do not hang over the edge (sides multiples of the tile) and the side is at
- * least 28: on 14x14 and 7x7 the transforms' short tile rows ate the gain
- * (measured with F(2x2)). */
+ * least 28: on 14x14 and 7x7 F(2x2)'s short tile rows ate the gain (measured),
+ * and block 3's F(4x4) weights (14 MB) would not fit the RSS budget. */
 static int use_winograd(const chex_model *m, int layer)
 {
     const char *env = getenv("CHEXD_WINOGRAD");
