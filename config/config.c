@@ -853,7 +853,8 @@ void chex_config_usage(const char *prog, FILE *out)
     fprintf(out,
             "\n"
             "Also read: CHEXD_ISA=avx512|avx2|generic forces the inference code path;\n"
-            "CHEXD_WINOGRAD=0 turns off the Winograd 3x3 convolutions (AVX-512).\n"
+            "CHEXD_WINOGRAD=0 turns off the Winograd 3x3 convolutions (AVX-512),\n"
+            "CHEXD_WINOGRAD=2 uses F(2x2,3x3) instead of F(4x4,3x3).\n"
             "Exit status 2 on a configuration error, with one line naming the key and source.\n");
 }
 

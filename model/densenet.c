@@ -397,22 +397,28 @@ static void bn_fold(bn_t *bn, float **cursor)
     }
 }
 
-/* Winograd F(2x2,3x3) for a dense layer's 3x3 conv (where the ISA has it),
- * opt-in with CHEXD_WINOGRAD=1 at load: ~9 % faster per image, within ~5e-6
- * of PyTorch like the direct path, but its last-bit differences still flip
- * model/cam.c's min-max normalisation (x * (1/range) can give 0.99999994 for
- * the maximum), which test_cam requires to be exactly 1. Only with even sides
- * (a 2x2 tile must not hang over the edge) of at least 28 (on 14x14 the
- * transforms' short tile rows ate the gain; measured). */
+/* Winograd for a dense layer's 3x3 conv (where the ISA has it): returns the
+ * output tile side, 4 (F(4x4,3x3), the default), 2 (F(2x2,3x3), with
+ * CHEXD_WINOGRAD=2 at load) or 0 (direct, CHEXD_WINOGRAD=0). Only where tiles
+ * do not hang over the edge (sides multiples of the tile) and the side is at
+ * least 28: on 14x14 and 7x7 F(2x2)'s short tile rows ate the gain (measured),
+ * and block 3's F(4x4) weights (14 MB) would not fit the RSS budget. */
 static int use_winograd(const chex_model *m, int layer)
 {
     const char *env = getenv("CHEXD_WINOGRAD");
     if (env && strcmp(env, "0") == 0)
         return 0;
+    const int f = env && strcmp(env, "2") == 0 ? 2 : 4;
     int b = 0;
     while (b + 1 < NBLOCKS && layer >= m->first_layer[b + 1])
         b++;
-    return m->hw[b] % 2 == 0 && m->hw[b] >= 28;
+    return m->hw[b] % f == 0 && m->hw[b] >= 28 ? f : 0;
+}
+
+/* Floats of a layer's Winograd weights for tile side f (0: none). */
+static size_t wino_floats(int f)
+{
+    return f ? (size_t)(f + 2) * (f + 2) * GROWTH * BOTTLENECK : 0;
 }
 
 static void repack(float *w, int mrows, int k, float *tmp)
@@ -511,8 +517,7 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
         fold += bn_fold_floats(m->trans[i].norm.c);
     size_t wino = 0;
     for (int i = 0; i < MAX_LAYERS; i++)
-        if (use_winograd(m, i))
-            wino += (size_t)16 * GROWTH * BOTTLENECK;
+        wino += wino_floats(use_winograd(m, i));
     m->arena_floats = l->floats + fold + wino;
     m->arena = aligned_alloc(64, m->arena_floats * sizeof(float));
     if (!m->arena) {
@@ -541,10 +546,15 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
     float *wcur = m->arena + l_floats + fold;
     for (int i = 0; i < MAX_LAYERS; i++) {
         repack(m->layers[i].conv1, BOTTLENECK, m->layers[i].cin, tmpw);
-        if (use_winograd(m, i)) { /* from the PyTorch-layout weights */
+        const int f = use_winograd(m, i);
+        if (f) { /* from the PyTorch-layout weights */
             m->layers[i].wino = wcur;
-            chex_winograd_weights(wcur, m->layers[i].conv2, GROWTH, BOTTLENECK);
-            wcur += (size_t)16 * GROWTH * BOTTLENECK;
+            m->layers[i].wino_f = f;
+            if (f == 4)
+                chex_winograd4_weights(wcur, m->layers[i].conv2, GROWTH, BOTTLENECK);
+            else
+                chex_winograd_weights(wcur, m->layers[i].conv2, GROWTH, BOTTLENECK);
+            wcur += wino_floats(f);
         }
         repack(m->layers[i].conv2, GROWTH, BOTTLENECK * 9, tmpw);
     }
@@ -676,6 +686,8 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
     ws->scratch_floats = chex_conv_scratch_floats(m->kmax);
     if (chex_winograd_scratch_floats(BOTTLENECK, GROWTH) > ws->scratch_floats)
         ws->scratch_floats = chex_winograd_scratch_floats(BOTTLENECK, GROWTH);
+    if (chex_winograd4_scratch_floats(BOTTLENECK, GROWTH) > ws->scratch_floats)
+        ws->scratch_floats = chex_winograd4_scratch_floats(BOTTLENECK, GROWTH);
 
     const size_t n = (size_t)max_batch;
     size_t blk[NBLOCKS], total = 0;
@@ -966,7 +978,9 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
                         amax[qi] = v > amax[qi] ? v : amax[qi];
                     }
             }
-            if (d->wino && kr->wino)
+            if (d->wino_f == 4 && kr->wino4)
+                kr->wino4(&a2, d->wino, scratch, ws->scratch_floats, nt);
+            else if (d->wino_f == 2 && kr->wino)
                 kr->wino(&a2, d->wino, scratch, ws->scratch_floats, nt);
             else
                 kr->conv(&a2, scratch, ws->scratch_floats, nt);

@@ -43,7 +43,8 @@ typedef struct {
     bn_t norm1, norm2;
     float *conv1; /* (128, cin, 1, 1), packed by chex_pack_weights */
     float *conv2; /* (32, 128, 3, 3), packed */
-    float *wino;  /* (16, 32, 128) Winograd F(2x2,3x3) weights, or NULL (odd sides) */
+    float *wino;  /* Winograd weights of conv2 ((36 or 16), 32, 128), or NULL */
+    int wino_f;   /* 4: wino is F(4x4,3x3)'s, 2: F(2x2,3x3)'s */
     qconv_t q1, q2; /* int8 versions of conv1, conv2 (chex_model_quantize) */
 } dlayer_t;
 

@@ -153,7 +153,7 @@ static void kt_micro(int k, const float *a, const float *bp, float *c, long ldc,
 
 #include "model/kernels_tmpl.h"
 
-const chex_kernels chex_kernels_generic = {"generic", KT_NR, generic_conv, NULL};
+const chex_kernels chex_kernels_generic = {"generic", KT_NR, generic_conv, NULL, NULL};
 
 size_t chex_winograd_scratch_floats(int c, int m)
 {
@@ -181,6 +181,33 @@ void chex_winograd_weights(float *u, const float *w, int m, int c)
             for (int e = 0; e < 16; e++)
                 u[(size_t)e * m * c + (long)(o / 8) * 8 * c + (long)ci * 8 + o % 8] =
                     r[e / 4][e % 4];
+        }
+}
+
+size_t chex_winograd4_scratch_floats(int c, int m)
+{
+    return (size_t)(37 * c + 36 * m) * 16; /* V (37 x 16 per channel) and M of one panel */
+}
+
+void chex_winograd4_weights(float *u, const float *w, int m, int c)
+{
+    static const double G[6][3] = {{1.0 / 4, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+    for (int o = 0; o < m; o++)
+        for (int ci = 0; ci < c; ci++) {
+            const float *g = w + ((long)o * c + ci) * 9;
+            double t[6][3];
+            for (int i = 0; i < 6; i++) /* G g */
+                for (int k = 0; k < 3; k++)
+                    t[i][k] = G[i][0] * g[k] + G[i][1] * g[3 + k] + G[i][2] * g[6 + k];
+            for (int i = 0; i < 6; i++) /* (G g) G^T */
+                for (int j = 0; j < 6; j++)
+                    u[(size_t)(6 * i + j) * m * c + (long)(o / 8) * 8 * c + (long)ci * 8 +
+                      o % 8] = (float)(t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2]);
         }
 }
 

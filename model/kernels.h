@@ -111,12 +111,21 @@ typedef struct {
      * vectorised transforms). */
     void (*wino)(const chex_conv_args *a, const float *u, float *scratch, size_t scratch_floats,
                  int nthreads);
+    /* Winograd F(4x4,3x3), the same contract with oh and ow multiples of 4,
+     * u from chex_winograd4_weights and scratch areas of at least
+     * chex_winograd4_scratch_floats(c, m). NULL where absent. */
+    void (*wino4)(const chex_conv_args *a, const float *u, float *scratch,
+                  size_t scratch_floats, int nthreads);
 } chex_kernels;
 
 /* u (16, m, c): U_e = (G g G^T)_e of each 3x3 filter g of w (m, c, 3, 3), each
  * e-slice packed by chex_pack_weights (m a multiple of 8). */
 void chex_winograd_weights(float *u, const float *w, int m, int c);
 size_t chex_winograd_scratch_floats(int c, int m);
+/* u (36, m, c): U_e = (G g G^T)_e for F(4x4,3x3) (points 0, +-1, +-2),
+ * computed in double and rounded once, each e-slice packed likewise. */
+void chex_winograd4_weights(float *u, const float *w, int m, int c);
+size_t chex_winograd4_scratch_floats(int c, int m);
 
 /* Weights (m, k) row-major (PyTorch layout, m a multiple of 8) to the
  * layout the micro-kernels read: 8-row panels, k-major inside a panel, so

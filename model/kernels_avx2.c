@@ -60,4 +60,4 @@ static void kt_micro(int k, const float *a, const float *bp, float *c, long ldc,
 
 #include "model/kernels_tmpl.h"
 
-const chex_kernels chex_kernels_avx2 = {"avx2", KT_NR, avx2_conv, NULL};
+const chex_kernels chex_kernels_avx2 = {"avx2", KT_NR, avx2_conv, NULL, NULL};

@@ -9,10 +9,12 @@
 #define KT_FN(x) avx512_##x
 
 /* B row q is bp + q*32 (packed), or base + boff[q] when boff is given: the
- * padded 3x3 read in place (implicit GEMM, unaligned loads, no packing). */
+ * padded 3x3 read in place (implicit GEMM, unaligned loads, no packing).
+ * wide = 0 computes the first 16 columns only, for panels with nc <= 16 (the
+ * last panel of 14x14 and 28x28 images at batch 1, 4 or 16 columns of 32). */
 static inline __attribute__((always_inline)) void
 micro_body(int k, const float *a, const float *bp, const int *boff, float *c, long ldc, int nc,
-           const float *ps, const float *pt, int relu)
+           const float *ps, const float *pt, int relu, int wide)
 {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
@@ -21,32 +23,42 @@ micro_body(int k, const float *a, const float *bp, const int *boff, float *c, lo
         const float *aq = a + (long)q * 8;
         const float *bq = boff ? bp + boff[q] : bp + (long)q * 32;
         const __m512 b0 = boff ? _mm512_loadu_ps(bq) : _mm512_load_ps(bq);
-        const __m512 b1 = boff ? _mm512_loadu_ps(bq + 16) : _mm512_load_ps(bq + 16);
+        const __m512 b1 = !wide ? _mm512_setzero_ps()
+                          : boff ? _mm512_loadu_ps(bq + 16)
+                                 : _mm512_load_ps(bq + 16);
         __m512 v;
         v = _mm512_set1_ps(aq[0]);
         c00 = _mm512_fmadd_ps(v, b0, c00);
-        c01 = _mm512_fmadd_ps(v, b1, c01);
+        if (wide)
+            c01 = _mm512_fmadd_ps(v, b1, c01);
         v = _mm512_set1_ps(aq[1]);
         c10 = _mm512_fmadd_ps(v, b0, c10);
-        c11 = _mm512_fmadd_ps(v, b1, c11);
+        if (wide)
+            c11 = _mm512_fmadd_ps(v, b1, c11);
         v = _mm512_set1_ps(aq[2]);
         c20 = _mm512_fmadd_ps(v, b0, c20);
-        c21 = _mm512_fmadd_ps(v, b1, c21);
+        if (wide)
+            c21 = _mm512_fmadd_ps(v, b1, c21);
         v = _mm512_set1_ps(aq[3]);
         c30 = _mm512_fmadd_ps(v, b0, c30);
-        c31 = _mm512_fmadd_ps(v, b1, c31);
+        if (wide)
+            c31 = _mm512_fmadd_ps(v, b1, c31);
         v = _mm512_set1_ps(aq[4]);
         c40 = _mm512_fmadd_ps(v, b0, c40);
-        c41 = _mm512_fmadd_ps(v, b1, c41);
+        if (wide)
+            c41 = _mm512_fmadd_ps(v, b1, c41);
         v = _mm512_set1_ps(aq[5]);
         c50 = _mm512_fmadd_ps(v, b0, c50);
-        c51 = _mm512_fmadd_ps(v, b1, c51);
+        if (wide)
+            c51 = _mm512_fmadd_ps(v, b1, c51);
         v = _mm512_set1_ps(aq[6]);
         c60 = _mm512_fmadd_ps(v, b0, c60);
-        c61 = _mm512_fmadd_ps(v, b1, c61);
+        if (wide)
+            c61 = _mm512_fmadd_ps(v, b1, c61);
         v = _mm512_set1_ps(aq[7]);
         c70 = _mm512_fmadd_ps(v, b0, c70);
-        c71 = _mm512_fmadd_ps(v, b1, c71);
+        if (wide)
+            c71 = _mm512_fmadd_ps(v, b1, c71);
     }
     __m512 acc[8][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
                         {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
@@ -69,14 +81,20 @@ micro_body(int k, const float *a, const float *bp, const int *boff, float *c, lo
 static void kt_micro(int k, const float *a, const float *bp, float *c, long ldc, int nc,
                      const float *ps, const float *pt, int relu)
 {
-    micro_body(k, a, bp, NULL, c, ldc, nc, ps, pt, relu);
+    if (nc <= 16)
+        micro_body(k, a, bp, NULL, c, ldc, nc, ps, pt, relu, 0);
+    else
+        micro_body(k, a, bp, NULL, c, ldc, nc, ps, pt, relu, 1);
 }
 
 #define KT_HAVE_DIRECT 1
 static void kt_micro_direct(int k, const float *a, const float *base, const int *boff, float *c,
                             long ldc, int nc, const float *ps, const float *pt, int relu)
 {
-    micro_body(k, a, base, boff, c, ldc, nc, ps, pt, relu);
+    if (nc <= 16)
+        micro_body(k, a, base, boff, c, ldc, nc, ps, pt, relu, 0);
+    else
+        micro_body(k, a, base, boff, c, ldc, nc, ps, pt, relu, 1);
 }
 
 /* Winograd F(2x2,3x3) transforms of up to 16 consecutive tiles of one tile
@@ -159,6 +177,289 @@ static void kt_wino_out(const float *mj, long ms, int len, float *y, long ow)
     }
 }
 
+/* The transitions' BN-ReLU-avgpool packing along an output row: even and
+ * odd input columns come apart by permutes instead of per-pixel gathers.
+ * x*s + t is a multiply then an add, as the C packing rounds it (ISO C mode
+ * does not contract it into an FMA). */
+#define KT_HAVE_POOL_RUN 1
+static void kt_pool_run(const float *x, long w, float s, float t, int len, float *d)
+{
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 vs = _mm512_set1_ps(s), vt = _mm512_set1_ps(t), zero = _mm512_setzero_ps();
+    for (int q = 0; q < len; q += 16) {
+        const int n = 2 * (len - q);
+        const __mmask16 m0 = first_n(n), m1 = first_n(n - 16);
+        __m512 v[2][2];
+        for (int r = 0; r < 2; r++) {
+            const float *xr = x + r * w + 2 * q;
+            v[r][0] = _mm512_max_ps(
+                _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m0, xr), vs), vt), zero);
+            v[r][1] = _mm512_max_ps(
+                _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m1, xr + 16), vs), vt), zero);
+        }
+        /* ((x[0] + x[1]) + x[w]) + x[w + 1], as the C loop adds them */
+        __m512 sum = _mm512_add_ps(_mm512_permutex2var_ps(v[0][0], ie, v[0][1]),
+                                   _mm512_permutex2var_ps(v[0][0], io, v[0][1]));
+        sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(v[1][0], ie, v[1][1]));
+        sum = _mm512_add_ps(sum, _mm512_permutex2var_ps(v[1][0], io, v[1][1]));
+        _mm512_mask_storeu_ps(d + q, first_n(len - q), _mm512_mul_ps(sum, _mm512_set1_ps(0.25f)));
+    }
+}
+
 #include "model/kernels_tmpl.h"
 
-const chex_kernels chex_kernels_avx512 = {"avx512", KT_NR, avx512_conv, avx512_wino};
+/* ---- Winograd F(4x4,3x3) ----
+ * Points 0, +-1, +-2 (Lavin & Gray): per 4x4 output tile, V = B^T d B of the
+ * 6x6 input patch, M_e = U_e V_e for the 36 positions e, Y = A^T M A; 4x
+ * fewer multiplies than direct (F(2x2): 2.25x). One panel = 16 tiles = the 16
+ * lanes of every transform vector, made of two "pieces" of at most 8
+ * consecutive tiles of one tile row (lanes 0-7 and 8-15), so 28x28 (7 tiles a
+ * row) fills 14 of 16 lanes rather than 7. The GEMMs run on an 8 x 16
+ * micro-kernel over 16-tile panels; 32-wide panels would leave one core idle
+ * for a seventh of block 1 at batch 1 (14 panels per 56x56 image). */
+
+/* c[r*16 + j] = sum_q a[q*8 + r] * bp[q*ldb + j], r < 8, j < 16. */
+static void micro_8x16(int k, const float *a, const float *bp, long ldb, float *c)
+{
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+           c7 = c0;
+    for (int q = 0; q < k; q++) {
+        const float *aq = a + (long)q * 8;
+        const __m512 b = _mm512_load_ps(bp + (long)q * ldb);
+        c0 = _mm512_fmadd_ps(_mm512_set1_ps(aq[0]), b, c0);
+        c1 = _mm512_fmadd_ps(_mm512_set1_ps(aq[1]), b, c1);
+        c2 = _mm512_fmadd_ps(_mm512_set1_ps(aq[2]), b, c2);
+        c3 = _mm512_fmadd_ps(_mm512_set1_ps(aq[3]), b, c3);
+        c4 = _mm512_fmadd_ps(_mm512_set1_ps(aq[4]), b, c4);
+        c5 = _mm512_fmadd_ps(_mm512_set1_ps(aq[5]), b, c5);
+        c6 = _mm512_fmadd_ps(_mm512_set1_ps(aq[6]), b, c6);
+        c7 = _mm512_fmadd_ps(_mm512_set1_ps(aq[7]), b, c7);
+    }
+    _mm512_store_ps(c, c0);
+    _mm512_store_ps(c + 16, c1);
+    _mm512_store_ps(c + 32, c2);
+    _mm512_store_ps(c + 48, c3);
+    _mm512_store_ps(c + 64, c4);
+    _mm512_store_ps(c + 80, c5);
+    _mm512_store_ps(c + 96, c6);
+    _mm512_store_ps(c + 112, c7);
+}
+
+/* y = B^T x for the 6-vector x (B^T rows: 4 0 -5 0 1 0 / 0 -4 -4 1 1 0 /
+ * 0 4 -4 -1 1 0 / 0 -2 -1 2 1 0 / 0 2 -1 -2 1 0 / 0 4 0 -5 0 1). */
+static inline __attribute__((always_inline)) void bt6(const __m512 *x, __m512 *y)
+{
+    const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
+    const __m512 t0 = _mm512_fnmadd_ps(four, x[2], x[4]), t1 = _mm512_fnmadd_ps(four, x[1], x[3]);
+    const __m512 t2 = _mm512_sub_ps(x[4], x[2]), t3 = _mm512_sub_ps(x[3], x[1]);
+    y[0] = _mm512_fmadd_ps(four, x[0], _mm512_fnmadd_ps(five, x[2], x[4]));
+    y[1] = _mm512_add_ps(t0, t1);
+    y[2] = _mm512_sub_ps(t0, t1);
+    y[3] = _mm512_add_ps(t2, _mm512_add_ps(t3, t3));
+    y[4] = _mm512_sub_ps(t2, _mm512_add_ps(t3, t3));
+    y[5] = _mm512_fmadd_ps(four, x[1], _mm512_fnmadd_ps(five, x[3], x[5]));
+}
+
+/* y = A^T x (A^T rows: 1 1 1 1 1 0 / 0 1 -1 2 -2 0 / 0 1 1 4 4 0 /
+ * 0 1 -1 8 -8 1). */
+static inline __attribute__((always_inline)) void at6(const __m512 *x, __m512 *y)
+{
+    const __m512 s = _mm512_add_ps(x[1], x[2]), d = _mm512_sub_ps(x[1], x[2]);
+    const __m512 s2 = _mm512_add_ps(x[3], x[4]), d2 = _mm512_sub_ps(x[3], x[4]);
+    y[0] = _mm512_add_ps(_mm512_add_ps(x[0], s), s2);
+    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d2, d);
+    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), s2, s);
+    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d2, d), x[5]);
+}
+
+/* One input row of a panel: lanes 0-7 are tiles of piece a (la tiles, row
+ * at pa), lanes 8-15 of piece b; d[j] lane q = column 4q + j of its piece.
+ * Masked loads read only the 4*len + 2 floats the tiles cover. */
+static inline __attribute__((always_inline)) void wino4_row(const float *pa, const float *pb,
+                                                             const __mmask16 *mk, __m512 *d)
+{
+    const __m512i i01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i i23 =
+        _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+    const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i hi =
+        _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    __m512 x[2][3];
+    #pragma GCC unroll 6
+    for (int s = 0; s < 2; s++) {
+        const float *p = s ? pb : pa;
+        const __mmask16 *m = mk + 4 * s;
+        const __m512 w0 = _mm512_maskz_loadu_ps(m[0], p), w1 = _mm512_maskz_loadu_ps(m[1], p + 16),
+                     w2 = _mm512_maskz_loadu_ps(m[2], p + 4),
+                     w3 = _mm512_maskz_loadu_ps(m[3], p + 20);
+        x[s][0] = _mm512_permutex2var_ps(w0, i01, w1);
+        x[s][1] = _mm512_permutex2var_ps(w0, i23, w1);
+        x[s][2] = _mm512_permutex2var_ps(w2, i01, w3);
+    }
+    #pragma GCC unroll 6
+    for (int j = 0; j < 3; j++) {
+        d[2 * j] = _mm512_permutex2var_ps(x[0][j], lo, x[1][j]);
+        d[2 * j + 1] = _mm512_permutex2var_ps(x[0][j], hi, x[1][j]);
+    }
+}
+
+/* The load masks of wino4_row for pieces of la and lb tiles. */
+static void wino4_masks(int la, int lb, __mmask16 *mk)
+{
+    for (int s = 0; s < 2; s++) {
+        const int n = s ? (lb ? 4 * lb + 2 : 0) : 4 * la + 2;
+        mk[4 * s] = first_n(n), mk[4 * s + 1] = first_n(n - 16), mk[4 * s + 2] = first_n(n - 4),
+                mk[4 * s + 3] = first_n(n - 20);
+    }
+}
+
+/* V of one channel of a panel: v[e*16 + lane], e = 6*row + column of B^T d B.
+ * The loops are unrolled so that the arrays stay in registers (GCC -O2 would
+ * otherwise copy them through the stack). */
+static void kt_wino4_in(const float *pa, const float *pb, const __mmask16 *mk, long row, float *v)
+{
+    __m512 t[6][6]; /* t[column l][row i] = (d B)_il */
+    #pragma GCC unroll 6
+    for (int i = 0; i < 6; i++) {
+        __m512 d[6], w[6];
+        wino4_row(pa + i * row, pb + i * row, mk, d);
+        bt6(d, w);
+        #pragma GCC unroll 6
+        for (int l = 0; l < 6; l++)
+            t[l][i] = w[l];
+    }
+    #pragma GCC unroll 6
+    for (int l = 0; l < 6; l++) {
+        __m512 y[6];
+        bt6(t[l], y);
+        #pragma GCC unroll 6
+        for (int k = 0; k < 6; k++)
+            _mm512_store_ps(v + (6 * k + l) * 16, y[k]);
+    }
+}
+
+/* Output of one channel of a panel: M at mj[e*ms + lane]; writes the 4x4
+ * tiles of piece a (la tiles) at ya, rows ow apart, and of piece b at yb. */
+static void kt_wino4_out(const float *mj, long ms, float *ya, int la, float *yb, int lb, long ow)
+{
+    __m512 t[4][6]; /* t[column c][row i] = (M A)_ic */
+    #pragma GCC unroll 6
+    for (int i = 0; i < 6; i++) {
+        __m512 x[6], z[4];
+        #pragma GCC unroll 6
+        for (int l = 0; l < 6; l++)
+            x[l] = _mm512_load_ps(mj + (6 * i + l) * ms);
+        at6(x, z);
+        #pragma GCC unroll 6
+        for (int c = 0; c < 4; c++)
+            t[c][i] = z[c];
+    }
+    __m512 y[4][4]; /* y[r][c] */
+    #pragma GCC unroll 6
+    for (int c = 0; c < 4; c++) {
+        __m512 z[4];
+        at6(t[c], z);
+        #pragma GCC unroll 6
+        for (int r = 0; r < 4; r++)
+            y[r][c] = z[r];
+    }
+    /* Lane q of y[r][c] goes to column 4q + c: interleave by 4. */
+    const __m512i p01l = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i p01h =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512i q0 = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+    const __m512i q1 =
+        _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+    const __mmask16 ma0 = first_n(4 * la), ma1 = first_n(4 * la - 16), mb0 = first_n(4 * lb),
+                    mb1 = first_n(4 * lb - 16);
+    #pragma GCC unroll 6
+    for (int r = 0; r < 4; r++) {
+        const __m512 a01 = _mm512_permutex2var_ps(y[r][0], p01l, y[r][1]),
+                     a23 = _mm512_permutex2var_ps(y[r][2], p01l, y[r][3]),
+                     b01 = _mm512_permutex2var_ps(y[r][0], p01h, y[r][1]),
+                     b23 = _mm512_permutex2var_ps(y[r][2], p01h, y[r][3]);
+        float *pa = ya + r * ow;
+        _mm512_mask_storeu_ps(pa, ma0, _mm512_permutex2var_ps(a01, q0, a23));
+        _mm512_mask_storeu_ps(pa + 16, ma1, _mm512_permutex2var_ps(a01, q1, a23));
+        if (lb) {
+            float *pb = yb + r * ow;
+            _mm512_mask_storeu_ps(pb, mb0, _mm512_permutex2var_ps(b01, q0, b23));
+            _mm512_mask_storeu_ps(pb + 16, mb1, _mm512_permutex2var_ps(b01, q1, b23));
+        }
+    }
+}
+
+/* Piece P (of the whole batch): image, tile row, first tile, length. Tile rows
+ * are split into ceil(tw/8) near-equal pieces. */
+static void wino4_piece(const chex_conv_args *a, long P, long *img, int *ty, int *tx, int *len)
+{
+    const int tw = a->ow / 4, th = a->oh / 4, npr = (tw + 7) / 8;
+    const long per = (long)th * npr;
+    *img = P / per;
+    const int rem = (int)(P % per), k = rem % npr;
+    *ty = rem / npr;
+    *tx = k * tw / npr;
+    *len = (k + 1) * tw / npr - *tx;
+}
+
+/* V is channel-major, each channel's 36 x 16 transforms written contiguously
+ * (e-major, one 8 KB-strided stream per e, made the input transform wait on
+ * its stores); the GEMMs read it with this row stride, 37 lines so that
+ * consecutive channels do not share L1 sets. */
+#define WINO4_VCH (37 * 16)
+
+static void wino4_task(const chex_conv_args *a, const float *u, long p, long npieces,
+                       float *scratch)
+{
+    const int c = a->c, m = a->m;
+    const long row = a->src_row, plane = a->src_plane, ow = a->ow, ohw = (long)a->oh * a->ow;
+    const long ms = (long)m * 16; /* stride between e slices of M */
+    float *vb = scratch, *mb = scratch + (size_t)WINO4_VCH * c;
+    long img[2];
+    int ty[2], tx[2], len[2] = {0, 0};
+    for (int s = 0; s < 2 && 2 * p + s < npieces; s++)
+        wino4_piece(a, 2 * p + s, &img[s], &ty[s], &tx[s], &len[s]);
+    if (!len[1]) /* a lone last piece: lanes 8-15 load nothing (all masks 0) */
+        img[1] = img[0], ty[1] = ty[0], tx[1] = tx[0];
+    const float *sa = a->src + img[0] * a->src_img_stride + 4L * ty[0] * row + 4 * tx[0];
+    const float *sb = a->src + img[1] * a->src_img_stride + 4L * ty[1] * row + 4 * tx[1];
+    __mmask16 mk[8];
+    wino4_masks(len[0], len[1], mk);
+    for (int ch = 0; ch < c; ch++)
+        kt_wino4_in(sa + ch * plane, sb + ch * plane, mk, row, vb + (long)ch * WINO4_VCH);
+    for (int e = 0; e < 36; e++)
+        for (int m0 = 0; m0 < m; m0 += 8)
+            micro_8x16(c, u + (long)e * m * c + (long)m0 * c, vb + (long)e * 16, WINO4_VCH,
+                       mb + (long)e * ms + (long)m0 * 16);
+    float *da = a->dst + img[0] * a->dst_img_stride + 4L * ty[0] * ow + 4 * tx[0];
+    float *db = a->dst + img[1] * a->dst_img_stride + 4L * ty[1] * ow + 4 * tx[1];
+    for (int o = 0; o < m; o++)
+        kt_wino4_out(mb + (long)o * 16, ms, da + o * ohw, len[0], db + o * ohw, len[1], ow);
+}
+
+/* Winograd F(4x4,3x3) for a CHEX_PACK_CONV3X3_PADDED conv with oh and ow
+ * multiples of 4 and no post-op; u from chex_winograd4_weights. */
+static void avx512_wino4(const chex_conv_args *a, const float *u, float *scratch,
+                         size_t scratch_floats, int nthreads)
+{
+    const long npieces = (long)a->n * (a->oh / 4) * ((a->ow / 4 + 7) / 8);
+    const long panels = (npieces + 1) / 2;
+    if (nthreads > panels)
+        nthreads = (int)panels;
+    if (nthreads <= 1) {
+        for (long p = 0; p < panels; p++)
+            wino4_task(a, u, p, npieces, scratch);
+        return;
+    }
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *sc = scratch + (size_t)omp_get_thread_num() * scratch_floats;
+#pragma omp for schedule(dynamic, 1)
+        for (long p = 0; p < panels; p++)
+            wino4_task(a, u, p, npieces, sc);
+    }
+}
+
+const chex_kernels chex_kernels_avx512 = {"avx512", KT_NR, avx512_conv, avx512_wino,
+                                          avx512_wino4};

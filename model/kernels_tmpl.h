@@ -11,6 +11,9 @@
  *   (a: weights pre-packed by chex_pack_weights, at row r0 of an 8-row panel)
  * Optionally (KT_HAVE_DIRECT) kt_micro_direct(k, a, base, boff, c, ...): the
  * same with B row k at base + boff[k], for the padded 3x3 read in place.
+ * Optionally (KT_HAVE_POOL_RUN) kt_pool_run(x, w, s, t, len, d): d[i] =
+ * avgpool2x2 of relu(x*s + t) at input columns 2i, 2i+1 of rows x and x + w,
+ * i < len, summed in the order of the generic packing (same bits).
  *   c[r*ldc + j] = relu?(acc*ps[r] + pt[r])               for j < nc only
  *   (ps NULL: scale 1; pt NULL: shift 0).
  */
@@ -47,15 +50,29 @@ static void KT_FN(pack_padded)(const chex_conv_args *a, int k, long j0, long nco
         }
         return;
     }
-    /* Panel straddles images or runs past the last column. */
-    long off[KT_NR];
-    for (int j = 0; j < KT_NR; j++)
-        off[j] = j0 + j < ncols ? ((j0 + j) / per) * a->src_img_stride + (j0 + j) % per : -1;
+    /* Panel straddles images or runs past the last column: one contiguous
+     * run per image, zeros past the last column. */
+    const int nc = ncols - j0 < KT_NR ? (int)(ncols - j0) : KT_NR;
+    int nrun = 0, rj[KT_NR], rlen[KT_NR];
+    long roff[KT_NR];
+    for (int j = 0; j < nc;) {
+        const long img = (j0 + j) / per, jl = (j0 + j) % per;
+        const int len = per - jl < nc - j ? (int)(per - jl) : nc - j;
+        rj[nrun] = j, rlen[nrun] = len, roff[nrun++] = img * a->src_img_stride + jl;
+        j += len;
+    }
     for (int q = 0; q < k; q++) {
         const float *s = a->src + KT_FN(rowoff)(a, q);
         float *d = bp + (long)q * KT_NR;
-        for (int j = 0; j < KT_NR; j++)
-            d[j] = off[j] >= 0 ? s[off[j]] : 0.0f;
+        for (int r = 0; r < nrun; r++) {
+            const float *x = s + roff[r];
+            float *dr = d + rj[r];
+#pragma omp simd
+            for (int j = 0; j < rlen[r]; j++)
+                dr[j] = x[j];
+        }
+        for (int j = nc; j < KT_NR; j++)
+            d[j] = 0.0f;
     }
 }
 
@@ -85,7 +102,61 @@ static void KT_FN(pack)(const chex_conv_args *a, long j0, long ncols, float *bp)
         }
         return;
     }
+    if (a->kind == CHEX_PACK_BNRELU_1X1) {
+        /* A short last panel or one straddling images (14x14 and 7x7 at
+         * small batches): one contiguous run per image, the rest zero. */
+        int nrun = 0, rj[2 * KT_NR], rlen[2 * KT_NR];
+        long roff[2 * KT_NR];
+        for (int j = 0; j < nc;) {
+            const long img = (j0 + j) / ohw, pix = (j0 + j) % ohw;
+            const int len = ohw - pix < nc - j ? (int)(ohw - pix) : nc - j;
+            rj[nrun] = j, rlen[nrun] = len, roff[nrun++] = img * a->src_img_stride + pix;
+            j += len;
+        }
+        for (int k = 0; k < a->c; k++) {
+            const float s = a->pre_scale[k], t = a->pre_shift[k];
+            float *d = bp + (long)k * KT_NR;
+            for (int r = 0; r < nrun; r++) {
+                const float *x = a->src + roff[r] + k * hw;
+                float *dr = d + rj[r];
+                #pragma omp simd
+                for (int j = 0; j < rlen[r]; j++) {
+                    float v = x[j] * s + t;
+                    dr[j] = v > 0.0f ? v : 0.0f;
+                }
+            }
+            for (int j = nc; j < KT_NR; j++)
+                d[j] = 0.0f;
+        }
+        return;
+    }
 
+#ifdef KT_HAVE_POOL_RUN
+    if (a->kind == CHEX_PACK_BNRELU_POOL) {
+        /* Runs of the panel's pixels along one output row: each is a
+         * contiguous stretch of two input rows, pooled by vector code. */
+        int nrun = 0, rj[KT_NR], rlen[KT_NR];
+        long roff[KT_NR];
+        for (int j = 0; j < nc;) {
+            const long img = (j0 + j) / ohw, pix = (j0 + j) % ohw;
+            const int oy = (int)(pix / a->ow), ox = (int)(pix % a->ow);
+            const int len = a->ow - ox < nc - j ? a->ow - ox : nc - j;
+            rj[nrun] = j, rlen[nrun] = len;
+            roff[nrun++] = img * a->src_img_stride + (long)(2 * oy) * a->w + 2 * ox;
+            j += len;
+        }
+        for (int c = 0; c < a->c; c++) {
+            const float *base = a->src + c * hw;
+            float *d = bp + (long)c * KT_NR;
+            for (int r = 0; r < nrun; r++)
+                kt_pool_run(base + roff[r], a->w, a->pre_scale[c], a->pre_shift[c], rlen[r],
+                            d + rj[r]);
+            for (int j = nc; j < KT_NR; j++)
+                d[j] = 0.0f;
+        }
+        return;
+    }
+#endif
     const int taps = a->kind == CHEX_PACK_CONV ? a->kh * a->kw : 1;
     long off[49 * KT_NR];
     for (int j = 0; j < KT_NR; j++) {

@@ -43,16 +43,20 @@ def main():
     failures, worst = [], {"logits": 0.0, "probs": 0.0}
     print(f"{'run':40s} {'logits':>10s} {'probs':>10s}  worst stage (rel)")
     runs = [(k, isa, t, False, "") for isa in isas for t in (1, 2) for k in inputs]
-    if "avx512" in isas:  # AVX-512 without its default Winograd 3x3 path (CHEXD_WINOGRAD=0)
-        runs += [(k, "avx512", t, False, "direct") for t in (1, 2) for k in inputs]
+    # AVX-512 without its default Winograd F(4x4) 3x3 path: direct (CHEXD_WINOGRAD=0)
+    # and F(2x2) (CHEXD_WINOGRAD=2)
+    wino_env = {"direct": "0", "f2x2": "2"}
+    if "avx512" in isas:
+        runs += [(k, "avx512", t, False, v) for v in wino_env for t in (1, 2) for k in inputs]
     runs.append(("xray-b1", "naive", 1, True, ""))
     for key, isa, threads, naive, variant in runs:
         x = inputs[key]
         lt, pt, st = ref[key]
         tag = f"{key}-{isa}{'-' + variant if variant else ''}-t{threads}"
+        env = {"CHEXD_WINOGRAD": wino_env[variant]} if variant else None
         lc, pc, sc, info = chexref.run_c(a.driver, a.model, x, a.work, tag, threads=threads,
                                          isa=None if naive else isa, reference=naive,
-                                         extra_env={"CHEXD_WINOGRAD": "0"} if variant else None)
+                                         extra_env=env)
         if info["isa"] != isa or info["threads"] != threads:
             failures.append(f"{tag}: driver ran isa {info['isa']} threads {info['threads']}")
         dl = float(np.abs(lc - lt).max())
