@@ -6,6 +6,9 @@
 #
 #   chexd  bin/chex bench (in-process timing, 3 warm-ups then BENCH_RUNS runs);
 #          chexd-direct: the same with CHEXD_WINOGRAD=0 (no Winograd 3x3 path)
+#          chexd-int8: the same with --precision int8 (int8 convolutions); its
+#          worst probability difference to fp32 is measured on real radiographs
+#          (../shared/data/xrays if present, else tests/data) with chex classify
 #   torch  Debian python3-torch 1.13: eager, and jit.trace+optimize_for_inference
 #   ort    npm onnxruntime-node (installed under $BUILD/ort with --ignore-scripts),
 #          model exported by tools/export_onnx.py, all graph optimisations
@@ -155,6 +158,7 @@ EOF
 # --- alternating rounds ---
 : > "$W/results.jsonl"
 peers="chexd"
+skipped chexd-int8 || peers="$peers chexd-int8"
 skipped chexd-direct || peers="$peers chexd-direct"
 skipped ort || peers="$peers ort"
 skipped torch || peers="$peers torch"
@@ -164,6 +168,8 @@ for b in 1 8; do
     for p in $peers; do
       case $p in
         chexd) out=$("$BIN/chex" bench --model "$MODEL" --batch "$b" --runs "$RUNS" --threads "$T") ;;
+        chexd-int8) out=$("$BIN/chex" bench --model "$MODEL" --batch "$b" --runs "$RUNS" \
+          --threads "$T" --precision int8) ;;
         chexd-direct) out=$(CHEXD_WINOGRAD=0 "$BIN/chex" bench --model "$MODEL" --batch "$b" \
           --runs "$RUNS" --threads "$T") ;;
         ort) out=$(cd "$W/ort" && node ../ort_bench.js ../model.onnx ../input8.f32 "$b" "$RUNS" "$T") ;;
@@ -175,6 +181,28 @@ for b in 1 8; do
     done
   done
 done
+# int8 accuracy: every probability of every real radiograph, int8 vs fp32.
+XR=../shared/data/xrays
+[ -d "$XR" ] || XR=tests/data
+mapfile -t xr < <(find "$XR" -maxdepth 1 -type f \( -name '*.png' -o -name '*.jpg' -o -name '*.dcm' \) | LC_ALL=C sort)
+: > "$W/int8diff.json"
+if ! skipped chexd-int8; then
+  "$BIN/chex" classify --model "$MODEL" "${xr[@]}" > "$W/cls32.jsonl" || true
+  "$BIN/chex" classify --model "$MODEL" --precision int8 "${xr[@]}" > "$W/cls8.jsonl" || true
+  "$PY" - "$W" > "$W/int8diff.json" <<'PY'
+import json, sys
+w = sys.argv[1]
+rd = lambda f: [json.loads(l) for l in open(f"{w}/{f}")]
+worst, tot, n = 0.0, 0.0, 0
+for a, b in zip(rd("cls32.jsonl"), rd("cls8.jsonl")):
+    if "predictions" not in a or "predictions" not in b:
+        continue
+    for x, y in zip(a["predictions"], b["predictions"]):
+        d = abs(x["probability"] - y["probability"])
+        worst, tot, n = max(worst, d), tot + d, n + 1
+print(json.dumps({"images": n // 14 if n else 0, "worst": worst, "mean": tot / n if n else 0}))
+PY
+fi
 # Per-stage split of chexd (medians of 30 forwards after warm-up).
 for b in 1 8; do
   OMP_NUM_THREADS=$T "$W/ref_driver" "$MODEL" "$W/input8.f32" "$b" "$W/stages$b" --runs 30 \
@@ -195,7 +223,8 @@ def agg(peer, b):
     return {"median_ms": statistics.median(r["median_ms"] for r in rs),
             "p90_ms": statistics.median(r["p90_ms"] for r in rs),
             "rss": max(r["peak_rss_mb"] for r in rs), "rounds": len(rs)}
-peers = [p for p in ("chexd", "chexd-direct", "ort", "torch", "torch-jit") if agg(p, 1)]
+peers = [p for p in ("chexd", "chexd-int8", "chexd-direct", "ort", "torch", "torch-jit")
+         if agg(p, 1)]
 cpu = "unknown CPU"
 for line in open("/proc/cpuinfo"):
     if line.startswith("model name"):
@@ -223,7 +252,22 @@ for p in peers:
 out.append("")
 out.append(f"Medians of {base1['rounds']} alternating rounds. \"chexd / peer (b1 latency)\" is "
            "chexd's latency divided by the peer's (below 1: chexd faster); \"(b8 throughput)\" "
-           "is chexd's images/s divided by the peer's (above 1: chexd faster).")
+           "is chexd's images/s divided by the peer's (above 1: chexd faster). chexd is fp32.")
+i8, o1 = agg("chexd-int8", 1), agg("ort", 1)
+if i8:
+    dd = open(os.path.join(w, "int8diff.json")).read().strip()
+    dd = json.loads(dd) if dd else {}
+    rs = [r["r"] for r in rows if r["peer"] == "chexd-int8"]
+    bench_d = max(r.get("max_prob_diff_fp32", 0.0) for r in rs)
+    line = (f"int8 (chexd-int8): batch-1 {i8['median_ms']:.1f} ms = "
+            + (f"{i8['median_ms'] / o1['median_ms']:.2f}x ONNX Runtime's fp32 latency; "
+               if o1 else "")
+            + f"worst probability difference to chexd fp32 {bench_d:.4f} on the bench input")
+    if dd.get("images"):
+        line += (f", {dd['worst']:.4f} (mean {dd['mean']:.4f}) over {dd['images']} real "
+                 "radiographs (chex classify, every label)")
+    out.append("")
+    out.append(line + ".")
 out.append("")
 out.append("chexd per-stage split (median ms of 30 forwards, ref_driver):")
 out.append("")
