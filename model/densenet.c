@@ -725,7 +725,11 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
     ws->bott = p + al16(stem) * (size_t)ws->nstem;
     ws->phase = ws->bott + bott;
     memset(ws->phase, 0, ws->phase_floats * (size_t)ws->nstem * sizeof(float));
-    memset(ws->bott, 0, bott * sizeof(float));
+    /* Only the read slack past the last plane needs zeros now: borders are
+     * zeroed per block and interiors written by every layer, and leaving the
+     * rest untouched keeps it out of an int8 workspace's RSS (int8 uses
+     * qbott instead). */
+    memset(ws->bott + bott_max, 0, (bott - bott_max) * sizeof(float));
     p += tmp;
     ws->feat = p;
     p += feat;
