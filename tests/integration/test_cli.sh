@@ -57,11 +57,21 @@ ok "chex usage errors exit 2; --help, --version"
 "$PY" - "$TMPD/bench.json" <<'PY' || fail "bench output: $(cat "$TMPD/bench.json")"
 import json, sys
 j = json.load(open(sys.argv[1]))
-assert set(j) == {"batch", "threads", "isa", "median_ms", "p90_ms", "images_per_s", "gflops", "peak_rss_mb"}, j
+assert set(j) == {"batch", "threads", "isa", "precision", "median_ms", "p90_ms", "images_per_s", "gflops", "peak_rss_mb"}, j
 assert j["batch"] == 1 and j["median_ms"] > 0 and j["p90_ms"] >= j["median_ms"] and j["images_per_s"] > 0, j
-assert j["isa"] in ("avx512", "avx2", "generic") and j["peak_rss_mb"] > 0, j
+assert j["isa"] in ("avx512", "avx2", "generic") and j["peak_rss_mb"] > 0 and j["precision"] == "fp32", j
 PY
 ok "chex bench: $(cat "$TMPD/bench.json")"
+"$CHEX" bench --model "$DEMO" --runs 3 --batch 2 --precision int8 >"$TMPD/bench8.json" || fail "bench int8"
+"$PY" - "$TMPD/bench8.json" <<'PY' || fail "bench int8 output: $(cat "$TMPD/bench8.json")"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["precision"] == "int8" and j["batch"] == 2 and j["median_ms"] > 0, j
+assert 0 < j["max_prob_diff_fp32"] <= 0.02, j
+PY
+ok "chex bench --precision int8: $(cat "$TMPD/bench8.json")"
+rc=0; "$CHEX" bench --model "$DEMO" --precision fp16 2>"$TMPD/err" || rc=$?
+[ "$rc" = 2 ] && grep -q precision "$TMPD/err" || fail "bench --precision fp16: rc=$rc $(cat "$TMPD/err")"
 rc=0; "$CHEX" bench --isa sparc 2>/dev/null || rc=$?
 [ "$rc" = 2 ] || fail "bench --isa sparc: rc=$rc"
 "$CHEX" evaluate --help >"$TMPD/eval" || fail "chex evaluate --help"
