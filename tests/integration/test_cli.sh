@@ -74,6 +74,21 @@ rc=0; "$CHEX" bench --model "$DEMO" --precision fp16 2>"$TMPD/err" || rc=$?
 [ "$rc" = 2 ] && grep -q precision "$TMPD/err" || fail "bench --precision fp16: rc=$rc $(cat "$TMPD/err")"
 rc=0; "$CHEX" bench --isa sparc 2>/dev/null || rc=$?
 [ "$rc" = 2 ] || fail "bench --isa sparc: rc=$rc"
+# chex calibrate: a calibrated copy that int8 accepts; errors leave no file.
+"$BUILD/tools/make_demo_weights" "$TMPD/raw.safetensors" || fail "make_demo_weights"
+"$CHEX" calibrate --model "$TMPD/raw.safetensors" --out "$TMPD/cal.safetensors" \
+  "$DATA/00000001_000.png" "$DATA/16747_3_1.jpg" "$DATA/cr-mono1-10-chest.dcm" 2>"$TMPD/err" ||
+  fail "calibrate: $(cat "$TMPD/err")"
+grep -q "3 images, 119 int8 convolutions" "$TMPD/err" || fail "calibrate summary: $(cat "$TMPD/err")"
+"$CHEX" classify --model "$TMPD/cal.safetensors" --precision int8 "$DATA/h0001.png" >/dev/null ||
+  fail "int8 on the calibrated copy"
+rc=0; "$CHEX" calibrate --model "$TMPD/raw.safetensors" --out "$TMPD/bad.safetensors" \
+  "$DATA/00000001_000.png" "$TMPD/none.png" 2>"$TMPD/err" || rc=$?
+[ "$rc" = 1 ] && grep -q "none.png" "$TMPD/err" && [ ! -e "$TMPD/bad.safetensors" ] ||
+  fail "calibrate with a missing image: rc=$rc $(cat "$TMPD/err"), file left: $(ls "$TMPD")"
+rc=0; "$CHEX" calibrate --model "$TMPD/raw.safetensors" "$DATA/h0001.png" 2>"$TMPD/err" || rc=$?
+[ "$rc" = 2 ] && grep -q -- "--out" "$TMPD/err" || fail "calibrate without --out: rc=$rc"
+ok "chex calibrate: calibrated copy runs int8; a bad image exits 1 leaving no file"
 "$CHEX" evaluate --help >"$TMPD/eval" || fail "chex evaluate --help"
 grep -q '^usage: chex evaluate' "$TMPD/eval" || fail "evaluate usage: $(head -3 "$TMPD/eval")"
 rc=0; "$CHEX" evaluate 2>/dev/null || rc=$?
