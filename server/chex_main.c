@@ -189,55 +189,64 @@ static const char *opt_value(int argc, char **argv, int *i, char *key, size_t ke
     return argv[++*i];
 }
 
+/* A command's arguments: IMAGE operands into files (room for argc), --KEY
+ * VALUE for the command's own keys (names[i] -> *vals[i]; a '-' in a name
+ * also matches '_'), any other --KEY as a chexd config key into cfg.
+ * Returns 0, 1 after --help (usage printed), or 2 after an error (printed). */
+static int parse_args(int argc, char **argv, chex_config *cfg, const char *const *names,
+                      const char **vals, char **files, int *nfiles)
+{
+    char msg[1024];
+    *nfiles = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 1;
+        }
+        if (strncmp(argv[i], "--", 2) != 0 || argv[i][2] == '\0') {
+            files[(*nfiles)++] = argv[i];
+            continue;
+        }
+        char key[64], src[80];
+        const char *v = opt_value(argc, argv, &i, key, sizeof key);
+        if (!v)
+            return 2;
+        for (char *c = key; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        int k;
+        for (k = 0; names && names[k] && strcmp(names[k], key) != 0; k++)
+            ;
+        if (names && names[k]) {
+            vals[k] = v;
+            continue;
+        }
+        snprintf(src, sizeof src, "flag --%s", key);
+        if (chex_config_set(cfg, key, v, src, msg, sizeof msg) != CHEX_CONFIG_OK) {
+            fprintf(stderr, "chex: %s\n", msg);
+            return 2;
+        }
+    }
+    return 0;
+}
+
 static int cmd_classify(int argc, char **argv)
 {
     static chex_config cfg;
     char msg[1024];
     chex_config_defaults(&cfg, CHEXD_DEFAULT_MODEL);
-    const char *top = NULL, *threshold = NULL, *cam = NULL, *cam_out = ".";
+    static const char *const names[] = {"top", "threshold", "cam", "cam-out", NULL};
+    const char *vals[4] = {NULL, NULL, NULL, "."};
     char **files = calloc((size_t)argc, sizeof *files);
     int nfiles = 0;
     if (!files)
         return 2;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            free(files);
-            return 0;
-        }
-        if (strncmp(argv[i], "--", 2) != 0 || argv[i][2] == '\0') {
-            files[nfiles++] = argv[i];
-            continue;
-        }
-        char key[64], src[80];
-        const char *v = opt_value(argc, argv, &i, key, sizeof key);
-        if (!v) {
-            free(files);
-            return 2;
-        }
-        if (strcmp(key, "top") == 0) {
-            top = v;
-            continue;
-        }
-        if (strcmp(key, "threshold") == 0) {
-            threshold = v;
-            continue;
-        }
-        if (strcmp(key, "cam") == 0) {
-            cam = v;
-            continue;
-        }
-        if (strcmp(key, "cam-out") == 0 || strcmp(key, "cam_out") == 0) {
-            cam_out = v;
-            continue;
-        }
-        snprintf(src, sizeof src, "flag --%s", key);
-        if (chex_config_set(&cfg, key, v, src, msg, sizeof msg) != CHEX_CONFIG_OK) {
-            fprintf(stderr, "chex: %s\n", msg);
-            free(files);
-            return 2;
-        }
+    int rc = parse_args(argc, argv, &cfg, names, vals, files, &nfiles);
+    if (rc != 0) {
+        free(files);
+        return rc == 1 ? 0 : 2;
     }
+    const char *top = vals[0], *threshold = vals[1], *cam = vals[2], *cam_out = vals[3];
     if (chex_config_check(&cfg, msg, sizeof msg) != CHEX_CONFIG_OK) {
         fprintf(stderr, "chex: %s\n", msg);
         free(files);
@@ -615,38 +624,18 @@ static int cmd_calibrate(int argc, char **argv)
     static chex_config cfg;
     char msg[1024];
     chex_config_defaults(&cfg, CHEXD_DEFAULT_MODEL);
-    const char *out_path = NULL;
+    static const char *const names[] = {"out", NULL};
+    const char *vals[1] = {NULL};
     char **files = calloc((size_t)argc, sizeof *files);
     int nfiles = 0;
     if (!files)
         return 2;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            free(files);
-            return 0;
-        }
-        if (strncmp(argv[i], "--", 2) != 0 || argv[i][2] == '\0') {
-            files[nfiles++] = argv[i];
-            continue;
-        }
-        char key[64], src[80];
-        const char *v = opt_value(argc, argv, &i, key, sizeof key);
-        if (!v) {
-            free(files);
-            return 2;
-        }
-        if (strcmp(key, "out") == 0) {
-            out_path = v;
-            continue;
-        }
-        snprintf(src, sizeof src, "flag --%s", key);
-        if (chex_config_set(&cfg, key, v, src, msg, sizeof msg) != CHEX_CONFIG_OK) {
-            fprintf(stderr, "chex: %s\n", msg);
-            free(files);
-            return 2;
-        }
+    int prc = parse_args(argc, argv, &cfg, names, vals, files, &nfiles);
+    if (prc != 0) {
+        free(files);
+        return prc == 1 ? 0 : 2;
     }
+    const char *out_path = vals[0];
     if (!out_path || nfiles == 0) {
         fprintf(stderr, "chex calibrate: %s (chex --help)\n",
                 !out_path ? "--out FILE is required" : "no IMAGE given");
