@@ -7,6 +7,8 @@
  * conv2's input scale sb, so norm2 and the change of scale are folded into
  * its requantisation: q = round(acc * sa*sw[o]*norm2.scale[o]/sb +
  * norm2.shift[o]/sb). conv2 and the transitions write fp32 (acc * sa*sw[o]).
+ * Each output also loses the average shift its weights' rounding causes
+ * (bias correction, from the BN statistics: no data needed at start-up).
  */
 #include <jansson.h>
 #include <math.h>
@@ -139,6 +141,7 @@ typedef struct {
     float sa;       /* input scale */
     const bn_t *post; /* BN + ReLU after it, or NULL */
     float so;       /* u8 output scale (post != NULL) */
+    const bn_t *pre;  /* the BN + ReLU its input comes out of */
 } qjob;
 
 static size_t al64(size_t x)
@@ -166,12 +169,27 @@ static void build(const qjob *j, uint8_t **cur, float *wtmp, int8_t *qtmp, float
     chex_q8_pack_weights(q->w, qtmp, j->m, j->c, j->taps);
     q->in_inv = 1.0f / j->sa;
     for (int o = 0; o < j->m; o++) {
+        /* Bias correction (data-free): the rounding of row o's weights
+         * shifts its output by sum_k (wq - w) * E[x_k] on average, with
+         * E[x_k] the mean of relu(N(beta_k, gamma_k^2)), what the BN before
+         * it makes of inputs that match its running statistics. */
+        double corr = 0.0;
+        for (int c = 0; c < j->c; c++) {
+            const double g = fabs((double)j->pre->gamma[c]), b = j->pre->beta[c];
+            const double mu = g > 0.0 ? b * 0.5 * erfc(-b / (g * M_SQRT2)) +
+                                            g * exp(-0.5 * b * b / (g * g)) / sqrt(2.0 * M_PI)
+                                      : (b > 0.0 ? b : 0.0);
+            for (int t = 0; t < j->taps; t++) {
+                const long i = (long)o * k + (long)c * j->taps + t;
+                corr += ((double)qtmp[i] * sw[o] - wtmp[i]) * mu;
+            }
+        }
         if (j->post) {
             q->oscale[o] = j->sa * sw[o] * j->post->scale[o] / j->so;
-            q->oshift[o] = j->post->shift[o] / j->so;
+            q->oshift[o] = (float)((j->post->shift[o] - j->post->scale[o] * corr) / j->so);
         } else {
             q->oscale[o] = j->sa * sw[o];
-            q->oshift[o] = 0.0f;
+            q->oshift[o] = (float)-corr;
         }
     }
 }
@@ -195,13 +213,13 @@ chex_model_err chex_model_quantize(chex_model *m, char *msg, size_t msglen)
         dlayer_t *d = &m->layers[li];
         const int qi = chex_dn_qidx_layer(m, li);
         const float sa = m->act_max[qi] / 255.0f, sb = m->act_max[qi + 1] / 255.0f;
-        jobs[nj++] = (qjob){&d->q1, d->conv1, BOTTLENECK, d->cin, 1, sa, &d->norm2, sb};
-        jobs[nj++] = (qjob){&d->q2, d->conv2, GROWTH, BOTTLENECK, 9, sb, NULL, 0.0f};
+        jobs[nj++] = (qjob){&d->q1, d->conv1, BOTTLENECK, d->cin, 1, sa, &d->norm2, sb, &d->norm1};
+        jobs[nj++] = (qjob){&d->q2, d->conv2, GROWTH, BOTTLENECK, 9, sb, NULL, 0.0f, &d->norm2};
     }
     for (int b = 0; b < NBLOCKS - 1; b++) {
         trans_t *t = &m->trans[b];
         const float sa = m->act_max[chex_dn_qidx_trans(m, b)] / 255.0f;
-        jobs[nj++] = (qjob){&t->q, t->conv, t->cout, t->cin, 1, sa, NULL, 0.0f};
+        jobs[nj++] = (qjob){&t->q, t->conv, t->cout, t->cin, 1, sa, NULL, 0.0f, &t->norm};
     }
     size_t bytes = 0, kmax = 0, mmax = 0;
     for (int i = 0; i < nj; i++) {

@@ -28,10 +28,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOOL = os.path.join(HERE, "..", "..", "tools", "convert_weights.py")
 INT8_TOL = 0.02      # the bound, int8 vs fp32
 # Randomly initialised torchvision weights are far more sensitive to 8-bit
-# weights than the demo weights: measured 0.049-0.066 worst (mean ~0.01) with
-# per-channel s8 weights and per-tensor u8 activations, i.e. the 0.02
-# is NOT met for them. This bound only guards against regressions.
-TORCH_MADE_BOUND = 0.1
+# weights than the demo weights: measured 0.046 worst (mean 0.0096) with
+# per-channel s8 weights, per-tensor u8 activations and bias correction, i.e.
+# the 0.02 is NOT met for them. This bound only guards against
+# regressions.
+TORCH_MADE_BOUND = 0.07
 SUBSET = 6
 
 
