@@ -215,7 +215,9 @@ static void kt_pool_run(const float *x, long w, float s, float t, int len, float
  * fewer multiplies than direct (F(2x2): 2.25x). One panel = 16 tiles = the 16
  * lanes of every transform vector, made of two "pieces" of at most 8
  * consecutive tiles of one tile row (lanes 0-7 and 8-15), so 28x28 (7 tiles a
- * row) fills 14 of 16 lanes rather than 7. The GEMMs run on an 8 x 16
+ * row) fills 14 of 16 lanes rather than 7, or of four pieces of at most 4
+ * (14x14: one image, ragged edge tiles cropped, is one full panel). The
+ * GEMMs run on an 8 x 16
  * micro-kernel over 16-tile panels; 32-wide panels would leave one core idle
  * for a seventh of block 1 at batch 1 (14 panels per 56x56 image). */
 
