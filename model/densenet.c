@@ -399,10 +399,11 @@ static void bn_fold(bn_t *bn, float **cursor)
 
 /* Winograd for a dense layer's 3x3 conv (where the ISA has it): returns the
  * output tile side, 4 (F(4x4,3x3), the default), 2 (F(2x2,3x3), with
- * CHEXD_WINOGRAD=2 at load) or 0 (direct, CHEXD_WINOGRAD=0). Only where tiles
- * do not hang over the edge (sides multiples of the tile) and the side is at
- * least 28: on 14x14 and 7x7 F(2x2)'s short tile rows ate the gain (measured),
- * and block 3's F(4x4) weights (14 MB) would not fit the RSS budget. */
+ * CHEXD_WINOGRAD=2 at load) or 0 (direct, CHEXD_WINOGRAD=0). F(4x4) on sides
+ * of at least 14 (blocks 1-3; 14x14 has ragged edge tiles, cropped); on 7x7
+ * its 2x2 tiles (3 of 4 rows and columns kept) fill half the lanes and do as
+ * many multiplies as direct. F(2x2) only on sides of at least 28, multiples
+ * of 2: on 14x14 and 7x7 its short tile rows ate the gain (measured). */
 static int use_winograd(const chex_model *m, int layer)
 {
     const char *env = getenv("CHEXD_WINOGRAD");
@@ -412,7 +413,9 @@ static int use_winograd(const chex_model *m, int layer)
     int b = 0;
     while (b + 1 < NBLOCKS && layer >= m->first_layer[b + 1])
         b++;
-    return m->hw[b] % f == 0 && m->hw[b] >= 28 ? f : 0;
+    if (f == 4)
+        return m->hw[b] >= 14 ? 4 : 0;
+    return m->hw[b] % 2 == 0 && m->hw[b] >= 28 ? 2 : 0;
 }
 
 /* Floats of a layer's Winograd weights for tile side f (0: none). */
@@ -664,6 +667,10 @@ double chex_model_flops_per_image(const chex_model *m)
 
 /* ---- workspace ---- */
 
+/* Floats of one bottleneck slot (and bytes of its int8 twin): one padded
+ * first-block image. */
+#define BOTT_SLOT(m) ((size_t)BOTTLENECK * ((m)->hw[0] + 2) * ((m)->hw[0] + 2))
+
 static size_t al16(size_t x)
 {
     return (x + 15) & ~(size_t)15;
@@ -696,14 +703,18 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
         total += blk[b];
     }
     size_t stem = (size_t)INIT_FEATURES * m->stem_hw * m->stem_hw;
-    /* Every image keeps the room of the largest (first block) geometry. */
-    size_t bott_max = n * BOTTLENECK * (size_t)(m->hw[0] + 2) * (m->hw[0] + 2);
-    size_t bott = al16(bott_max + 64); /* + slack the padded 3x3 packing may read */
     /* Image-parallel teams have at most min(threads, max_batch, 64) threads
      * (a thread per image at least), each with its own stem areas. */
     ws->nstem = ws->nthreads < max_batch ? ws->nthreads : max_batch;
     if (ws->nstem > 64)
         ws->nstem = 64;
+    /* The padded bottleneck: one slot per image-parallel thread, each the
+     * room of one first-block image, which holds 3.7 second-block images,
+     * 14 third-block ones... forward_range runs a dense block over as many
+     * images at a time as its slots hold (not the whole batch: 13.8 -> 3.4
+     * MB at batch 8 on 2 threads). */
+    size_t bott_max = (size_t)ws->nstem * BOTT_SLOT(m);
+    size_t bott = al16(bott_max + 64); /* + slack the padded 3x3 packing may read */
     size_t tmp = al16(stem) * (size_t)ws->nstem + bott;
     ws->phase_floats = al16((size_t)m->cin * 4 * m->ph * m->ph + 128); /* + read slack */
     tmp += ws->phase_floats * (size_t)ws->nstem;
@@ -739,7 +750,7 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
     p += logits;
     ws->scratch = p;
     if (m->qarena) { /* int8 areas only for a quantised model */
-        const size_t qb = (size_t)max_batch * BOTTLENECK * (m->hw[0] + 2) * (m->hw[0] + 2);
+        const size_t qb = (size_t)ws->nstem * BOTT_SLOT(m); /* bytes: same geometry */
         const size_t qbott = (qb + 1024 + 63) & ~(size_t)63; /* + read slack of the 3x3 */
         int kq = m->kmax > BOTTLENECK * 9 ? m->kmax : BOTTLENECK * 9;
         ws->qscratch_bytes = (chex_q8_scratch_bytes(kq) + 63) & ~(size_t)63;
@@ -876,10 +887,12 @@ static void polyphase(float *out, const float *x, int c, int S, int ph)
 }
 
 /* qz: this share's int8 scratch (used when ws->precision is int8).
+ * bott, qbott: this share's bottleneck areas, bcap floats (bytes) each.
  * amax: NULL, or calibration maxima to raise (chex_model_calibrate; fp32). */
 static void forward_range(const chex_model *m, chex_model_ws *ws, const float *in, int i0,
                           int cnt, int nt, float *scratch, float *stem, float *phase,
-                          uint8_t *qz, float *amax, double *ms)
+                          uint8_t *qz, float *bott, uint8_t *qbott, size_t bcap, float *amax,
+                          double *ms)
 {
     const chex_kernels *kr = chex_kernels_get();
     const chex_q8_kernels *kq = ws->precision == CHEX_PRECISION_INT8 && !amax
@@ -911,83 +924,85 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
     for (int b = 0; b < NBLOCKS; b++) {
         const int hw = m->hw[b];
         const long px = (long)hw * hw, stride = (long)m->ct[b] * px;
-        float *blk = ws->blk[b] + i0 * stride;
+        float *const bblk = ws->blk[b] + i0 * stride;
         /* The bottleneck lives with a zero border, so the 3x3 conv packs by
-         * plain copies; its interior is rewritten by every layer. */
-        const long prow = hw + 2, pplane = prow * prow;
-        /* Per-image stride of the largest geometry: with image-parallel
-         * shares, threads are in different blocks at the same time. */
-        const long bimg = (long)BOTTLENECK * (m->hw[0] + 2) * (m->hw[0] + 2);
-        float *bott = ws->bott + i0 * bimg;
+         * plain copies; its interior is rewritten by every layer. It holds
+         * `chunk` images of this block's geometry (bcap / bimg, at least 1),
+         * so the block runs over the images chunk by chunk. */
+        const long prow = hw + 2, pplane = prow * prow, bimg = (long)BOTTLENECK * pplane;
+        const int chunk = (long)(bcap / (size_t)bimg) < cnt ? (int)(bcap / (size_t)bimg) : cnt;
         /* int8: the bottleneck as 32 planes of 4-channel groups (pixels of 4
          * bytes), same geometry, its own zero border. */
-        uint8_t *qbott = ws->qbott ? ws->qbott + i0 * bimg : NULL;
-        for (int i = 0; i < cnt; i++) {
+        for (int i = 0; i < chunk; i++) {
             if (kq)
                 zero_border_q8(qbott + i * bimg, BOTTLENECK / 4, hw);
             else
                 zero_border(bott + i * bimg, BOTTLENECK, hw);
         }
-        for (int j = 0; j < BLOCK_LAYERS[b]; j++) {
-            const int li = m->first_layer[b] + j;
-            const dlayer_t *d = &m->layers[li];
-            if (kq) {
-                chex_q8_args q1 = {.kind = CHEX_Q8_BNRELU_1X1, .n = cnt, .c = d->cin, .h = hw,
-                                   .w = hw, .oh = hw, .ow = hw, .src = blk,
-                                   .src_img_stride = stride, .pre_scale = d->norm1.scale,
-                                   .pre_shift = d->norm1.shift, .in_inv_scale = d->q1.in_inv,
-                                   .wt = d->q1.w, .m = BOTTLENECK, .out_scale = d->q1.oscale,
-                                   .out_shift = d->q1.oshift, .qdst = qbott,
-                                   .dst_img_stride = bimg / 4, .dst_plane = pplane,
-                                   .dst_row = prow, .dst_off = prow + 1};
-                kq->conv(&q1, qz, ws->qscratch_bytes, nt);
-                chex_q8_args q2 = {.kind = CHEX_Q8_CONV3X3_PADDED, .n = cnt, .c = BOTTLENECK,
-                                   .h = hw, .w = hw, .oh = hw, .ow = hw, .qsrc = qbott,
-                                   .qsrc_img_stride = bimg / 4, .src_plane = pplane,
-                                   .src_row = prow, .in_inv_scale = d->q2.in_inv,
-                                   .wt = d->q2.w, .m = GROWTH, .out_scale = d->q2.oscale,
-                                   .out_shift = d->q2.oshift, .dst = blk + d->cin * px,
-                                   .dst_img_stride = stride};
-                kq->conv(&q2, qz, ws->qscratch_bytes, nt);
-                continue;
+        for (int c0 = 0; c0 < cnt; c0 += chunk) {
+            const int nc = cnt - c0 < chunk ? cnt - c0 : chunk;
+            float *const blk = bblk + c0 * stride;
+            for (int j = 0; j < BLOCK_LAYERS[b]; j++) {
+                const int li = m->first_layer[b] + j;
+                const dlayer_t *d = &m->layers[li];
+                if (kq) {
+                    chex_q8_args q1 = {.kind = CHEX_Q8_BNRELU_1X1, .n = nc, .c = d->cin, .h = hw,
+                                       .w = hw, .oh = hw, .ow = hw, .src = blk,
+                                       .src_img_stride = stride, .pre_scale = d->norm1.scale,
+                                       .pre_shift = d->norm1.shift, .in_inv_scale = d->q1.in_inv,
+                                       .wt = d->q1.w, .m = BOTTLENECK, .out_scale = d->q1.oscale,
+                                       .out_shift = d->q1.oshift, .qdst = qbott,
+                                       .dst_img_stride = bimg / 4, .dst_plane = pplane,
+                                       .dst_row = prow, .dst_off = prow + 1};
+                    kq->conv(&q1, qz, ws->qscratch_bytes, nt);
+                    chex_q8_args q2 = {.kind = CHEX_Q8_CONV3X3_PADDED, .n = nc, .c = BOTTLENECK,
+                                       .h = hw, .w = hw, .oh = hw, .ow = hw, .qsrc = qbott,
+                                       .qsrc_img_stride = bimg / 4, .src_plane = pplane,
+                                       .src_row = prow, .in_inv_scale = d->q2.in_inv,
+                                       .wt = d->q2.w, .m = GROWTH, .out_scale = d->q2.oscale,
+                                       .out_shift = d->q2.oshift, .dst = blk + d->cin * px,
+                                       .dst_img_stride = stride};
+                    kq->conv(&q2, qz, ws->qscratch_bytes, nt);
+                    continue;
+                }
+                if (amax) {
+                    const int qi = chex_dn_qidx_layer(m, li);
+                    const float v = chex_dn_max_bnrelu(blk, stride, nc, d->cin, px, d->norm1.scale,
+                                                       d->norm1.shift);
+                    amax[qi] = v > amax[qi] ? v : amax[qi];
+                }
+                chex_conv_args a1 = {.kind = CHEX_PACK_BNRELU_1X1, .n = nc, .src = blk,
+                                     .src_img_stride = stride, .c = d->cin, .h = hw, .w = hw,
+                                     .kh = 1, .kw = 1, .stride = 1, .pad = 0, .oh = hw, .ow = hw,
+                                     .pre_scale = d->norm1.scale, .pre_shift = d->norm1.shift,
+                                     .wt = d->conv1, .m = BOTTLENECK, .post_scale = d->norm2.scale,
+                                     .post_shift = d->norm2.shift, .post_relu = 1, .dst = bott,
+                                     .dst_img_stride = bimg, .dst_plane = pplane,
+                                     .dst_row = prow, .dst_off = prow + 1};
+                kr->conv(&a1, scratch, ws->scratch_floats, nt);
+                chex_conv_args a2 = {.kind = CHEX_PACK_CONV3X3_PADDED, .n = nc, .src = bott,
+                                     .src_img_stride = bimg, .src_plane = pplane,
+                                     .src_row = prow, .c = BOTTLENECK, .h = hw, .w = hw, .kh = 3,
+                                     .kw = 3, .stride = 1, .pad = 1, .oh = hw, .ow = hw,
+                                     .wt = d->conv2, .m = GROWTH, .dst = blk + d->cin * px,
+                                     .dst_img_stride = stride};
+                if (amax) { /* conv2's input: the bottleneck, zero border included */
+                    const int qi = chex_dn_qidx_layer(m, li) + 1;
+                    static const float one = 1.0f, zero = 0.0f;
+                    for (int i = 0; i < nc; i++)
+                        for (int c = 0; c < BOTTLENECK; c++) {
+                            const float v = chex_dn_max_bnrelu(bott + i * bimg + c * pplane, 0, 1,
+                                                               1, pplane, &one, &zero);
+                            amax[qi] = v > amax[qi] ? v : amax[qi];
+                        }
+                }
+                if (d->wino_f == 4 && kr->wino4)
+                    kr->wino4(&a2, d->wino, scratch, ws->scratch_floats, nt);
+                else if (d->wino_f == 2 && kr->wino)
+                    kr->wino(&a2, d->wino, scratch, ws->scratch_floats, nt);
+                else
+                    kr->conv(&a2, scratch, ws->scratch_floats, nt);
             }
-            if (amax) {
-                const int qi = chex_dn_qidx_layer(m, li);
-                const float v = chex_dn_max_bnrelu(blk, stride, cnt, d->cin, px, d->norm1.scale,
-                                                   d->norm1.shift);
-                amax[qi] = v > amax[qi] ? v : amax[qi];
-            }
-            chex_conv_args a1 = {.kind = CHEX_PACK_BNRELU_1X1, .n = cnt, .src = blk,
-                                 .src_img_stride = stride, .c = d->cin, .h = hw, .w = hw,
-                                 .kh = 1, .kw = 1, .stride = 1, .pad = 0, .oh = hw, .ow = hw,
-                                 .pre_scale = d->norm1.scale, .pre_shift = d->norm1.shift,
-                                 .wt = d->conv1, .m = BOTTLENECK, .post_scale = d->norm2.scale,
-                                 .post_shift = d->norm2.shift, .post_relu = 1, .dst = bott,
-                                 .dst_img_stride = bimg, .dst_plane = pplane,
-                                 .dst_row = prow, .dst_off = prow + 1};
-            kr->conv(&a1, scratch, ws->scratch_floats, nt);
-            chex_conv_args a2 = {.kind = CHEX_PACK_CONV3X3_PADDED, .n = cnt, .src = bott,
-                                 .src_img_stride = bimg, .src_plane = pplane,
-                                 .src_row = prow, .c = BOTTLENECK, .h = hw, .w = hw, .kh = 3,
-                                 .kw = 3, .stride = 1, .pad = 1, .oh = hw, .ow = hw,
-                                 .wt = d->conv2, .m = GROWTH, .dst = blk + d->cin * px,
-                                 .dst_img_stride = stride};
-            if (amax) { /* conv2's input: the bottleneck, zero border included */
-                const int qi = chex_dn_qidx_layer(m, li) + 1;
-                static const float one = 1.0f, zero = 0.0f;
-                for (int i = 0; i < cnt; i++)
-                    for (int c = 0; c < BOTTLENECK; c++) {
-                        const float v = chex_dn_max_bnrelu(bott + i * bimg + c * pplane, 0, 1,
-                                                           1, pplane, &one, &zero);
-                        amax[qi] = v > amax[qi] ? v : amax[qi];
-                    }
-            }
-            if (d->wino_f == 4 && kr->wino4)
-                kr->wino4(&a2, d->wino, scratch, ws->scratch_floats, nt);
-            else if (d->wino_f == 2 && kr->wino)
-                kr->wino(&a2, d->wino, scratch, ws->scratch_floats, nt);
-            else
-                kr->conv(&a2, scratch, ws->scratch_floats, nt);
         }
         t1 = omp_get_wtime();
         ms[CHEX_STAGE_BLOCK1 + 2 * b] += (t1 - t0) * 1e3;
@@ -999,7 +1014,7 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
         const trans_t *t = &m->trans[b];
         const int oh = m->hw[b + 1];
         const long ostride = (long)m->ct[b + 1] * oh * oh;
-        chex_conv_args a = {.kind = CHEX_PACK_BNRELU_POOL, .n = cnt, .src = blk,
+        chex_conv_args a = {.kind = CHEX_PACK_BNRELU_POOL, .n = cnt, .src = bblk,
                             .src_img_stride = stride, .c = t->cin, .h = hw, .w = hw, .kh = 1,
                             .kw = 1, .stride = 1, .pad = 0, .oh = oh, .ow = oh,
                             .pre_scale = t->norm.scale, .pre_shift = t->norm.shift,
@@ -1007,7 +1022,7 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
                             .dst_img_stride = ostride};
         if (kq) {
             chex_q8_args q = {.kind = CHEX_Q8_BNRELU_POOL, .n = cnt, .c = t->cin, .h = hw,
-                              .w = hw, .oh = oh, .ow = oh, .src = blk, .src_img_stride = stride,
+                              .w = hw, .oh = oh, .ow = oh, .src = bblk, .src_img_stride = stride,
                               .pre_scale = t->norm.scale, .pre_shift = t->norm.shift,
                               .in_inv_scale = t->q.in_inv, .wt = t->q.w, .m = t->cout,
                               .out_scale = t->q.oscale, .out_shift = t->q.oshift,
@@ -1016,7 +1031,7 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
         } else {
             if (amax) {
                 const int qi = chex_dn_qidx_trans(m, b);
-                const float v = chex_dn_max_bnrelu_pool(blk, stride, cnt, t->cin, hw, hw,
+                const float v = chex_dn_max_bnrelu_pool(bblk, stride, cnt, t->cin, hw, hw,
                                                         t->norm.scale, t->norm.shift);
                 amax[qi] = v > amax[qi] ? v : amax[qi];
             }
@@ -1090,7 +1105,9 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
                           ws->scratch + (size_t)tid * ws->scratch_floats, ws->tmp + tid * stem,
                           ws->phase + tid * ws->phase_floats,
                           ws->qscratch ? ws->qscratch + (size_t)tid * ws->qscratch_bytes : NULL,
-                          NULL, tms[tid]);
+                          ws->bott + (size_t)tid * BOTT_SLOT(m),
+                          ws->qbott ? ws->qbott + (size_t)tid * BOTT_SLOT(m) : NULL,
+                          BOTT_SLOT(m), NULL, tms[tid]);
         }
         for (int s = 0; s < CHEX_MODEL_NSTAGES; s++) /* the slowest share */
             for (int t = 0; t < teams; t++)
@@ -1098,10 +1115,11 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
                     ws->stage_ms[s] = tms[t][s];
         if (teams * share < n)
             forward_range(m, ws, in, teams * share, n - teams * share, nt, ws->scratch, ws->tmp,
-                          ws->phase, ws->qscratch, NULL, ws->stage_ms);
+                          ws->phase, ws->qscratch, ws->bott, ws->qbott,
+                          ws->nstem * BOTT_SLOT(m), NULL, ws->stage_ms);
     } else {
-        forward_range(m, ws, in, 0, n, nt, ws->scratch, ws->tmp, ws->phase, ws->qscratch, NULL,
-                      ws->stage_ms);
+        forward_range(m, ws, in, 0, n, nt, ws->scratch, ws->tmp, ws->phase, ws->qscratch,
+                      ws->bott, ws->qbott, ws->nstem * BOTT_SLOT(m), NULL, ws->stage_ms);
     }
     if (logits)
         memcpy(logits, ws->logits, sizeof(float) * (size_t)n * m->ncls);
@@ -1122,7 +1140,8 @@ chex_model_err chex_model_calibrate(const chex_model *m, chex_model_ws *ws, cons
         nt = ws->nthreads;
     for (int s = 0; s < CHEX_MODEL_NSTAGES; s++)
         ws->stage_ms[s] = 0.0;
-    forward_range(m, ws, in, 0, n, nt, ws->scratch, ws->tmp, ws->phase, NULL, amax, ws->stage_ms);
+    forward_range(m, ws, in, 0, n, nt, ws->scratch, ws->tmp, ws->phase, NULL, ws->bott, NULL,
+                  ws->nstem * BOTT_SLOT(m), amax, ws->stage_ms);
     ws->last_n = n;
     return CHEX_MODEL_OK;
 }

@@ -111,9 +111,9 @@ typedef struct {
      * vectorised transforms). */
     void (*wino)(const chex_conv_args *a, const float *u, float *scratch, size_t scratch_floats,
                  int nthreads);
-    /* Winograd F(4x4,3x3), the same contract with oh and ow multiples of 4,
-     * u from chex_winograd4_weights and scratch areas of at least
-     * chex_winograd4_scratch_floats(c, m). NULL where absent. */
+    /* Winograd F(4x4,3x3), the same contract for any oh and ow (tiles over
+     * the edge are cropped), u from chex_winograd4_weights and scratch areas
+     * of at least chex_winograd4_scratch_floats(c, m). NULL where absent. */
     void (*wino4)(const chex_conv_args *a, const float *u, float *scratch,
                   size_t scratch_floats, int nthreads);
 } chex_kernels;

@@ -301,6 +301,11 @@ static void test_winograd4(void **state)
     wino_case(4, 3, 16, 8, 36, 8);    /* 9 tiles a row: pieces of 4 and 5, across images */
     wino_case(4, 2, 8, 4, 64, 16);    /* full 8-tile pieces */
     wino_case(4, 1, 4, 4, 4, 8);      /* one tile */
+    wino_case(4, 1, 128, 14, 14, 32); /* block 3: four pieces of 4 tiles, ragged edge tiles */
+    wino_case(4, 3, 16, 14, 14, 16);  /* ragged, across images */
+    wino_case(4, 2, 8, 7, 7, 8);      /* 3 of a tile's 4 rows and columns kept */
+    wino_case(4, 1, 8, 10, 22, 8);    /* 6 tiles a row (two pieces), last 2 columns kept */
+    wino_case(4, 2, 8, 5, 3, 16);     /* one column of tiles */
 }
 
 static void test_conv3x3_padded(void **state)
