@@ -547,6 +547,8 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
     }
     repack(m->conv0, INIT_FEATURES, m->cin * 49, tmpw);
     float *wcur = m->arena + l_floats + fold;
+    m->wino_base = wcur;
+    m->wino_len = wino;
     for (int i = 0; i < MAX_LAYERS; i++) {
         repack(m->layers[i].conv1, BOTTLENECK, m->layers[i].cin, tmpw);
         const int f = use_winograd(m, i);

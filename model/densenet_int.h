@@ -81,6 +81,10 @@ struct chex_model {
     int has_act_max;
     float act_max[MAX_QCONV];
     void *qarena;
+    /* The Winograd weights' range inside arena (released by
+     * chex_model_quantize: int8 never reads them). */
+    float *wino_base;
+    size_t wino_len;
 };
 
 struct chex_model_ws {

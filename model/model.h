@@ -172,8 +172,11 @@ int chex_model_has_int8_calibration(const chex_model *m);
 
 /* Builds the int8 weights from the fp32 ones and the calibration. Call once,
  * after load and before the model is shared or workspaces are created (it
- * modifies m; not thread-safe). CHEX_MODEL_ERR_METADATA with a message naming
- * the key when the file has no calibration; NOMEM. Idempotent. */
+ * modifies m; not thread-safe). It also releases the fp32 Winograd weights
+ * (int8 does not use them; an fp32 forward on m afterwards runs its 3x3
+ * convs direct, equal within rounding). CHEX_MODEL_ERR_METADATA with a
+ * message naming the key when the file has no calibration; NOMEM.
+ * Idempotent. */
 chex_model_err chex_model_quantize(chex_model *m, char *msg, size_t msglen);
 
 /* Precision of the forwards on ws (fp32 by default). INT8 needs a model

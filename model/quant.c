@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "model/densenet_int.h"
 #include "model/kernels.h"
@@ -247,6 +249,17 @@ chex_model_err chex_model_quantize(chex_model *m, char *msg, size_t msglen)
     free(qtmp);
     free(sw);
     m->qarena = arena;
+    /* A quantised model serves int8, which has no Winograd path: hand those
+     * weights' pages back (a later fp32 forward on m runs the direct 3x3). */
+    for (int li = 0; li < MAX_LAYERS; li++) {
+        m->layers[li].wino = NULL;
+        m->layers[li].wino_f = 0;
+    }
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)m->wino_base + pg - 1) & ~(pg - 1);
+    const uintptr_t hi = ((uintptr_t)(m->wino_base + m->wino_len)) & ~(pg - 1);
+    if (m->wino_len && hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED);
     return CHEX_MODEL_OK;
 }
 
