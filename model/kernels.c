@@ -234,6 +234,27 @@ void chex_unpack_weights(float *dst, const float *src, int m, int k)
             dst[(long)o * k + q] = src[(long)(o / 8) * 8 * k + (long)q * 8 + o % 8];
 }
 
+/* ---- task scheduling shared by the fp32 and int8 drivers ---- */
+
+void chex_gemm_run(const chex_gemm_plan *p, chex_gemm_task_fn fn, const void *ctx,
+                   void *scratch, size_t area_bytes)
+{
+    if (p->nthreads <= 1) {
+        long last = -1;
+        for (long task = 0; task < p->ntasks; task++)
+            fn(ctx, task, scratch, &last);
+        return;
+    }
+#pragma omp parallel num_threads(p->nthreads)
+    {
+        void *area = (char *)scratch + (size_t)omp_get_thread_num() * area_bytes;
+        long last = -1;
+#pragma omp for schedule(dynamic, 1)
+        for (long task = 0; task < p->ntasks; task++)
+            fn(ctx, task, area, &last);
+    }
+}
+
 /* ---- run-time choice ---- */
 
 const chex_kernels *chex_kernels_by_name(const char *name)

@@ -19,6 +19,8 @@
  */
 #include <omp.h>
 
+#include "model/gemm_sched.h"
+
 /* Columns of one image in GEMM space: oh x ow, or oh x src_row for the
  * padded 3x3 kind (whose extra columns are dropped on the way out). */
 static long KT_FN(vwidth)(const chex_conv_args *a)
@@ -303,8 +305,10 @@ static void KT_FN(task)(const KT_FN(ctx) *x, long task, float *bp, long *last)
     }
 }
 
-/* Panels of B packed together: enough to keep about 256 KB of them in L2. */
-#define KT_BUDGET_FLOATS (64 * 1024)
+static void KT_FN(task_v)(const void *x, long task, void *bp, long *last)
+{
+    KT_FN(task)((const KT_FN(ctx) *)x, task, (float *)bp, last);
+}
 
 static void KT_FN(conv)(const chex_conv_args *a, float *scratch, size_t scratch_floats,
                         int nthreads)
@@ -335,40 +339,13 @@ static void KT_FN(conv)(const chex_conv_args *a, float *scratch, size_t scratch_
 #else
     (void)boff;
 #endif
-    if (nthreads < 1)
-        nthreads = 1;
-    /* Split output channels too when there are few column panels, so both
-     * cores get work at batch 1 on the 7x7 and 14x14 stages. */
-    x.msplit = 1;
-    while (x.panels * x.msplit < 4L * nthreads && x.msplit * 2 <= x.mp_total && nthreads > 1)
-        x.msplit *= 2;
-    /* Group panels into blocks packed at once (longer contiguous reads of
-     * the source, weights reused across the block from L1), while keeping
-     * about 4 tasks per thread. */
+    /* Panels of one block stay within the packing budget (and at most 8). */
     long nb_max = KT_BUDGET_FLOATS / ((long)x.k * KT_NR);
-    nb_max = nb_max < 1 ? 1 : nb_max > 8 ? 8 : nb_max;
-    long nb = x.panels * x.msplit / (4L * nthreads);
-    nb = nb < 1 ? 1 : nb > nb_max ? nb_max : nb;
-    const long blocks = (x.panels + nb - 1) / nb;
-    x.nb = (x.panels + blocks - 1) / blocks;
-    const long ntasks = blocks * x.msplit;
-    if (nthreads > ntasks)
-        nthreads = (int)ntasks;
-
-    if (nthreads == 1) { /* no team: safe inside a caller's parallel region */
-        long last = -1;
-        for (long task = 0; task < ntasks; task++)
-            KT_FN(task)(&x, task, scratch, &last);
-        return;
-    }
-#pragma omp parallel num_threads(nthreads)
-    {
-        float *bp = scratch + (size_t)omp_get_thread_num() * scratch_floats;
-        long last = -1;
-#pragma omp for schedule(dynamic, 1)
-        for (long task = 0; task < ntasks; task++)
-            KT_FN(task)(&x, task, bp, &last);
-    }
+    const chex_gemm_plan plan =
+        chex_gemm_plan_make(x.panels, x.mp_total, nb_max > 8 ? 8 : nb_max, nthreads);
+    x.msplit = plan.msplit;
+    x.nb = plan.nb;
+    chex_gemm_run(&plan, KT_FN(task_v), &x, scratch, scratch_floats * sizeof(float));
 }
 
 #ifdef KT_HAVE_WINO

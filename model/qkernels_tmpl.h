@@ -21,6 +21,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "model/gemm_sched.h"
 #include "model/qkernels.h"
 
 /* Where a micro-tile goes once requantised: fp32 rows at c + r * ld floats,
@@ -203,6 +204,11 @@ static void QT_FN(task)(const QT_FN(ctx) *x, long task, uint8_t *bp, long *last)
 #undef QT_IN_PLACE
 }
 
+static void QT_FN(task_v)(const void *x, long task, void *bp, long *last)
+{
+    QT_FN(task)((const QT_FN(ctx) *)x, task, (uint8_t *)bp, last);
+}
+
 static void QT_FN(conv)(const chex_q8_args *a, uint8_t *scratch, size_t scratch_bytes,
                         int nthreads)
 {
@@ -229,37 +235,11 @@ static void QT_FN(conv)(const chex_q8_args *a, uint8_t *scratch, size_t scratch_
             boff[g] = (int)(4 * QT_FN(goff)(a, g));
         x.boff = boff;
     }
-    if (nthreads < 1)
-        nthreads = 1;
-    /* Split output channels too when there are few column panels, so both
-     * cores get work at batch 1 on the small stages. */
-    x.msplit = 1;
-    while (x.panels * x.msplit < 4L * nthreads && x.msplit * 2 <= x.mp_total && nthreads > 1)
-        x.msplit *= 2;
-    /* Blocks of panels packed together (weights reused across the block from
-     * L1), keeping about 4 tasks per thread. */
+    /* Panels of one block stay within the packing budget (and 256 columns). */
     long nb_max = QT_BUDGET_BYTES / ((long)x.kg * 4 * QT_NR);
-    nb_max = nb_max < 1 ? 1 : nb_max > 256 / QT_NR ? 256 / QT_NR : nb_max;
-    long nb = x.panels * x.msplit / (4L * nthreads);
-    nb = nb < 1 ? 1 : nb > nb_max ? nb_max : nb;
-    const long blocks = (x.panels + nb - 1) / nb;
-    x.nb = (x.panels + blocks - 1) / blocks;
-    const long ntasks = blocks * x.msplit;
-    if (nthreads > ntasks)
-        nthreads = (int)ntasks;
-
-    if (nthreads == 1) { /* no team: safe inside a caller's parallel region */
-        long last = -1;
-        for (long task = 0; task < ntasks; task++)
-            QT_FN(task)(&x, task, scratch, &last);
-        return;
-    }
-#pragma omp parallel num_threads(nthreads)
-    {
-        uint8_t *bp = scratch + (size_t)omp_get_thread_num() * scratch_bytes;
-        long last = -1;
-#pragma omp for schedule(dynamic, 1)
-        for (long task = 0; task < ntasks; task++)
-            QT_FN(task)(&x, task, bp, &last);
-    }
+    const chex_gemm_plan plan = chex_gemm_plan_make(
+        x.panels, x.mp_total, nb_max > 256 / QT_NR ? 256 / QT_NR : nb_max, nthreads);
+    x.msplit = plan.msplit;
+    x.nb = plan.nb;
+    chex_gemm_run(&plan, QT_FN(task_v), &x, scratch, scratch_bytes);
 }
