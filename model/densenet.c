@@ -990,13 +990,10 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
                                      .dst_img_stride = stride};
                 if (amax) { /* conv2's input: the bottleneck, zero border included */
                     const int qi = chex_dn_qidx_layer(m, li) + 1;
-                    static const float one = 1.0f, zero = 0.0f;
-                    for (int i = 0; i < nc; i++)
-                        for (int c = 0; c < BOTTLENECK; c++) {
-                            const float v = chex_dn_max_bnrelu(bott + i * bimg + c * pplane, 0, 1,
-                                                               1, pplane, &one, &zero);
-                            amax[qi] = v > amax[qi] ? v : amax[qi];
-                        }
+                    for (int i = 0; i < nc; i++) {
+                        const float v = chex_dn_max(bott + i * bimg, (long)BOTTLENECK * pplane);
+                        amax[qi] = v > amax[qi] ? v : amax[qi];
+                    }
                 }
                 if (d->wino_f == 4 && kr->wino4)
                     kr->wino4(&a2, d->wino, scratch, ws->scratch_floats, nt);

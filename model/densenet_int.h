@@ -123,6 +123,7 @@ int chex_dn_qidx_trans(const chex_model *m, int b);
 /* Calibration statistics: max of relu(x*s+t) over channels [0, c) of n
  * images (image stride in floats, hw pixels per plane), and the same after a
  * 2x2 average pool (h x w planes). */
+float chex_dn_max(const float *x, long n); /* max(0, x[0..n)) */
 float chex_dn_max_bnrelu(const float *x, long img_stride, int n, int c, long hw, const float *s,
                          const float *t);
 float chex_dn_max_bnrelu_pool(const float *x, long img_stride, int n, int c, int h, int w,

@@ -265,6 +265,15 @@ chex_model_err chex_model_quantize(chex_model *m, char *msg, size_t msglen)
 
 /* ---- calibration statistics ---- */
 
+float chex_dn_max(const float *x, long n)
+{
+    float mx = 0.0f;
+#pragma omp simd reduction(max : mx)
+    for (long j = 0; j < n; j++)
+        mx = x[j] > mx ? x[j] : mx;
+    return mx;
+}
+
 float chex_dn_max_bnrelu(const float *x, long img_stride, int n, int c, long hw, const float *s,
                          const float *t)
 {
