@@ -26,23 +26,12 @@
 
 #include "model/densenet_int.h"
 #include "model/kernels.h"
+#include "model/model_msg.h"
 #include "model/qkernels.h"
 #include "model/safetensors.h"
 #include "model/sha256.h"
 
 static const int BLOCK_LAYERS[NBLOCKS] = {6, 12, 24, 16};
-
-static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
-{
-    if (!msg || msglen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msglen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- the expected tensor table ---- */
 
@@ -183,7 +172,7 @@ static chex_model_err parse_int(const char *v, const char *key, int lo, int hi, 
     errno = 0;
     long x = strtol(v, &end, 10);
     if (errno || end == v || *end || x < lo || x > hi) {
-        set_msg(msg, msglen, "metadata %s: '%.40s' is not an integer in [%d, %d]", key, v, lo, hi);
+        chex_model_msg(msg, msglen, "metadata %s: '%.40s' is not an integer in [%d, %d]", key, v, lo, hi);
         return CHEX_MODEL_ERR_METADATA;
     }
     *out = (int)x;
@@ -196,24 +185,24 @@ static chex_model_err parse_labels(const char *v, chex_model_info *info, char *m
     json_t *arr = json_loads(v, JSON_REJECT_DUPLICATES, &jerr);
     chex_model_err e = CHEX_MODEL_ERR_METADATA;
     if (!arr || !json_is_array(arr)) {
-        set_msg(msg, msglen, "metadata labels: not a JSON array of strings");
+        chex_model_msg(msg, msglen, "metadata labels: not a JSON array of strings");
         goto out;
     }
     size_t n = json_array_size(arr);
     if (n < 1 || n > CHEX_MODEL_MAX_LABELS) {
-        set_msg(msg, msglen, "metadata labels: %zu labels, expected 1..%d", n,
+        chex_model_msg(msg, msglen, "metadata labels: %zu labels, expected 1..%d", n,
                 CHEX_MODEL_MAX_LABELS);
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
         json_t *s = json_array_get(arr, i);
         if (!json_is_string(s)) {
-            set_msg(msg, msglen, "metadata labels: entry %zu is not a string", i);
+            chex_model_msg(msg, msglen, "metadata labels: entry %zu is not a string", i);
             goto out;
         }
         size_t len = json_string_length(s);
         if (len == 0 || len >= CHEX_MODEL_LABEL_LEN || strlen(json_string_value(s)) != len) {
-            set_msg(msg, msglen, "metadata labels: entry %zu is empty, too long (max %d bytes) "
+            chex_model_msg(msg, msglen, "metadata labels: entry %zu is empty, too long (max %d bytes) "
                     "or holds NUL", i, CHEX_MODEL_LABEL_LEN - 1);
             goto out;
         }
@@ -244,7 +233,7 @@ static chex_model_err parse_norm(const char *v, chex_model_info *info, char *msg
     chex_model_err e = CHEX_MODEL_ERR_METADATA;
     const int c = info->input_channels;
     if (!o || !json_is_object(o)) {
-        set_msg(msg, msglen, "metadata normalization: not a JSON object");
+        chex_model_msg(msg, msglen, "metadata normalization: not a JSON object");
         goto out;
     }
     json_t *mean = json_object_get(o, "mean"), *std = json_object_get(o, "std");
@@ -252,7 +241,7 @@ static chex_model_err parse_norm(const char *v, chex_model_info *info, char *msg
     if (mean || std) {
         if (!json_is_array(mean) || !json_is_array(std) || (int)json_array_size(mean) != c ||
             (int)json_array_size(std) != c || scale || offset) {
-            set_msg(msg, msglen, "metadata normalization: \"mean\" and \"std\" must be arrays of "
+            chex_model_msg(msg, msglen, "metadata normalization: \"mean\" and \"std\" must be arrays of "
                     "%d numbers (one per input channel)", c);
             goto out;
         }
@@ -260,7 +249,7 @@ static chex_model_err parse_norm(const char *v, chex_model_info *info, char *msg
             if (json_to_float(json_array_get(mean, (size_t)i), &info->mean[i]) ||
                 json_to_float(json_array_get(std, (size_t)i), &info->std[i]) ||
                 !(info->std[i] > 0.0f)) {
-                set_msg(msg, msglen, "metadata normalization: channel %d needs a finite mean and "
+                chex_model_msg(msg, msglen, "metadata normalization: channel %d needs a finite mean and "
                         "a positive std", i);
                 goto out;
             }
@@ -268,7 +257,7 @@ static chex_model_err parse_norm(const char *v, chex_model_info *info, char *msg
     } else if (scale && offset) {
         float s, of;
         if (json_to_float(scale, &s) || json_to_float(offset, &of) || !(s > 0.0f)) {
-            set_msg(msg, msglen, "metadata normalization: \"scale\" must be a positive number and "
+            chex_model_msg(msg, msglen, "metadata normalization: \"scale\" must be a positive number and "
                     "\"offset\" a number");
             goto out;
         }
@@ -277,7 +266,7 @@ static chex_model_err parse_norm(const char *v, chex_model_info *info, char *msg
             info->std[i] = 1.0f / s;
         }
     } else {
-        set_msg(msg, msglen, "metadata normalization: expected {\"mean\":[..],\"std\":[..]} or "
+        chex_model_msg(msg, msglen, "metadata normalization: expected {\"mean\":[..],\"std\":[..]} or "
                 "{\"scale\":s,\"offset\":o}");
         goto out;
     }
@@ -301,7 +290,7 @@ static chex_model_err parse_metadata(const chex_st_file *f, const char *path,
     /* name: default is the file name without directory and extension. */
     if ((v = chex_st_meta_get(f, "name"))) {
         if (!*v || strlen(v) >= sizeof(info->name)) {
-            set_msg(msg, msglen, "metadata name: empty or longer than %zu bytes",
+            chex_model_msg(msg, msglen, "metadata name: empty or longer than %zu bytes",
                     sizeof(info->name) - 1);
             return CHEX_MODEL_ERR_METADATA;
         }
@@ -321,20 +310,20 @@ static chex_model_err parse_metadata(const chex_st_file *f, const char *path,
     else if (!strcmp(v, "true"))
         info->demo = 1;
     else {
-        set_msg(msg, msglen, "metadata demo: '%.20s' is neither \"true\" nor \"false\"", v);
+        chex_model_msg(msg, msglen, "metadata demo: '%.20s' is neither \"true\" nor \"false\"", v);
         return CHEX_MODEL_ERR_METADATA;
     }
 
     v = chex_st_meta_get(f, "architecture");
     if (v && strcmp(v, "densenet121")) {
-        set_msg(msg, msglen, "metadata architecture: '%.40s' is not supported (densenet121 only)",
+        chex_model_msg(msg, msglen, "metadata architecture: '%.40s' is not supported (densenet121 only)",
                 v);
         return CHEX_MODEL_ERR_METADATA;
     }
     snprintf(info->architecture, sizeof(info->architecture), "densenet121");
 
     if (!(v = chex_st_meta_get(f, "labels"))) {
-        set_msg(msg, msglen, "metadata labels: missing (a JSON array of label names is required)");
+        chex_model_msg(msg, msglen, "metadata labels: missing (a JSON array of label names is required)");
         return CHEX_MODEL_ERR_METADATA;
     }
     if ((e = parse_labels(v, info, msg, msglen)))
@@ -343,7 +332,7 @@ static chex_model_err parse_metadata(const chex_st_file *f, const char *path,
     info->input_channels = 3;
     if ((v = chex_st_meta_get(f, "input_channels"))) {
         if (strcmp(v, "1") && strcmp(v, "3")) {
-            set_msg(msg, msglen, "metadata input_channels: '%.20s' is neither 1 nor 3", v);
+            chex_model_msg(msg, msglen, "metadata input_channels: '%.20s' is neither 1 nor 3", v);
             return CHEX_MODEL_ERR_METADATA;
         }
         info->input_channels = v[0] - '0';
@@ -363,7 +352,7 @@ static chex_model_err parse_metadata(const chex_st_file *f, const char *path,
         memcpy(info->mean, im_mean, sizeof(im_mean));
         memcpy(info->std, im_std, sizeof(im_std));
     } else {
-        set_msg(msg, msglen, "metadata normalization: missing (required when input_channels is "
+        chex_model_msg(msg, msglen, "metadata normalization: missing (required when input_channels is "
                 "1; the ImageNet default only covers 3 channels)");
         return CHEX_MODEL_ERR_METADATA;
     }
@@ -374,7 +363,7 @@ static chex_model_err parse_metadata(const chex_st_file *f, const char *path,
         for (i = 0; i < np && strcmp(v, PRESETS[i]); i++)
             ;
         if (i == np) {
-            set_msg(msg, msglen, "metadata preprocess: unknown preset '%.40s' (resize256-crop224, "
+            chex_model_msg(msg, msglen, "metadata preprocess: unknown preset '%.40s' (resize256-crop224, "
                     "tencrop, resize224, xrv)", v);
             return CHEX_MODEL_ERR_METADATA;
         }
@@ -444,7 +433,7 @@ static chex_model_err check_tensors(chex_model *m, const chex_st_file *f, spec_l
     const chex_st_tensor *t = chex_st_find(f, "features.conv0.weight");
     if (t && t->ndim == 4 && t->shape[0] == INIT_FEATURES && t->shape[2] == 7 &&
         t->shape[3] == 7 && (t->shape[1] == 1 || t->shape[1] == 3) && t->shape[1] != m->cin) {
-        set_msg(msg, msglen, "metadata input_channels: %d%s but features.conv0.weight has %lld "
+        chex_model_msg(msg, msglen, "metadata input_channels: %d%s but features.conv0.weight has %lld "
                 "input channels", m->cin,
                 chex_st_meta_get(f, "input_channels") ? "" : " (default)",
                 (long long)t->shape[1]);
@@ -452,7 +441,7 @@ static chex_model_err check_tensors(chex_model *m, const chex_st_file *f, spec_l
     }
     t = chex_st_find(f, "classifier.weight");
     if (t && t->ndim == 2 && t->shape[1] == FINAL_FEATURES && t->shape[0] != m->ncls) {
-        set_msg(msg, msglen, "metadata labels: %d labels but classifier.weight has %lld rows",
+        chex_model_msg(msg, msglen, "metadata labels: %d labels but classifier.weight has %lld rows",
                 m->ncls, (long long)t->shape[0]);
         return CHEX_MODEL_ERR_METADATA;
     }
@@ -460,7 +449,7 @@ static chex_model_err check_tensors(chex_model *m, const chex_st_file *f, spec_l
         const spec_t *s = &l->s[i];
         t = chex_st_find(f, s->name);
         if (!t) {
-            set_msg(msg, msglen, "tensor %s: missing", s->name);
+            chex_model_msg(msg, msglen, "tensor %s: missing", s->name);
             return CHEX_MODEL_ERR_MISSING;
         }
         int same = t->ndim == s->ndim;
@@ -469,7 +458,7 @@ static chex_model_err check_tensors(chex_model *m, const chex_st_file *f, spec_l
         if (!same) {
             fmt_shape(want, sizeof(want), s->ndim, s->shape);
             fmt_shape(got, sizeof(got), t->ndim, t->shape);
-            set_msg(msg, msglen, "tensor %s: shape %s, expected %s", s->name, got, want);
+            chex_model_msg(msg, msglen, "tensor %s: shape %s, expected %s", s->name, got, want);
             return CHEX_MODEL_ERR_SHAPE;
         }
     }
@@ -478,7 +467,7 @@ static chex_model_err check_tensors(chex_model *m, const chex_st_file *f, spec_l
         for (j = 0; j < l->n && strcmp(l->s[j].name, f->tensors[i].name); j++)
             ;
         if (j == l->n) {
-            set_msg(msg, msglen, "tensor %.100s: unexpected (densenet121 does not use it)",
+            chex_model_msg(msg, msglen, "tensor %.100s: unexpected (densenet121 does not use it)",
                     f->tensors[i].name);
             return CHEX_MODEL_ERR_UNEXPECTED;
         }
@@ -503,7 +492,7 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
     spec_list *l = malloc(sizeof(*l));
     if (!l) {
         e = CHEX_MODEL_ERR_NOMEM;
-        set_msg(msg, msglen, "out of memory");
+        chex_model_msg(msg, msglen, "out of memory");
         goto out;
     }
     build_graph(m, l);
@@ -526,7 +515,7 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
     if (!m->arena) {
         free(l);
         e = CHEX_MODEL_ERR_NOMEM;
-        set_msg(msg, msglen, "out of memory for %zu MB of weights",
+        chex_model_msg(msg, msglen, "out of memory for %zu MB of weights",
                 m->arena_floats * sizeof(float) >> 20);
         goto out;
     }
@@ -542,7 +531,7 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
     float *tmpw = malloc(sizeof(float) * (size_t)FINAL_FEATURES * FINAL_FEATURES / 2);
     if (!tmpw) {
         e = CHEX_MODEL_ERR_NOMEM;
-        set_msg(msg, msglen, "out of memory");
+        chex_model_msg(msg, msglen, "out of memory");
         goto out;
     }
     repack(m->conv0, INIT_FEATURES, m->cin * 49, tmpw);
@@ -589,18 +578,18 @@ chex_model_err chex_model_load(const char *path, chex_model **out, char *msg, si
     if (msg && msglen)
         msg[0] = '\0';
     if (!out || !path) {
-        set_msg(msg, msglen, "chex_model_load: NULL argument");
+        chex_model_msg(msg, msglen, "chex_model_load: NULL argument");
         return CHEX_MODEL_ERR_ARG;
     }
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_msg(msg, msglen, "%s: cannot open: %s", path, strerror(errno));
+        chex_model_msg(msg, msglen, "%s: cannot open: %s", path, strerror(errno));
         return CHEX_MODEL_ERR_IO;
     }
     struct stat st;
     if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        set_msg(msg, msglen, "%s: not a regular file", path);
+        chex_model_msg(msg, msglen, "%s: not a regular file", path);
         close(fd);
         return CHEX_MODEL_ERR_IO;
     }
@@ -611,7 +600,7 @@ chex_model_err chex_model_load(const char *path, chex_model **out, char *msg, si
     if (len > 0) {
         map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
-            set_msg(msg, msglen, "%s: cannot map: %s", path, strerror(errno));
+            chex_model_msg(msg, msglen, "%s: cannot map: %s", path, strerror(errno));
             close(fd);
             return CHEX_MODEL_ERR_IO;
         }
@@ -622,7 +611,7 @@ chex_model_err chex_model_load(const char *path, chex_model **out, char *msg, si
     chex_model *m = calloc(1, sizeof(*m));
     chex_model_err e;
     if (!m) {
-        set_msg(msg, msglen, "out of memory");
+        chex_model_msg(msg, msglen, "out of memory");
         e = CHEX_MODEL_ERR_NOMEM;
     } else {
         e = load_from(buf, len, path, m, msg, msglen);

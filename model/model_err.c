@@ -1,5 +1,11 @@
-/* model/model_err.c - message table for chex_model_err. */
+/* model/model_err.c - message table for chex_model_err, and the message
+ * writer the module's files share. */
 #include "model/model.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "model/model_msg.h"
 
 static const char *const messages[CHEX_MODEL_ERR_COUNT] = {
     [CHEX_MODEL_OK] = "ok",
@@ -19,4 +25,14 @@ const char *chex_model_strerror(chex_model_err e)
     if ((unsigned)e >= CHEX_MODEL_ERR_COUNT || !messages[e])
         return "unknown model error";
     return messages[e];
+}
+
+void chex_model_msg(char *msg, size_t msglen, const char *fmt, ...)
+{
+    if (!msg || msglen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, msglen, fmt, ap);
+    va_end(ap);
 }

@@ -12,7 +12,6 @@
  */
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,19 +20,8 @@
 
 #include "model/densenet_int.h"
 #include "model/kernels.h"
+#include "model/model_msg.h"
 #include "model/qkernels.h"
-
-static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
-{
-    if (!msg || msglen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msglen, fmt, ap);
-    va_end(ap);
-}
 
 static int block_of(const chex_model *m, int li)
 {
@@ -95,7 +83,7 @@ chex_model_err chex_dn_parse_act_max(chex_model *m, const chex_st_file *f, char 
     json_error_t jerr;
     json_t *o = json_loads(v, 0, &jerr);
     if (!o || !json_is_object(o)) {
-        set_msg(msg, msglen, "metadata %s: not a JSON object of conv name -> number",
+        chex_model_msg(msg, msglen, "metadata %s: not a JSON object of conv name -> number",
                 CHEX_MODEL_INT8_KEY);
         json_decref(o);
         return CHEX_MODEL_ERR_METADATA;
@@ -106,7 +94,7 @@ chex_model_err chex_dn_parse_act_max(chex_model *m, const chex_st_file *f, char 
         json_t *x = json_object_get(o, name);
         double d = x && json_is_number(x) ? json_number_value(x) : NAN;
         if (!x || !(d > 0.0) || !isfinite(d) || d > 1e30) {
-            set_msg(msg, msglen, "metadata %s: %s %s", CHEX_MODEL_INT8_KEY, name,
+            chex_model_msg(msg, msglen, "metadata %s: %s %s", CHEX_MODEL_INT8_KEY, name,
                     x ? "is not a positive finite number" : "is missing");
             json_decref(o);
             return CHEX_MODEL_ERR_METADATA;
@@ -122,7 +110,7 @@ chex_model_err chex_dn_parse_act_max(chex_model *m, const chex_st_file *f, char 
                 if (!strcmp(chex_model_qconv_name(m, i, name, sizeof name), k))
                     break;
             if (i == MAX_QCONV) {
-                set_msg(msg, msglen, "metadata %s: '%.100s' is not a quantised conv of "
+                chex_model_msg(msg, msglen, "metadata %s: '%.100s' is not a quantised conv of "
                         "densenet121", CHEX_MODEL_INT8_KEY, k);
                 json_decref(o);
                 return CHEX_MODEL_ERR_METADATA;
@@ -199,13 +187,13 @@ static void build(const qjob *j, uint8_t **cur, float *wtmp, int8_t *qtmp, float
 chex_model_err chex_model_quantize(chex_model *m, char *msg, size_t msglen)
 {
     if (!m) {
-        set_msg(msg, msglen, "chex_model_quantize: NULL model");
+        chex_model_msg(msg, msglen, "chex_model_quantize: NULL model");
         return CHEX_MODEL_ERR_ARG;
     }
     if (m->qarena)
         return CHEX_MODEL_OK;
     if (!m->has_act_max) {
-        set_msg(msg, msglen, "metadata %s: missing, so this weights file has no int8 calibration "
+        chex_model_msg(msg, msglen, "metadata %s: missing, so this weights file has no int8 calibration "
                 "(make one with tools/calibrate_int8.sh)", CHEX_MODEL_INT8_KEY);
         return CHEX_MODEL_ERR_METADATA;
     }
@@ -239,7 +227,7 @@ chex_model_err chex_model_quantize(chex_model *m, char *msg, size_t msglen)
         free(wtmp);
         free(qtmp);
         free(sw);
-        set_msg(msg, msglen, "out of memory for %zu MB of int8 weights", bytes >> 20);
+        chex_model_msg(msg, msglen, "out of memory for %zu MB of int8 weights", bytes >> 20);
         return CHEX_MODEL_ERR_NOMEM;
     }
     uint8_t *cur = arena;

@@ -11,28 +11,17 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "model/model_msg.h"
+
 /* Same limit as the reference implementation (MAX_HEADER_SIZE). */
 #define ST_MAX_HEADER 100000000ull
 /* Largest single dimension accepted: keeps every dim usable as an int. */
 #define ST_MAX_DIM 2147483647ll
-
-static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_msg(char *msg, size_t msglen, const char *fmt, ...)
-{
-    if (!msg || msglen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msglen, fmt, ap);
-    va_end(ap);
-}
 
 /* Printable, bounded copy of a name from the file for a one-line message:
  * control bytes become '?', long names are cut and end in "...". */
@@ -94,7 +83,7 @@ static chex_model_err parse_metadata(json_t *obj, chex_st_file *out, char *msg, 
 {
     char s[SHOW_LEN];
     if (!json_is_object(obj)) {
-        set_msg(msg, msglen, "__metadata__ is not an object of strings");
+        chex_model_msg(msg, msglen, "__metadata__ is not an object of strings");
         return CHEX_MODEL_ERR_METADATA;
     }
     size_t n = json_object_size(obj);
@@ -102,7 +91,7 @@ static chex_model_err parse_metadata(json_t *obj, chex_st_file *out, char *msg, 
         return CHEX_MODEL_OK;
     out->meta = calloc(n, sizeof(*out->meta));
     if (!out->meta) {
-        set_msg(msg, msglen, "__metadata__: out of memory");
+        chex_model_msg(msg, msglen, "__metadata__: out of memory");
         return CHEX_MODEL_ERR_NOMEM;
     }
     const char *key;
@@ -110,7 +99,7 @@ static chex_model_err parse_metadata(json_t *obj, chex_st_file *out, char *msg, 
     json_object_foreach(obj, key, v)
     {
         if (!json_is_string(v)) {
-            set_msg(msg, msglen, "__metadata__ key '%s': value is not a string", show(s, key));
+            chex_model_msg(msg, msglen, "__metadata__ key '%s': value is not a string", show(s, key));
             return CHEX_MODEL_ERR_METADATA;
         }
         chex_st_meta *m = &out->meta[out->nmeta];
@@ -118,7 +107,7 @@ static chex_model_err parse_metadata(json_t *obj, chex_st_file *out, char *msg, 
         m->value = strdup(json_string_value(v));
         out->nmeta++;
         if (!m->key || !m->value) {
-            set_msg(msg, msglen, "__metadata__ key '%s': out of memory", show(s, key));
+            chex_model_msg(msg, msglen, "__metadata__ key '%s': out of memory", show(s, key));
             return CHEX_MODEL_ERR_NOMEM;
         }
     }
@@ -131,27 +120,27 @@ static chex_model_err parse_tensor(const char *name, json_t *e, uint64_t data_le
     char s[SHOW_LEN];
     show(s, name);
     if (strlen(name) == 0) {
-        set_msg(msg, msglen, "tensor with an empty name");
+        chex_model_msg(msg, msglen, "tensor with an empty name");
         return CHEX_MODEL_ERR_FORMAT;
     }
     if (strlen(name) > CHEX_ST_NAME_LEN - 1) {
-        set_msg(msg, msglen, "tensor '%s': name is %zu bytes, longer than %d", s, strlen(name),
+        chex_model_msg(msg, msglen, "tensor '%s': name is %zu bytes, longer than %d", s, strlen(name),
                 CHEX_ST_NAME_LEN - 1);
         return CHEX_MODEL_ERR_FORMAT;
     }
     memcpy(t->name, name, strlen(name) + 1);
     if (!json_is_object(e)) {
-        set_msg(msg, msglen, "tensor '%s': entry is not an object", s);
+        chex_model_msg(msg, msglen, "tensor '%s': entry is not an object", s);
         return CHEX_MODEL_ERR_FORMAT;
     }
 
     json_t *jd = json_object_get(e, "dtype");
     if (!jd) {
-        set_msg(msg, msglen, "tensor '%s': missing \"dtype\"", s);
+        chex_model_msg(msg, msglen, "tensor '%s': missing \"dtype\"", s);
         return CHEX_MODEL_ERR_FORMAT;
     }
     if (!json_is_string(jd)) {
-        set_msg(msg, msglen, "tensor '%s': \"dtype\" is not a string", s);
+        chex_model_msg(msg, msglen, "tensor '%s': \"dtype\" is not a string", s);
         return CHEX_MODEL_ERR_FORMAT;
     }
     const char *dt = json_string_value(jd);
@@ -163,23 +152,23 @@ static chex_model_err parse_tensor(const char *name, json_t *e, uint64_t data_le
         t->dtype = CHEX_ST_BF16;
     else {
         char d[SHOW_LEN];
-        set_msg(msg, msglen, "tensor '%s': dtype %s not supported (F32, F16, BF16)", s,
+        chex_model_msg(msg, msglen, "tensor '%s': dtype %s not supported (F32, F16, BF16)", s,
                 show(d, dt));
         return CHEX_MODEL_ERR_DTYPE;
     }
 
     json_t *js = json_object_get(e, "shape");
     if (!js) {
-        set_msg(msg, msglen, "tensor '%s': missing \"shape\"", s);
+        chex_model_msg(msg, msglen, "tensor '%s': missing \"shape\"", s);
         return CHEX_MODEL_ERR_FORMAT;
     }
     if (!json_is_array(js)) {
-        set_msg(msg, msglen, "tensor '%s': \"shape\" is not an array", s);
+        chex_model_msg(msg, msglen, "tensor '%s': \"shape\" is not an array", s);
         return CHEX_MODEL_ERR_FORMAT;
     }
     size_t nd = json_array_size(js);
     if (nd > CHEX_ST_MAX_DIMS) {
-        set_msg(msg, msglen, "tensor '%s': shape has %zu dimensions, more than %d", s, nd,
+        chex_model_msg(msg, msglen, "tensor '%s': shape has %zu dimensions, more than %d", s, nd,
                 CHEX_ST_MAX_DIMS);
         return CHEX_MODEL_ERR_FORMAT;
     }
@@ -188,45 +177,45 @@ static chex_model_err parse_tensor(const char *name, json_t *e, uint64_t data_le
     for (size_t i = 0; i < nd; i++) {
         json_t *jv = json_array_get(js, i);
         if (!json_is_integer(jv)) {
-            set_msg(msg, msglen, "tensor '%s': shape[%zu] is not an integer", s, i);
+            chex_model_msg(msg, msglen, "tensor '%s': shape[%zu] is not an integer", s, i);
             return CHEX_MODEL_ERR_FORMAT;
         }
         json_int_t v = json_integer_value(jv);
         if (v < 0) {
-            set_msg(msg, msglen, "tensor '%s': shape[%zu] = %" JSON_INTEGER_FORMAT " is negative",
+            chex_model_msg(msg, msglen, "tensor '%s': shape[%zu] = %" JSON_INTEGER_FORMAT " is negative",
                     s, i, v);
             return CHEX_MODEL_ERR_FORMAT;
         }
         if (v > ST_MAX_DIM) {
-            set_msg(msg, msglen, "tensor '%s': shape[%zu] = %" JSON_INTEGER_FORMAT " is too large",
+            chex_model_msg(msg, msglen, "tensor '%s': shape[%zu] = %" JSON_INTEGER_FORMAT " is too large",
                     s, i, v);
             return CHEX_MODEL_ERR_FORMAT;
         }
         t->shape[i] = (int64_t)v;
         if (__builtin_mul_overflow(bytes, (uint64_t)v, &bytes) || bytes > (uint64_t)INT64_MAX) {
-            set_msg(msg, msglen, "tensor '%s': element count times dtype size overflows", s);
+            chex_model_msg(msg, msglen, "tensor '%s': element count times dtype size overflows", s);
             return CHEX_MODEL_ERR_FORMAT;
         }
     }
 
     json_t *jo = json_object_get(e, "data_offsets");
     if (!jo) {
-        set_msg(msg, msglen, "tensor '%s': missing \"data_offsets\"", s);
+        chex_model_msg(msg, msglen, "tensor '%s': missing \"data_offsets\"", s);
         return CHEX_MODEL_ERR_FORMAT;
     }
     if (!json_is_array(jo) || json_array_size(jo) != 2 ||
         !json_is_integer(json_array_get(jo, 0)) || !json_is_integer(json_array_get(jo, 1))) {
-        set_msg(msg, msglen, "tensor '%s': \"data_offsets\" is not [begin, end] integers", s);
+        chex_model_msg(msg, msglen, "tensor '%s': \"data_offsets\" is not [begin, end] integers", s);
         return CHEX_MODEL_ERR_FORMAT;
     }
     json_int_t b = json_integer_value(json_array_get(jo, 0));
     json_int_t en = json_integer_value(json_array_get(jo, 1));
     if (b < 0 || en < 0) {
-        set_msg(msg, msglen, "tensor '%s': negative data_offsets", s);
+        chex_model_msg(msg, msglen, "tensor '%s': negative data_offsets", s);
         return CHEX_MODEL_ERR_FORMAT;
     }
     if (b > en) {
-        set_msg(msg, msglen,
+        chex_model_msg(msg, msglen,
                 "tensor '%s': data_offsets begin %" JSON_INTEGER_FORMAT
                 " is after end %" JSON_INTEGER_FORMAT,
                 s, b, en);
@@ -235,14 +224,14 @@ static chex_model_err parse_tensor(const char *name, json_t *e, uint64_t data_le
     t->begin = (uint64_t)b;
     t->end = (uint64_t)en;
     if (t->end > data_len) {
-        set_msg(msg, msglen,
+        chex_model_msg(msg, msglen,
                 "tensor '%s': data_offsets end %" PRIu64 " is beyond the data section (%" PRIu64
                 " bytes)",
                 s, t->end, data_len);
         return CHEX_MODEL_ERR_FORMAT;
     }
     if (t->end - t->begin != bytes) {
-        set_msg(msg, msglen,
+        chex_model_msg(msg, msglen,
                 "tensor '%s': data_offsets span %" PRIu64 " bytes but shape and dtype need %" PRIu64,
                 s, t->end - t->begin, bytes);
         return CHEX_MODEL_ERR_FORMAT;
@@ -256,7 +245,7 @@ static chex_model_err check_overlap(chex_st_file *f, char *msg, size_t msglen)
         return CHEX_MODEL_OK;
     const chex_st_tensor **idx = malloc((size_t)f->ntensors * sizeof(*idx));
     if (!idx) {
-        set_msg(msg, msglen, "safetensors: out of memory");
+        chex_model_msg(msg, msglen, "safetensors: out of memory");
         return CHEX_MODEL_ERR_NOMEM;
     }
     int n = 0;
@@ -269,7 +258,7 @@ static chex_model_err check_overlap(chex_st_file *f, char *msg, size_t msglen)
     for (int i = 0; i < n; i++) {
         if (far && idx[i]->begin < far->end) {
             char a[SHOW_LEN], b[SHOW_LEN];
-            set_msg(msg, msglen,
+            chex_model_msg(msg, msglen,
                     "tensors '%s' [%" PRIu64 ", %" PRIu64 ") and '%s' [%" PRIu64 ", %" PRIu64
                     ") overlap",
                     show(a, far->name), far->begin, far->end, show(b, idx[i]->name),
@@ -288,23 +277,23 @@ chex_model_err chex_st_parse(const uint8_t *buf, size_t len, chex_st_file *out, 
                              size_t msglen)
 {
     memset(out, 0, sizeof(*out));
-    set_msg(msg, msglen, "ok");
+    chex_model_msg(msg, msglen, "ok");
     if (!buf || len < 8) {
-        set_msg(msg, msglen, "file is %zu bytes, shorter than the 8-byte header length", len);
+        chex_model_msg(msg, msglen, "file is %zu bytes, shorter than the 8-byte header length", len);
         return CHEX_MODEL_ERR_FORMAT;
     }
     uint64_t n = rd_le64(buf);
     if (n == 0) {
-        set_msg(msg, msglen, "header length is 0");
+        chex_model_msg(msg, msglen, "header length is 0");
         return CHEX_MODEL_ERR_FORMAT;
     }
     if (n > ST_MAX_HEADER) {
-        set_msg(msg, msglen, "header length %" PRIu64 " is absurd (more than %llu bytes)", n,
+        chex_model_msg(msg, msglen, "header length %" PRIu64 " is absurd (more than %llu bytes)", n,
                 ST_MAX_HEADER);
         return CHEX_MODEL_ERR_FORMAT;
     }
     if (n > (uint64_t)(len - 8)) {
-        set_msg(msg, msglen,
+        chex_model_msg(msg, msglen,
                 "header length %" PRIu64 " is beyond the end of the file (%zu bytes after the "
                 "length)",
                 n, len - 8);
@@ -315,13 +304,13 @@ chex_model_err chex_st_parse(const uint8_t *buf, size_t len, chex_st_file *out, 
     json_error_t jerr;
     json_t *root = json_loadb((const char *)buf + 8, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        set_msg(msg, msglen, "header is not valid JSON: %s (line %d, column %d)", jerr.text,
+        chex_model_msg(msg, msglen, "header is not valid JSON: %s (line %d, column %d)", jerr.text,
                 jerr.line, jerr.column);
         return CHEX_MODEL_ERR_FORMAT;
     }
     chex_model_err rc = CHEX_MODEL_OK;
     if (!json_is_object(root)) {
-        set_msg(msg, msglen, "header is not a JSON object");
+        chex_model_msg(msg, msglen, "header is not a JSON object");
         rc = CHEX_MODEL_ERR_FORMAT;
         goto done;
     }
@@ -333,7 +322,7 @@ chex_model_err chex_st_parse(const uint8_t *buf, size_t len, chex_st_file *out, 
     if (nt > 0) {
         out->tensors = calloc(nt, sizeof(*out->tensors));
         if (!out->tensors) {
-            set_msg(msg, msglen, "safetensors: out of memory for %zu tensors", nt);
+            chex_model_msg(msg, msglen, "safetensors: out of memory for %zu tensors", nt);
             rc = CHEX_MODEL_ERR_NOMEM;
             goto done;
         }
@@ -359,7 +348,7 @@ chex_model_err chex_st_parse(const uint8_t *buf, size_t len, chex_st_file *out, 
         goto done;
     out->data = buf + 8 + n;
     out->data_len = data_len;
-    set_msg(msg, msglen, "ok");
+    chex_model_msg(msg, msglen, "ok");
 
 done:
     json_decref(root);
@@ -492,18 +481,18 @@ static char *build_header(const chex_st_wtensor *t, int nt, const char *const *m
             goto nomem;
         for (int i = 0; meta_kv[i]; i += 2) {
             if (!meta_kv[i + 1]) {
-                set_msg(msg, msglen, "__metadata__ key '%s': no value", show(s, meta_kv[i]));
+                chex_model_msg(msg, msglen, "__metadata__ key '%s': no value", show(s, meta_kv[i]));
                 *rc = CHEX_MODEL_ERR_ARG;
                 goto fail;
             }
             if (json_object_get(m, meta_kv[i])) {
-                set_msg(msg, msglen, "__metadata__ key '%s': given twice", show(s, meta_kv[i]));
+                chex_model_msg(msg, msglen, "__metadata__ key '%s': given twice", show(s, meta_kv[i]));
                 *rc = CHEX_MODEL_ERR_ARG;
                 goto fail;
             }
             json_t *v = json_string(meta_kv[i + 1]);
             if (!v || json_object_set_new(m, meta_kv[i], v) != 0) {
-                set_msg(msg, msglen, "__metadata__ key '%s': not valid UTF-8",
+                chex_model_msg(msg, msglen, "__metadata__ key '%s': not valid UTF-8",
                         show(s, meta_kv[i]));
                 *rc = CHEX_MODEL_ERR_ARG;
                 goto fail;
@@ -515,19 +504,19 @@ static char *build_header(const chex_st_wtensor *t, int nt, const char *const *m
         const chex_st_wtensor *w = &t[i];
         if (!w->name || !w->name[0] || strlen(w->name) > CHEX_ST_NAME_LEN - 1 ||
             strcmp(w->name, "__metadata__") == 0) {
-            set_msg(msg, msglen, "tensor %d: name '%s' is empty, reserved or too long", i,
+            chex_model_msg(msg, msglen, "tensor %d: name '%s' is empty, reserved or too long", i,
                     w->name ? show(s, w->name) : "(null)");
             *rc = CHEX_MODEL_ERR_ARG;
             goto fail;
         }
         show(s, w->name);
         if (json_object_get(root, w->name)) {
-            set_msg(msg, msglen, "tensor '%s': given twice", s);
+            chex_model_msg(msg, msglen, "tensor '%s': given twice", s);
             *rc = CHEX_MODEL_ERR_ARG;
             goto fail;
         }
         if (w->ndim < 0 || w->ndim > CHEX_ST_MAX_DIMS) {
-            set_msg(msg, msglen, "tensor '%s': ndim %d out of range", s, w->ndim);
+            chex_model_msg(msg, msglen, "tensor '%s': ndim %d out of range", s, w->ndim);
             *rc = CHEX_MODEL_ERR_ARG;
             goto fail;
         }
@@ -546,7 +535,7 @@ static char *build_header(const chex_st_wtensor *t, int nt, const char *const *m
                 __builtin_mul_overflow(bytes, (uint64_t)w->shape[d], &bytes) ||
                 bytes > (uint64_t)INT64_MAX) {
                 json_decref(e);
-                set_msg(msg, msglen, "tensor '%s': shape[%d] = %" PRId64 " is invalid", s, d,
+                chex_model_msg(msg, msglen, "tensor '%s': shape[%d] = %" PRId64 " is invalid", s, d,
                         w->shape[d]);
                 *rc = CHEX_MODEL_ERR_ARG;
                 goto fail;
@@ -555,13 +544,13 @@ static char *build_header(const chex_st_wtensor *t, int nt, const char *const *m
         }
         if (bytes > 0 && !w->data) {
             json_decref(e);
-            set_msg(msg, msglen, "tensor '%s': no data", s);
+            chex_model_msg(msg, msglen, "tensor '%s': no data", s);
             *rc = CHEX_MODEL_ERR_ARG;
             goto fail;
         }
         if (__builtin_add_overflow(off, bytes, &off) || off > (uint64_t)INT64_MAX) {
             json_decref(e);
-            set_msg(msg, msglen, "tensor '%s': total data size overflows", s);
+            chex_model_msg(msg, msglen, "tensor '%s': total data size overflows", s);
             *rc = CHEX_MODEL_ERR_ARG;
             goto fail;
         }
@@ -571,7 +560,7 @@ static char *build_header(const chex_st_wtensor *t, int nt, const char *const *m
             goto nomem;
         }
         if (json_object_set_new(root, w->name, e) != 0) { /* e is stolen even on failure */
-            set_msg(msg, msglen, "tensor '%s': cannot build header (UTF-8 name?)", s);
+            chex_model_msg(msg, msglen, "tensor '%s': cannot build header (UTF-8 name?)", s);
             *rc = CHEX_MODEL_ERR_ARG;
             goto fail;
         }
@@ -579,12 +568,12 @@ static char *build_header(const chex_st_wtensor *t, int nt, const char *const *m
     char *txt = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
     if (!txt) {
-        set_msg(msg, msglen, "safetensors: out of memory for the header");
+        chex_model_msg(msg, msglen, "safetensors: out of memory for the header");
         *rc = CHEX_MODEL_ERR_NOMEM;
     }
     return txt;
 nomem:
-    set_msg(msg, msglen, "safetensors: out of memory for the header");
+    chex_model_msg(msg, msglen, "safetensors: out of memory for the header");
     *rc = CHEX_MODEL_ERR_NOMEM;
 fail:
     json_decref(root);
@@ -628,9 +617,9 @@ static chex_model_err write_body(int fd, const char *hdr, const chex_st_wtensor 
 chex_model_err chex_st_write(const char *path, const chex_st_wtensor *t, int nt,
                              const char *const *meta_kv, char *msg, size_t msglen)
 {
-    set_msg(msg, msglen, "ok");
+    chex_model_msg(msg, msglen, "ok");
     if (!path || nt < 0 || (nt > 0 && !t)) {
-        set_msg(msg, msglen, "chex_st_write: bad arguments");
+        chex_model_msg(msg, msglen, "chex_st_write: bad arguments");
         return CHEX_MODEL_ERR_ARG;
     }
     chex_model_err rc = CHEX_MODEL_OK;
@@ -642,7 +631,7 @@ chex_model_err chex_st_write(const char *path, const chex_st_wtensor *t, int nt,
     char *tmp = malloc(pl + 5);
     if (!tmp) {
         free(hdr);
-        set_msg(msg, msglen, "%s: out of memory", path);
+        chex_model_msg(msg, msglen, "%s: out of memory", path);
         return CHEX_MODEL_ERR_NOMEM;
     }
     memcpy(tmp, path, pl);
@@ -650,7 +639,7 @@ chex_model_err chex_st_write(const char *path, const chex_st_wtensor *t, int nt,
 
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        set_msg(msg, msglen, "%s: cannot create: %s", tmp, strerror(errno));
+        chex_model_msg(msg, msglen, "%s: cannot create: %s", tmp, strerror(errno));
         free(hdr);
         free(tmp);
         return CHEX_MODEL_ERR_IO;
@@ -659,18 +648,18 @@ chex_model_err chex_st_write(const char *path, const chex_st_wtensor *t, int nt,
     int werr = errno;
     free(hdr);
     if (rc != CHEX_MODEL_OK) {
-        set_msg(msg, msglen, "%s: cannot write: %s", tmp,
+        chex_model_msg(msg, msglen, "%s: cannot write: %s", tmp,
                 rc == CHEX_MODEL_ERR_NOMEM ? "out of memory" : strerror(werr));
     } else if (fsync(fd) != 0) {
-        set_msg(msg, msglen, "%s: fsync: %s", tmp, strerror(errno));
+        chex_model_msg(msg, msglen, "%s: fsync: %s", tmp, strerror(errno));
         rc = CHEX_MODEL_ERR_IO;
     }
     if (close(fd) != 0 && rc == CHEX_MODEL_OK) {
-        set_msg(msg, msglen, "%s: close: %s", tmp, strerror(errno));
+        chex_model_msg(msg, msglen, "%s: close: %s", tmp, strerror(errno));
         rc = CHEX_MODEL_ERR_IO;
     }
     if (rc == CHEX_MODEL_OK && rename(tmp, path) != 0) {
-        set_msg(msg, msglen, "%s: cannot rename into place: %s", path, strerror(errno));
+        chex_model_msg(msg, msglen, "%s: cannot rename into place: %s", path, strerror(errno));
         rc = CHEX_MODEL_ERR_IO;
     }
     if (rc != CHEX_MODEL_OK)
