@@ -464,6 +464,8 @@ static chex_model_err check_tensors(chex_model *m, const chex_st_file *f, spec_l
     }
     for (int i = 0; i < f->ntensors; i++) {
         int j;
+        if (chex_dn_is_qfile_name(f->tensors[i].name))
+            continue; /* checked by chex_dn_parse_qfile */
         for (j = 0; j < l->n && strcmp(l->s[j].name, f->tensors[i].name); j++)
             ;
         if (j == l->n) {
@@ -497,7 +499,8 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
     }
     build_graph(m, l);
     if ((e = check_tensors(m, &f, l, msg, msglen)) ||
-        (e = chex_dn_parse_act_max(m, &f, msg, msglen))) {
+        (e = chex_dn_parse_act_max(m, &f, msg, msglen)) ||
+        (e = chex_dn_parse_qfile(m, &f, msg, msglen))) {
         free(l);
         goto out;
     }
@@ -616,8 +619,15 @@ chex_model_err chex_model_load(const char *path, chex_model **out, char *msg, si
     } else {
         e = load_from(buf, len, path, m, msg, msglen);
     }
-    if (map)
+    if (!e && m->has_qfile) {
+        /* chex_model_quantize reads the int8 weights from the mapping; until
+         * then its pages (read once for the checksum) need not stay resident. */
+        m->fmap = map;
+        m->flen = len;
+        madvise(map, len, MADV_DONTNEED);
+    } else if (map) {
         munmap(map, len);
+    }
     if (e) {
         chex_model_free(m);
         return e;
@@ -632,6 +642,8 @@ void chex_model_free(chex_model *m)
         return;
     free(m->arena);
     free(m->qarena);
+    if (m->fmap)
+        munmap(m->fmap, m->flen);
     free(m);
 }
 
@@ -879,14 +891,15 @@ static void polyphase(float *out, const float *x, int c, int S, int ph)
 
 /* qz: this share's int8 scratch (used when ws->precision is int8).
  * bott, qbott: this share's bottleneck areas, bcap floats (bytes) each.
- * amax: NULL, or calibration maxima to raise (chex_model_calibrate; fp32). */
+ * chmax: NULL, or per-channel calibration maxima to raise (fp32 only):
+ * chmax[i] has one float per input channel of quantised conv i. */
 static void forward_range(const chex_model *m, chex_model_ws *ws, const float *in, int i0,
                           int cnt, int nt, float *scratch, float *stem, float *phase,
-                          uint8_t *qz, float *bott, uint8_t *qbott, size_t bcap, float *amax,
+                          uint8_t *qz, float *bott, uint8_t *qbott, size_t bcap, float *const *chmax,
                           double *ms)
 {
     const chex_kernels *kr = chex_kernels_get();
-    const chex_q8_kernels *kq = ws->precision == CHEX_PRECISION_INT8 && !amax
+    const chex_q8_kernels *kq = ws->precision == CHEX_PRECISION_INT8 && !chmax
                                     ? chex_q8_kernels_get()
                                     : NULL;
     double t0 = omp_get_wtime(), t1;
@@ -939,8 +952,8 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
                 if (kq) {
                     chex_q8_args q1 = {.kind = CHEX_Q8_BNRELU_1X1, .n = nc, .c = d->cin, .h = hw,
                                        .w = hw, .oh = hw, .ow = hw, .src = blk,
-                                       .src_img_stride = stride, .pre_scale = d->norm1.scale,
-                                       .pre_shift = d->norm1.shift, .in_inv_scale = d->q1.in_inv,
+                                       .src_img_stride = stride, .pre_scale = d->q1.pre_scale,
+                                       .pre_shift = d->q1.pre_shift, .in_inv_scale = d->q1.in_inv,
                                        .wt = d->q1.w, .m = BOTTLENECK, .out_scale = d->q1.oscale,
                                        .out_shift = d->q1.oshift, .qdst = qbott,
                                        .dst_img_stride = bimg / 4, .dst_plane = pplane,
@@ -956,12 +969,9 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
                     kq->conv(&q2, qz, ws->qscratch_bytes, nt);
                     continue;
                 }
-                if (amax) {
-                    const int qi = chex_dn_qidx_layer(m, li);
-                    const float v = chex_dn_max_bnrelu(blk, stride, nc, d->cin, px, d->norm1.scale,
-                                                       d->norm1.shift);
-                    amax[qi] = v > amax[qi] ? v : amax[qi];
-                }
+                if (chmax)
+                    chex_dn_chmax_bnrelu(chmax[chex_dn_qidx_layer(m, li)], blk, stride, nc, d->cin,
+                                         px, d->norm1.scale, d->norm1.shift);
                 chex_conv_args a1 = {.kind = CHEX_PACK_BNRELU_1X1, .n = nc, .src = blk,
                                      .src_img_stride = stride, .c = d->cin, .h = hw, .w = hw,
                                      .kh = 1, .kw = 1, .stride = 1, .pad = 0, .oh = hw, .ow = hw,
@@ -977,13 +987,9 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
                                      .kw = 3, .stride = 1, .pad = 1, .oh = hw, .ow = hw,
                                      .wt = d->conv2, .m = GROWTH, .dst = blk + d->cin * px,
                                      .dst_img_stride = stride};
-                if (amax) { /* conv2's input: the bottleneck, zero border included */
-                    const int qi = chex_dn_qidx_layer(m, li) + 1;
-                    for (int i = 0; i < nc; i++) {
-                        const float v = chex_dn_max(bott + i * bimg, (long)BOTTLENECK * pplane);
-                        amax[qi] = v > amax[qi] ? v : amax[qi];
-                    }
-                }
+                if (chmax) /* conv2's input: the bottleneck (its zero border is harmless) */
+                    chex_dn_chmax(chmax[chex_dn_qidx_layer(m, li) + 1], bott, bimg, nc, BOTTLENECK,
+                                  pplane);
                 if (d->wino_f == 4 && kr->wino4)
                     kr->wino4(&a2, d->wino, scratch, ws->scratch_floats, nt);
                 else if (d->wino_f == 2 && kr->wino)
@@ -1011,18 +1017,15 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
         if (kq) {
             chex_q8_args q = {.kind = CHEX_Q8_BNRELU_POOL, .n = cnt, .c = t->cin, .h = hw,
                               .w = hw, .oh = oh, .ow = oh, .src = bblk, .src_img_stride = stride,
-                              .pre_scale = t->norm.scale, .pre_shift = t->norm.shift,
+                              .pre_scale = t->q.pre_scale, .pre_shift = t->q.pre_shift,
                               .in_inv_scale = t->q.in_inv, .wt = t->q.w, .m = t->cout,
                               .out_scale = t->q.oscale, .out_shift = t->q.oshift,
                               .dst = a.dst, .dst_img_stride = ostride};
             kq->conv(&q, qz, ws->qscratch_bytes, nt);
         } else {
-            if (amax) {
-                const int qi = chex_dn_qidx_trans(m, b);
-                const float v = chex_dn_max_bnrelu_pool(bblk, stride, cnt, t->cin, hw, hw,
-                                                        t->norm.scale, t->norm.shift);
-                amax[qi] = v > amax[qi] ? v : amax[qi];
-            }
+            if (chmax)
+                chex_dn_chmax_bnrelu_pool(chmax[chex_dn_qidx_trans(m, b)], bblk, stride, cnt,
+                                          t->cin, hw, hw, t->norm.scale, t->norm.shift);
             kr->conv(&a, scratch, ws->scratch_floats, nt);
         }
         t1 = omp_get_wtime();
@@ -1117,11 +1120,11 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
     return CHEX_MODEL_OK;
 }
 
-chex_model_err chex_model_calibrate(const chex_model *m, chex_model_ws *ws, const float *in,
-                                    int n, float *amax)
+chex_model_err chex_dn_calibrate(const chex_model *m, chex_model_ws *ws, const float *in, int n,
+                                 float *const *chmax)
 {
     chex_model_err e = check_fwd(m, ws, in, n);
-    if (e || !amax)
+    if (e || !chmax)
         return e ? e : CHEX_MODEL_ERR_ARG;
     int nt = omp_get_max_threads();
     if (nt > ws->nthreads)
@@ -1129,7 +1132,7 @@ chex_model_err chex_model_calibrate(const chex_model *m, chex_model_ws *ws, cons
     for (int s = 0; s < CHEX_MODEL_NSTAGES; s++)
         ws->stage_ms[s] = 0.0;
     forward_range(m, ws, in, 0, n, nt, ws->scratch, ws->tmp, ws->phase, NULL, ws->bott, NULL,
-                  ws->nstem * BOTT_SLOT(m), amax, ws->stage_ms);
+                  ws->nstem * BOTT_SLOT(m), chmax, ws->stage_ms);
     ws->last_n = n;
     return CHEX_MODEL_OK;
 }

@@ -30,7 +30,19 @@ typedef struct {
     int8_t *w;               /* packed by chex_q8_pack_weights */
     float *oscale, *oshift;  /* (m) */
     float in_inv;            /* 1 / scale of its u8 input */
+    /* The BN before it with the input's per-channel scale folded in (conv1
+     * and transitions; u8 = relu(x*pre_scale + pre_shift) * in_inv). */
+    const float *pre_scale, *pre_shift;
 } qconv_t;
+
+/* The int8 weights a calibrated file may carry for quantised conv i
+ * (model/quant.c, written by `chex calibrate`): borrowed from the file
+ * mapping the model keeps (m->fmap), little-endian, any alignment. */
+typedef struct {
+    const int8_t *w;         /* (m, c, taps) s8, PyTorch order */
+    const uint8_t *wscale;   /* (m) F32: weight = wscale[o] * w / act_scale[c] */
+    const uint8_t *act_scale; /* (c) F32: u8 input = x / act_scale[c] */
+} qfile_t;
 
 typedef struct {
     int c;
@@ -81,6 +93,13 @@ struct chex_model {
     int has_act_max;
     float act_max[MAX_QCONV];
     void *qarena;
+    /* Rounded int8 weights from the file (chex calibrate's GPTQ), used by
+     * chex_model_quantize instead of rounding the fp32 ones; the mapping
+     * stays (its pages released) until then. */
+    int has_qfile;
+    qfile_t qfile[MAX_QCONV];
+    void *fmap;
+    size_t flen;
     /* The Winograd weights' range inside arena (released by
      * chex_model_quantize: int8 never reads them). */
     float *wino_base;
@@ -116,17 +135,33 @@ struct chex_model_ws {
  * built). Error (METADATA, naming the key and conv) if malformed. */
 chex_model_err chex_dn_parse_act_max(chex_model *m, const chex_st_file *f, char *msg,
                                      size_t msglen);
+/* Checks the optional int8 tensors (<conv>.int8_weight I8, .int8_scale and
+ * .int8_act_scale F32, all or none, with the calibration metadata) and
+ * points m->qfile into f's data. Error naming the tensor otherwise. */
+chex_model_err chex_dn_parse_qfile(chex_model *m, const chex_st_file *f, char *msg,
+                                   size_t msglen);
+/* Output channels, input channels and taps (1 or 9) of quantised conv i. */
+void chex_dn_qconv_geom(const chex_model *m, int i, int *om, int *c, int *taps);
+/* 1 if name is one of those int8 tensors' names (by suffix). */
+int chex_dn_is_qfile_name(const char *name);
 /* Index (chex_model_qconv_name order) of dense layer li's conv1 (conv2 is
  * the next one) and of transition b's conv. */
 int chex_dn_qidx_layer(const chex_model *m, int li);
 int chex_dn_qidx_trans(const chex_model *m, int b);
-/* Calibration statistics: max of relu(x*s+t) over channels [0, c) of n
- * images (image stride in floats, hw pixels per plane), and the same after a
- * 2x2 average pool (h x w planes). */
-float chex_dn_max(const float *x, long n); /* max(0, x[0..n)) */
-float chex_dn_max_bnrelu(const float *x, long img_stride, int n, int c, long hw, const float *s,
-                         const float *t);
-float chex_dn_max_bnrelu_pool(const float *x, long img_stride, int n, int c, int h, int w,
-                              const float *s, const float *t);
+/* Calibration statistics: raise chmax[ch] (channel ch of [0, c)) to the
+ * max over n images (image stride in floats) of: the plain values of its
+ * plane (plane floats); relu(x*s+t) over hw pixels; the same after a 2x2
+ * average pool of h x w planes. */
+void chex_dn_chmax(float *chmax, const float *x, long img_stride, int n, int c, long plane);
+void chex_dn_chmax_bnrelu(float *chmax, const float *x, long img_stride, int n, int c, long hw,
+                          const float *s, const float *t);
+void chex_dn_chmax_bnrelu_pool(float *chmax, const float *x, long img_stride, int n, int c, int h,
+                               int w, const float *s, const float *t);
+
+/* model/densenet.c: one fp32 forward of in (n images, as chex_model_forward)
+ * that also raises chmax[i][c] (chex_dn_chmax*) for input channel c of every
+ * quantised conv i. */
+chex_model_err chex_dn_calibrate(const chex_model *m, chex_model_ws *ws, const float *in, int n,
+                                 float *const *chmax);
 
 #endif

@@ -17,6 +17,7 @@
 #define CHEX_MODEL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum {
     CHEX_MODEL_OK = 0,
@@ -146,15 +147,24 @@ chex_model_err chex_model_forward_reference(const chex_model *m, chex_model_ws *
 
 /* ---- int8 (precision=int8, optional, never the default) ----
  * Scheme (model/qkernels.h): the inputs of the dense layers' and
- * transitions' convolutions (all after a ReLU) as u8 with one scale per
- * tensor, weights as s8 per output channel, int32 sums, fp32 requantisation;
- * the stem conv and the classifier stay fp32. The activation scales come
- * from calibration on real radiographs (chex_model_calibrate, driven by
- * `chex calibrate` / tools/calibrate_int8.sh) and live in the weights file's
- * metadata under CHEX_MODEL_INT8_KEY: a JSON object mapping each quantised
- * conv's weight tensor name (chex_model_qconv_name) to the largest value its
- * input reached, as a number. The weights themselves stay fp32 in the file
- * and are quantised at start-up. */
+ * transitions' convolutions (all after a ReLU) as u8, weights as s8 per
+ * output channel, int32 sums, fp32 requantisation; the stem conv and the
+ * classifier stay fp32. Calibration on real radiographs (chex_model_calib_*,
+ * driven by `chex calibrate` / tools/calibrate_int8.sh) writes into the
+ * weights file:
+ *  - metadata CHEX_MODEL_INT8_KEY: a JSON object mapping each quantised
+ *    conv's weight tensor name (chex_model_qconv_name) to the largest value
+ *    its input reached, as a number;
+ *  - per quantised conv "<conv>" (its weight's name without ".weight"):
+ *    <conv>.int8_weight (I8, the weight's shape, -127..127, rounded by
+ *    GPTQ), <conv>.int8_scale (F32, per output channel) and
+ *    <conv>.int8_act_scale (F32, per input channel): weight[o][c][..] ~
+ *    int8_scale[o] * int8_weight[o][c][..] / int8_act_scale[c], and the u8
+ *    input is x[c] / int8_act_scale[c]. All of them or none.
+ * A file with only the metadata (an older calibration) still runs int8: its
+ * fp32 weights are then rounded to nearest at start-up, with one activation
+ * scale per tensor. The loader keeps the int8 tensors in the file mapping
+ * (not resident) until chex_model_quantize packs them. */
 #define CHEX_MODEL_INT8_KEY "int8_act_max"
 
 typedef enum { CHEX_PRECISION_FP32 = 0, CHEX_PRECISION_INT8 } chex_model_precision;
@@ -170,7 +180,8 @@ const char *chex_model_qconv_name(const chex_model *m, int i, char *buf, size_t 
 /* 1 if the file carried int8 calibration (CHEX_MODEL_INT8_KEY). */
 int chex_model_has_int8_calibration(const chex_model *m);
 
-/* Builds the int8 weights from the fp32 ones and the calibration. Call once,
+/* Builds the int8 weights (the file's int8 tensors, else the fp32 ones rounded) and
+ * their requantisation from the calibration. Call once,
  * after load and before the model is shared or workspaces are created (it
  * modifies m; not thread-safe). It also releases the fp32 Winograd weights
  * (int8 does not use them; an fp32 forward on m afterwards runs its 3x3
@@ -183,10 +194,34 @@ chex_model_err chex_model_quantize(chex_model *m, char *msg, size_t msglen);
  * quantised before ws was created (CHEX_MODEL_ERR_ARG otherwise). */
 chex_model_err chex_model_ws_set_precision(chex_model_ws *ws, chex_model_precision p);
 
-/* Calibration: one fp32 forward of in (n images, as chex_model_forward) that
- * also raises amax[i] (chex_model_qconv_count entries, caller-initialised,
- * e.g. to 0) to the largest value the input of quantised conv i takes. */
-chex_model_err chex_model_calibrate(const chex_model *m, chex_model_ws *ws, const float *in,
-                                    int n, float *amax);
+/* ---- int8 calibration (`chex calibrate`, tools/calibrate_int8.sh) ----
+ * A chex_model_calib gathers, over fp32 forwards of real radiographs, what
+ * precision int8 needs: the largest value of every input channel of each
+ * quantised conv (its activation scales: u8 = x / (max / 255)) and the
+ * activations of the first `keep` crops, from which chex_model_calib_finish
+ * rounds every quantised conv's weights to int8 by GPTQ (model/gptq.h: the
+ * rounding errors are steered by the calibration inputs' second moments).
+ * Memory: about 6 MB per kept crop at 224. Not thread-safe; m must outlive
+ * it; it runs OpenMP teams. */
+typedef struct chex_model_calib chex_model_calib;
+chex_model_err chex_model_calib_create(const chex_model *m, int keep, chex_model_calib **out);
+void chex_model_calib_free(chex_model_calib *c);
+/* One fp32 forward of in (n crops, as chex_model_forward) on ws. */
+chex_model_err chex_model_calib_add(chex_model_calib *c, chex_model_ws *ws, const float *in,
+                                    int n);
+/* Rounds the weights (after at least one add; seconds to a minute). ARG
+ * with a message if nothing was added, NOMEM. */
+chex_model_err chex_model_calib_finish(chex_model_calib *c, char *msg, size_t msglen);
+/* Quantised conv i's results (chex_model_qconv_name order), borrowed from
+ * c: weight = w_scale[o] * w[o][ch][tap] / act_scale[ch] and its u8 input =
+ * x / act_scale[ch]. ARG before chex_model_calib_finish or for a bad i. */
+typedef struct {
+    float act_max;           /* largest input value of any channel */
+    int m, c, taps;          /* output channels, input channels, 1 or 9 */
+    const float *act_scale;  /* (c) */
+    const int8_t *w;         /* (m, c, taps), PyTorch order */
+    const float *w_scale;    /* (m) */
+} chex_model_qconv_calib;
+chex_model_err chex_model_calib_get(const chex_model_calib *c, int i, chex_model_qconv_calib *out);
 
 #endif

@@ -44,7 +44,7 @@ static const char *show(char dst[SHOW_LEN], const char *name)
 
 static size_t dtype_size(chex_st_dtype d)
 {
-    return d == CHEX_ST_F32 ? 4 : 2;
+    return d == CHEX_ST_F32 ? 4 : d == CHEX_ST_I8 ? 1 : 2;
 }
 
 static uint64_t rd_le64(const uint8_t *p)
@@ -150,9 +150,11 @@ static chex_model_err parse_tensor(const char *name, json_t *e, uint64_t data_le
         t->dtype = CHEX_ST_F16;
     else if (strcmp(dt, "BF16") == 0)
         t->dtype = CHEX_ST_BF16;
+    else if (strcmp(dt, "I8") == 0)
+        t->dtype = CHEX_ST_I8;
     else {
         char d[SHOW_LEN];
-        chex_model_msg(msg, msglen, "tensor '%s': dtype %s not supported (F32, F16, BF16)", s,
+        chex_model_msg(msg, msglen, "tensor '%s': dtype %s not supported (F32, F16, BF16, I8)", s,
                 show(d, dt));
         return CHEX_MODEL_ERR_DTYPE;
     }
@@ -441,6 +443,10 @@ void chex_st_to_f32(const chex_st_file *f, const chex_st_tensor *t, float *dst)
         for (size_t i = 0; i < n; i++)
             dst[i] = bits_to_f32((uint32_t)(p[2 * i] | p[2 * i + 1] << 8) << 16);
         break;
+    case CHEX_ST_I8:
+        for (size_t i = 0; i < n; i++)
+            dst[i] = (float)(int8_t)p[i];
+        break;
     }
 }
 
@@ -520,7 +526,13 @@ static char *build_header(const chex_st_wtensor *t, int nt, const char *const *m
             *rc = CHEX_MODEL_ERR_ARG;
             goto fail;
         }
-        uint64_t bytes = 4;
+        if (w->dtype != CHEX_ST_F32 && w->dtype != CHEX_ST_I8) {
+            chex_model_msg(msg, msglen, "tensor '%s': the writer writes F32 or I8 only", s);
+            *rc = CHEX_MODEL_ERR_ARG;
+            goto fail;
+        }
+        const int i8 = w->dtype == CHEX_ST_I8;
+        uint64_t bytes = i8 ? 1 : 4;
         json_t *shape = json_array();
         json_t *e = json_object();
         if (!shape || !e) {
@@ -528,7 +540,7 @@ static char *build_header(const chex_st_wtensor *t, int nt, const char *const *m
             json_decref(e);
             goto nomem;
         }
-        json_object_set_new(e, "dtype", json_string("F32"));
+        json_object_set_new(e, "dtype", json_string(i8 ? "I8" : "F32"));
         json_object_set_new(e, "shape", shape);
         for (int d = 0; d < w->ndim; d++) {
             if (w->shape[d] < 0 || w->shape[d] > ST_MAX_DIM ||
@@ -542,7 +554,7 @@ static char *build_header(const chex_st_wtensor *t, int nt, const char *const *m
             }
             json_array_append_new(shape, json_integer(w->shape[d]));
         }
-        if (bytes > 0 && !w->data) {
+        if (bytes > 0 && (i8 ? !w->i8 : !w->data)) {
             json_decref(e);
             chex_model_msg(msg, msglen, "tensor '%s': no data", s);
             *rc = CHEX_MODEL_ERR_ARG;
@@ -599,6 +611,10 @@ static chex_model_err write_body(int fd, const char *hdr, const chex_st_wtensor 
         size_t numel = 1;
         for (int d = 0; d < t[i].ndim; d++)
             numel *= (size_t)t[i].shape[d];
+        if (t[i].dtype == CHEX_ST_I8) {
+            rc = write_all(fd, t[i].i8, numel);
+            continue;
+        }
         for (size_t at = 0; at < numel && rc == CHEX_MODEL_OK; at += CHUNK) {
             size_t k = numel - at < CHUNK ? numel - at : CHUNK;
             for (size_t j = 0; j < k; j++) {

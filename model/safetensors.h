@@ -18,7 +18,8 @@
 
 #include "model/model.h"
 
-typedef enum { CHEX_ST_F32 = 0, CHEX_ST_F16, CHEX_ST_BF16 } chex_st_dtype;
+/* I8 holds the int8 weights `chex calibrate` adds (model/quant.c). */
+typedef enum { CHEX_ST_F32 = 0, CHEX_ST_F16, CHEX_ST_BF16, CHEX_ST_I8 } chex_st_dtype;
 
 #define CHEX_ST_MAX_DIMS 8
 #define CHEX_ST_NAME_LEN 160
@@ -54,15 +55,19 @@ const chex_st_tensor *chex_st_find(const chex_st_file *f, const char *name);
 /* Metadata value for key, or NULL. */
 const char *chex_st_meta_get(const chex_st_file *f, const char *key);
 int64_t chex_st_numel(const chex_st_tensor *t);
-/* Widens F32/F16/BF16 data of t into dst (numel floats, caller-owned). */
+/* Widens F32/F16/BF16/I8 data of t into dst (numel floats, caller-owned). */
 void chex_st_to_f32(const chex_st_file *f, const chex_st_tensor *t, float *dst);
 
-/* Writer (tools and tests): tensors are F32 with data[i] of numel floats. */
+/* Writer (tools and tests): a tensor is F32 with data[i] of numel floats,
+ * or, with dtype CHEX_ST_I8, int8 with i8[i] of numel bytes (F16/BF16 are
+ * not written). */
 typedef struct {
     const char *name;
     int ndim;
     int64_t shape[CHEX_ST_MAX_DIMS];
     const float *data;
+    chex_st_dtype dtype; /* CHEX_ST_F32 (0) or CHEX_ST_I8 */
+    const int8_t *i8;
 } chex_st_wtensor;
 chex_model_err chex_st_write(const char *path, const chex_st_wtensor *t, int nt,
                              const char *const *meta_kv /* key, value, ..., NULL */, char *msg,

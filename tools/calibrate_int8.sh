@@ -5,8 +5,10 @@
 #
 # Runs the fp32 network over the images (PNG, JPEG, DICOM; directories are
 # searched for *.png *.jpg *.jpeg *.dcm) and writes OUT: MODEL's tensors plus
-# the metadata key int8_act_max (the largest input value of every int8
-# convolution), which `precision: int8` needs. Without images it uses the
+# what `precision: int8` needs: the metadata key int8_act_max (the largest
+# input value of every int8 convolution) and, per int8 convolution, its
+# weights rounded to int8 by GPTQ with per-channel input scales
+# (<conv>.int8_weight/.int8_scale/.int8_act_scale). Without images it uses the
 # shared radiographs (../shared/data/xrays, or $CHEX_XRAYS), else tests/data.
 # Use radiographs like the ones the service will see: a range the
 # calibration never saw is clipped at serving time.

@@ -14,7 +14,7 @@ import torch
 import torchvision
 from PIL import Image
 
-DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None}
+DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "I8": np.int8}
 
 STAGES = ["stem", "block1", "trans1", "block2", "trans2", "block3", "trans3", "block4", "head"]
 
@@ -43,6 +43,8 @@ def read_safetensors(path):
 def torch_model(path):
     """torchvision densenet121 in eval mode carrying the file's weights."""
     tensors, meta = read_safetensors(path)
+    # int8 calibration's tensors (<conv>.int8_*) are not part of the network
+    tensors = {k: v for k, v in tensors.items() if ".int8_" not in k}
     ncls = tensors["classifier.weight"].shape[0]
     cin = tensors["features.conv0.weight"].shape[1]
     model = torchvision.models.densenet121(weights=None, num_classes=ncls)

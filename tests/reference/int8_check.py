@@ -28,11 +28,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOOL = os.path.join(HERE, "..", "..", "tools", "convert_weights.py")
 INT8_TOL = 0.02      # the issue's bound, int8 vs fp32
 # Randomly initialised torchvision weights are far more sensitive to 8-bit
-# weights than the demo weights: measured 0.046 worst (mean 0.0096) with
-# per-channel s8 weights, per-tensor u8 activations and bias correction, i.e.
-# the issue's 0.02 is NOT met for them. This bound only guards against
-# regressions.
-TORCH_MADE_BOUND = 0.07
+# arithmetic than the demo weights. With `chex calibrate`'s GPTQ-rounded
+# weights and per-channel activation scales measured 0.0226 worst (mean
+# 0.0054) for this checkpoint (seed 7), 0.027 and 0.025 for seeds 8 and 9
+# (rounding to nearest with per-tensor scales: 0.046): the issue's 0.02 is
+# NOT met for them. This bound only guards against regressions.
+TORCH_MADE_BOUND = 0.035
 SUBSET = 6
 
 

@@ -170,7 +170,7 @@ static const bad_case bad[] = {
      "'x'", "shape[1] is not an integer"},
     /* dtype */
     {T1("{\"dtype\":\"I64\",\"shape\":[1]," OFFS(0, 8) "}"), 8, CHEX_MODEL_ERR_DTYPE,
-     "tensor 'x': dtype I64 not supported (F32, F16, BF16)", NULL},
+     "tensor 'x': dtype I64 not supported (F32, F16, BF16, I8)", NULL},
     {T1("{\"dtype\":\"f32\",\"shape\":[1]," OFFS(0, 4) "}"), 4, CHEX_MODEL_ERR_DTYPE, "'x'",
      "dtype f32"},
     {T1("{\"dtype\":\"F64\",\"shape\":[1]," OFFS(0, 8) "}"), 8, CHEX_MODEL_ERR_DTYPE, "'x'",
@@ -239,8 +239,8 @@ static const bad_case bad[] = {
     /* names */
     {"{\"\":{\"dtype\":\"F32\",\"shape\":[1]," OFFS(0, 4) "}}", 4, CHEX_MODEL_ERR_FORMAT,
      "empty name", NULL},
-    {"{\"bad\\nname\":{\"dtype\":\"I8\",\"shape\":[1]," OFFS(0, 1) "}}", 1, CHEX_MODEL_ERR_DTYPE,
-     "'bad?name'", "I8"},
+    {"{\"bad\\nname\":{\"dtype\":\"U8\",\"shape\":[1]," OFFS(0, 1) "}}", 1, CHEX_MODEL_ERR_DTYPE,
+     "'bad?name'", "U8"},
 };
 
 static void test_bad_headers(void **state)

@@ -121,10 +121,12 @@ static void test_names_and_shapes(void **state)
     expect("classifier.weight", 2, 14, 1024, 0, 0);
     expect("classifier.bias", 1, 14, 0, 0, 0);
     assert_int_equal(nseen, 606);
-    assert_int_equal(st.ntensors, 606); /* nothing else in the file */
+    /* nothing else in the file but calibration's int8 weights, 3 per quantised conv */
+    assert_int_equal(st.ntensors, 606 + 3 * 119);
     int64_t total = 0;
     for (int i = 0; i < st.ntensors; i++)
-        total += chex_st_numel(&st.tensors[i]);
+        if (!strstr(st.tensors[i].name, ".int8_"))
+            total += chex_st_numel(&st.tensors[i]);
     assert_int_equal(total, 7051854); /* as counted by PyTorch on the state_dict */
 }
 
@@ -237,8 +239,9 @@ static void test_reproducible(void **state)
     chex_st_file g;
     char msg[256];
     assert_int_equal(chex_st_parse(b, len, &g, msg, sizeof msg), CHEX_MODEL_OK);
-    /* Same tensors, same bytes (the calibrated copy is rewritten as F32). */
-    assert_int_equal(g.ntensors, st.ntensors);
+    /* Same tensors, same bytes (the calibrated copy is rewritten as F32),
+     * plus calibration's int8 weights in the built file. */
+    assert_int_equal(g.ntensors + 3 * 119, st.ntensors);
     for (int i = 0; i < g.ntensors; i++) {
         const chex_st_tensor *t = chex_st_find(&st, g.tensors[i].name);
         assert_non_null(t);
@@ -264,6 +267,7 @@ static void test_int8_calibration(void **state)
     const char *v = chex_st_meta_get(&st, "int8_calibration");
     assert_non_null(v);
     assert_non_null(strstr(v, "\"images\":6"));
+    assert_non_null(strstr(v, "gptq"));
     v = chex_st_meta_get(&st, "int8_act_max");
     assert_non_null(v);
     json_t *o = json_loads(v, 0, NULL);
@@ -277,6 +281,24 @@ static void test_int8_calibration(void **state)
     }
     assert_non_null(json_object_get(o, "features.transition3.conv.weight"));
     json_decref(o);
+    /* GPTQ's int8 weights: I8, the weight's shape, on the symmetric grid */
+    const chex_st_tensor *t = chex_st_find(&st, "features.denseblock3.denselayer5.conv2.int8_weight");
+    assert_non_null(t);
+    assert_int_equal(t->dtype, CHEX_ST_I8);
+    assert_int_equal(t->ndim, 4);
+    assert_int_equal(t->shape[0], 32);
+    assert_int_equal(t->shape[1], 128);
+    assert_int_equal(t->shape[2], 3);
+    int top = 0;
+    for (uint64_t i = t->begin; i < t->end; i++) {
+        assert_true((int8_t)st.data[i] >= -127);
+        top |= (int8_t)st.data[i] == 127 || (int8_t)st.data[i] == -127;
+    }
+    assert_true(top);
+    t = chex_st_find(&st, "features.transition2.conv.int8_act_scale");
+    assert_non_null(t);
+    assert_int_equal(t->dtype, CHEX_ST_F32);
+    assert_int_equal(t->shape[0], 512);
 }
 
 int main(void)

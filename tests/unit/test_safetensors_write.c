@@ -78,16 +78,18 @@ static void test_round_trip(void **state)
     float big[1000];
     for (int i = 0; i < 1000; i++)
         big[i] = (float)i * 0.25f - 100.0f;
+    const int8_t q[5] = {-127, -1, 0, 1, 127};
     const chex_st_wtensor t[] = {
-        {"layer.a", 2, {2, 3}, a},
-        {"s", 0, {0}, s},
-        {"empty", 2, {0, 7}, NULL},
-        {"big", 3, {10, 10, 10}, big},
+        {"layer.a", 2, {2, 3}, a, CHEX_ST_F32, NULL},
+        {"s", 0, {0}, s, CHEX_ST_F32, NULL},
+        {"empty", 2, {0, 7}, NULL, CHEX_ST_F32, NULL},
+        {"big", 3, {10, 10, 10}, big, CHEX_ST_F32, NULL},
+        {.name = "q", .ndim = 1, .shape = {5}, .dtype = CHEX_ST_I8, .i8 = q},
     };
     const char *const kv[] = {"name", "unit \"test\"", "labels", "[\"A\",\"B\"]", NULL};
     char p[1024], msg[256];
     path_in(p, sizeof(p), "rt.safetensors");
-    assert_int_equal(chex_st_write(p, t, 4, kv, msg, sizeof(msg)), CHEX_MODEL_OK);
+    assert_int_equal(chex_st_write(p, t, 5, kv, msg, sizeof(msg)), CHEX_MODEL_OK);
     char tmp[1100];
     snprintf(tmp, sizeof(tmp), "%s.tmp", p);
     assert_false(exists(tmp));
@@ -99,7 +101,7 @@ static void test_round_trip(void **state)
     for (int i = 7; i >= 0; i--)
         n = (n << 8) | b[i];
     assert_int_equal((8 + n) % 8, 0);
-    assert_int_equal(len, 8 + n + 4 * (6 + 1 + 1000));
+    assert_int_equal(len, 8 + n + 4 * (6 + 1 + 1000) + 5);
     assert_int_equal(b[8], '{');
     size_t end = 8 + n; /* the JSON ends in '}' followed only by spaces */
     while (end > 8 && b[end - 1] == ' ')
@@ -111,7 +113,7 @@ static void test_round_trip(void **state)
     assert_int_equal(chex_guard_alloc(&g, b, len), 0);
     chex_st_file f;
     assert_int_equal(chex_st_parse(g.data, g.len, &f, msg, sizeof(msg)), CHEX_MODEL_OK);
-    assert_int_equal(f.ntensors, 4);
+    assert_int_equal(f.ntensors, 5);
     assert_string_equal(chex_st_meta_get(&f, "name"), "unit \"test\"");
     assert_string_equal(chex_st_meta_get(&f, "labels"), "[\"A\",\"B\"]");
 
@@ -139,6 +141,13 @@ static void test_round_trip(void **state)
     assert_int_equal(tb->end, 4028);
     chex_st_to_f32(&f, tb, out);
     assert_memory_equal(out, big, sizeof(big));
+    const chex_st_tensor *tq = chex_st_find(&f, "q"); /* I8: bytes as given, widened exactly */
+    assert_int_equal(tq->dtype, CHEX_ST_I8);
+    assert_int_equal(tq->end - tq->begin, 5);
+    assert_memory_equal(f.data + tq->begin, q, 5);
+    chex_st_to_f32(&f, tq, out);
+    for (int i = 0; i < 5; i++)
+        assert_true(out[i] == (float)q[i]);
     chex_st_free(&f);
     chex_guard_free(&g);
     free(b);
@@ -168,7 +177,7 @@ static void test_deterministic(void **state)
 {
     (void)state;
     float a[3] = {1, 2, 3};
-    const chex_st_wtensor t[] = {{"z", 1, {3}, a}, {"a", 1, {2}, a}};
+    const chex_st_wtensor t[] = {{"z", 1, {3}, a, CHEX_ST_F32, NULL}, {"a", 1, {2}, a, CHEX_ST_F32, NULL}};
     const char *const kv[] = {"k", "v", "b", "c", NULL};
     char p1[1024], p2[1024], msg[256];
     path_in(p1, sizeof(p1), "d1.safetensors");
@@ -216,18 +225,18 @@ static void test_bad_args(void **state)
         const char *const *kv;
         const char *want;
     } cases[] = {
-        {{{"w", 1, {4}, a}, {"w", 1, {4}, a}}, 2, NULL, "'w': given twice"},
-        {{{"__metadata__", 1, {4}, a}}, 1, NULL, "reserved"},
-        {{{"", 1, {4}, a}}, 1, NULL, "empty"},
-        {{{NULL, 1, {4}, a}}, 1, NULL, "(null)"},
-        {{{longname, 1, {4}, a}}, 1, NULL, "too long"},
-        {{{"neg", 2, {4, -1}, a}}, 1, NULL, "'neg': shape[1] = -1"},
-        {{{"deep", 9, {1}, a}}, 1, NULL, "'deep': ndim 9"},
-        {{{"nodata", 1, {4}, NULL}}, 1, NULL, "'nodata': no data"},
-        {{{"bad\xff", 1, {4}, a}}, 1, NULL, "UTF-8"},
-        {{{"w", 1, {4}, a}}, 1, (const char *const[]){"k", NULL}, "'k': no value"},
-        {{{"w", 1, {4}, a}}, 1, (const char *const[]){"k", "1", "k", "2", NULL}, "'k': given twice"},
-        {{{"w", 1, {4}, a}}, 1, (const char *const[]){"k", "\xc3", NULL}, "'k': not valid UTF-8"},
+        {{{"w", 1, {4}, a, CHEX_ST_F32, NULL}, {"w", 1, {4}, a, CHEX_ST_F32, NULL}}, 2, NULL, "'w': given twice"},
+        {{{"__metadata__", 1, {4}, a, CHEX_ST_F32, NULL}}, 1, NULL, "reserved"},
+        {{{"", 1, {4}, a, CHEX_ST_F32, NULL}}, 1, NULL, "empty"},
+        {{{NULL, 1, {4}, a, CHEX_ST_F32, NULL}}, 1, NULL, "(null)"},
+        {{{longname, 1, {4}, a, CHEX_ST_F32, NULL}}, 1, NULL, "too long"},
+        {{{"neg", 2, {4, -1}, a, CHEX_ST_F32, NULL}}, 1, NULL, "'neg': shape[1] = -1"},
+        {{{"deep", 9, {1}, a, CHEX_ST_F32, NULL}}, 1, NULL, "'deep': ndim 9"},
+        {{{"nodata", 1, {4}, NULL, CHEX_ST_F32, NULL}}, 1, NULL, "'nodata': no data"},
+        {{{"bad\xff", 1, {4}, a, CHEX_ST_F32, NULL}}, 1, NULL, "UTF-8"},
+        {{{"w", 1, {4}, a, CHEX_ST_F32, NULL}}, 1, (const char *const[]){"k", NULL}, "'k': no value"},
+        {{{"w", 1, {4}, a, CHEX_ST_F32, NULL}}, 1, (const char *const[]){"k", "1", "k", "2", NULL}, "'k': given twice"},
+        {{{"w", 1, {4}, a, CHEX_ST_F32, NULL}}, 1, (const char *const[]){"k", "\xc3", NULL}, "'k': not valid UTF-8"},
     };
     char p[1024], tmp[1100], msg[256];
     path_in(p, sizeof(p), "args.safetensors");
@@ -254,7 +263,7 @@ static void test_io_errors(void **state)
 {
     (void)state;
     float a[4] = {1, 2, 3, 4};
-    const chex_st_wtensor t[] = {{"w", 1, {4}, a}};
+    const chex_st_wtensor t[] = {{"w", 1, {4}, a, CHEX_ST_F32, NULL}};
     char p[1024], tmp[1100], msg[512];
 
     path_in(p, sizeof(p), "no/such/dir/x.safetensors");
@@ -299,7 +308,7 @@ static void test_short_write(void **state)
         float *big = calloc(N, sizeof(float));
         if (!big)
             _exit(11);
-        const chex_st_wtensor t[] = {{"big", 1, {N}, big}};
+        const chex_st_wtensor t[] = {{"big", 1, {N}, big, CHEX_ST_F32, NULL}};
         char msg[512];
         chex_model_err rc = chex_st_write(p, t, 1, NULL, msg, sizeof(msg));
         free(big);
