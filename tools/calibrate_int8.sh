@@ -15,7 +15,7 @@
 # Environment: BIN (default bin) for bin/chex.
 set -euo pipefail
 if [ $# -lt 2 ] || [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
   [ $# -ge 2 ] || exit 2
   exit 0
 fi
