@@ -85,13 +85,29 @@ rc=0; "$CHEX" bench --isa sparc 2>/dev/null || rc=$?
 grep -q "3 images, 119 int8 convolutions" "$TMPD/err" || fail "calibrate summary: $(cat "$TMPD/err")"
 "$CHEX" classify --model "$TMPD/cal.safetensors" --precision int8 "$DATA/h0001.png" >/dev/null ||
   fail "int8 on the calibrated copy"
+# Calibrating a calibrated file replaces its int8 tensors (GPTQ weights, scales).
+"$CHEX" calibrate --model "$TMPD/cal.safetensors" --out "$TMPD/cal2.safetensors" \
+  "$DATA/h0001.png" 2>"$TMPD/err" || fail "recalibrate: $(cat "$TMPD/err")"
+"$PY" - "$TMPD/cal2.safetensors" <<'PY' || fail "recalibrated file"
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+q = [k for k in h if ".int8_" in k]
+assert len(q) == 3 * 119 and len(h) - 1 == 606 + 3 * 119, (len(q), len(h))
+assert h["features.denseblock1.denselayer1.conv2.int8_weight"]["dtype"] == "I8"
+assert h["features.denseblock1.denselayer1.conv2.int8_weight"]["shape"] == [32, 128, 3, 3]
+assert '"images":1' in h["__metadata__"]["int8_calibration"], h["__metadata__"]
+PY
+"$CHEX" classify --model "$TMPD/cal2.safetensors" --precision int8 "$DATA/h0001.png" >/dev/null ||
+  fail "int8 on the recalibrated copy"
 rc=0; "$CHEX" calibrate --model "$TMPD/raw.safetensors" --out "$TMPD/bad.safetensors" \
   "$DATA/00000001_000.png" "$TMPD/none.png" 2>"$TMPD/err" || rc=$?
 [ "$rc" = 1 ] && grep -q "none.png" "$TMPD/err" && [ ! -e "$TMPD/bad.safetensors" ] ||
   fail "calibrate with a missing image: rc=$rc $(cat "$TMPD/err"), file left: $(ls "$TMPD")"
 rc=0; "$CHEX" calibrate --model "$TMPD/raw.safetensors" "$DATA/h0001.png" 2>"$TMPD/err" || rc=$?
 [ "$rc" = 2 ] && grep -q -- "--out" "$TMPD/err" || fail "calibrate without --out: rc=$rc"
-ok "chex calibrate: calibrated copy runs int8; a bad image exits 1 leaving no file"
+ok "chex calibrate: calibrated copy (GPTQ int8 tensors) runs int8, recalibrates; a bad image exits 1 leaving no file"
 "$CHEX" evaluate --help >"$TMPD/eval" || fail "chex evaluate --help"
 grep -q '^usage: chex evaluate' "$TMPD/eval" || fail "evaluate usage: $(head -3 "$TMPD/eval")"
 rc=0; "$CHEX" evaluate 2>/dev/null || rc=$?
