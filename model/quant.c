@@ -423,6 +423,18 @@ chex_model_err chex_model_quantize(chex_model *m, char *msg, size_t msglen)
         chex_model_msg(msg, msglen, "out of memory for %zu MB of int8 weights", bytes >> 20);
         return CHEX_MODEL_ERR_NOMEM;
     }
+    /* A quantised model serves int8, which has no Winograd path: hand those
+     * weights' pages back (a later fp32 forward on m runs the direct 3x3),
+     * before building, so that the peak RSS never holds both. */
+    for (int li = 0; li < MAX_LAYERS; li++) {
+        m->layers[li].wino = NULL;
+        m->layers[li].wino_f = 0;
+    }
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)m->wino_base + pg - 1) & ~(pg - 1);
+    const uintptr_t hi = ((uintptr_t)(m->wino_base + m->wino_len)) & ~(pg - 1);
+    if (m->wino_len && hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED);
     uint8_t *cur = arena;
     for (int i = 0; i < nj; i++)
         build(&jobs[i], &cur, wtmp, qtmp, sw);
@@ -436,17 +448,6 @@ chex_model_err chex_model_quantize(chex_model *m, char *msg, size_t msglen)
         m->has_qfile = 0;
         memset(m->qfile, 0, sizeof m->qfile);
     }
-    /* A quantised model serves int8, which has no Winograd path: hand those
-     * weights' pages back (a later fp32 forward on m runs the direct 3x3). */
-    for (int li = 0; li < MAX_LAYERS; li++) {
-        m->layers[li].wino = NULL;
-        m->layers[li].wino_f = 0;
-    }
-    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
-    const uintptr_t lo = ((uintptr_t)m->wino_base + pg - 1) & ~(pg - 1);
-    const uintptr_t hi = ((uintptr_t)(m->wino_base + m->wino_len)) & ~(pg - 1);
-    if (m->wino_len && hi > lo)
-        madvise((void *)lo, hi - lo, MADV_DONTNEED);
     return CHEX_MODEL_OK;
 }
 
