@@ -464,7 +464,7 @@ static chex_model_err check_tensors(chex_model *m, const chex_st_file *f, spec_l
     }
     for (int i = 0; i < f->ntensors; i++) {
         int j;
-        if (chex_dn_is_qfile_name(f->tensors[i].name))
+        if (chex_model_is_int8_tensor(f->tensors[i].name))
             continue; /* checked by chex_dn_parse_qfile */
         for (j = 0; j < l->n && strcmp(l->s[j].name, f->tensors[i].name); j++)
             ;

@@ -142,8 +142,6 @@ chex_model_err chex_dn_parse_qfile(chex_model *m, const chex_st_file *f, char *m
                                    size_t msglen);
 /* Output channels, input channels and taps (1 or 9) of quantised conv i. */
 void chex_dn_qconv_geom(const chex_model *m, int i, int *om, int *c, int *taps);
-/* 1 if name is one of those int8 tensors' names (by suffix). */
-int chex_dn_is_qfile_name(const char *name);
 /* Index (chex_model_qconv_name order) of dense layer li's conv1 (conv2 is
  * the next one) and of transition b's conv. */
 int chex_dn_qidx_layer(const chex_model *m, int li);

@@ -177,6 +177,14 @@ typedef enum { CHEX_PRECISION_FP32 = 0, CHEX_PRECISION_INT8 } chex_model_precisi
 int chex_model_qconv_count(const chex_model *m);
 const char *chex_model_qconv_name(const chex_model *m, int i, char *buf, size_t len);
 
+/* The int8 tensors calibration stores for quantised conv i: kind 0
+ * "<conv>.int8_weight", 1 ".int8_scale", 2 ".int8_act_scale", written into
+ * buf (96 bytes are enough) and returned; NULL if i or kind is out of range.
+ * chex_model_is_int8_tensor: 1 if name ends like one of them. */
+const char *chex_model_int8_tensor_name(const chex_model *m, int i, int kind, char *buf,
+                                        size_t len);
+int chex_model_is_int8_tensor(const char *name);
+
 /* 1 if the file carried int8 calibration (CHEX_MODEL_INT8_KEY). */
 int chex_model_has_int8_calibration(const chex_model *m);
 

@@ -126,8 +126,10 @@ chex_model_err chex_dn_parse_act_max(chex_model *m, const chex_st_file *f, char 
 
 static const char *const QSUFFIX[3] = {".int8_weight", ".int8_scale", ".int8_act_scale"};
 
-int chex_dn_is_qfile_name(const char *name)
+int chex_model_is_int8_tensor(const char *name)
 {
+    if (!name)
+        return 0;
     const size_t n = strlen(name);
     for (int s = 0; s < 3; s++) {
         const size_t l = strlen(QSUFFIX[s]);
@@ -158,14 +160,15 @@ void chex_dn_qconv_geom(const chex_model *m, int i, int *om, int *c, int *taps)
     *om = *c = *taps = 0;
 }
 
-/* "<conv>.int8_xxx" of quantised conv i into buf: the weight's name without
- * ".weight", then the suffix. */
-static const char *qfile_name(const chex_model *m, int i, int s, char *buf, size_t len)
+/* The weight's name without ".weight", then the suffix. */
+const char *chex_model_int8_tensor_name(const chex_model *m, int i, int kind, char *buf,
+                                        size_t len)
 {
     char w[96];
-    chex_model_qconv_name(m, i, w, sizeof w);
+    if (kind < 0 || kind > 2 || !chex_model_qconv_name(m, i, w, sizeof w) || !buf || !len)
+        return NULL;
     w[strlen(w) - strlen(".weight")] = '\0';
-    snprintf(buf, len, "%s%s", w, QSUFFIX[s]);
+    snprintf(buf, len, "%s%s", w, QSUFFIX[kind]);
     return buf;
 }
 
@@ -184,18 +187,18 @@ chex_model_err chex_dn_parse_qfile(chex_model *m, const chex_st_file *f, char *m
     int nq = 0;
     m->has_qfile = 0;
     for (int i = 0; i < f->ntensors; i++)
-        nq += chex_dn_is_qfile_name(f->tensors[i].name);
+        nq += chex_model_is_int8_tensor(f->tensors[i].name);
     if (nq == 0)
         return CHEX_MODEL_OK;
     char name[128];
     /* Every name must belong to a quantised conv. */
     for (int t = 0; t < f->ntensors; t++) {
-        if (!chex_dn_is_qfile_name(f->tensors[t].name))
+        if (!chex_model_is_int8_tensor(f->tensors[t].name))
             continue;
         int found = 0;
         for (int i = 0; i < MAX_QCONV && !found; i++)
             for (int s = 0; s < 3 && !found; s++)
-                found = !strcmp(qfile_name(m, i, s, name, sizeof name), f->tensors[t].name);
+                found = !strcmp(chex_model_int8_tensor_name(m, i, s, name, sizeof name), f->tensors[t].name);
         if (!found) {
             chex_model_msg(msg, msglen, "tensor %.100s: unexpected (not an int8 tensor of a "
                                         "quantised densenet121 conv)", f->tensors[t].name);
@@ -204,7 +207,7 @@ chex_model_err chex_dn_parse_qfile(chex_model *m, const chex_st_file *f, char *m
     }
     if (!m->has_act_max) {
         for (int t = 0; t < f->ntensors; t++)
-            if (chex_dn_is_qfile_name(f->tensors[t].name)) {
+            if (chex_model_is_int8_tensor(f->tensors[t].name)) {
                 chex_model_msg(msg, msglen, "tensor %.100s: int8 weights without the calibration "
                                             "metadata %s", f->tensors[t].name,
                                CHEX_MODEL_INT8_KEY);
@@ -220,7 +223,7 @@ chex_model_err chex_dn_parse_qfile(chex_model *m, const chex_st_file *f, char *m
         const int wnd[3] = {4, 1, 1};
         const chex_st_tensor *t[3];
         for (int s = 0; s < 3; s++) {
-            qfile_name(m, i, s, name, sizeof name);
+            chex_model_int8_tensor_name(m, i, s, name, sizeof name);
             t[s] = chex_st_find(f, name);
             if (!t[s]) {
                 chex_model_msg(msg, msglen, "tensor %s: missing (a file with int8 weights needs "
@@ -260,7 +263,7 @@ chex_model_err chex_dn_parse_qfile(chex_model *m, const chex_st_file *f, char *m
         const int8_t *w = (const int8_t *)(f->data + t[0]->begin);
         for (long j = 0; j < (long)om * c * taps; j++)
             if (w[j] < -127) {
-                qfile_name(m, i, 0, name, sizeof name);
+                chex_model_int8_tensor_name(m, i, 0, name, sizeof name);
                 chex_model_msg(msg, msglen, "tensor %s: element %ld is -128 (int8 weights are "
                                             "symmetric, -127..127)", name, j);
                 return CHEX_MODEL_ERR_METADATA;

@@ -585,10 +585,8 @@ static int write_calibrated(const char *in_path, const char *out_path, const che
         chex_model_qconv_name(m, i, name, sizeof name);
         if (json_object_set_new(o, name, json_real(q.act_max)))
             goto nomem;
-        name[strlen(name) - strlen(".weight")] = '\0';
-        static const char *const suffix[3] = {"int8_weight", "int8_scale", "int8_act_scale"};
         for (int s = 0; s < 3; s++)
-            snprintf(qnames[3 * i + s], sizeof qnames[0], "%s.%s", name, suffix[s]);
+            chex_model_int8_tensor_name(m, i, s, qnames[3 * i + s], sizeof qnames[0]);
     }
     scales = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
     if (!scales)
@@ -610,10 +608,7 @@ static int write_calibrated(const char *in_path, const char *out_path, const che
     kv[nk] = NULL;
     for (int i = 0; i < f.ntensors; i++) {
         const chex_st_tensor *t = &f.tensors[i];
-        const size_t tl = strlen(t->name);
-        if ((tl > 12 && !strcmp(t->name + tl - 12, ".int8_weight")) ||
-            (tl > 11 && !strcmp(t->name + tl - 11, ".int8_scale")) ||
-            (tl > 15 && !strcmp(t->name + tl - 15, ".int8_act_scale")))
+        if (chex_model_is_int8_tensor(t->name))
             continue; /* an earlier calibration's */
         float *d = malloc(sizeof(float) * (size_t)(chex_st_numel(t) ? chex_st_numel(t) : 1));
         if (!d)

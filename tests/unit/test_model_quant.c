@@ -184,6 +184,21 @@ static void test_names(void **state)
             assert_string_not_equal(chex_model_qconv_name(m, j, other, sizeof other), name);
     }
     assert_true(chex_model_has_int8_calibration(m));
+    /* calibration's int8 tensors, by conv and kind */
+    assert_string_equal(chex_model_int8_tensor_name(m, 12, 2, name, sizeof name),
+                        "features.transition1.conv.int8_act_scale");
+    assert_string_equal(chex_model_int8_tensor_name(m, 0, 0, name, sizeof name),
+                        "features.denseblock1.denselayer1.conv1.int8_weight");
+    assert_string_equal(chex_model_int8_tensor_name(m, 118, 1, name, sizeof name),
+                        "features.denseblock4.denselayer16.conv2.int8_scale");
+    assert_null(chex_model_int8_tensor_name(m, 119, 0, name, sizeof name));
+    assert_null(chex_model_int8_tensor_name(m, 0, 3, name, sizeof name));
+    assert_true(chex_model_is_int8_tensor("features.transition1.conv.int8_act_scale"));
+    assert_true(chex_model_is_int8_tensor("x.int8_weight"));
+    assert_false(chex_model_is_int8_tensor("features.transition1.conv.weight"));
+    assert_false(chex_model_is_int8_tensor(".int8_scale")); /* a suffix needs a conv */
+    assert_false(chex_model_is_int8_tensor("x.int8_scales"));
+    assert_false(chex_model_is_int8_tensor(NULL));
     chex_model_free(m);
 }
 
