@@ -51,11 +51,10 @@ chex_model_err chex_model_calib_create(const chex_model *m, int keep, chex_model
     }
     size_t nch = 0, nw = 0, nm = 0;
     for (int i = 0; i < MAX_QCONV; i++) {
-        int om, ch, taps;
-        chex_dn_qconv_geom(m, i, &om, &ch, &taps);
-        nch += (size_t)ch;
-        nw += (size_t)om * ch * taps;
-        nm += (size_t)om;
+        const qconv_at_t at = chex_dn_qconv_at(m, i);
+        nch += (size_t)at.c;
+        nw += (size_t)at.m * at.c * at.taps;
+        nm += (size_t)at.m;
     }
     c->crops = malloc(sizeof(float) * c->crop_floats * (size_t)keep);
     c->chmax[0] = calloc(nch, sizeof(float));
@@ -68,16 +67,15 @@ chex_model_err chex_model_calib_create(const chex_model *m, int keep, chex_model
     float *cm = c->chmax[0], *ws = c->w_scale[0];
     int8_t *w = c->w[0];
     for (int i = 0; i < MAX_QCONV; i++) {
-        int om, ch, taps;
-        chex_dn_qconv_geom(m, i, &om, &ch, &taps);
+        const qconv_at_t at = chex_dn_qconv_at(m, i);
         c->chmax[i] = cm;
-        cm += ch;
+        cm += at.c;
         c->w[i] = w;
-        w += (size_t)om * ch * taps;
+        w += (size_t)at.m * at.c * at.taps;
         c->w_scale[i] = ws;
-        ws += om;
+        ws += at.m;
         c->act_scale[i] = ws;
-        ws += ch;
+        ws += at.c;
     }
     *out = c;
     return CHEX_MODEL_OK;
@@ -113,30 +111,6 @@ chex_model_err chex_model_calib_add(chex_model_calib *c, chex_model_ws *ws, cons
     return CHEX_MODEL_OK;
 }
 
-/* Where quantised conv i reads its input from. */
-typedef struct {
-    int layer, trans; /* dense layer index (conv1: conv == 1, conv2: 2) or -1; transition or -1 */
-    int conv;
-    int block;
-} src_t;
-
-static src_t source(const chex_model *m, int i)
-{
-    for (int b = 0; b < NBLOCKS - 1; b++)
-        if (i == chex_dn_qidx_trans(m, b))
-            return (src_t){-1, b, 0, b};
-    for (int li = 0; li < MAX_LAYERS; li++) {
-        const int q = chex_dn_qidx_layer(m, li);
-        if (i == q || i == q + 1) {
-            int b = 0;
-            while (b + 1 < NBLOCKS && li >= m->first_layer[b + 1])
-                b++;
-            return (src_t){li, -1, i - q + 1, b};
-        }
-    }
-    return (src_t){-1, -1, 0, 0};
-}
-
 /* The bottleneck of dense layer li for one crop's block buffer, in fp32 as
  * the forward computes it: (128, hw+2, hw+2) with a zero border. */
 static void bottleneck(float *bott, const chex_model *m, int li, const float *blk, int hw,
@@ -161,9 +135,8 @@ static void bottleneck(float *bott, const chex_model *m, int li, const float *bl
 static int moments(double *h, const chex_model_calib *c, int i, const float *a, int kp)
 {
     const chex_model *m = c->m;
-    const src_t s = source(m, i);
-    int om, ch, taps;
-    chex_dn_qconv_geom(m, i, &om, &ch, &taps);
+    const qconv_at_t s = chex_dn_qconv_at(m, i);
+    const int ch = s.c, taps = s.taps;
     const int hw = m->hw[s.block];
     const long px = (long)hw * hw;
     const int nt = omp_get_max_threads();
@@ -192,15 +165,10 @@ static int moments(double *h, const chex_model_calib *c, int i, const float *a, 
             np = (long)oh * oh;
             for (int k = 0; k < ch; k++)
                 for (int y = 0; y < oh; y++)
-                    for (int xx = 0; xx < oh; xx++) {
-                        const float *p = blk + k * px + (long)2 * y * hw + 2 * xx;
-                        float v[4] = {p[0], p[1], p[hw], p[hw + 1]};
-                        for (int t = 0; t < 4; t++) {
-                            v[t] = fmaf(v[t], bn->scale[k], bn->shift[k]);
-                            v[t] = v[t] > 0.0f ? v[t] : 0.0f;
-                        }
-                        tmp[k * np + y * oh + xx] = (((v[0] + v[1]) + v[2]) + v[3]) * 0.25f;
-                    }
+                    for (int xx = 0; xx < oh; xx++)
+                        tmp[k * np + y * oh + xx] = chex_dn_pool_bnrelu(
+                            blk + k * px + (long)2 * y * hw + 2 * xx, hw, bn->scale[k],
+                            bn->shift[k]);
         } else if (s.conv == 1) {
             const bn_t *bn = &m->layers[s.layer].norm1;
             np = px;
@@ -260,9 +228,8 @@ chex_model_err chex_model_calib_finish(chex_model_calib *c, char *msg, size_t ms
         goto out;
     }
     for (int i = 0; i < MAX_QCONV; i++) {
-        int om, ch, taps;
-        chex_dn_qconv_geom(m, i, &om, &ch, &taps);
-        const int k = ch * taps, kp = (k + 63) & ~63;
+        const qconv_at_t s = chex_dn_qconv_at(m, i);
+        const int om = s.m, ch = s.c, k = ch * s.taps, kp = (k + 63) & ~63;
         float amax = 0.0f;
         for (int j = 0; j < ch; j++)
             amax = c->chmax[i][j] > amax ? c->chmax[i][j] : amax;
@@ -273,14 +240,13 @@ chex_model_err chex_model_calib_finish(chex_model_calib *c, char *msg, size_t ms
          * per tensor. A channel never seen positive gets the tensor's. */
         for (int j = 0; j < ch; j++)
             a[j] = (c->chmax[i][j] > 0.0f ? c->chmax[i][j] : c->act_max[i]) / 255.0f;
-        const src_t s = source(m, i);
         const float *packed = s.trans >= 0 ? m->trans[s.trans].conv
                               : s.conv == 1 ? m->layers[s.layer].conv1
                                             : m->layers[s.layer].conv2;
         chex_unpack_weights(w, packed, om, k);
         for (int o = 0; o < om; o++)
             for (int j = 0; j < k; j++)
-                wp[(long)o * k + j] = w[(long)o * k + j] * a[j / taps];
+                wp[(long)o * k + j] = w[(long)o * k + j] * a[j / s.taps];
         memset(h, 0, sizeof(double) * (size_t)kp * kp);
         if (moments(h, c, i, a, kp) ||
             chex_gptq_round(c->w[i], c->w_scale[i], wp, om, k, h, kp, DAMP)) {
@@ -302,9 +268,8 @@ chex_model_err chex_model_calib_get(const chex_model_calib *c, int i, chex_model
 {
     if (!c || !out || !c->done || i < 0 || i >= MAX_QCONV)
         return CHEX_MODEL_ERR_ARG;
-    int om, ch, taps;
-    chex_dn_qconv_geom(c->m, i, &om, &ch, &taps);
-    *out = (chex_model_qconv_calib){c->act_max[i], om, ch, taps, c->act_scale[i], c->w[i],
+    const qconv_at_t at = chex_dn_qconv_at(c->m, i);
+    *out = (chex_model_qconv_calib){c->act_max[i], at.m, at.c, at.taps, c->act_scale[i], c->w[i],
                                     c->w_scale[i]};
     return CHEX_MODEL_OK;
 }

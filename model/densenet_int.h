@@ -6,6 +6,7 @@
 #ifndef CHEX_DENSENET_INT_H
 #define CHEX_DENSENET_INT_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -140,12 +141,30 @@ chex_model_err chex_dn_parse_act_max(chex_model *m, const chex_st_file *f, char 
  * points m->qfile into f's data. Error naming the tensor otherwise. */
 chex_model_err chex_dn_parse_qfile(chex_model *m, const chex_st_file *f, char *msg,
                                    size_t msglen);
-/* Output channels, input channels and taps (1 or 9) of quantised conv i. */
-void chex_dn_qconv_geom(const chex_model *m, int i, int *om, int *c, int *taps);
+/* Where quantised conv i (chex_model_qconv_name order) sits: conv `conv`
+ * (1 or 2) of dense layer `layer`, or transition `trans` (the other is -1),
+ * in block `block`; m output channels, c input channels, taps 1 or 9. */
+typedef struct {
+    int layer, conv, trans, block;
+    int m, c, taps;
+} qconv_at_t;
+qconv_at_t chex_dn_qconv_at(const chex_model *m, int i);
 /* Index (chex_model_qconv_name order) of dense layer li's conv1 (conv2 is
  * the next one) and of transition b's conv. */
 int chex_dn_qidx_layer(const chex_model *m, int li);
 int chex_dn_qidx_trans(const chex_model *m, int b);
+/* avgpool 2x2 of relu(x*s+t) over the window whose top-left is p (rows w
+ * floats apart), summed in the int8 kernels' order (model/qkernels.h). */
+static inline float chex_dn_pool_bnrelu(const float *p, long w, float s, float t)
+{
+    float v[4] = {p[0], p[1], p[w], p[w + 1]};
+    for (int k = 0; k < 4; k++) {
+        v[k] = fmaf(v[k], s, t);
+        v[k] = v[k] > 0.0f ? v[k] : 0.0f;
+    }
+    return (((v[0] + v[1]) + v[2]) + v[3]) * 0.25f;
+}
+
 /* Calibration statistics: raise chmax[ch] (channel ch of [0, c)) to the
  * max over n images (image stride in floats) of: the plain values of its
  * plane (plane floats); relu(x*s+t) over hw pixels; the same after a 2x2

@@ -51,21 +51,13 @@ const char *chex_model_qconv_name(const chex_model *m, int i, char *buf, size_t 
 {
     if (!m || i < 0 || i >= MAX_QCONV || !buf || len == 0)
         return NULL;
-    for (int b = 0; b < NBLOCKS - 1; b++)
-        if (i == chex_dn_qidx_trans(m, b)) {
-            snprintf(buf, len, "features.transition%d.conv.weight", b + 1);
-            return buf;
-        }
-    for (int li = 0; li < MAX_LAYERS; li++) {
-        const int q = chex_dn_qidx_layer(m, li);
-        if (i == q || i == q + 1) {
-            const int b = block_of(m, li);
-            snprintf(buf, len, "features.denseblock%d.denselayer%d.conv%d.weight", b + 1,
-                     li - m->first_layer[b] + 1, i - q + 1);
-            return buf;
-        }
-    }
-    return NULL;
+    const qconv_at_t at = chex_dn_qconv_at(m, i);
+    if (at.trans >= 0)
+        snprintf(buf, len, "features.transition%d.conv.weight", at.trans + 1);
+    else
+        snprintf(buf, len, "features.denseblock%d.denselayer%d.conv%d.weight", at.block + 1,
+                 at.layer - m->first_layer[at.block] + 1, at.conv);
+    return buf;
 }
 
 int chex_model_has_int8_calibration(const chex_model *m)
@@ -139,25 +131,19 @@ int chex_model_is_int8_tensor(const char *name)
     return 0;
 }
 
-void chex_dn_qconv_geom(const chex_model *m, int i, int *om, int *c, int *taps)
+qconv_at_t chex_dn_qconv_at(const chex_model *m, int i)
 {
     for (int b = 0; b < NBLOCKS - 1; b++)
-        if (i == chex_dn_qidx_trans(m, b)) {
-            *om = m->trans[b].cout;
-            *c = m->trans[b].cin;
-            *taps = 1;
-            return;
-        }
+        if (i == chex_dn_qidx_trans(m, b))
+            return (qconv_at_t){-1, 0, b, b, m->trans[b].cout, m->trans[b].cin, 1};
     for (int li = 0; li < MAX_LAYERS; li++) {
         const int q = chex_dn_qidx_layer(m, li);
-        if (i == q || i == q + 1) {
-            *om = i == q ? BOTTLENECK : GROWTH;
-            *c = i == q ? m->layers[li].cin : BOTTLENECK;
-            *taps = i == q ? 1 : 9;
-            return;
-        }
+        if (i == q)
+            return (qconv_at_t){li, 1, -1, block_of(m, li), BOTTLENECK, m->layers[li].cin, 1};
+        if (i == q + 1)
+            return (qconv_at_t){li, 2, -1, block_of(m, li), GROWTH, BOTTLENECK, 9};
     }
-    *om = *c = *taps = 0;
+    return (qconv_at_t){-1, 0, -1, 0, 0, 0, 0};
 }
 
 /* The weight's name without ".weight", then the suffix. */
@@ -216,8 +202,8 @@ chex_model_err chex_dn_parse_qfile(chex_model *m, const chex_st_file *f, char *m
         return CHEX_MODEL_ERR_METADATA;
     }
     for (int i = 0; i < MAX_QCONV; i++) {
-        int om, c, taps;
-        chex_dn_qconv_geom(m, i, &om, &c, &taps);
+        const qconv_at_t at = chex_dn_qconv_at(m, i);
+        const int om = at.m, c = at.c, taps = at.taps;
         const int kk = taps == 9 ? 3 : 1;
         const int64_t want[3][4] = {{om, c, kk, kk}, {om}, {c}};
         const int wnd[3] = {4, 1, 1};
@@ -494,13 +480,7 @@ void chex_dn_chmax_bnrelu_pool(float *chmax, const float *x, long img_stride, in
             float mx = chmax[ch];
             for (int y = 0; y + 1 < h; y += 2)
                 for (int xx = 0; xx + 1 < w; xx += 2) {
-                    float v[4] = {p[(long)y * w + xx], p[(long)y * w + xx + 1],
-                                  p[(long)(y + 1) * w + xx], p[(long)(y + 1) * w + xx + 1]};
-                    for (int k = 0; k < 4; k++) {
-                        v[k] = fmaf(v[k], s[ch], t[ch]);
-                        v[k] = v[k] > 0.0f ? v[k] : 0.0f;
-                    }
-                    const float a = (((v[0] + v[1]) + v[2]) + v[3]) * 0.25f;
+                    const float a = chex_dn_pool_bnrelu(p + (long)y * w + xx, w, s[ch], t[ch]);
                     mx = a > mx ? a : mx;
                 }
             chmax[ch] = mx;
