@@ -116,17 +116,10 @@ chex_model_err chex_model_calib_add(chex_model_calib *c, chex_model_ws *ws, cons
 static void bottleneck(float *bott, const chex_model *m, int li, const float *blk, int hw,
                        float *scratch, size_t sf, int nt)
 {
-    const dlayer_t *d = &m->layers[li];
-    const long prow = hw + 2, pplane = prow * prow;
+    const long pplane = (long)(hw + 2) * (hw + 2);
     memset(bott, 0, sizeof(float) * BOTTLENECK * pplane);
-    chex_conv_args a = {.kind = CHEX_PACK_BNRELU_1X1, .n = 1, .src = blk,
-                        .src_img_stride = (long)d->cin * hw * hw, .c = d->cin, .h = hw, .w = hw,
-                        .kh = 1, .kw = 1, .stride = 1, .pad = 0, .oh = hw, .ow = hw,
-                        .pre_scale = d->norm1.scale, .pre_shift = d->norm1.shift,
-                        .wt = d->conv1, .m = BOTTLENECK, .post_scale = d->norm2.scale,
-                        .post_shift = d->norm2.shift, .post_relu = 1, .dst = bott,
-                        .dst_img_stride = BOTTLENECK * pplane, .dst_plane = pplane,
-                        .dst_row = prow, .dst_off = prow + 1};
+    const chex_conv_args a = chex_dn_conv1_args(m, li, blk, (long)m->layers[li].cin * hw * hw, 1,
+                                                bott, BOTTLENECK * pplane);
     chex_kernels_get()->conv(&a, scratch, sf, nt);
 }
 

@@ -889,6 +889,25 @@ static void polyphase(float *out, const float *x, int c, int S, int ph)
             }
 }
 
+chex_conv_args chex_dn_conv1_args(const chex_model *m, int li, const float *src, long stride,
+                                  int n, float *bott, long bimg)
+{
+    const dlayer_t *d = &m->layers[li];
+    int b = 0;
+    while (b + 1 < NBLOCKS && li >= m->first_layer[b + 1])
+        b++;
+    const int hw = m->hw[b];
+    const long prow = hw + 2, pplane = prow * prow;
+    return (chex_conv_args){.kind = CHEX_PACK_BNRELU_1X1, .n = n, .src = src,
+                            .src_img_stride = stride, .c = d->cin, .h = hw, .w = hw, .kh = 1,
+                            .kw = 1, .stride = 1, .pad = 0, .oh = hw, .ow = hw,
+                            .pre_scale = d->norm1.scale, .pre_shift = d->norm1.shift,
+                            .wt = d->conv1, .m = BOTTLENECK, .post_scale = d->norm2.scale,
+                            .post_shift = d->norm2.shift, .post_relu = 1, .dst = bott,
+                            .dst_img_stride = bimg, .dst_plane = pplane, .dst_row = prow,
+                            .dst_off = prow + 1};
+}
+
 /* qz: this share's int8 scratch (used when ws->precision is int8).
  * bott, qbott: this share's bottleneck areas, bcap floats (bytes) each.
  * chmax: NULL, or per-channel calibration maxima to raise (fp32 only):
@@ -972,14 +991,7 @@ static void forward_range(const chex_model *m, chex_model_ws *ws, const float *i
                 if (chmax)
                     chex_dn_chmax_bnrelu(chmax[chex_dn_qidx_layer(m, li)], blk, stride, nc, d->cin,
                                          px, d->norm1.scale, d->norm1.shift);
-                chex_conv_args a1 = {.kind = CHEX_PACK_BNRELU_1X1, .n = nc, .src = blk,
-                                     .src_img_stride = stride, .c = d->cin, .h = hw, .w = hw,
-                                     .kh = 1, .kw = 1, .stride = 1, .pad = 0, .oh = hw, .ow = hw,
-                                     .pre_scale = d->norm1.scale, .pre_shift = d->norm1.shift,
-                                     .wt = d->conv1, .m = BOTTLENECK, .post_scale = d->norm2.scale,
-                                     .post_shift = d->norm2.shift, .post_relu = 1, .dst = bott,
-                                     .dst_img_stride = bimg, .dst_plane = pplane,
-                                     .dst_row = prow, .dst_off = prow + 1};
+                const chex_conv_args a1 = chex_dn_conv1_args(m, li, blk, stride, nc, bott, bimg);
                 kr->conv(&a1, scratch, ws->scratch_floats, nt);
                 chex_conv_args a2 = {.kind = CHEX_PACK_CONV3X3_PADDED, .n = nc, .src = bott,
                                      .src_img_stride = bimg, .src_plane = pplane,

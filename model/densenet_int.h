@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/kernels.h"
 #include "model/model.h"
 #include "model/safetensors.h"
 
@@ -174,6 +175,12 @@ void chex_dn_chmax_bnrelu(float *chmax, const float *x, long img_stride, int n, 
                           const float *s, const float *t);
 void chex_dn_chmax_bnrelu_pool(float *chmax, const float *x, long img_stride, int n, int c, int h,
                                int w, const float *s, const float *t);
+
+/* model/densenet.c: the fp32 conv1 of dense layer li (norm1+ReLU packed in,
+ * norm2+ReLU after) over n images of src (image stride in floats) into the
+ * padded bottleneck bott ((hw+2)^2 planes, image stride bimg floats). */
+chex_conv_args chex_dn_conv1_args(const chex_model *m, int li, const float *src, long stride,
+                                  int n, float *bott, long bimg);
 
 /* model/densenet.c: one fp32 forward of in (n images, as chex_model_forward)
  * that also raises chmax[i][c] (chex_dn_chmax*) for input channel c of every

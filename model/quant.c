@@ -177,20 +177,6 @@ chex_model_err chex_dn_parse_qfile(chex_model *m, const chex_st_file *f, char *m
     if (nq == 0)
         return CHEX_MODEL_OK;
     char name[128];
-    /* Every name must belong to a quantised conv. */
-    for (int t = 0; t < f->ntensors; t++) {
-        if (!chex_model_is_int8_tensor(f->tensors[t].name))
-            continue;
-        int found = 0;
-        for (int i = 0; i < MAX_QCONV && !found; i++)
-            for (int s = 0; s < 3 && !found; s++)
-                found = !strcmp(chex_model_int8_tensor_name(m, i, s, name, sizeof name), f->tensors[t].name);
-        if (!found) {
-            chex_model_msg(msg, msglen, "tensor %.100s: unexpected (not an int8 tensor of a "
-                                        "quantised densenet121 conv)", f->tensors[t].name);
-            return CHEX_MODEL_ERR_UNEXPECTED;
-        }
-    }
     if (!m->has_act_max) {
         for (int t = 0; t < f->ntensors; t++)
             if (chex_model_is_int8_tensor(f->tensors[t].name)) {
@@ -255,6 +241,22 @@ chex_model_err chex_dn_parse_qfile(chex_model *m, const chex_st_file *f, char *m
                 return CHEX_MODEL_ERR_METADATA;
             }
         m->qfile[i] = (qfile_t){w, f->data + t[1]->begin, f->data + t[2]->begin};
+    }
+    /* All 3 per conv were found, so more names than that means one belongs
+     * to no quantised conv: name it. */
+    for (int t = 0; t < f->ntensors && nq != 3 * MAX_QCONV; t++) {
+        if (!chex_model_is_int8_tensor(f->tensors[t].name))
+            continue;
+        int found = 0;
+        for (int i = 0; i < MAX_QCONV && !found; i++)
+            for (int s = 0; s < 3 && !found; s++)
+                found = !strcmp(chex_model_int8_tensor_name(m, i, s, name, sizeof name),
+                                f->tensors[t].name);
+        if (!found) {
+            chex_model_msg(msg, msglen, "tensor %.100s: unexpected (not an int8 tensor of a "
+                                        "quantised densenet121 conv)", f->tensors[t].name);
+            return CHEX_MODEL_ERR_UNEXPECTED;
+        }
     }
     m->has_qfile = 1;
     return CHEX_MODEL_OK;
