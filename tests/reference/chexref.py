@@ -58,6 +58,26 @@ def torch_model(path):
     return model, meta
 
 
+def torch_made_model(seed, calib_x):
+    """A torch-made checkpoint: torchvision densenet121 with kaiming weights of
+    this seed, BatchNorm statistics measured by torch on the calibration
+    radiographs calib_x (N, 3, 224, 224), a random classifier. Eval mode."""
+    torch.manual_seed(seed)
+    m = torchvision.models.densenet121(weights=None, num_classes=14)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.momentum = None  # cumulative average over the batches seen
+            mod.reset_running_stats()
+    m.train()
+    with torch.no_grad():
+        for i in range(0, len(calib_x), 4):
+            m(calib_x[i:i + 4])
+        m.classifier.weight.normal_(0, 0.05)
+        m.classifier.bias.normal_(0, 0.1)
+    m.eval()
+    return m
+
+
 def normalisation(meta, channels):
     norm = json.loads(meta.get("normalization",
                                '{"mean":[0.485,0.456,0.406],"std":[0.229,0.224,0.225]}'))

@@ -19,7 +19,6 @@ import sys
 
 import numpy as np
 import torch
-import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chexref  # noqa: E402
@@ -32,7 +31,10 @@ INT8_TOL = 0.02      # the issue's bound, int8 vs fp32
 # weights and per-channel activation scales measured 0.0226 worst (mean
 # 0.0054) for this checkpoint (seed 7), 0.027 and 0.025 for seeds 8 and 9
 # (rounding to nearest with per-tensor scales: 0.046): the issue's 0.02 is
-# NOT met for them. This bound only guards against regressions.
+# NOT met for them. With the weights left exact and only the activations
+# quantised to u8, torch fake-quant already gives 0.022-0.028 on these seeds
+# (tools/int8_sim.py, docs/PERFORMANCE.md): u8 activations alone reach the
+# bound on this network. This bound only guards against regressions.
 TORCH_MADE_BOUND = 0.035
 SUBSET = 6
 
@@ -54,20 +56,8 @@ def cpu_isas():
 
 def torch_made(path, calib, work):
     """torchvision densenet121 whose BN statistics torch measured on radiographs."""
-    torch.manual_seed(7)
-    m = torchvision.models.densenet121(weights=None, num_classes=14)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.momentum = None  # cumulative average over the batches seen
-            mod.reset_running_stats()
     x = np.stack([chexref.radiograph_tensor(f, {}, 3) for f in calib])
-    m.train()
-    with torch.no_grad():
-        for i in range(0, len(x), 4):
-            m(torch.from_numpy(x[i:i + 4]))
-        m.classifier.weight.normal_(0, 0.05)
-        m.classifier.bias.normal_(0, 0.1)
-    m.eval()
+    m = chexref.torch_made_model(7, torch.from_numpy(x))
     src = os.path.join(work, "torch-made.pth")
     torch.save(m.state_dict(), src)
     subprocess.run([sys.executable, TOOL, "--preset", "torchvision", "--name", "torch-made",
