@@ -5,9 +5,9 @@ Simulates, on torchvision densenet121, what `chex calibrate` + precision int8
 do: per-channel u8 activation scales from the calibration radiographs' maxima,
 folded into the weights (w * a_c), s8 weights per output row rounded by GPTQ
 over the calibration inputs' second moments. It then reports the worst and mean
-|p_int8 - p_fp32| over the held-out radiographs, the same split as
-tests/reference/int8_check.py (first 16 NIH radiographs calibrate, the rest and
-the other sources are held out). Variants isolate where the error comes from:
+|p_int8 - p_fp32| over the held-out radiographs, the split of
+tests/reference/int8_check.py (chexref.int8_split). Variants isolate where the
+error comes from:
 
   shipped         the scheme chexd ships
   exact-weights   weights left in fp32, only the activations quantised
@@ -53,15 +53,6 @@ def radiograph(path):
     with tempfile.NamedTemporaryFile(suffix=".png") as t:
         Image.fromarray(a.round().astype(np.uint8)).save(t.name)
         return chexref.radiograph_tensor(t.name, {}, 3)
-
-
-def image_sets(xrays):
-    nih = sorted(f for f in os.listdir(xrays) if f.startswith("000") and f.endswith(".png"))
-    others = ["h0001.png", "tb0005.png", "16747_3_1.jpg", "siim-pneumothorax-sample.dcm",
-              "cr-mono1-10-chest.dcm"]
-    calib = [os.path.join(xrays, f) for f in nih[:16]]
-    held = [os.path.join(xrays, f) for f in nih[16:] + others]
-    return calib, [f for f in held if os.path.exists(f)]
 
 
 def walk(m, x, conv_fn):
@@ -170,7 +161,7 @@ def main():
     ap.add_argument("--oracle", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    calib, held = image_sets(a.xrays)
+    calib, held = chexref.int8_split(a.xrays)
     cx = torch.from_numpy(np.stack([radiograph(f) for f in calib]))
     hx = torch.from_numpy(np.stack([radiograph(f) for f in held]))
     m = chexref.torch_made_model(a.seed, cx)

@@ -58,6 +58,19 @@ def torch_model(path):
     return model, meta
 
 
+def int8_split(xrays):
+    """-> (calib, held): int8 calibration's radiographs (the first 16 NIH PNGs
+    of the shared folder) and the held-out ones (the other NIH PNGs and one
+    file of each other source: RGB PNG, JPEG, DICOM) the int8 error is
+    measured on."""
+    nih = sorted(f for f in os.listdir(xrays) if f.startswith("000") and f.endswith(".png"))
+    others = ["h0001.png", "tb0005.png", "16747_3_1.jpg", "siim-pneumothorax-sample.dcm",
+              "cr-mono1-10-chest.dcm"]
+    calib = [os.path.join(xrays, f) for f in nih[:16]]
+    held = [os.path.join(xrays, f) for f in nih[16:] + others]
+    return calib, [f for f in held if os.path.exists(f)]
+
+
 def torch_made_model(seed, calib_x):
     """A torch-made checkpoint: torchvision densenet121 with kaiming weights of
     this seed, BatchNorm statistics measured by torch on the calibration

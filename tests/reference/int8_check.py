@@ -86,12 +86,7 @@ def main():
     ap.add_argument("--isa", action="append", help="only these ISA paths (default: all)")
     a = ap.parse_args()
     torch.set_num_threads(2)
-    nih = sorted(f for f in os.listdir(a.xrays) if f.startswith("000") and f.endswith(".png"))
-    calib = [os.path.join(a.xrays, f) for f in nih[:16]]
-    others = ["h0001.png", "tb0005.png", "16747_3_1.jpg", "siim-pneumothorax-sample.dcm",
-              "cr-mono1-10-chest.dcm"]
-    held = [os.path.join(a.xrays, f) for f in nih[16:] + others]
-    held = [f for f in held if os.path.exists(f)]
+    calib, held = chexref.int8_split(a.xrays)
     assert len(calib) == 16 and len(held) >= 20, (len(calib), len(held))
 
     tm = os.path.join(a.work, "torch-made.safetensors")
