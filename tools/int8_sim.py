@@ -132,16 +132,14 @@ def calibrate(m, cx, recipe, a):
 
     def conv_fn(name, conv, inp):
         rng = act_range(inp, a)
-        w = conv.weight.double()
-        kk = w.shape[2] * w.shape[3]
-        col = (rng / 255.0).double().repeat_interleave(kk).unsqueeze(0)
-        wf = w.reshape(w.shape[0], -1) * col          # folded: w * a_c
-        if recipe == "exact-weights":
-            wq = w
-        else:
+        wq = conv.weight
+        if recipe != "exact-weights":
+            w = wq.double()
+            kk = w.shape[2] * w.shape[3]
+            col = (rng / 255.0).double().repeat_interleave(kk).unsqueeze(0)
+            wf = w.reshape(w.shape[0], -1) * col          # folded: w * a_c
             x = cols(inp, conv) / col.float()
-            wq = (gptq(wf, (x.T @ x).double()) / col).reshape(w.shape)
-        wq = wq.float()
+            wq = (gptq(wf, (x.T @ x).double()) / col).reshape(w.shape).float()
         qmap[name] = lambda i, wq=wq, rng=rng, conv=conv: F.conv2d(
             fake_act(i, rng, levels, a.noclip), wq, None, conv.stride, conv.padding)
         return conv(inp)
