@@ -46,6 +46,8 @@ typedef struct {
     int connection_limit;
     int per_ip_connection_limit;
     int connection_timeout_s;
+    int header_timeout_s;            /* request headers complete within it (0 = no limit) */
+    uint64_t min_upload_bytes_per_s; /* slowest body accepted after its first 5 s (0 = any) */
     uint64_t connection_memory_limit;
     char log_level[16];            /* debug | info | warn | error */
     char log_format[16];           /* json | logfmt */

@@ -48,8 +48,10 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.request_timeout_ms, 30000);
     assert_int_equal(cfg.shutdown_timeout_ms, 10000);
     assert_int_equal(cfg.connection_limit, 512);
-    assert_int_equal(cfg.per_ip_connection_limit, 0);
+    assert_int_equal(cfg.per_ip_connection_limit, 64);
     assert_int_equal(cfg.connection_timeout_s, 10);
+    assert_int_equal(cfg.header_timeout_s, 10);
+    assert_int_equal(cfg.min_upload_bytes_per_s, 16384);
     assert_int_equal(cfg.connection_memory_limit, 64 * 1024);
     assert_string_equal(cfg.log_level, "info");
     assert_string_equal(cfg.log_format, "logfmt");

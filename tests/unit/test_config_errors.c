@@ -164,6 +164,22 @@ static void test_out_of_range_file_negative(void **state)
                 "value -5");
     expect_file(*state, "{\"connection_timeout_s\": 0}", CHEX_CONFIG_ERR_RANGE,
                 "connection_timeout_s", "1..3600");
+    expect_file(*state, "{\"header_timeout_s\": 3601}", CHEX_CONFIG_ERR_RANGE,
+                "header_timeout_s", "0..3600");
+    expect_file(*state, "{\"min_upload_bytes_per_s\": -1}", CHEX_CONFIG_ERR_RANGE,
+                "min_upload_bytes_per_s", "value -1");
+}
+
+static void test_deadline_keys_env_and_flag(void **state)
+{
+    (void)state;
+    char *a0[] = {"chexd", NULL};
+    char *e1[] = {"CHEXD_HEADER_TIMEOUT_S=ten", NULL};
+    expect(CHEX_CONFIG_ERR_TYPE, a0, e1, "header_timeout_s", "(from env CHEXD_HEADER_TIMEOUT_S)",
+           NULL);
+    char *f1[] = {"chexd", "--min-upload-bytes-per-s", "1073741825", NULL};
+    expect(CHEX_CONFIG_ERR_RANGE, f1, NOENV, "min_upload_bytes_per_s",
+           "(from flag --min-upload-bytes-per-s)", NULL);
 }
 
 /* ---- unknown keys, each source ---------------------------------------- */
@@ -458,6 +474,7 @@ int main(void)
         T(test_out_of_range_each_source),
         T(test_other_ranges),
         T(test_out_of_range_file_negative),
+        T(test_deadline_keys_env_and_flag),
         T(test_unknown_key_file),
         T(test_unknown_key_env),
         T(test_unknown_flag_and_positional),
