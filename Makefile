@@ -22,7 +22,7 @@ CFLAGS ?= $(OPT) -g
 override CFLAGS += -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fopenmp -MMD -MP -I.
 LDFLAGS ?=
 override LDFLAGS += -fopenmp
-LIBS := -lmicrohttpd -lpng16 -lturbojpeg -ljansson -lz -lm -lpthread
+LIBS := -lmicrohttpd -lgnutls -lpng16 -lturbojpeg -ljansson -lz -lm -lpthread
 
 # Kernels for one instruction set are compiled with its flags only; the choice
 # among them happens at run time (model/ ISA dispatch), never -march=native.

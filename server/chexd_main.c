@@ -1,4 +1,6 @@
 /* server/chexd_main.c - bin/chexd: configuration, model, HTTP service, signals.
+ * SIGHUP re-reads api_token_file and the TLS certificate and key (rotation
+ * without dropping connections; a file that cannot be used keeps the old one).
  * Exit status: 0 after a clean stop (SIGTERM/SIGINT) or --help/--version/
  * --check-config; 2 when start-up fails (config, model, port, TLS), with one
  * line on stderr. */
@@ -30,6 +32,7 @@ int main(int argc, char **argv)
     sigemptyset(&stopset);
     sigaddset(&stopset, SIGTERM);
     sigaddset(&stopset, SIGINT);
+    sigaddset(&stopset, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stopset, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -106,8 +109,14 @@ int main(int argc, char **argv)
              CHEXD_VERSION, NULL);
 
     int sig = 0;
-    while (sigwait(&stopset, &sig) != 0)
-        ;
+    for (;;) {
+        if (sigwait(&stopset, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            break;
+        chex_log(CHEX_LOG_INFO, "SIGHUP: reloading the token and TLS certificate", NULL);
+        chexd_reload(d);
+    }
     chex_log(CHEX_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
     chexd_stop(d);
     chex_model_free(model);

@@ -31,13 +31,20 @@
 #include <unistd.h>
 
 #include "server/answer.h"
+#include "server/connguard.h"
 #include "server/heatmap.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/security.h"
+#include "server/tlscert.h"
+#include "server/token.h"
 #include "server/web.h"
 
 #define MAX_PARTS 32
 #define POST_BUFFER 16384
+/* An answer decided from the headers waits until the body is read and thrown
+ * away, at most this long (and at most drain_bound bytes). */
+#define DRAIN_MS 30000.0
 
 static double now_ms(void)
 {
@@ -70,6 +77,12 @@ struct req {
     int nparts;
     int part_open; /* the iterator is inside parts[nparts-1] */
     uint64_t received;
+    chex_guard_conn *gc; /* the connection's deadlines (may be NULL) */
+    /* Decided from the headers: the body is discarded, err_* answered on the
+     * final call with Connection: close. */
+    int rejected;
+    int close;          /* answer with Connection: close */
+    const char *allow;  /* Allow header of a rejected request (static) */
     /* An error decided while reading the body, answered on the final call. */
     int err_status;
     char err_code[32];
@@ -100,10 +113,9 @@ struct chexd {
     struct MHD_Daemon *mhd;
     int listen_fd;
     int omp_threads;
-    /* API token (empty: no authentication). */
-    char token[512];
-    size_t token_len;
-    char *tls_cert, *tls_key;
+    chex_token *token; /* API token (chex_token_required 0: no authentication) */
+    chex_tls *tls;     /* NULL: plain HTTP */
+    chex_guard *guard; /* header deadline, minimum upload rate */
     /* Queue. */
     pthread_mutex_t lock;
     pthread_cond_t cond;      /* worker: work arrived / stop */
@@ -184,25 +196,6 @@ static int ct_is(const char *ct, const char *type)
     return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
 }
 
-/* Constant-time comparison: time depends only on the lengths of the token. */
-static int token_ok(const chexd *d, const char *header)
-{
-    if (!header)
-        return 0;
-    if (strncasecmp(header, "Bearer ", 7) != 0)
-        return 0;
-    const char *given = header + 7;
-    while (*given == ' ')
-        given++;
-    size_t glen = strlen(given);
-    unsigned diff = (unsigned)(glen ^ d->token_len);
-    for (size_t i = 0; i < d->token_len; i++) {
-        unsigned char g = i < glen ? (unsigned char)given[i] : 0;
-        diff |= (unsigned)(g ^ (unsigned char)d->token[i]);
-    }
-    return diff == 0;
-}
-
 static int bytes_append(bytes *b, const char *data, size_t n)
 {
     if (b->len + n > b->cap) {
@@ -270,7 +263,8 @@ static enum MHD_Result send_body(req *r, int status, char *body, const char *cty
         snprintf(ra, sizeof ra, "%d", retry_after);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
-    if (atomic_load(&r->d->draining))
+    chex_security_headers(resp, r->route == CHEX_ROUTE_WEB, r->d->tls != NULL);
+    if (atomic_load(&r->d->draining) || r->close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     r->status = status;
     r->bytes_out = len;
@@ -298,7 +292,8 @@ static enum MHD_Result send_bytes(req *r, int status, void *data, size_t len,
         MHD_add_response_header(resp, "X-Chexd-Label", label);
     if (r->route != CHEX_ROUTE_WEB)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    if (atomic_load(&r->d->draining))
+    chex_security_headers(resp, r->route == CHEX_ROUTE_WEB, r->d->tls != NULL);
+    if (atomic_load(&r->d->draining) || r->close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     r->status = status;
     r->bytes_out = len;
@@ -682,6 +677,61 @@ static enum MHD_Result post_iterator(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
+/* Most body bytes read and thrown away after an answer decided from the
+ * headers: max(64 MiB, max_upload_bytes). */
+static uint64_t drain_bound(const chexd *d)
+{
+    uint64_t b = (uint64_t)64 << 20;
+    return d->cfg->max_upload_bytes > b ? d->cfg->max_upload_bytes : b;
+}
+
+/* 1 when the request announces a body (Content-Length > 0 or chunked);
+ * *clen gets Content-Length (UINT64_MAX when absent or unparsable). */
+static int body_announced(struct MHD_Connection *c, uint64_t *clen)
+{
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    *clen = UINT64_MAX;
+    if (cl) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(cl, &end, 10);
+        if (!errno && end != cl && *end == '\0')
+            *clen = v;
+    }
+    return (cl && *clen != 0) || te != NULL;
+}
+
+/* An error decided from the headers (status, code, msg; allow: the Allow
+ * header or NULL). Answering at once would close the connection with the
+ * body unread, and a client that writes the whole body before reading (Python's
+ * urllib) gets a reset instead of the answer. So when a body follows, the
+ * request is marked and its body read and discarded (bounded by drain_bound
+ * and DRAIN_MS), and the answer goes out on the final call. It goes out at
+ * once when no body follows, when the client waits for "100 Continue" (it
+ * then sends no body), and when Content-Length is past the drain bound. The
+ * answer carries Connection: close whenever a body was announced. Returns
+ * what first_call returns: 1 when answered (*ret set), 0 to go on reading. */
+static int reject(req *r, enum MHD_Result *ret, int status, const char *code, const char *msg,
+                  const char *allow)
+{
+    uint64_t clen;
+    int body = body_announced(r->conn, &clen);
+    const char *expect = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    int waits = expect && strcasecmp(expect, "100-continue") == 0;
+    r->close = body;
+    if (!body || waits || (clen != UINT64_MAX && clen > drain_bound(r->d))) {
+        *ret = send_error_ex(r, status, code, msg, allow, status == 503 ? 1 : 0);
+        return 1;
+    }
+    set_error(r, status, code, "%s", msg);
+    r->rejected = 1;
+    r->allow = allow;
+    r->body = BODY_NONE;
+    return 0;
+}
+
 /* First callback: route, authenticate, check headers. Returns 1 when an
  * answer was queued (or MHD_NO is to be returned through *ret). */
 static int first_call(req *r, const char *method, enum MHD_Result *ret)
@@ -691,8 +741,7 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
     int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int is_post = strcmp(method, "POST") == 0;
     if (r->route == CHEX_ROUTE_OTHER) {
-        *ret = send_error(r, 404, "not_found", "no such route");
-        return 1;
+        return reject(r, ret, 404, "not_found", "no such route", NULL);
     }
     /* The health probes and the page (which asks for the token itself) are open. */
     int open_route = r->route == CHEX_ROUTE_HEALTHZ || r->route == CHEX_ROUTE_READYZ ||
@@ -703,23 +752,19 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
         char msg[96];
         const char *allow = post_route ? "POST" : "GET, HEAD";
         snprintf(msg, sizeof msg, "method %s not allowed here; allowed: %s", method, allow);
-        *ret = send_error_ex(r, 405, "method_not_allowed", msg, allow, 0);
-        return 1;
+        return reject(r, ret, 405, "method_not_allowed", msg, allow);
     }
-    if (d->token_len && !open_route &&
-        !token_ok(d, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_AUTHORIZATION))) {
-        *ret = send_error(r, 401, "unauthorized", "missing or wrong bearer token");
-        return 1;
-    }
+    if (!open_route && !chex_token_check(d->token, MHD_lookup_connection_value(
+                                                       c, MHD_HEADER_KIND,
+                                                       MHD_HTTP_HEADER_AUTHORIZATION)))
+        return reject(r, ret, 401, "unauthorized", "missing or wrong bearer token", NULL);
     if (is_get) {
         *ret = answer_get(r);
         return 1;
     }
     /* POST /v1/predict, /v1/explain */
     if (atomic_load(&d->draining)) {
-        *ret = send_error(r, 503, "shutting_down", "the server is shutting down");
-        return 1;
+        return reject(r, ret, 503, "shutting_down", "the server is shutting down", NULL);
     }
     char qmsg[1536];
     r->cam = CHEX_CAM_NONE;
@@ -727,21 +772,18 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
         if (chex_heatmap_parse_label(d->p->info,
                                      MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "label"),
                                      1, &r->cam, qmsg, sizeof qmsg) != 0) {
-            *ret = send_error(r, 400, "bad_label", qmsg);
-            return 1;
+            return reject(r, ret, 400, "bad_label", qmsg, NULL);
         }
     } else {
         if (chex_answer_opts_parse(&r->opts,
                                    MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "top"),
                                    MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold"),
                                    d->p->info->num_labels, qmsg, sizeof qmsg) != 0) {
-            *ret = send_error(r, 400, "bad_query", qmsg);
-            return 1;
+            return reject(r, ret, 400, "bad_query", qmsg, NULL);
         }
         const char *cam = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cam");
         if (cam && chex_heatmap_parse_label(d->p->info, cam, 1, &r->cam, qmsg, sizeof qmsg) != 0) {
-            *ret = send_error(r, 400, "bad_label", qmsg);
-            return 1;
+            return reject(r, ret, 400, "bad_label", qmsg, NULL);
         }
     }
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -751,15 +793,13 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
         errno = 0;
         clen = strtoull(cl, &end, 10);
         if (errno || end == cl) {
-            *ret = send_error(r, 400, "bad_request", "unparsable Content-Length");
-            return 1;
+            return reject(r, ret, 400, "bad_request", "unparsable Content-Length", NULL);
         }
         if (clen > d->cfg->max_upload_bytes) {
             char msg[128];
             snprintf(msg, sizeof msg, "body of %llu bytes is over max_upload_bytes (%llu)", clen,
                      (unsigned long long)d->cfg->max_upload_bytes);
-            *ret = send_error(r, 413, "payload_too_large", msg);
-            return 1;
+            return reject(r, ret, 413, "payload_too_large", msg, NULL);
         }
     }
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -768,15 +808,13 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
     if (!ct) {
         char msg[160];
         snprintf(msg, sizeof msg, "no Content-Type: %s", accepted);
-        *ret = send_error(r, 415, "unsupported_media_type", msg);
-        return 1;
+        return reject(r, ret, 415, "unsupported_media_type", msg, NULL);
     }
     if (ct_is(ct, "multipart/form-data")) {
         r->body = BODY_MULTIPART;
         r->pp = MHD_create_post_processor(c, POST_BUFFER, post_iterator, r);
         if (!r->pp) {
-            *ret = send_error(r, 400, "bad_multipart", "multipart/form-data without a boundary");
-            return 1;
+            return reject(r, ret, 400, "bad_multipart", "multipart/form-data without a boundary", NULL);
         }
         return 0;
     }
@@ -789,8 +827,7 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
             size_t cap = clen < (1u << 20) ? (size_t)clen : (size_t)1 << 20;
             r->raw.buf = malloc(cap);
             if (!r->raw.buf) {
-                *ret = send_error(r, 500, "internal_error", "out of memory for the upload");
-                return 1;
+                return reject(r, ret, 500, "internal_error", "out of memory for the upload", NULL);
             }
             r->raw.cap = cap;
         }
@@ -800,8 +837,7 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
     char shown[64];
     safe_copy(shown, sizeof shown, ct);
     snprintf(msg, sizeof msg, "Content-Type %s is not accepted: %s", shown, accepted);
-    *ret = send_error(r, 415, "unsupported_media_type", msg);
-    return 1;
+    return reject(r, ret, 415, "unsupported_media_type", msg, NULL);
 }
 
 /* Body chunk: always consumed. */
@@ -809,6 +845,13 @@ static enum MHD_Result body_chunk(req *r, const char *data, size_t size)
 {
     chexd *d = r->d;
     r->received += size;
+    chex_guard_body(r->gc, size);
+    if (r->rejected) {
+        /* Thrown away; past the bounds the sender is cut off. */
+        if (r->received > drain_bound(d) || now_ms() - r->t0 > DRAIN_MS)
+            return MHD_NO;
+        return MHD_YES;
+    }
     if (r->received > d->cfg->max_upload_bytes) {
         set_error(r, 413, "payload_too_large", "body is over max_upload_bytes (%llu)",
                   (unsigned long long)d->cfg->max_upload_bytes);
@@ -940,9 +983,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         *req_cls = r;
         atomic_fetch_add(&d->active, 1);
         chex_metrics_in_flight(1);
+        r->gc = chex_guard_of(conn);
+        uint64_t clen;
+        chex_guard_headers_done(r->gc, body_announced(conn, &clen));
         enum MHD_Result ret = MHD_YES;
-        if (first_call(r, method, &ret))
+        if (first_call(r, method, &ret)) {
+            chex_guard_body_done(r->gc);
             return ret;
+        }
         return MHD_YES;
     }
     if (r->state == ST_RESUMED)
@@ -956,6 +1004,10 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         *upload_data_size = 0;
         return ret;
     }
+    chex_guard_body_done(r->gc);
+    if (r->rejected)
+        return send_error_ex(r, r->err_status, r->err_code, r->err_msg, r->allow,
+                             r->err_status == 503 ? 1 : 0);
     if ((r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN) && r->body != BODY_NONE)
         return finish_upload(r);
     return MHD_YES;
@@ -964,9 +1016,9 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                       enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     chexd *d = cls;
     req *r = *req_cls;
+    chex_guard_request_done(chex_guard_of(conn));
     if (!r)
         return;
     *req_cls = NULL;
@@ -1054,41 +1106,17 @@ int chexd_listen(const char *addr, int port, char *msg, size_t msglen)
     return fd;
 }
 
-static char *read_small_file(const char *path, const char *key, size_t max, char *msg,
-                             size_t msglen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(msg, msglen, "%s: cannot open %s: %s", key, path, strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(max + 1);
-    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
-    int err = ferror(f);
-    fclose(f);
-    if (!buf || err || n > max || n == 0) {
-        snprintf(msg, msglen, "%s: %s is %s", key, path,
-                 !buf ? "not readable (out of memory)"
-                      : err ? "unreadable"
-                            : n == 0 ? "empty" : "too large");
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
 static void free_daemon(chexd *d)
 {
     if (d->ws)
         chex_model_ws_free(d->ws);
     chex_pipeline_batch_free(&d->batch);
-    free(d->tls_cert);
-    free(d->tls_key);
+    chex_token_free(d->token);
+    chex_tls_free(d->tls);
+    chex_guard_stop(d->guard);
     pthread_mutex_destroy(&d->lock);
     pthread_cond_destroy(&d->cond);
     pthread_cond_destroy(&d->reap_cond);
-    memset(d->token, 0, sizeof d->token);
     free(d);
 }
 
@@ -1109,24 +1137,8 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
     pthread_cond_init(&d->cond, NULL);
     pthread_cond_init(&d->reap_cond, NULL);
     d->omp_threads = cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
-    if (cfg->api_token_file[0]) {
-        char *t = read_small_file(cfg->api_token_file, "api_token_file", sizeof d->token - 1, msg,
-                                  msglen);
-        if (!t)
-            goto fail;
-        size_t n = strlen(t);
-        while (n && (t[n - 1] == '\n' || t[n - 1] == '\r' || t[n - 1] == ' ' || t[n - 1] == '\t'))
-            n--;
-        memcpy(d->token, t, n);
-        d->token[n] = '\0';
-        d->token_len = n;
-        memset(t, 0, strlen(t));
-        free(t);
-        if (n == 0) {
-            snprintf(msg, msglen, "api_token_file: %s holds no token", cfg->api_token_file);
-            goto fail;
-        }
-    }
+    if (chex_token_open(&d->token, cfg->api_token_file, msg, msglen) != 0)
+        goto fail;
     int tls = cfg->tls_cert_file[0] || cfg->tls_key_file[0];
     if (tls) {
         if (!cfg->tls_cert_file[0] || !cfg->tls_key_file[0]) {
@@ -1135,17 +1147,17 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
                      cfg->tls_cert_file[0] ? "tls_key_file" : "tls_cert_file");
             goto fail;
         }
-        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
-            snprintf(msg, msglen, "tls_cert_file: this libmicrohttpd has no TLS support");
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES ||
+            MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK) != MHD_YES) {
+            snprintf(msg, msglen, "tls_cert_file: this libmicrohttpd has no TLS certificate callback");
             goto fail;
         }
-        d->tls_cert = read_small_file(cfg->tls_cert_file, "tls_cert_file", 1 << 20, msg, msglen);
-        if (!d->tls_cert)
-            goto fail;
-        d->tls_key = read_small_file(cfg->tls_key_file, "tls_key_file", 1 << 20, msg, msglen);
-        if (!d->tls_key)
+        if (chex_tls_open(&d->tls, cfg->tls_cert_file, cfg->tls_key_file, msg, msglen) != 0)
             goto fail;
     }
+    if (chex_guard_start(&d->guard, cfg->header_timeout_s, cfg->min_upload_bytes_per_s, msg,
+                         msglen) != 0)
+        goto fail;
     int maxb = cfg->max_batch > 0 ? cfg->max_batch : 1;
     if (maxb > 256)
         maxb = 256;
@@ -1191,11 +1203,12 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT,
                                             (intptr_t)cfg->connection_memory_limit, NULL};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, d};
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)chex_guard_notify,
+                                        d->guard};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, NULL};
-    if (tls) {
-        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, d->tls_key};
-        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, d->tls_cert};
-    }
+    if (tls)
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0,
+                                            chex_tls_mhd_callback()};
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     d->mhd = MHD_start_daemon(flags, 0, NULL, NULL, access_handler, d, MHD_OPTION_ARRAY, opts,
                               MHD_OPTION_END);
@@ -1226,6 +1239,34 @@ static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+int chexd_reload(chexd *d)
+{
+    char msg[512];
+    int bad = 0;
+    if (chex_token_required(d->token)) {
+        if (chex_token_reload(d->token, msg, sizeof msg) != 0) {
+            chex_log(CHEX_LOG_ERROR, "reload: keeping the old token", "detail", msg, NULL);
+            bad = 1;
+        } else {
+            chex_log(CHEX_LOG_INFO, "reload: token read", "file", d->cfg->api_token_file, NULL);
+        }
+    }
+    if (d->tls) {
+        int rc = chex_tls_reload(d->tls, msg, sizeof msg);
+        if (rc < 0) {
+            chex_log(CHEX_LOG_ERROR, "reload: keeping the old TLS certificate", "detail", msg,
+                     NULL);
+            bad = 1;
+        } else {
+            chex_log(CHEX_LOG_INFO,
+                     rc ? "reload: new TLS certificate for new connections"
+                        : "reload: TLS certificate unchanged",
+                     "file", d->cfg->tls_cert_file, NULL);
+        }
+    }
+    return bad ? -1 : 0;
 }
 
 int chexd_stop(chexd *d)

@@ -25,6 +25,13 @@ int chexd_listen(const char *addr, int port, char *msg, size_t msglen);
 int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int listen_fd,
                 char *msg, size_t msglen);
 
+/* SIGHUP: re-reads api_token_file and the TLS certificate and key. Requests
+ * checked afterwards need the new token; new TLS handshakes get the new
+ * certificate, established connections keep going. A file that cannot be
+ * used leaves the old secret in force and is logged. Returns 0, or -1 when
+ * something was kept. Thread-safe with the HTTP threads. */
+int chexd_reload(chexd *d);
+
 /* Graceful stop: stops accepting, answers what is queued and in flight
  * (queued requests still waiting after shutdown_timeout_ms get 503), resumes
  * every suspended connection, stops libmicrohttpd, frees everything.
