@@ -5,7 +5,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export PYTHONPATH=$ROOT/tests/integration
 
-start_daemon slow --connection-limit 400 --connection-timeout-s 30 --http-threads 4
+start_daemon slow --connection-limit 400 --connection-timeout-s 30 --http-threads 4 \
+  --per-ip-connection-limit 0 --header-timeout-s 0 --min-upload-bytes-per-s 0
 out=$("$PY" "$ROOT/tests/integration/slowclients.py" "$PORT" "$PID")
 echo "$out" | cut -c1-400
 "$PY" - "$out" "${CHEX_ASAN:-0}" <<'PY' || fail "slow clients: $out"
