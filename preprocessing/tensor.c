@@ -293,12 +293,15 @@ chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spe
         long r = lround(S * 256.0 / 224.0);
         long shorter = W <= H ? W : H, longer = W <= H ? H : W;
         long nlong = (long)((double)(r * longer) / (double)shorter);
-        ow = (int)(W <= H ? r : nlong);
-        oh = (int)(W <= H ? nlong : r);
-        if ((long)ow * oh > MAX_RESIZED_PIXELS || ow < S || oh < S) {
+        /* Checked in 64 bits before narrowing: for a 1-pixel short side the
+         * long side can pass INT_MAX and wrap into a plausible size. */
+        long lw = W <= H ? r : nlong, lh = W <= H ? nlong : r;
+        if (lw * lh > MAX_RESIZED_PIXELS || lw < S || lh < S) {
             chex_pre_msg(msg, msglen, "%dx%d image: aspect ratio too extreme to resize", W, H);
             return free(lum), CHEX_PRE_ERR_UNUSABLE;
         }
+        ow = (int)lw;
+        oh = (int)lh;
     } else {
         if (p == P_XRV) {
             int side = W < H ? W : H;
