@@ -1,10 +1,10 @@
 /* server/daemon.c - chexd's HTTP service on libmicrohttpd.
  *
  * Request life: the first callback (headers only) allocates one `req`, routes,
- * authenticates and checks Content-Length/Content-Type (early errors are queued
- * right there, which discards the body). Body callbacks append into a buffer
- * bounded by max_upload_bytes (raw) or feed the multipart post processor. The
- * final callback decodes + preprocesses on this HTTP thread, pushes the request
+ * authenticates and checks Content-Length/Content-Type (an error decided there
+ * is answered once the body has been read and discarded, see reject()). Body
+ * callbacks append into a buffer bounded by max_upload_bytes (raw) or feed the
+ * multipart post processor. The final callback decodes + preprocesses on this HTTP thread, pushes the request
  * into the bounded queue and suspends the connection. The worker batches
  * images, runs the network, stores the probabilities and resumes; libmicrohttpd
  * then calls the handler again and the answer is serialised here. Everything a
