@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Errors decided from the headers (401, 404, 413, 415) reach clients that
-# write the whole body first (urllib) and curl (with and without
+# Errors decided from the headers (401, 404, 413, 415; 405 with urllib) reach
+# clients that write the whole body first (urllib) and curl (with and without
 # "Expect: 100-continue"), for bodies of 100 KB, 5 MB and 30 MB; each answer
 # carries Connection: close and the JSON error.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -33,7 +33,7 @@ for n in "${SIZES[@]}"; do
   done
 done
 ok "curl (Expect: 100-continue and without) gets 401, 404, 415 for 100 KB, 5 MB, 30 MB"
-for st in 401 404 415; do
+for st in 401 404 405 415; do
   "$PY" "$ROOT/tests/integration/early.py" "$URL" "$TOKEN" "$st" "${SIZES[@]}" || fail "urllib $st"
 done
 # The connection still serves a normal request afterwards (the daemon is fine).
