@@ -855,8 +855,9 @@ static enum MHD_Result body_chunk(req *r, const char *data, size_t size)
     if (r->received > d->cfg->max_upload_bytes) {
         set_error(r, 413, "payload_too_large", "body is over max_upload_bytes (%llu)",
                   (unsigned long long)d->cfg->max_upload_bytes);
-        /* A sender that keeps streaming far past the limit is cut off. */
-        if (r->received > 2 * d->cfg->max_upload_bytes + (1u << 20))
+        /* Read and thrown away so the client sees the 413 (see reject());
+         * past the drain bounds the sender is cut off. */
+        if (r->received > drain_bound(d) || now_ms() - r->t0 > DRAIN_MS)
             return MHD_NO;
         return MHD_YES;
     }

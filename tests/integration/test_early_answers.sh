@@ -51,6 +51,8 @@ ok "curl gets 413 for 100 KB, 5 MB, 30 MB"
 "$PY" "$ROOT/tests/integration/early.py" "$URL" "" 413 "${SIZES[@]}" || fail "urllib 413"
 # Chunked upload past max_upload_bytes: read to the end, then 413.
 got=$(curl -s -o "$TMPD/out" -w '%{http_code}' -H 'Transfer-Encoding: chunked' -H 'Content-Type: image/png' \
-  --data-binary @"$TMPD/body-5000000" "$URL/v1/predict")
+  --data-binary @"$TMPD/body-5000000" "$URL/v1/predict") || fail "chunked 413: curl exit $?"
 [ "$got" = 413 ] || fail "chunked 413: $got"
+[ "$(json_get "$TMPD/out" 'j["error"]["code"]')" = payload_too_large ] || fail "chunked 413 body"
+ok "a chunked body over max_upload_bytes is read to its end, then 413"
 stop_daemon "$PID" || fail "exit status"
