@@ -35,7 +35,10 @@ static void count_add(long long n)
 }
 
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/allocator_interface.h>
+/* from <sanitizer/allocator_interface.h>, which Debian's gcc does not ship */
+int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
+                                              void (*free_hook)(const volatile void *));
+size_t __sanitizer_get_allocated_size(const volatile void *p);
 static void on_malloc(const volatile void *p, size_t n)
 {
     (void)p;
@@ -45,7 +48,7 @@ static void on_malloc(const volatile void *p, size_t n)
 static void on_free(const volatile void *p)
 {
     if (counting && p)
-        count_add(-(long long)__sanitizer_get_allocated_size((const void *)p));
+        count_add(-(long long)__sanitizer_get_allocated_size(p));
 }
 static void install_hooks(void)
 {
