@@ -1,8 +1,10 @@
-/* tests/fuzz/fuzz_dicom.c - libFuzzer target: chex_dicom_parse and
- * chex_pre_decode_dicom on arbitrary bytes. libFuzzer's input is an exact-size
- * heap copy, so ASan catches any read past len. Checks: the message is always
+/* tests/fuzz/fuzz_dicom.c - libFuzzer target: chex_dicom_parse and the DICOM
+ * decoder (chex_pre_decode, reference path; chex_pre_prepare, streaming; and
+ * chex_pre_probe) on arbitrary bytes. libFuzzer's input is an exact-size heap
+ * copy, so ASan catches any read past len. Checks: the message is always
  * terminated, a failure leaves no image, pixel data found by the parser lies
- * inside the input, a decoded image is finite and in [0,1]. */
+ * inside the input, a decoded image is finite and in [0,1], the streaming
+ * path and the probe agree with the reference decode. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -43,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const chex_pre_opts opts = {.max_pixels = 1u << 20, .min_side = 1};
     chex_pre_image img;
     msg[0] = '\0';
-    chex_pre_err e = chex_pre_decode_dicom(data, size, &opts, &img, msg, sizeof msg);
+    chex_pre_err e = chex_pre_decode(data, size, &opts, &img, msg, sizeof msg);
     if (memchr(msg, '\0', sizeof msg) == NULL)
         __builtin_trap();
     if (e != CHEX_PRE_OK) {
@@ -58,6 +60,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < np; i++)
         if (!(img.pix[i] >= 0.0f && img.pix[i] <= 1.0f))
             __builtin_trap();
+    static float out[224 * 224];
+    chex_pre_spec spec = {.channels = 1, .size = 224, .preset = "xrv", .mean = {0.5f},
+                          .std = {1.0f / 2048.0f}};
+    chex_pre_image meta;
+    /* what decodes also streams and probes (xrv never refuses an aspect) */
+    if (chex_pre_prepare(data, size, &opts, &spec, out, NULL, &meta, NULL, msg, sizeof msg) !=
+            CHEX_PRE_OK ||
+        meta.width != img.width || meta.height != img.height)
+        __builtin_trap();
+    chex_pre_probe_info info;
+    if (chex_pre_probe(data, size, &opts, &spec, &info, msg, sizeof msg) != CHEX_PRE_OK ||
+        info.width != img.width || info.height != img.height || info.channels != 1)
+        __builtin_trap();
     chex_pre_image_free(&img);
     return 0;
 }
