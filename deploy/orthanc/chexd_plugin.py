@@ -497,7 +497,8 @@ def post_to_chexd(dicom):
     except urllib.error.URLError as e:
         reason = e.reason
         if isinstance(reason, ssl.SSLCertVerificationError):
-            raise Retryable("TLS: the certificate of %s is not trusted (Chexd.CAFile %s): %s"
+            raise Retryable("TLS: the certificate of %s is not trusted (Chexd.CAFile %s): "
+                            "certificate verify failed: %s"
                             % (CFG["Url"], CFG["CAFile"] or "(system CAs)", reason.verify_message or reason))
         if isinstance(reason, ssl.SSLError):
             raise Retryable("TLS handshake with %s failed: %s" % (CFG["Url"], reason))
