@@ -493,6 +493,7 @@ def post_to_chexd(dicom):
         if e.code >= 500 or e.code in RETRIED_4XX:
             raise Retryable("chexd answered %d%s: %s" % (e.code, hint, detail),
                             retry_after_seconds(e.headers.get("Retry-After")))
+        GATE.ok(time.time())   # chexd works; it refuses this file
         raise Permanent("chexd answered %d: %s" % (e.code, detail))
     except urllib.error.URLError as e:
         reason = e.reason
