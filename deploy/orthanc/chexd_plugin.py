@@ -28,7 +28,7 @@
 # REST routes added to Orthanc:
 #   POST /chexd/instances/{id}/classify   (re)classify one instance
 #   POST /chexd/studies/{id}/classify     (re)classify every CR/DX/DR instance of a study
-#   POST /chexd/failed/requeue            queue every failed instance again
+#   POST /chexd/failed/requeue            queue every failed instance again (answers the count)
 #   GET  /chexd/status                    pending, retrying and failed counts, chexd's last
 #                                         error, counters, configuration in use
 #
@@ -280,8 +280,9 @@ class Store:
                 self.db.execute("ROLLBACK")
                 raise
 
-    def failed_ids(self):
-        return [r[0] for r in self._run("SELECT id FROM failed ORDER BY at")]
+    def failed_ids(self, before, limit):
+        return [r[0] for r in self._run("SELECT id FROM failed WHERE at <= ? ORDER BY at LIMIT ?",
+                                        (before, limit))]
 
     def counts(self):
         states = dict(self._run("SELECT state, COUNT(*) FROM pending GROUP BY state"))
@@ -702,11 +703,18 @@ def requeue_failed_route(output, uri, **request):
     if not WORK:
         unavailable(output)
         return
-    ids = STORE.failed_ids()
-    for instance_id in ids:
-        WORK.offer(instance_id)
-        record_status(instance_id, "queued")
-    answer_json(output, {"queued": ids})
+    # In slices (memory stays flat however many failed); an instance failing again meanwhile
+    # is newer than `before` and not taken twice.
+    before, queued = time.time(), 0
+    while True:
+        ids = STORE.failed_ids(before, 500)
+        if not ids:
+            break
+        for instance_id in ids:
+            WORK.offer(instance_id)
+            record_status(instance_id, "queued")
+        queued += len(ids)
+    answer_json(output, {"queued": queued})
 
 
 def status_route(output, uri, **request):

@@ -334,9 +334,10 @@ kill -CONT "$chexd_pid"
 for id in "$dx9" "$dx10" "$dx11"; do wait_status "$id" ok 60; done
 orth GET /chexd/status | "$PY" -c 'import json,sys; s = json.load(sys.stdin); c = s["counters"]; assert c["ok"] == 3 and s["pending"] == 0 and s["retrying"] == 0, s'
 echo "orthanc: window of 1 -> all 3 classified, none refused"
-orth POST "/chexd/failed/requeue" -d '' | grep -q "$dx6" || fail "requeue of failed instances"
+orth POST "/chexd/failed/requeue" -d '' | grep -q '"queued": 2' || fail "requeue of the 2 failed instances"
 wait_status "$dx6" ok 60
-echo "orthanc: failed instance requeued through /chexd/failed/requeue -> ok"
+wait_status "$small" "failed: chexd answered 422" 30
+echo "orthanc: the 2 failed instances requeued through /chexd/failed/requeue -> dx6 ok, the 48x48 one refused again (422)"
 stop_orthanc
 grep -q "chexd: 1 worker(s)" "$tmp/orthanc.log" || fail "plugin start line missing from Orthanc's log"
 ! grep -qi "Traceback" "$tmp/orthanc.log" || fail "Python traceback in Orthanc's log"
