@@ -15,7 +15,7 @@
 # stopped while an instance arrives -> "retrying" recorded, chexd restarted -> the
 # result lands; a JPEG-LS instance is transcoded by Orthanc and classified like its
 # source; an image chexd refuses (422) is recorded as failed; chexd stopped for good
-# -> "failed after N attempts over ..." once its retry horizon (15 s here) is over; a
+# -> "failed after N attempts over ..." once its retry horizon (30 s here) is over; a
 # study reclassified through the plugin's route; with an in-memory window of 1 id,
 # three instances waiting on a frozen chexd all stay pending in the plugin's store
 # (none refused, memory holds at most 2 ids) and are all classified; every result
@@ -153,7 +153,7 @@ cfg.update({
     "AuthenticationEnabled": True, "RegisteredUsers": {user: pw}, "PythonScript": plugin,
 })
 cfg["Chexd"].update({"Url": f"http://127.0.0.1:{chexd}/v1/predict", "TokenFile": tmp + "/token",
-                     "BackoffSeconds": 0.5, "MaxBackoffSeconds": 2, "RetryHorizonHours": 15 / 3600})
+                     "BackoffSeconds": 0.5, "MaxBackoffSeconds": 2, "RetryHorizonHours": 30 / 3600})
 json.dump(cfg, sys.stdout, indent=2)
 EOF
 
@@ -290,7 +290,7 @@ echo "orthanc: study route requeued 6 instances (OT skipped), answers renewed; i
 # ---- 6. chexd down for good: the failure is recorded after the last attempt -------------
 stop_chexd
 dx6=$(store "$tmp/dx6.dcm")
-wait_status "$dx6" "failed after" 60
+wait_status "$dx6" "failed after" 120
 status_of "$dx6" | grep -q "chexd unreachable" || fail "dx6: '$(status_of "$dx6")' does not say chexd is unreachable"
 echo "orthanc: chexd gone -> '$(status_of "$dx6" | cut -c1-90)'"
 orth GET /chexd/status >"$tmp/status.json"
