@@ -33,6 +33,7 @@ RUN bash /tmp/deps/install-deps.sh --runtime \
                --shell /usr/sbin/nologin chexd \
     && mkdir -p /models
 COPY --from=build /src/bin/chexd /src/bin/chex /opt/chexd/bin/
+COPY deploy/chexd-probe /opt/chexd/bin/
 COPY --from=build /src/models/chexnet-demo.safetensors /opt/chexd/models/
 # Real weights are mounted here (read-only is enough); select them with CHEXD_MODEL.
 VOLUME /models
@@ -46,7 +47,8 @@ WORKDIR /opt/chexd
 EXPOSE 8080
 # chexd drains in-flight requests on SIGTERM.
 STOPSIGNAL SIGTERM
-# No curl in the image: bash's /dev/tcp speaks enough HTTP/1.0 for a health probe.
+# No curl in the image: deploy/chexd-probe speaks HTTP/1.0 with bash's /dev/tcp, or HTTPS
+# with openssl s_client when CHEXD_TLS_CERT_FILE is set.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${CHEXD_PORT:-8080} && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
+    CMD ["/opt/chexd/bin/chexd-probe", "/healthz"]
 ENTRYPOINT ["/opt/chexd/bin/chexd"]

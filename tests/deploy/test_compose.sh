@@ -5,8 +5,10 @@
 # and started from their filesystems as compose would run them: the image's USER,
 # ENV + the service's `environment`, its `read_only` root, `tmpfs` and bind volumes,
 # service names resolving to each other (one private network namespace, own PID
-# namespace). Orthanc is started once the chexd service's own compose healthcheck
-# passes (depends_on: service_healthy). A DX made from a real radiograph is C-STOREd
+# namespace), the compose `secrets` (made by deploy/make-secrets.sh --for-containers)
+# bind-mounted read-only at /run/secrets/NAME. chexd serves HTTPS only with a token;
+# Orthanc is started once the chexd service's own compose healthcheck (HTTPS) passes
+# (depends_on: service_healthy), and its plugin checks chexd's certificate against the CA. A DX made from a real radiograph is C-STOREd
 # to Orthanc's DICOM port; the plugin in the Orthanc image must store chexd's answer,
 # equal to `chex classify` run inside the chexd image on the same file.
 # Needs root. Helpers: tests/deploy/lib_podman.sh.   env: BUILD, PY
@@ -47,6 +49,13 @@ if [ "${1:-}" = --in-namespace ]; then
         *) ;;         # named volume: the image's folder, as a fresh volume would be
       esac
     done <"$tmp/$s/volumes"
+    while IFS=: read -r name src; do   # compose secrets: read-only bind mounts
+      [ -n "$name" ] || continue
+      mkdir -p "$r/run/secrets"
+      [ -e "$r/run/secrets/$name" ] || : >"$r/run/secrets/$name"
+      mount --bind "$tmp/secrets/$src" "$r/run/secrets/$name"
+      mount -o remount,bind,ro "$r/run/secrets/$name"
+    done <"$tmp/$s/secrets"
     if [ "$(cat "$tmp/$s/read_only")" = true ]; then
       mount -o remount,bind,ro "$r"
       findmnt -n -o OPTIONS --mountpoint "$r" | grep -qE '(^|,)ro(,|$)' || fail "$s: root not read-only"
@@ -87,8 +96,9 @@ if [ "${1:-}" = --in-namespace ]; then
   done
   orth /system >/dev/null || fail "Orthanc REST not up"
   [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8042/system)" = 401 ] || fail "Orthanc open without password"
-  orth /chexd/status | grep -q '"Url": "http://chexd:8080/v1/predict"' || fail "plugin does not use CHEXD_URL"
-  echo "compose: Orthanc $(orth /system | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["Version"])') up as $(cat "$tmp/orthanc/uidgid") with the plugin -> http://chexd:8080/v1/predict"
+  orth /chexd/status | grep -q '"Url": "https://chexd:8080/v1/predict"' || fail "plugin does not use CHEXD_URL"
+  orth /chexd/status | grep -q '"CAFile": "/run/secrets/chexd_ca"' || fail "plugin does not use CHEXD_CA_FILE"
+  echo "compose: Orthanc $(orth /system | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["Version"])') up as $(cat "$tmp/orthanc/uidgid") with the plugin -> https://chexd:8080/v1/predict (CA and token from compose secrets)"
 
   "$PY" "$ROOT/tests/deploy/make_dx.py" "$ROOT/tests/data/00000047_005.png" "$tmp/dx.dcm"
   storescu -aet MODALITY -aec ORTHANC 127.0.0.1 4242 "$tmp/dx.dcm" >"$tmp/storescu.log" 2>&1 ||
@@ -178,6 +188,9 @@ for name, s in comp["services"].items():
         f.write("".join(x + "\n" for x in ([t] if isinstance(t, str) else t)))
     with open(os.path.join(d, "volumes"), "w") as f:
         f.write("".join(v + ("" if v.count(":") == 2 else ":rw") + "\n" for v in s.get("volumes") or []))
+    with open(os.path.join(d, "secrets"), "w") as f:
+        top = comp.get("secrets") or {}
+        f.write("".join(f"{n}:{os.path.basename(top[n]['file'])}\n" for n in s.get("secrets") or []))
     with open(os.path.join(d, "read_only"), "w") as f:
         f.write("true\n" if s.get("read_only") else "false\n")
     hc = (s.get("healthcheck") or {}).get("test") or []
@@ -187,6 +200,8 @@ for name, s in comp["services"].items():
 assert os.path.getsize(os.path.join(tmp, "chexd", "healthcheck")) > 0, "chexd service has no healthcheck"
 EOF
 
+# The secrets compose expects in deploy/secrets/, made the documented way (in $tmp).
+bash deploy/make-secrets.sh --for-containers "$tmp/secrets" chexd localhost 127.0.0.1 >/dev/null
 podman_base "$tmp"
 for s in chexd orthanc; do
   { read -r ctx; read -r file; read -r tag; } <"$tmp/$s/build"

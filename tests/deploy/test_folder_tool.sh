@@ -2,10 +2,11 @@
 # tests/deploy/test_folder_tool.sh - deploy/pacs/chex-folder on a folder shaped like a
 # PACS export: a DX DICOM without extension in a subfolder (as dcmtk getscu writes
 # them), a PNG, a JPEG, a truncated DICOM and a text file. Through `bin/chex classify` and
-# through a running chexd (--url, bearer token): CSV rows for the three good files
+# through a running chexd (--url https://, --cacert from a test CA, bearer token): CSV rows for the three good files
 # (path, SOP instance UID for the DICOM, 14 label columns equal to chex classify),
 # exit 1 and the broken file listed as failed; the text file skipped; both ways give
-# the same CSV; a wrong token fails every file; an empty folder exits 2.
+# the same CSV; a wrong token fails every file; another CA's certificate fails every file
+# (certificate verify failed); an empty folder exits 2.
 #   env: BIN, MODELS, PY (as given by tests/run_all.sh)
 set -euo pipefail
 self=$(readlink -f "${BASH_SOURCE[0]}")
@@ -76,31 +77,39 @@ check_csv "$tmp/chex.csv" "$tmp/chex.fail"
 
 # ---- through a running chexd ------------------------------------------------------------
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/token"
+bash deploy/make-secrets.sh "$tmp/secrets" localhost 127.0.0.1 >/dev/null
+bash deploy/make-secrets.sh "$tmp/other" localhost 127.0.0.1 >/dev/null
+cp "$tmp/secrets/token" "$tmp/token"
 "$BIN/chexd" --listen 127.0.0.1 --port "$port" --model "$MODEL" --api-token-file "$tmp/token" \
-  >"$tmp/chexd.log" 2>&1 &
+  --tls-cert-file "$tmp/secrets/chexd.crt" --tls-key-file "$tmp/secrets/chexd.key" >"$tmp/chexd.log" 2>&1 &
 chexd_pid=$!
 for _ in $(seq 1 120); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] && break
+  [ "$(curl -s --cacert "$tmp/secrets/ca.pem" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/readyz")" = 200 ] && break
   kill -0 "$chexd_pid" 2>/dev/null || { cat "$tmp/chexd.log" >&2; fail "chexd exited at start"; }
   sleep 0.25
 done
 rc=0
-"$TOOL" --url "http://127.0.0.1:$port" --token-file "$tmp/token" --jobs 2 -o "$tmp/daemon.csv" \
+"$TOOL" --url "https://localhost:$port" --cacert "$tmp/secrets/ca.pem" --token-file "$tmp/token" --jobs 2 -o "$tmp/daemon.csv" \
   --failures "$tmp/daemon.fail" "$export_dir" 2>"$tmp/daemon.err" || rc=$?
 [ $rc -eq 1 ] || { cat "$tmp/daemon.err" >&2; fail "--url: exit $rc with a broken file, expected 1"; }
-echo "folder tool via chexd (--url, bearer token): exit 1"
+echo "folder tool via chexd (--url https://, --cacert, bearer token): exit 1"
 check_csv "$tmp/daemon.csv" "$tmp/daemon.fail"
 cmp -s "$tmp/chex.csv" "$tmp/daemon.csv" || fail "CSV through chexd differs from CSV through chex"
 echo "  same CSV both ways"
 
 echo wrong-token >"$tmp/bad-token"
 rc=0
-"$TOOL" --url "http://127.0.0.1:$port/v1/predict" --token-file "$tmp/bad-token" -o "$tmp/bad.csv" \
+"$TOOL" --url "https://127.0.0.1:$port/v1/predict" --cacert "$tmp/secrets/ca.pem" --token-file "$tmp/bad-token" -o "$tmp/bad.csv" \
   --failures "$tmp/bad.fail" "$export_dir" 2>/dev/null || rc=$?
 [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/bad.fail")" -eq 4 ] && grep -q '401' "$tmp/bad.fail" ||
   fail "wrong token: exit $rc, failures: $(cat "$tmp/bad.fail")"
 echo "wrong token: exit 1, all 4 files failed with 401"
+rc=0
+"$TOOL" --url "https://127.0.0.1:$port" --cacert "$tmp/other/ca.pem" --token-file "$tmp/token" -o "$tmp/ca.csv" \
+  --failures "$tmp/ca.fail" "$export_dir" 2>/dev/null || rc=$?
+[ $rc -eq 1 ] && [ "$(wc -l <"$tmp/ca.fail")" -eq 4 ] && grep -q 'CERTIFICATE_VERIFY_FAILED' "$tmp/ca.fail" ||
+  fail "wrong CA: exit $rc, failures: $(cat "$tmp/ca.fail")"
+echo "another CA's --cacert: exit 1, all 4 files failed (certificate verify failed)"
 kill -TERM "$chexd_pid"; wait "$chexd_pid" || true; chexd_pid=
 
 mkdir "$tmp/empty"
