@@ -151,7 +151,8 @@ static chex_report_err prepare(const chex_report_ctx *ctx, const uint8_t *buf, s
     const char *missing = !c->src.ids.study_instance_uid[0] ? "Study Instance UID (0020,000D)"
                           : !c->src.ids.sop_instance_uid[0] ? "SOP Instance UID (0008,0018)"
                           : !c->src.study.sop_class_uid[0]  ? "SOP Class UID (0008,0016)"
-                                                            : NULL;
+                          : !c->src.ids.series_instance_uid[0] ? "Series Instance UID (0020,000E)"
+                                                               : NULL;
     if (missing) {
         set_msg(msg, msglen, "the DICOM source has no %s: a result cannot reference it",
                 missing);
