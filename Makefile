@@ -29,7 +29,7 @@ LIBS := -lmicrohttpd -lgnutls -lpng16 -ljpeg -lturbojpeg -ljansson -lz -lm -lpth
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni -mfma -mavx2
 ISA_AVX2 := -mavx2 -mfma -mf16c
 
-MODULES := model preprocessing config server tools/eval
+MODULES := model preprocessing report config server tools/eval
 MAINS := server/chexd_main.c server/chex_main.c
 lib_src = $(filter-out $(MAINS),$(wildcard $(1)/*.c))
 MODEL_SRC := $(call lib_src,model)
@@ -37,6 +37,7 @@ PRE_SRC := $(call lib_src,preprocessing)
 CFG_SRC := $(call lib_src,config)
 SRV_SRC := $(call lib_src,server)
 EVAL_SRC := $(call lib_src,tools/eval)
+REPORT_SRC := $(call lib_src,report)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIB_MODEL := $(BUILD)/libchex_model.a
@@ -44,7 +45,8 @@ LIB_PRE := $(BUILD)/libchex_pre.a
 LIB_CFG := $(BUILD)/libchex_config.a
 LIB_SRV := $(BUILD)/libchex_server.a
 LIB_EVAL := $(BUILD)/libchex_eval.a
-ALL_LIBS := $(LIB_SRV) $(LIB_EVAL) $(LIB_CFG) $(LIB_PRE) $(LIB_MODEL)
+LIB_REPORT := $(BUILD)/libchex_report.a
+ALL_LIBS := $(LIB_SRV) $(LIB_EVAL) $(LIB_CFG) $(LIB_REPORT) $(LIB_PRE) $(LIB_MODEL)
 LINK_LIBS = -Wl,--start-group $(ALL_LIBS) -Wl,--end-group $(LIBS)
 
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
@@ -82,6 +84,7 @@ $(eval $(call make_lib,$(LIB_PRE),$(PRE_SRC)))
 $(eval $(call make_lib,$(LIB_CFG),$(CFG_SRC)))
 $(eval $(call make_lib,$(LIB_SRV),$(SRV_SRC)))
 $(eval $(call make_lib,$(LIB_EVAL),$(EVAL_SRC)))
+$(eval $(call make_lib,$(LIB_REPORT),$(REPORT_SRC)))
 
 $(BIN)/chexd: $(call obj,server/chexd_main.c) $(ALL_LIBS)
 	@mkdir -p $(dir $@)

@@ -14,11 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "report/dcmw.h"
+
 typedef enum { KT_INT, KT_U64, KT_STR, KT_ENUM } key_type;
 
 enum {
     KF_NONEMPTY = 1u << 0, /* string may not be empty */
-    KF_ADDR = 1u << 1      /* string must be an IPv4 or IPv6 literal */
+    KF_ADDR = 1u << 1,     /* string must be an IPv4 or IPv6 literal */
+    KF_UIDROOT = 1u << 2   /* empty, or a DICOM UID root (report/dcmw.h) */
 };
 
 typedef struct {
@@ -96,6 +99,8 @@ static const key_def keys[] = {
      "folder of static files served at / (empty = the embedded page)"},
     {"precision", KT_ENUM, F(precision), 0, 0, 0, precision_values, "fp32", NULL,
      "inference arithmetic: fp32, or int8 (faster; needs the model's int8 calibration)"},
+    {"uid_root", KT_STR, F(uid_root), 0, 0, KF_UIDROOT, NULL, "", "ROOT",
+     "DICOM UID root of the SR/SC objects written (empty = 2.25. + a random UUID per UID)"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -382,6 +387,13 @@ static chex_config_err store_string(chex_config *cfg, const key_def *k, const ch
                     "config: %s: value \"%s\" is not an IPv4 or IPv6 address (from %s)", k->key,
                     val, src);
             return CHEX_CONFIG_ERR_TYPE;
+        }
+    }
+    if (k->flags & KF_UIDROOT) {
+        char why[160];
+        if (chex_dcmw_uid_root_check(val, why, sizeof why) != CHEX_DCMW_OK) {
+            set_msg(msg, msglen, "config: %s (from %s)", why, src);
+            return CHEX_CONFIG_ERR_RANGE;
         }
     }
     /* Zero the tail too: equal configs are equal byte for byte. */

@@ -57,6 +57,7 @@ typedef struct {
     char tls_key_file[CHEX_PATH_MAX];
     char web_root[CHEX_PATH_MAX];  /* empty: the embedded page */
     char precision[8];             /* fp32 | int8 */
+    char uid_root[48];             /* DICOM UID root; empty = 2.25.<UUID> per UID */
 } chex_config;
 
 /* Fills cfg from the four sources. envp is the environment (NULL-terminated).

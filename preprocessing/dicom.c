@@ -112,6 +112,19 @@ static void copy_str(char *dst, size_t cap, const uint8_t *v, size_t n)
     dst[n] = '\0';
 }
 
+/* A patient/study value as stored (report/ copies it into the SR): trailing
+ * spaces/NULs dropped, control characters other than ESC (ISO 2022) -> '?'. */
+static void copy_raw(char *dst, size_t cap, const uint8_t *v, size_t n)
+{
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\0'))
+        n--;
+    if (n > cap - 1)
+        n = cap - 1;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (v[i] >= 0x20 || v[i] == 0x1B) ? (char)v[i] : '?';
+    dst[n] = '\0';
+}
+
 /* First value of a multi-valued text (DS/IS) into dst, spaces trimmed. */
 static void first_value(char *dst, size_t cap, const uint8_t *v, size_t n)
 {
@@ -317,7 +330,24 @@ static chex_pre_err top_level(chex_dicom_info *o, parse_extra *x, const elem *e,
                               char *msg, size_t msglen)
 {
     char s[32];
+    chex_dicom_study *st = &o->study;
     switch (e->tag) {
+#define STUDY_ATTR(g, el, field)                                                                  \
+    case TAG(g, el):                                                                              \
+        copy_raw(st->field, sizeof st->field, v, e->vlen);                                        \
+        break;
+        STUDY_ATTR(0x0008, 0x0005, specific_charset)
+        STUDY_ATTR(0x0008, 0x0016, sop_class_uid)
+        STUDY_ATTR(0x0008, 0x0020, study_date)
+        STUDY_ATTR(0x0008, 0x0030, study_time)
+        STUDY_ATTR(0x0008, 0x0050, accession_number)
+        STUDY_ATTR(0x0008, 0x0090, referring_physician)
+        STUDY_ATTR(0x0010, 0x0010, patient_name)
+        STUDY_ATTR(0x0010, 0x0020, patient_id)
+        STUDY_ATTR(0x0010, 0x0030, patient_birth_date)
+        STUDY_ATTR(0x0010, 0x0040, patient_sex)
+        STUDY_ATTR(0x0020, 0x0010, study_id)
+#undef STUDY_ATTR
     case TAG_SOP_INSTANCE_UID:
         copy_str(o->ids.sop_instance_uid, sizeof o->ids.sop_instance_uid, v, e->vlen);
         break;

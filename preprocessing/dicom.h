@@ -3,8 +3,10 @@
  * chex_dicom_parse reads the file meta group and the data set of a Part 10 file
  * held in memory, and fills a caller-given struct with the pixel-module attributes,
  * a few identifiers and a pointer into the caller's buffer for the pixel data.
- * It reads only buf[0..len), allocates nothing, keeps no state (reentrant), and
- * never copies patient attributes (group 0010) anywhere.
+ * It reads only buf[0..len), allocates nothing and keeps no state (reentrant).
+ * The Patient and General Study attributes go into chex_dicom_info.study only
+ * (for report/, which copies them into the SR/SC it writes); chex_pre_decode
+ * never hands them out, and they are patient data: never log them.
  * chex_pre_decode_dicom (decoders.h) turns the result into a [0,1] image.
  */
 #ifndef CHEX_DICOM_H
@@ -23,6 +25,26 @@ typedef enum {
     CHEX_DICOM_VOI_LINEAR_EXACT,
     CHEX_DICOM_VOI_SIGMOID
 } chex_dicom_voi;
+
+/* Top-level attributes a result object (report/) copies from its source.
+ * Raw bytes of the value without trailing padding (non-ASCII kept, it is in
+ * specific_charset; control characters other than ESC become '?'); "" when
+ * absent or empty. Each buffer holds one character more than the VR allows,
+ * so an over-long value in the source stays over-long (the writer refuses it)
+ * rather than being cut silently. PATIENT DATA: never log these. */
+typedef struct {
+    char specific_charset[66];      /* (0008,0005) CS, all values */
+    char sop_class_uid[66];         /* (0008,0016) UI */
+    char study_date[18];            /* (0008,0020) DA */
+    char study_time[18];            /* (0008,0030) TM */
+    char accession_number[18];      /* (0008,0050) SH */
+    char referring_physician[196];  /* (0008,0090) PN */
+    char patient_name[196];         /* (0010,0010) PN */
+    char patient_id[66];            /* (0010,0020) LO */
+    char patient_birth_date[18];    /* (0010,0030) DA */
+    char patient_sex[18];           /* (0010,0040) CS */
+    char study_id[18];              /* (0020,0010) SH */
+} chex_dicom_study;
 
 typedef struct {
     /* Pixel module, top-level data set only (an icon's nested attributes are
@@ -47,6 +69,7 @@ typedef struct {
     size_t pixel_len;
     chex_dicom_ids ids; /* UIDs, modality, view, transfer syntax, photometric;
                            trailing padding stripped, non-ASCII replaced by '?' */
+    chex_dicom_study study; /* patient/study attributes for report/ (see above) */
 } chex_dicom_info;
 
 /* Parses a Part 10 file: "DICM" at offset 128, file meta group (Explicit VR LE),

@@ -19,6 +19,7 @@
 #include "config/config.h"
 #include "model/model.h"
 #include "model/safetensors.h"
+#include "report/report.h"
 #include "server/answer.h"
 #include "server/heatmap.h"
 #include "server/pipeline.h"
@@ -43,6 +44,11 @@ static void usage(FILE *out)
             "      --cam writes the class activation map of LABEL (or of the most probable\n"
             "      label) into DIR (default .): STEM.cam-LABEL.png (gray map) and\n"
             "      STEM.overlay-LABEL.png; the line gains \"cam\": {label, heatmap, overlay}.\n"
+            "      --sr DIR (DICOM inputs) writes the result as a DICOM Comprehensive SR,\n"
+            "      DIR/STEM.sr.dcm, a new series in the source's study; the line gains\n"
+            "      \"sr\": PATH. --sc DIR (with --cam) writes the overlay as a DICOM\n"
+            "      Secondary Capture, DIR/STEM.sc-LABEL.dcm (\"sc\": PATH). A PNG/JPEG input\n"
+            "      has no study to attach them to: its line is an error (not_dicom).\n"
             "      Exit 0 when every image was classified, 1 when any failed (its line is\n"
             "      an error object), 2 on a usage or model error.\n"
             "  chex bench [--model FILE] [--batch N] [--runs R] [--threads T]\n"
@@ -232,13 +238,123 @@ static int parse_args(int argc, char **argv, chex_config *cfg, const char *const
     return 0;
 }
 
+/* DIR/STEM + suffix, STEM the image's file name without its extension,
+ * characters other than letters, digits, '-', '_' and '.' as '_'. */
+static int out_path(char *path, size_t cap, const char *dir, const char *image,
+                    const char *suffix)
+{
+    const char *base = strrchr(image, '/');
+    base = base ? base + 1 : image;
+    const char *dot = strrchr(base, '.');
+    size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    char stem[256];
+    if (n > sizeof stem - 1)
+        n = sizeof stem - 1;
+    for (size_t i = 0; i < n; i++) {
+        char c = base[i];
+        stem[i] = ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '-' || c == '_' || c == '.')
+                      ? c
+                      : '_';
+    }
+    stem[n] = '\0';
+    int w = snprintf(path, cap, "%s/%s%s", dir, stem, suffix);
+    return w < 0 || (size_t)w >= cap ? -1 : 0;
+}
+
+/* Writes data to path through a temporary file and rename. */
+static int write_whole(const char *path, const uint8_t *data, size_t len, char *msg,
+                       size_t msglen)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        snprintf(msg, msglen, "cannot create %.900s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    int ok = fwrite(data, 1, len, f) == len;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        snprintf(msg, msglen, "cannot write %.900s: %s", path, strerror(errno));
+        remove(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* A report error as msg; "not_dicom: " starts it when the input is not DICOM. */
+static void report_msg(chex_report_err e, const char *what, char *msg, size_t msglen)
+{
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s", msg);
+    if (e == CHEX_REPORT_ERR_NOT_DICOM)
+        snprintf(msg, msglen, "not_dicom: %s: %.900s", what, tmp);
+    else
+        snprintf(msg, msglen, "%s: %.900s", what, tmp);
+}
+
+/* classify --sr DIR: the Structured Report of one image. */
+static int write_sr(const chex_report_ctx *ctx, const char *dir, const char *image,
+                    const uint8_t *buf, size_t len, const float *probs,
+                    const chex_answer_opts *opts, char *path, char *msg, size_t msglen)
+{
+    uint8_t *dcm = NULL;
+    size_t dlen = 0;
+    chex_report_err e = chex_report_sr(ctx, buf, len, probs, opts->has_threshold,
+                                       opts->threshold, &dcm, &dlen, msg, msglen);
+    if (e != CHEX_REPORT_OK) {
+        report_msg(e, "--sr", msg, msglen);
+        return -1;
+    }
+    int rc = out_path(path, 4096, dir, image, ".sr.dcm");
+    if (rc != 0)
+        snprintf(msg, msglen, "--sr: path too long");
+    else
+        rc = write_whole(path, dcm, dlen, msg, msglen);
+    free(dcm);
+    return rc;
+}
+
+/* classify --cam L --sc DIR: the overlay of one image as a Secondary Capture. */
+static int write_sc(const chex_report_ctx *ctx, const char *dir, const char *image,
+                    const uint8_t *buf, size_t len, const chex_pre_display *img, const float *map,
+                    int label, float prob, char *path, char *msg, size_t msglen)
+{
+    uint8_t *rgb = chex_heatmap_rgb_overlay(img, map, msg, msglen);
+    if (!rgb)
+        return -1;
+    uint8_t *dcm = NULL;
+    size_t dlen = 0;
+    chex_report_err e = chex_report_sc(ctx, buf, len, rgb, img->width, img->height, label, prob,
+                                       &dcm, &dlen, msg, msglen);
+    free(rgb);
+    if (e != CHEX_REPORT_OK) {
+        report_msg(e, "--sc", msg, msglen);
+        return -1;
+    }
+    char suffix[128];
+    snprintf(suffix, sizeof suffix, ".sc-%s.dcm", ctx->model->labels[label]);
+    for (char *c = suffix; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-' || *c == '_' || *c == '.'))
+            *c = '_';
+    int rc = out_path(path, 4096, dir, image, suffix);
+    if (rc != 0)
+        snprintf(msg, msglen, "--sc: path too long");
+    else
+        rc = write_whole(path, dcm, dlen, msg, msglen);
+    free(dcm);
+    return rc;
+}
+
 static int cmd_classify(int argc, char **argv)
 {
     static chex_config cfg;
     char msg[1024];
     chex_config_defaults(&cfg, CHEXD_DEFAULT_MODEL);
-    static const char *const names[] = {"top", "threshold", "cam", "cam-out", NULL};
-    const char *vals[4] = {NULL, NULL, NULL, "."};
+    static const char *const names[] = {"top", "threshold", "cam", "cam-out", "sr", "sc", NULL};
+    const char *vals[6] = {NULL, NULL, NULL, ".", NULL, NULL};
     char **files = calloc((size_t)argc, sizeof *files);
     int nfiles = 0;
     if (!files)
@@ -249,6 +365,12 @@ static int cmd_classify(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     }
     const char *top = vals[0], *threshold = vals[1], *cam = vals[2], *cam_out = vals[3];
+    const char *sr_dir = vals[4], *sc_dir = vals[5];
+    if (sc_dir && !cam) {
+        fprintf(stderr, "chex classify: --sc needs --cam LABEL|top (the map to capture)\n");
+        free(files);
+        return 2;
+    }
     if (chex_config_check(&cfg, msg, sizeof msg) != CHEX_CONFIG_OK) {
         fprintf(stderr, "chex: %s\n", msg);
         free(files);
@@ -312,12 +434,14 @@ static int cmd_classify(int argc, char **argv)
         }
         chex_prepared pp;
         chex_pre_err pe = chex_pipeline_prepare_ex(&p, buf, len, cam != NULL, &pp, msg, sizeof msg);
-        free(buf);
         if (pe != CHEX_PRE_OK) {
+            free(buf);
             print_line(chex_answer_error(chex_answer_pre_code(pe), msg, id), files[f]);
             failed++;
             continue;
         }
+        chex_report_ctx rctx = {cfg.uid_root, CHEXD_VERSION, p.info, chex_answer_demo_warning,
+                                (long long)time(NULL)};
         chex_prepared *one = &pp;
         me = chex_pipeline_infer(&p, ws, &one, 1, probs);
         if (me != CHEX_MODEL_OK) {
@@ -330,6 +454,7 @@ static int cmd_classify(int argc, char **argv)
                 /* The map reads the features of this image's forward, still in ws. */
                 int label = chex_heatmap_resolve(cam_choice, probs, p.info->num_labels);
                 static char paths[2][4096];
+                static char sc_path[4096];
                 float *map = NULL;
                 int rc = chex_heatmap_take(&p, ws, 0, label, cam_raw, msg, sizeof msg);
                 if (rc == 0) {
@@ -338,6 +463,9 @@ static int cmd_classify(int argc, char **argv)
                                                         &pp.display, map, paths, msg, sizeof msg)
                              : -1;
                 }
+                if (rc == 0 && sc_dir)
+                    rc = write_sc(&rctx, sc_dir, files[f], buf, len, &pp.display, map, label,
+                                  probs[label], sc_path, msg, sizeof msg);
                 free(map);
                 if (rc == 0) {
                     json_object_set_new(j, "cam",
@@ -346,14 +474,33 @@ static int cmd_classify(int argc, char **argv)
                                                   "overlay", paths[1], "overlay_width",
                                                   pp.display.width, "overlay_height",
                                                   pp.display.height));
+                    if (sc_dir)
+                        json_object_set_new(j, "sc", json_string(sc_path));
+                } else if (!strncmp(msg, "not_dicom: ", 11)) {
+                    json_decref(j);
+                    j = chex_answer_error("not_dicom", msg + 11, id);
+                    failed++;
                 } else {
                     json_decref(j);
                     j = chex_answer_error("cam_failed", msg, id);
                     failed++;
                 }
             }
+            if (j && sr_dir && !json_object_get(j, "error")) {
+                static char sr_path[4096];
+                if (write_sr(&rctx, sr_dir, files[f], buf, len, probs, &opts, sr_path, msg,
+                             sizeof msg) == 0) {
+                    json_object_set_new(j, "sr", json_string(sr_path));
+                } else {
+                    int nd = !strncmp(msg, "not_dicom: ", 11);
+                    json_decref(j);
+                    j = chex_answer_error(nd ? "not_dicom" : "sr_failed", msg + (nd ? 11 : 0), id);
+                    failed++;
+                }
+            }
             print_line(j, files[f]);
         }
+        free(buf);
         chex_pipeline_prepared_free(&pp);
     }
     chex_model_ws_free(ws);

@@ -32,6 +32,7 @@
 
 #include "server/answer.h"
 #include "server/connguard.h"
+#include "server/answer_dicom.h"
 #include "server/heatmap.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -89,6 +90,7 @@ struct req {
     char err_msg[256];
     chex_answer_opts opts;
     int cam;        /* CHEX_CAM_NONE, CHEX_CAM_TOP or a label: ?cam= / explain's ?label= */
+    int want_dicom; /* Accept: application/dicom (the inputs' bytes are kept) */
     /* Inference, touched by the worker only between enqueue and resume. */
     chex_prepared *imgs;
     int nimg;
@@ -581,6 +583,27 @@ static enum MHD_Result answer_get(req *r)
     }
 }
 
+/* Accept: application/dicom: the SR(s) or the SC, built in answer_dicom.c. */
+static enum MHD_Result answer_dicom(req *r)
+{
+    const uint8_t *src[MAX_PARTS];
+    size_t len[MAX_PARTS];
+    const bytes *b = r->body == BODY_RAW ? &r->raw : r->parts;
+    for (int i = 0; i < r->nimg; i++) {
+        src[i] = b[i].buf;
+        len[i] = b[i].len;
+    }
+    int explain = r->route == CHEX_ROUTE_EXPLAIN;
+    chex_answer_dicom_in in = {r->d->p, r->d->cfg->uid_root, explain, r->body == BODY_MULTIPART,
+                               r->nimg, src, len, r->imgs, r->probs, &r->opts, r->cam_raw,
+                               r->cam_label};
+    chex_answer_dicom_out o;
+    if (chex_answer_dicom(&in, &o) != 0)
+        return send_error(r, o.status, o.code, o.msg);
+    return send_bytes(r, 200, o.body, o.len, MHD_RESPMEM_MUST_FREE, o.ctype,
+                      explain ? r->d->p->info->labels[r->cam_label[0]] : NULL);
+}
+
 /* The answer of a resumed predict request. */
 static enum MHD_Result answer_predict(req *r)
 {
@@ -595,6 +618,8 @@ static enum MHD_Result answer_predict(req *r)
         return send_error(r, 503, "shutting_down", "the server is shutting down");
     if (r->result_status != 200)
         return send_error(r, 500, "inference_failed", r->result_msg);
+    if (r->want_dicom)
+        return answer_dicom(r);
     int nl = d->p->info->num_labels;
     size_t rawf = chex_heatmap_raw_floats(d->p);
     char msg[256];
@@ -771,6 +796,8 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
     }
     char qmsg[1536];
     r->cam = CHEX_CAM_NONE;
+    r->want_dicom = chex_answer_dicom_accepts(
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT));
     if (r->route == CHEX_ROUTE_EXPLAIN) {
         if (chex_heatmap_parse_label(d->p->info,
                                      MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "label"),
@@ -920,7 +947,8 @@ static enum MHD_Result finish_upload(req *r)
             chex_pipeline_prepare_ex(d->p, src[i].buf ? src[i].buf : (const uint8_t *)"",
                                      src[i].len, r->route == CHEX_ROUTE_EXPLAIN, &r->imgs[i], msg,
                                      sizeof msg);
-        bytes_free(&src[i]);
+        if (!r->want_dicom)
+            bytes_free(&src[i]);
         if (e != CHEX_PRE_OK) {
             if (r->body == BODY_MULTIPART)
                 snprintf(full, sizeof full, "part %d: %s", i + 1, msg);
@@ -930,6 +958,13 @@ static enum MHD_Result finish_upload(req *r)
             return send_error(r, chex_answer_pre_status(e), chex_answer_pre_code(e), full);
         }
         r->nimg = i + 1;
+        if (r->want_dicom && !r->imgs[i].image.is_dicom) {
+            if (r->body == BODY_MULTIPART)
+                snprintf(full, sizeof full, "part %d: %s", i + 1, chex_answer_dicom_not_dicom);
+            else
+                snprintf(full, sizeof full, "%s", chex_answer_dicom_not_dicom);
+            return send_error(r, 406, "not_acceptable", full);
+        }
     }
     /* A request already being read when the stop began is still served,
      * unless the worker is gone (past the shutdown deadline). */

@@ -355,6 +355,25 @@ int chex_heatmap_png_overlay(const chex_pre_display *img, const float *map, uint
     return encode(img->width, img->height, 3, fill_overlay, &o, png, len, msg, msglen);
 }
 
+uint8_t *chex_heatmap_rgb_overlay(const chex_pre_display *img, const float *map, char *msg,
+                                  size_t msglen)
+{
+    if (!img || !img->pix || !map || img->width < 1 || img->height < 1) {
+        snprintf(msg, msglen, "overlay: no decoded image pixels");
+        return NULL;
+    }
+    size_t row = (size_t)img->width * 3;
+    uint8_t *rgb = malloc(row * (size_t)img->height);
+    if (!rgb) {
+        snprintf(msg, msglen, "overlay: out of memory");
+        return NULL;
+    }
+    overlay_ctx o = {img, map};
+    for (int y = 0; y < img->height; y++)
+        fill_overlay(rgb + (size_t)y * row, y, &o);
+    return rgb;
+}
+
 /* ---------- base64, JSON, files ---------- */
 
 char *chex_heatmap_base64(const uint8_t *data, size_t len)

@@ -56,6 +56,12 @@ int chex_heatmap_png_gray(const float *map, int w, int h, uint8_t **png, size_t 
 int chex_heatmap_png_overlay(const chex_pre_display *img, const float *map, uint8_t **png,
                              size_t *len, char *msg, size_t msglen);
 
+/* The overlay's pixels, what chex_heatmap_png_overlay encodes: height rows of
+ * width * 3 bytes (RGB interleaved), malloc'd, the caller frees. NULL with msg
+ * on error. (For the DICOM Secondary Capture, report/report.h.) */
+uint8_t *chex_heatmap_rgb_overlay(const chex_pre_display *img, const float *map, char *msg,
+                                  size_t msglen);
+
 /* inferno (matplotlib's perceptually uniform map), 256 entries. */
 extern const uint8_t chex_heatmap_inferno[256][3];
 

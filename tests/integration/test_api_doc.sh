@@ -30,7 +30,13 @@ cmd = sys.argv[2]
 out = re.search(r" -o (\S+)", cmd)
 if out:
     with open(os.path.join(sys.argv[3], out.group(1)), "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n", out.group(1)
+        head = f.read(132)
+    if out.group(1).endswith(".dcm"):
+        assert head[128:132] == b"DICM", out.group(1)
+    elif out.group(1).endswith(".multipart"):
+        assert head.startswith(b"--chexd-"), out.group(1)
+    else:
+        assert head[:8] == b"\x89PNG\r\n\x1a\n", out.group(1)
 elif " -i " in cmd:
     assert body.startswith("HTTP/1.1 405") and "Allow: GET" in body, body
 elif cmd.endswith("/metrics"):

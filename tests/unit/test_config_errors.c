@@ -321,6 +321,12 @@ static void test_bad_enum_values(void **state)
                 "fp32|int8");
     char *e2[] = {"CHEXD_LOG_LEVEL=", NULL};
     expect(CHEX_CONFIG_ERR_RANGE, a0, e2, "log_level", NULL);
+    char *u1[] = {"chexd", "--uid-root", "1.2.03", NULL};
+    expect(CHEX_CONFIG_ERR_RANGE, u1, NOENV, "uid_root \"1.2.03\"", "leading zero",
+           "(from flag --uid-root)", NULL);
+    char *u2[] = {"CHEXD_UID_ROOT=1.2.x", NULL};
+    expect(CHEX_CONFIG_ERR_RANGE, a0, u2, "uid_root", "digits and dots",
+           "(from env CHEXD_UID_ROOT)", NULL);
 }
 
 static void test_bad_strings(void **state)

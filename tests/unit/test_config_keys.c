@@ -63,6 +63,7 @@ static const key_case cases[] = {
     {"tls_key_file", "--tls-key-file", "CHEXD_TLS_KEY_FILE", 1, "tls/key.pem", ""},
     {"web_root", "--web-root", "CHEXD_WEB_ROOT", 1, "web/", ""},
     {"precision", "--precision", "CHEXD_PRECISION", 1, "int8", "fp32"},
+    {"uid_root", "--uid-root", "CHEXD_UID_ROOT", 1, "1.2.826.0.1.3680043.10.543", ""},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 #define DEMO "demo.safetensors"
