@@ -1,4 +1,12 @@
-/* model/gptq.c - input second moments and GPTQ rounding (see model/gptq.h). */
+/* model/gptq.c - input second moments and GPTQ rounding (see model/gptq.h).
+ *
+ * Same inputs, same bits: every sum here has one order, whatever the thread
+ * count, the schedule, the buffers' alignment, the optimisation level or the
+ * ISA clone. Threads only ever split outputs (each element is summed whole
+ * by one thread), and the long sums are written lane by lane with GCC vector
+ * types, whose element-wise IEEE operations the compiler may not reorder or
+ * fuse (-std=c11 implies -ffp-contract=off), never as `omp simd reduction`
+ * loops, whose order is the vectoriser's choice. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -12,6 +20,49 @@
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4))); /* unaligned loads */
 #define ld16(p) (*(const v16u *)(p))
+typedef double v8d __attribute__((vector_size(64)));
+typedef double v8du __attribute__((vector_size(64), aligned(8)));
+#define ld8d(p) (*(const v8du *)(p))
+
+/* sum_{i<n} a[i] * b[i] in one fixed order: lane l (of 16) adds the
+ * products of i = l, l + 16, ... in turn, the lanes are added pairwise
+ * (l + 8, then + 4, + 2, + 1), then the tail n % 16 in order. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static float
+dot_f(const float *a, const float *b, int n)
+{
+    v16 acc = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        acc += ld16(a + i) * ld16(b + i);
+    float l[16];
+    memcpy(l, &acc, sizeof l);
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++)
+            l[j] += l[j + w];
+    float s = l[0];
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* The same in double, 8 lanes. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static double
+dot_d(const double *a, const double *b, int n)
+{
+    v8d acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc += ld8d(a + i) * ld8d(b + i);
+    double l[8];
+    memcpy(l, &acc, sizeof l);
+    for (int w = 4; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++)
+            l[j] += l[j + w];
+    double s = l[0];
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
 
 /* acc[r][j] = sum_p x[p][i0 + r] * x[p][j0 + j], the 16 partial sums in
  * registers (GCC vectors: one zmm each on AVX-512, split on narrower ISAs).
@@ -76,9 +127,7 @@ static int chol_upper_rev(double *v, const double *h, int ldh, int k)
 #pragma omp parallel
     for (int j = k - 1; j >= 0; j--) {
         const double *vj = v + (long)j * k;
-        double d = h[(long)j * ldh + j];
-        for (int t = j + 1; t < k; t++)
-            d -= vj[t] * vj[t];
+        const double d = h[(long)j * ldh + j] - dot_d(vj + j + 1, vj + j + 1, k - j - 1);
         if (!(d > 0.0)) {
             bad = 1; /* every thread sees the same d and leaves here */
             break;
@@ -87,10 +136,7 @@ static int chol_upper_rev(double *v, const double *h, int ldh, int k)
 #pragma omp for schedule(static)
         for (int i = 0; i < j; i++) {
             const double *vi = v + (long)i * k;
-            double s = h[(long)i * ldh + j];
-#pragma omp simd reduction(- : s)
-            for (int t = j + 1; t < k; t++)
-                s -= vi[t] * vj[t];
+            const double s = h[(long)i * ldh + j] - dot_d(vi + j + 1, vj + j + 1, k - j - 1);
             v[(long)i * k + j] = s / vjj;
         }
         /* the for's barrier: column j is complete for everyone */
@@ -156,11 +202,7 @@ int chex_gptq_round(int8_t *q, float *sw, const float *w, int m, int k, double *
             for (int j = 0; j < k; j++) {
                 const float *u = ut + (long)j * k;
                 for (int r = 0; r < nr; r++) {
-                    const float *er = e + (long)r * k;
-                    float fb = 0.0f;
-#pragma omp simd reduction(+ : fb)
-                    for (int i = 0; i < j; i++)
-                        fb += er[i] * u[i];
+                    const float fb = dot_f(e + (long)r * k, u, j);
                     const int o = o0 + r;
                     const float wj = w[(long)o * k + j];
                     float t = nearbyintf((wj + fb) / sw[o]);
