@@ -117,31 +117,56 @@ void chex_gptq_syrk_naive(double *h, const float *x, int np, int kp)
 /* H = V V^T with V upper triangular, from the last row up (the Cholesky
  * factor of H with rows and columns reversed, reversed back). Reads the
  * upper triangle of h, writes V's into v (k x k, lower part left 0).
- * Returns 0, or -1 if H is not positive definite. One team for all
- * columns: each thread computes the pivot itself (the same value), then
- * they share the column. */
+ * Returns 0, or -1 if H is not positive definite.
+ *
+ * v_ij = (h_ij - sum_{t>j} v_it v_jt) / v_jj, by blocks J = [j0, j1) of CB
+ * columns from the right: (A) every row i < j1 gets, for j in J, h_ij minus
+ * the sum over t >= j1 (its "far" part, all known); (B) one thread factors
+ * the diagonal block; (C) every row i < j0 finishes its columns of J from
+ * the right, minus the sum over j < t < j1. Each v_ij is thus computed by one
+ * thread as (h_ij - far) - near, both dot_d, whatever the team size: three
+ * barriers per block instead of two per column (a loaded machine makes each
+ * one expensive). */
+#define CB 64
 static int chol_upper_rev(double *v, const double *h, int ldh, int k)
 {
     memset(v, 0, sizeof(double) * (size_t)k * k);
     int bad = 0;
 #pragma omp parallel
-    for (int j = k - 1; j >= 0; j--) {
-        const double *vj = v + (long)j * k;
-        const double d = h[(long)j * ldh + j] - dot_d(vj + j + 1, vj + j + 1, k - j - 1);
-        if (!(d > 0.0)) {
-            bad = 1; /* every thread sees the same d and leaves here */
-            break;
-        }
-        const double vjj = sqrt(d);
+    for (int j1 = k; j1 > 0; j1 -= CB) {
+        const int j0 = j1 > CB ? j1 - CB : 0;
 #pragma omp for schedule(static)
-        for (int i = 0; i < j; i++) {
-            const double *vi = v + (long)i * k;
-            const double s = h[(long)i * ldh + j] - dot_d(vi + j + 1, vj + j + 1, k - j - 1);
-            v[(long)i * k + j] = s / vjj;
+        for (int i = 0; i < j1; i++) {
+            double *vi = v + (long)i * k;
+            for (int j = i > j0 ? i : j0; j < j1; j++)
+                vi[j] = h[(long)i * ldh + j] - dot_d(vi + j1, v + (long)j * k + j1, k - j1);
         }
-        /* the for's barrier: column j is complete for everyone */
 #pragma omp single
-        v[(long)j * k + j] = vjj;
+        for (int j = j1 - 1; j >= j0; j--) {
+            double *vj = v + (long)j * k;
+            const double d = vj[j] - dot_d(vj + j + 1, vj + j + 1, j1 - j - 1);
+            if (!(d > 0.0)) {
+                bad = 1;
+                break;
+            }
+            const double vjj = sqrt(d);
+            for (int i = j0; i < j; i++) {
+                double *vi = v + (long)i * k;
+                vi[j] = (vi[j] - dot_d(vi + j + 1, vj + j + 1, j1 - j - 1)) / vjj;
+            }
+            vj[j] = vjj;
+        }
+        /* the single's barrier: bad is the same for every thread */
+        if (bad)
+            break;
+#pragma omp for schedule(static)
+        for (int i = 0; i < j0; i++) {
+            double *vi = v + (long)i * k;
+            for (int j = j1 - 1; j >= j0; j--) {
+                const double *vj = v + (long)j * k;
+                vi[j] = (vi[j] - dot_d(vi + j + 1, vj + j + 1, j1 - j - 1)) / vj[j];
+            }
+        }
     }
     return bad ? -1 : 0;
 }
