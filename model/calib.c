@@ -266,3 +266,19 @@ chex_model_err chex_model_calib_get(const chex_model_calib *c, int i, chex_model
                                     c->w_scale[i]};
     return CHEX_MODEL_OK;
 }
+
+const char *chex_model_calib_path(const chex_model_calib *c)
+{
+    static const char *const paths[3][3] = {
+        {"generic, direct", "generic, winograd F(2x2,3x3)", "generic, winograd F(4x4,3x3)"},
+        {"avx2, direct", "avx2, winograd F(2x2,3x3)", "avx2, winograd F(4x4,3x3)"},
+        {"avx512, direct", "avx512, winograd F(2x2,3x3)", "avx512, winograd F(4x4,3x3)"}};
+    const chex_kernels *kr = chex_kernels_get();
+    const int isa = kr == &chex_kernels_avx512 ? 2 : kr == &chex_kernels_avx2 ? 1 : 0;
+    int wino = 0; /* the tile the forward's dense 3x3 convs use where any does */
+    for (int li = 0; c && li < MAX_LAYERS && !wino; li++) {
+        const int f = c->m->layers[li].wino_f;
+        wino = f == 4 && kr->wino4 ? 2 : f == 2 && kr->wino ? 1 : 0;
+    }
+    return paths[isa][wino];
+}
