@@ -8,6 +8,11 @@
  * bottleneck relu(norm2(conv1(.))), recomputed here in fp32. So add() keeps
  * those buffers for `keep` crops and finish() builds each conv's input
  * second moments from them, one conv at a time (a 1152 x 1152 H at most).
+ *
+ * Same file for the same inputs whatever the thread count: the maxima are
+ * exact (max does not round), the fp32 forward sums each output in one order
+ * (threads split outputs, never a sum), the moments go crop by crop, ROWS
+ * pixels at a time, through model/gptq.c's fixed-order arithmetic.
  */
 #include <math.h>
 #include <omp.h>
