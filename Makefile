@@ -2,7 +2,7 @@
 #   make          build bin/chexd, bin/chex and the demo model
 #   make run      install what is missing, build, serve on 127.0.0.1:8080
 #   make test     install test dependencies, build, run every test
-#   make asan     unit + integration tests under ASan/UBSan
+#   make asan     unit + integration tests under ASan/UBSan (also part of make test)
 #   make fuzz     libFuzzer targets for FUZZ_SECONDS each (default 60)
 #   make bench    benchmarks (figures, not pass/fail)
 #   make image-test  build the Dockerfile with podman and run the image
@@ -55,7 +55,7 @@ TEST_HELPERS := $(wildcard tests/unit/helpers/*.c)
 
 DEMO_MODEL := $(MODELS)/chexnet-demo.safetensors
 
-.PHONY: all run test unit asan fuzz bench clean deps deps-test model image-test
+.PHONY: all run test unit asan asan-build fuzz bench clean deps deps-test model image-test
 all: $(BIN)/chexd $(BIN)/chex $(DEMO_MODEL)
 
 deps:
@@ -100,13 +100,12 @@ $(BUILD)/tools/make_demo_weights: $(call obj,tools/make_demo_weights.c) $(ALL_LI
 	$(CC) $(LDFLAGS) -o $@ $< $(LINK_LIBS)
 # Its int8 calibration (precision: int8) comes from the real radiographs kept
 # in tests/data (PROVENANCE.md): the demo file works at either precision.
-CALIB_IMAGES := $(addprefix tests/data/,00000001_000.png 00000002_000.png 00000047_005.png \
-	00013911_000.png h0001.png 16747_3_1.jpg)
-$(DEMO_MODEL): $(BUILD)/tools/make_demo_weights $(BIN)/chex $(CALIB_IMAGES)
+# tools/make_demo_model.sh holds the recipe (tests/reference/
+# test_demo_reproducible.sh rebuilds it and compares the bytes).
+CALIB_IMAGES := $(shell bash tools/make_demo_model.sh --inputs)
+$(DEMO_MODEL): $(BUILD)/tools/make_demo_weights $(BIN)/chex $(CALIB_IMAGES) tools/make_demo_model.sh
 	@mkdir -p $(dir $@)
-	$(BUILD)/tools/make_demo_weights $@.raw
-	$(BIN)/chex calibrate --model $@.raw --out $@.tmp $(CALIB_IMAGES) || { rm -f $@.raw; exit 1; }
-	rm -f $@.raw && mv $@.tmp $@
+	bash tools/make_demo_model.sh $(BUILD)/tools/make_demo_weights $(BIN)/chex $@
 model: $(DEMO_MODEL)
 
 $(BUILD)/tests/%: $(call obj,tests/unit/%.c) $(call obj,$(TEST_HELPERS)) $(ALL_LIBS)
@@ -120,17 +119,35 @@ run: deps
 	$(BIN)/chexd --model $(DEMO_MODEL) --listen 127.0.0.1 --port 8080
 
 # Every test: unit binaries, then tests/*/test_*.sh scripts (reference against
-# PyTorch, integration against the real daemon, fuzz pass, ...).
+# PyTorch, integration against the real daemon, fuzz pass, ...), then the unit
+# and integration tests again under ASan/UBSan (as `make asan`). Both runs
+# always run and print their "tests: N passed, N failed" line; it fails if
+# either failed.
 test: deps-test
 	$(MAKE) all unit
-	BUILD=$(BUILD) BIN=$(BIN) MODELS=$(MODELS) PY=$(PY) FUZZ_CC=$(FUZZ_CC) bash tests/run_all.sh
+	$(MAKE) asan-build
+	rc=0; \
+	BUILD=$(BUILD) BIN=$(BIN) MODELS=$(MODELS) PY=$(PY) FUZZ_CC=$(FUZZ_CC) \
+		bash tests/run_all.sh || rc=1; \
+	echo "=== under ASan/UBSan ($(ASAN_DIR))"; \
+	$(ASAN_ENV) bash tests/run_all.sh unit integration || rc=1; \
+	exit $$rc
 
+# The sanitized build in $(BUILD)/asan: the binaries, the demo-weights tool and
+# the unit tests, never the demo model: the tests use the one the normal build
+# calibrated ($(MODELS)), which an ASan -O1 chex would rebuild in minutes.
+ASAN_DIR := $(BUILD)/asan
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ASAN_ENV = BUILD=$(ASAN_DIR) BIN=$(ASAN_DIR)/bin MODELS=$(MODELS) PY=$(PY) CHEX_ASAN=1 \
+	ASAN_OPTIONS=detect_leaks=1
+asan-build:
+	$(MAKE) all
+	$(MAKE) BUILD=$(ASAN_DIR) BIN=$(ASAN_DIR)/bin CFLAGS="$(ASAN_FLAGS)" \
+		LDFLAGS="-fsanitize=address,undefined" $(ASAN_DIR)/bin/chexd $(ASAN_DIR)/bin/chex \
+		$(ASAN_DIR)/tools/make_demo_weights unit
 asan: deps-test
-	$(MAKE) BUILD=$(BUILD)/asan BIN=$(BUILD)/asan/bin CFLAGS="$(ASAN_FLAGS)" \
-		LDFLAGS="-fsanitize=address,undefined" all unit
-	BUILD=$(BUILD)/asan BIN=$(BUILD)/asan/bin MODELS=$(MODELS) PY=$(PY) CHEX_ASAN=1 \
-		ASAN_OPTIONS=detect_leaks=1 bash tests/run_all.sh unit integration
+	$(MAKE) asan-build
+	$(ASAN_ENV) bash tests/run_all.sh unit integration
 
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))

@@ -8,6 +8,11 @@
  * bottleneck relu(norm2(conv1(.))), recomputed here in fp32. So add() keeps
  * those buffers for `keep` crops and finish() builds each conv's input
  * second moments from them, one conv at a time (a 1152 x 1152 H at most).
+ *
+ * Same file for the same inputs whatever the thread count: the maxima are
+ * exact (max does not round), the fp32 forward sums each output in one order
+ * (threads split outputs, never a sum), the moments go crop by crop, ROWS
+ * pixels at a time, through model/gptq.c's fixed-order arithmetic.
  */
 #include <math.h>
 #include <omp.h>
@@ -265,4 +270,20 @@ chex_model_err chex_model_calib_get(const chex_model_calib *c, int i, chex_model
     *out = (chex_model_qconv_calib){c->act_max[i], at.m, at.c, at.taps, c->act_scale[i], c->w[i],
                                     c->w_scale[i]};
     return CHEX_MODEL_OK;
+}
+
+const char *chex_model_calib_path(const chex_model_calib *c)
+{
+    static const char *const paths[3][3] = {
+        {"generic, direct", "generic, winograd F(2x2,3x3)", "generic, winograd F(4x4,3x3)"},
+        {"avx2, direct", "avx2, winograd F(2x2,3x3)", "avx2, winograd F(4x4,3x3)"},
+        {"avx512, direct", "avx512, winograd F(2x2,3x3)", "avx512, winograd F(4x4,3x3)"}};
+    const chex_kernels *kr = chex_kernels_get();
+    const int isa = kr == &chex_kernels_avx512 ? 2 : kr == &chex_kernels_avx2 ? 1 : 0;
+    int wino = 0; /* the tile the forward's dense 3x3 convs use where any does */
+    for (int li = 0; c && li < MAX_LAYERS && !wino; li++) {
+        const int f = c->m->layers[li].wino_f;
+        wino = f == 4 && kr->wino4 ? 2 : f == 2 && kr->wino ? 1 : 0;
+    }
+    return paths[isa][wino];
 }

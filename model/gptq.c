@@ -1,4 +1,12 @@
-/* model/gptq.c - input second moments and GPTQ rounding (see model/gptq.h). */
+/* model/gptq.c - input second moments and GPTQ rounding (see model/gptq.h).
+ *
+ * Same inputs, same bits: every sum here has one order, whatever the thread
+ * count, the schedule, the buffers' alignment, the optimisation level or the
+ * ISA clone. Threads only ever split outputs (each element is summed whole
+ * by one thread), and the long sums are written lane by lane with GCC vector
+ * types, whose element-wise IEEE operations the compiler may not reorder or
+ * fuse (-std=c11 implies -ffp-contract=off), never as `omp simd reduction`
+ * loops, whose order is the vectoriser's choice. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -12,6 +20,49 @@
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4))); /* unaligned loads */
 #define ld16(p) (*(const v16u *)(p))
+typedef double v8d __attribute__((vector_size(64)));
+typedef double v8du __attribute__((vector_size(64), aligned(8)));
+#define ld8d(p) (*(const v8du *)(p))
+
+/* sum_{i<n} a[i] * b[i] in one fixed order: lane l (of 16) adds the
+ * products of i = l, l + 16, ... in turn, the lanes are added pairwise
+ * (l + 8, then + 4, + 2, + 1), then the tail n % 16 in order. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static float
+dot_f(const float *a, const float *b, int n)
+{
+    v16 acc = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        acc += ld16(a + i) * ld16(b + i);
+    float l[16];
+    memcpy(l, &acc, sizeof l);
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++)
+            l[j] += l[j + w];
+    float s = l[0];
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* The same in double, 8 lanes. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static double
+dot_d(const double *a, const double *b, int n)
+{
+    v8d acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc += ld8d(a + i) * ld8d(b + i);
+    double l[8];
+    memcpy(l, &acc, sizeof l);
+    for (int w = 4; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++)
+            l[j] += l[j + w];
+    double s = l[0];
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
 
 /* acc[r][j] = sum_p x[p][i0 + r] * x[p][j0 + j], the 16 partial sums in
  * registers (GCC vectors: one zmm each on AVX-512, split on narrower ISAs).
@@ -66,36 +117,56 @@ void chex_gptq_syrk_naive(double *h, const float *x, int np, int kp)
 /* H = V V^T with V upper triangular, from the last row up (the Cholesky
  * factor of H with rows and columns reversed, reversed back). Reads the
  * upper triangle of h, writes V's into v (k x k, lower part left 0).
- * Returns 0, or -1 if H is not positive definite. One team for all
- * columns: each thread computes the pivot itself (the same value), then
- * they share the column. */
+ * Returns 0, or -1 if H is not positive definite.
+ *
+ * v_ij = (h_ij - sum_{t>j} v_it v_jt) / v_jj, by blocks J = [j0, j1) of CB
+ * columns from the right: (A) every row i < j1 gets, for j in J, h_ij minus
+ * the sum over t >= j1 (its "far" part, all known); (B) one thread factors
+ * the diagonal block; (C) every row i < j0 finishes its columns of J from
+ * the right, minus the sum over j < t < j1. Each v_ij is thus computed by one
+ * thread as (h_ij - far) - near, both dot_d, whatever the team size: three
+ * barriers per block instead of two per column (a loaded machine makes each
+ * one expensive). */
+#define CB 64
 static int chol_upper_rev(double *v, const double *h, int ldh, int k)
 {
     memset(v, 0, sizeof(double) * (size_t)k * k);
     int bad = 0;
 #pragma omp parallel
-    for (int j = k - 1; j >= 0; j--) {
-        const double *vj = v + (long)j * k;
-        double d = h[(long)j * ldh + j];
-        for (int t = j + 1; t < k; t++)
-            d -= vj[t] * vj[t];
-        if (!(d > 0.0)) {
-            bad = 1; /* every thread sees the same d and leaves here */
-            break;
-        }
-        const double vjj = sqrt(d);
+    for (int j1 = k; j1 > 0; j1 -= CB) {
+        const int j0 = j1 > CB ? j1 - CB : 0;
 #pragma omp for schedule(static)
-        for (int i = 0; i < j; i++) {
-            const double *vi = v + (long)i * k;
-            double s = h[(long)i * ldh + j];
-#pragma omp simd reduction(- : s)
-            for (int t = j + 1; t < k; t++)
-                s -= vi[t] * vj[t];
-            v[(long)i * k + j] = s / vjj;
+        for (int i = 0; i < j1; i++) {
+            double *vi = v + (long)i * k;
+            for (int j = i > j0 ? i : j0; j < j1; j++)
+                vi[j] = h[(long)i * ldh + j] - dot_d(vi + j1, v + (long)j * k + j1, k - j1);
         }
-        /* the for's barrier: column j is complete for everyone */
 #pragma omp single
-        v[(long)j * k + j] = vjj;
+        for (int j = j1 - 1; j >= j0; j--) {
+            double *vj = v + (long)j * k;
+            const double d = vj[j] - dot_d(vj + j + 1, vj + j + 1, j1 - j - 1);
+            if (!(d > 0.0)) {
+                bad = 1;
+                break;
+            }
+            const double vjj = sqrt(d);
+            for (int i = j0; i < j; i++) {
+                double *vi = v + (long)i * k;
+                vi[j] = (vi[j] - dot_d(vi + j + 1, vj + j + 1, j1 - j - 1)) / vjj;
+            }
+            vj[j] = vjj;
+        }
+        /* the single's barrier: bad is the same for every thread */
+        if (bad)
+            break;
+#pragma omp for schedule(static)
+        for (int i = 0; i < j0; i++) {
+            double *vi = v + (long)i * k;
+            for (int j = j1 - 1; j >= j0; j--) {
+                const double *vj = v + (long)j * k;
+                vi[j] = (vi[j] - dot_d(vi + j + 1, vj + j + 1, j1 - j - 1)) / vj[j];
+            }
+        }
     }
     return bad ? -1 : 0;
 }
@@ -156,11 +227,7 @@ int chex_gptq_round(int8_t *q, float *sw, const float *w, int m, int k, double *
             for (int j = 0; j < k; j++) {
                 const float *u = ut + (long)j * k;
                 for (int r = 0; r < nr; r++) {
-                    const float *er = e + (long)r * k;
-                    float fb = 0.0f;
-#pragma omp simd reduction(+ : fb)
-                    for (int i = 0; i < j; i++)
-                        fb += er[i] * u[i];
+                    const float fb = dot_f(e + (long)r * k, u, j);
                     const int o = o0 + r;
                     const float wj = w[(long)o * k + j];
                     float t = nearbyintf((wj + fb) / sw[o]);

@@ -231,5 +231,12 @@ typedef struct {
     const float *w_scale;    /* (m) */
 } chex_model_qconv_calib;
 chex_model_err chex_model_calib_get(const chex_model_calib *c, int i, chex_model_qconv_calib *out);
+/* The fp32 arithmetic the forwards of the calibration ran on, e.g.
+ * "avx512, winograd F(4x4,3x3)" or "avx2, direct": calibrations of the same
+ * file from the same images on the same path are byte for byte equal
+ * whatever the thread count (model/gptq.c, the fp32 kernels: each sum in one
+ * order); another path rounds some activations differently, so a few int8
+ * weights may differ. Static string. */
+const char *chex_model_calib_path(const chex_model_calib *c);
 
 #endif

@@ -742,8 +742,9 @@ static int write_calibrated(const char *in_path, const char *out_path, const che
     if (!scales)
         goto nomem;
     snprintf(info, sizeof info,
-             "{\"method\":\"max per channel, gptq weights\",\"images\":%d,\"gptq_crops\":%d}",
-             nimages, ncrops);
+             "{\"method\":\"max per channel, gptq weights\",\"images\":%d,\"gptq_crops\":%d,"
+             "\"fp32_path\":\"%s\"}",
+             nimages, ncrops, chex_model_calib_path(cal));
     int nk = 0;
     for (int i = 0; i < f.nmeta; i++) {
         if (!strcmp(f.meta[i].key, CHEX_MODEL_INT8_KEY) || !strcmp(f.meta[i].key, "int8_calibration"))

@@ -83,11 +83,13 @@ cp "$tmp/secrets/token" "$tmp/token"
 "$BIN/chexd" --listen 127.0.0.1 --port "$port" --model "$MODEL" --api-token-file "$tmp/token" \
   --tls-cert-file "$tmp/secrets/chexd.crt" --tls-key-file "$tmp/secrets/chexd.key" >"$tmp/chexd.log" 2>&1 &
 chexd_pid=$!
-for _ in $(seq 1 120); do
+for _ in $(seq 1 240); do
   [ "$(curl -s --cacert "$tmp/secrets/ca.pem" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/readyz")" = 200 ] && break
   kill -0 "$chexd_pid" 2>/dev/null || { cat "$tmp/chexd.log" >&2; fail "chexd exited at start"; }
   sleep 0.25
 done
+[ "$(curl -s --cacert "$tmp/secrets/ca.pem" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/readyz")" = 200 ] ||
+  { cat "$tmp/chexd.log" >&2; fail "chexd not ready after 60 s"; }
 rc=0
 "$TOOL" --url "https://localhost:$port" --cacert "$tmp/secrets/ca.pem" --token-file "$tmp/token" --jobs 2 -o "$tmp/daemon.csv" \
   --failures "$tmp/daemon.fail" "$export_dir" 2>"$tmp/daemon.err" || rc=$?

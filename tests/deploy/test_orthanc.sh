@@ -109,6 +109,34 @@ wait_status() { # ID PREFIX TIMEOUT_S -> waits until chexd-status starts with PR
   done
   fail "instance $1: chexd-status is '$s' after $3 s, expected '$2...'"
 }
+wait_until() { # TIMEOUT_S WHAT COMMAND...: polls COMMAND until it succeeds, fails at the deadline
+  local end=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@"; do
+    [ $SECONDS -lt $end ] || fail "$what: not within the deadline"
+    sleep 0.25
+  done
+}
+worker_took() { # N PENDING: the plugin's worker holds one instance, has received at least N, and PENDING are pending (- for any)
+  orth GET /chexd/status | "$PY" -c 'import json,sys; s = json.load(sys.stdin); sys.exit(0 if s["in_flight"] == 1 and s["counters"]["received"] >= int(sys.argv[1]) and sys.argv[2] in ("-", str(s["pending"])) else 1)' "$1" "$2"
+}
+chexd_has_request() { # a connection to (frozen) chexd holds request bytes chexd has not read
+  "$PY" - "$CHEXD_PORT" <<'PY'
+import sys
+port = int(sys.argv[1])
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        with open(table) as f:
+            rows = f.read().splitlines()[1:]
+    except OSError:
+        continue
+    for row in rows:
+        c = row.split()  # local, remote, state (01 established), tx_queue:rx_queue
+        if int(c[1].rsplit(":", 1)[1], 16) == port and c[3] == "01" and int(c[4].split(":")[1], 16) > 0:
+            sys.exit(0)
+sys.exit(1)
+PY
+}
 # The stored answer must equal chex classify on the same DICOM file.
 check_stored() { # ID FILE
   orth GET "/instances/$1/metadata/chexd" >"$tmp/meta.json"
@@ -212,11 +240,9 @@ echo "orthanc: OT instance left alone"
 # waits inside its POST. Meanwhile Orthanc's REST API and C-STORE must keep answering.
 kill -STOP "$chexd_pid"
 dx7=$(store "$tmp/dx7.dcm")
-for _ in $(seq 1 40); do
-  orth GET /chexd/status | "$PY" -c 'import json,sys; s = json.load(sys.stdin); sys.exit(0 if s["in_flight"] == 1 and s["pending"] == 1 and s["counters"]["received"] >= 3 else 1)' && break
-  sleep 0.25
-done
-sleep 1   # the worker is now inside urlopen(), waiting on the frozen chexd
+wait_until 60 "the worker taking dx7" worker_took 3 1
+# The worker is inside urlopen(), waiting on the frozen chexd: its request sits unread there.
+wait_until 60 "the worker's request reaching the frozen chexd" chexd_has_request
 worst=0
 for path in /system /instances /chexd/status "/instances/$dx7/series" /statistics; do
   ms=$(curl -s -o /dev/null --max-time 5 -w '%{http_code} %{time_total}' -u "$USER_PW" "http://127.0.0.1:$HTTP_PORT$path")
@@ -319,10 +345,7 @@ start_orthanc "$tmp/orthanc-q1.json"
 orth GET "/instances/$dx1/metadata/chexd-status" | grep -qx ok || fail "results lost across an Orthanc restart"
 kill -STOP "$chexd_pid"
 dx9=$(store "$tmp/dx9.dcm")
-for _ in $(seq 1 40); do
-  orth GET /chexd/status | "$PY" -c 'import json,sys; s = json.load(sys.stdin); sys.exit(0 if s["in_flight"] == 1 else 1)' && break
-  sleep 0.25
-done
+wait_until 60 "the worker taking dx9" worker_took 1 -
 dx10=$(store "$tmp/dx10.dcm")
 dx11=$(store "$tmp/dx11.dcm")
 orth GET /chexd/status | "$PY" -c '

@@ -217,11 +217,13 @@ mapfile -t kenv <"$tmp/k8s.env"
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 env "${kenv[@]}" "$BIN/chexd" --listen 127.0.0.1 --port "$port" --model "$MODEL" >"$tmp/chexd.log" 2>&1 &
 chexd_pid=$!
-for _ in $(seq 1 120); do
+for _ in $(seq 1 240); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$tmp/secrets/ca.pem" "https://127.0.0.1:$port/readyz")" = 200 ] && break
   kill -0 "$chexd_pid" 2>/dev/null || { cat "$tmp/chexd.log" >&2; fail "chexd with the Deployment's settings exited"; }
   sleep 0.25
 done
+[ "$(curl -s --cacert "$tmp/secrets/ca.pem" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/readyz")" = 200 ] ||
+  { cat "$tmp/chexd.log" >&2; fail "chexd with the Deployment's settings not ready after 60 s"; }
 while read -r path; do
   # As the kubelet probes: HTTPS without verifying the certificate, no token.
   [ "$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port$path")" = 200 ] || fail "HTTPS probe path $path is not 200"

@@ -16,6 +16,32 @@ def read(name):
         return f.read()
 
 
+def accepted(pid, ports):
+    """How many of the connections made from the local TCP ports `ports`
+    the daemon (process pid) has accepted: its sockets (fd inodes) that are
+    their far ends. One still in the listen backlog has no inode yet."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    n = 0
+    for table in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, table)) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            col = row.split()
+            if int(col[2].rsplit(":", 1)[1], 16) in ports and col[9] in inodes:
+                n += 1
+    return n
+
+
 def request(port, method, path, body=None, headers=None, timeout=120, conn=None):
     """Returns (status, headers dict (lower-case names), body bytes)."""
     own = conn is None

@@ -57,20 +57,25 @@ def one_predict(port, data=PNG):
 def inflight(port, pid, n):
     ts, out = run_threads(n, lambda i: one_predict(port))
     # Wait until every request reached the daemon (in flight), then SIGTERM.
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    deadline = time.time() + 120
+    while True:
         v = metric(port, "chexd_in_flight_requests")
         if v is not None and v - 1 >= n:
             break
+        assert time.time() < deadline, "%s of %d requests in flight after 120 s" % (v, n)
         time.sleep(0.02)
     t0 = time.time()
     os.kill(pid, signal.SIGTERM)
-    time.sleep(0.2)
+    # The daemon stops accepting as it starts draining: poll until a new
+    # connection is refused (with a deadline; the drain takes seconds).
     refused = False
-    try:
-        request(port, "GET", "/healthz", timeout=5)
-    except Exception:  # noqa: BLE001
-        refused = True
+    deadline = time.time() + 60
+    while not refused and time.time() < deadline:
+        try:
+            request(port, "GET", "/healthz", timeout=5)
+            time.sleep(0.02)
+        except Exception:  # noqa: BLE001
+            refused = True
     for t in ts:
         t.join()
     counts = {}
