@@ -58,6 +58,8 @@ static const key_def keys[] = {
      "images whose shorter side is below this get 422"},
     {"png16_scaling", KT_ENUM, F(png16_scaling), 0, 0, 0, png16_values, "minmax", NULL,
      "16-bit grayscale PNG to [0,1]: own min..max, 2^sBIT-1, or 65535"},
+    {"max_overlay_side", KT_INT, F(max_overlay_side), 64, 16384, 0, NULL, "2048", "PX",
+     "heat maps and overlays of larger images are drawn with this longer side"},
     {"queue_depth", KT_INT, F(queue_depth), 1, 100000, 0, NULL, "64", "N",
      "requests waiting for inference; beyond it new ones get 503"},
     {"max_batch", KT_INT, F(max_batch), 1, 64, 0, NULL, "8", "N",

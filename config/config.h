@@ -38,6 +38,7 @@ typedef struct {
     uint64_t max_image_pixels;
     int min_image_side;
     char png16_scaling[16];        /* minmax | sbit | full */
+    int max_overlay_side;          /* heat-map display copy's longer side, 2048 */
     int queue_depth;
     int max_batch;
     int batch_window_ms;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "preprocessing/pre_internal.h"
+#include "preprocessing/stream.h"
 
 static const char *const messages[CHEX_PRE_ERR_COUNT] = {
     [CHEX_PRE_OK] = "ok",
@@ -88,6 +89,37 @@ int chex_pre_is_dicom(const uint8_t *buf, size_t len)
     return buf && len >= 132 && memcmp(buf + 128, "DICM", 4) == 0;
 }
 
+typedef chex_pre_err (*decoder_fn)(const uint8_t *, size_t, const chex_pre_opts *,
+                                   chex_pre_rows *, chex_pre_image *, char *, size_t);
+
+/* Common checks, then the decoder for buf's signature (NULL with the error). */
+static decoder_fn pick(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                       chex_pre_err *err, char *msg, size_t msglen)
+{
+    *err = CHEX_PRE_OK;
+    if (opts->png16_scaling != CHEX_PNG16_MINMAX && opts->png16_scaling != CHEX_PNG16_SBIT &&
+        opts->png16_scaling != CHEX_PNG16_FULL) {
+        chex_pre_msg(msg, msglen, "unknown png16_scaling %d", (int)opts->png16_scaling);
+        *err = CHEX_PRE_ERR_ARG;
+        return NULL;
+    }
+    if (!buf || len == 0) {
+        chex_pre_msg(msg, msglen, "empty image body");
+        *err = CHEX_PRE_ERR_EMPTY;
+        return NULL;
+    }
+    if (chex_pre_is_png(buf, len))
+        return chex_pre_decode_png;
+    if (chex_pre_is_jpeg(buf, len))
+        return chex_pre_decode_jpeg;
+    if (chex_pre_is_dicom(buf, len))
+        return chex_pre_decode_dicom;
+    chex_pre_msg(msg, msglen, "not a PNG, JPEG or DICOM file (first bytes %02x %02x %02x %02x)",
+                 buf[0], len > 1 ? buf[1] : 0, len > 2 ? buf[2] : 0, len > 3 ? buf[3] : 0);
+    *err = CHEX_PRE_ERR_FORMAT;
+    return NULL;
+}
+
 chex_pre_err chex_pre_decode(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
                              chex_pre_image *img, char *msg, size_t msglen)
 {
@@ -98,22 +130,65 @@ chex_pre_err chex_pre_decode(const uint8_t *buf, size_t len, const chex_pre_opts
         return CHEX_PRE_ERR_ARG;
     }
     memset(img, 0, sizeof *img);
-    if (opts->png16_scaling != CHEX_PNG16_MINMAX && opts->png16_scaling != CHEX_PNG16_SBIT &&
-        opts->png16_scaling != CHEX_PNG16_FULL) {
-        chex_pre_msg(msg, msglen, "unknown png16_scaling %d", (int)opts->png16_scaling);
+    chex_pre_err e;
+    decoder_fn dec = pick(buf, len, opts, &e, msg, msglen);
+    if (!dec)
+        return e;
+    chex_pre_rows rows;
+    memset(&rows, 0, sizeof rows);
+    rows.img = img;
+    e = dec(buf, len, opts, &rows, img, msg, msglen);
+    chex_pre_rows_free(&rows);
+    if (e != CHEX_PRE_OK) {
+        free(img->pix);
+        img->pix = NULL;
+        if (msg && msglen && msg[0] == '\0')
+            chex_pre_msg(msg, msglen, "%s", chex_pre_strerror(e));
+    }
+    return e;
+}
+
+void chex_pre_display_dims(const chex_pre_opts *opts, int width, int height, int *dw, int *dh)
+{
+    chex_pre_display_size(width, height, opts ? opts->max_overlay_side : 0, dw, dh);
+}
+
+chex_pre_err chex_pre_prepare(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                              const chex_pre_spec *spec, float *out, chex_pre_crop *crops,
+                              chex_pre_image *meta, chex_pre_display *display, char *msg,
+                              size_t msglen)
+{
+    if (msg && msglen)
+        msg[0] = '\0';
+    if (display)
+        memset(display, 0, sizeof *display);
+    if (!meta || !opts || !spec || !out) {
+        chex_pre_msg(msg, msglen, "chex_pre_prepare: NULL options, spec, output or metadata");
         return CHEX_PRE_ERR_ARG;
     }
-    if (!buf || len == 0) {
-        chex_pre_msg(msg, msglen, "empty image body");
-        return CHEX_PRE_ERR_EMPTY;
+    memset(meta, 0, sizeof *meta);
+    chex_pre_err e = chex_pre_spec_check(spec, msg, msglen);
+    if (e != CHEX_PRE_OK)
+        return e;
+    decoder_fn dec = pick(buf, len, opts, &e, msg, msglen);
+    if (!dec)
+        return e;
+    chex_pre_rows rows;
+    memset(&rows, 0, sizeof rows);
+    rows.spec = spec;
+    rows.display = display;
+    rows.max_display_side = opts->max_overlay_side;
+    rows.out = out;
+    rows.crops = crops;
+    e = dec(buf, len, opts, &rows, meta, msg, msglen);
+    chex_pre_rows_free(&rows);
+    if (e != CHEX_PRE_OK) {
+        if (display) {
+            free(display->pix);
+            memset(display, 0, sizeof *display);
+        }
+        if (msg && msglen && msg[0] == '\0')
+            chex_pre_msg(msg, msglen, "%s", chex_pre_strerror(e));
     }
-    if (chex_pre_is_png(buf, len))
-        return chex_pre_decode_png(buf, len, opts, img, msg, msglen);
-    if (chex_pre_is_jpeg(buf, len))
-        return chex_pre_decode_jpeg(buf, len, opts, img, msg, msglen);
-    if (chex_pre_is_dicom(buf, len))
-        return chex_pre_decode_dicom(buf, len, opts, img, msg, msglen);
-    chex_pre_msg(msg, msglen, "not a PNG, JPEG or DICOM file (first bytes %02x %02x %02x %02x)",
-                 buf[0], len > 1 ? buf[1] : 0, len > 2 ? buf[2] : 0, len > 3 ? buf[3] : 0);
-    return CHEX_PRE_ERR_FORMAT;
+    return e;
 }

@@ -22,6 +22,7 @@
 
 #include "preprocessing/decoders.h"
 #include "preprocessing/pre_internal.h"
+#include "preprocessing/stream.h"
 
 #define UNDEF_LEN 0xFFFFFFFFu
 #define TAG(g, e) (((uint32_t)(g) << 16) | (uint32_t)(e))
@@ -636,23 +637,41 @@ chex_pre_err chex_dicom_first_frame(const chex_dicom_info *info, uint8_t *dst, s
 /* ---- pixel pipeline ---- */
 
 typedef struct {
-    const uint8_t *data; /* first frame, rows*cols samples */
-    int bytes;           /* 1 or 2 */
+    const chex_dicom_frame *f;
     int shift;           /* high_bit + 1 - bits_stored */
     uint32_t mask;       /* (1 << bits_stored) - 1 */
     uint32_t sign;       /* sign bit within the stored value, 0 when unsigned */
     double slope, intercept;
 } sampler;
 
+static uint32_t raw_sample(const chex_dicom_frame *f, size_t i)
+{
+    const uint8_t *p = f->data + i * (size_t)f->bytes;
+    return f->bytes == 1 ? p[0] : f->bytes == 2 ? le16(p) : le32(p);
+}
+
+static double stored_value(const sampler *s, uint32_t raw)
+{
+    uint32_t u = (raw >> s->shift) & s->mask;
+    if (s->sign && (u & s->sign))
+        return (double)u - 2.0 * (double)s->sign;
+    return (double)u;
+}
+
+/* Modality value of pixel i (PS3.3 C.7.6.3.1.4 stored value, then rescale);
+ * three samples per pixel are reduced to their luma first. */
 static double modality_value(const sampler *s, size_t i)
 {
-    uint32_t raw = s->bytes == 1 ? s->data[i] : le16(s->data + 2 * i);
-    uint32_t u = (raw >> s->shift) & s->mask;
+    const chex_dicom_frame *f = s->f;
     double v;
-    if (s->sign && (u & s->sign))
-        v = (double)u - 2.0 * (double)s->sign;
-    else
-        v = (double)u;
+    if (f->samples_per_pixel == 3) {
+        double r = stored_value(s, raw_sample(f, 3 * i)),
+               g = stored_value(s, raw_sample(f, 3 * i + 1)),
+               b = stored_value(s, raw_sample(f, 3 * i + 2));
+        v = floor(0.299 * r + 0.587 * g + 0.114 * b + 0.5);
+    } else {
+        v = stored_value(s, raw_sample(f, i));
+    }
     return v * s->slope + s->intercept;
 }
 
@@ -685,179 +704,44 @@ static const char *voi_scaling(chex_dicom_voi f)
                                               : "window";
 }
 
-/* JPEG Baseline: decodes the first frame with the JPEG decoder; the 8-bit
- * samples it gives (as v/255) become the stored values. *stored is malloc'd. */
-static chex_pre_err decode_jpeg_frame(const chex_dicom_info *info, const chex_pre_opts *opts,
-                                      uint8_t **stored, char *msg, size_t msglen)
+chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_frame *f,
+                                   chex_pre_rows *rows, chex_pre_image *meta, char *msg,
+                                   size_t msglen)
 {
-    size_t n = 0;
-    chex_pre_err err = chex_dicom_first_frame(info, NULL, 0, &n, msg, msglen);
-    if (err != CHEX_PRE_OK)
-        return err;
-    uint8_t *frame = malloc(n); /* n <= pixel_len, which lies inside the request */
-    if (!frame) {
-        chex_pre_msg(msg, msglen, "out of memory");
-        return CHEX_PRE_ERR_NOMEM;
-    }
-    err = chex_dicom_first_frame(info, frame, n, &n, msg, msglen);
-    chex_pre_image j;
-    memset(&j, 0, sizeof j);
-    if (err == CHEX_PRE_OK)
-        err = chex_pre_decode_jpeg(frame, n, opts, &j, msg, msglen);
-    free(frame);
-    if (err != CHEX_PRE_OK) {
-        chex_pre_image_free(&j);
-        if (err == CHEX_PRE_ERR_FORMAT || err == CHEX_PRE_ERR_EMPTY) {
-            chex_pre_msg(msg, msglen, "DICOM malformed: JPEG Baseline frame is not a JPEG stream");
-            err = CHEX_PRE_ERR_MALFORMED;
-        }
-        return err;
-    }
-    if (j.width != info->columns || j.height != info->rows ||
-        (j.channels != 1 && j.channels != 3)) {
-        chex_pre_msg(
-            msg, msglen,
-            "DICOM malformed: JPEG frame is %dx%d with %d channels, Rows/Columns say %dx%d",
-            j.width, j.height, j.channels, info->columns, info->rows);
-        chex_pre_image_free(&j);
-        return CHEX_PRE_ERR_MALFORMED;
-    }
-    size_t np = (size_t)j.width * (size_t)j.height;
-    uint8_t *s = malloc(np);
-    if (!s) {
-        chex_pre_image_free(&j);
-        chex_pre_msg(msg, msglen, "out of memory");
-        return CHEX_PRE_ERR_NOMEM;
-    }
-    for (size_t i = 0; i < np; i++) {
-        /* one sample per pixel: a 3-channel answer is gray replicated, luma keeps it */
-        double g = j.channels == 1
-                       ? j.pix[i]
-                       : 0.299 * j.pix[i] + 0.587 * j.pix[np + i] + 0.114 * j.pix[2 * np + i];
-        double v = floor(g * 255.0 + 0.5);
-        s[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-    }
-    chex_pre_image_free(&j);
-    *stored = s;
-    return CHEX_PRE_OK;
-}
-
-chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
-                                   chex_pre_image *img, char *msg, size_t msglen)
-{
-    if (!img || !opts || (!buf && len)) {
-        chex_pre_msg(msg, msglen, "chex_pre_decode_dicom: NULL argument");
-        return CHEX_PRE_ERR_ARG;
-    }
-    memset(img, 0, sizeof *img);
-    chex_dicom_info d;
-    chex_pre_err err = chex_dicom_parse(buf, len, &d, msg, msglen);
-    if (err != CHEX_PRE_OK)
-        return err;
-    if (!d.pixel_data) {
-        chex_pre_msg(msg, msglen, "DICOM has no Pixel Data (7FE0,0010): not an image");
-        return CHEX_PRE_ERR_UNUSABLE;
-    }
-    if (d.samples_per_pixel != 1) {
+    int bs = f->bits_stored, hb = f->high_bit;
+    if (!f->data || f->width != d->columns || f->height != d->rows || f->width < 1 ||
+        f->height < 1 || (f->samples_per_pixel != 1 && f->samples_per_pixel != 3) ||
+        (f->bytes != 1 && f->bytes != 2 && f->bytes != 4) || bs < 1 || bs > 8 * f->bytes ||
+        hb >= 8 * f->bytes || hb + 1 < bs) {
         chex_pre_msg(msg, msglen,
-                     "DICOM with Samples per Pixel %d is not supported (only 1: "
-                     "grayscale)",
-                     d.samples_per_pixel);
-        return CHEX_PRE_ERR_UNSUPPORTED;
-    }
-    int mono1 = strcmp(d.ids.photometric, "MONOCHROME1") == 0;
-    if (!mono1 && strcmp(d.ids.photometric, "MONOCHROME2") != 0) {
-        if (d.ids.photometric[0] == '\0') {
-            chex_pre_msg(msg, msglen, "DICOM malformed: no Photometric Interpretation (0028,0004)");
-            return CHEX_PRE_ERR_MALFORMED;
-        }
-        chex_pre_msg(msg, msglen,
-                     "DICOM Photometric Interpretation %s is not supported "
-                     "(MONOCHROME1 or MONOCHROME2)",
-                     d.ids.photometric);
-        return CHEX_PRE_ERR_UNSUPPORTED;
-    }
-    if (d.rows < 0 || d.columns < 0 || d.bits_allocated < 0) {
-        chex_pre_msg(msg, msglen, "DICOM malformed: no %s",
-                     d.rows < 0      ? "Rows (0028,0010)"
-                     : d.columns < 0 ? "Columns (0028,0011)"
-                                     : "Bits Allocated (0028,0100)");
+                     "DICOM malformed: decoded frame is %dx%d, %d samples of %d bytes (%d bits "
+                     "at high bit %d); Rows/Columns say %dx%d",
+                     f->width, f->height, f->samples_per_pixel, f->bytes, bs, hb, d->columns,
+                     d->rows);
         return CHEX_PRE_ERR_MALFORMED;
     }
-    if (d.bits_allocated != 8 && d.bits_allocated != 16) {
-        chex_pre_msg(msg, msglen, "DICOM with Bits Allocated %d is not supported (8 or 16)",
-                     d.bits_allocated);
-        return CHEX_PRE_ERR_UNSUPPORTED;
-    }
-    int bs = d.bits_stored < 0 ? d.bits_allocated : d.bits_stored;
-    int hb = d.high_bit < 0 ? bs - 1 : d.high_bit;
-    if (bs < 1 || bs > d.bits_allocated || hb >= d.bits_allocated || hb + 1 < bs ||
-        d.pixel_representation > 1 || d.number_of_frames < 1) {
-        chex_pre_msg(msg, msglen,
-                     "DICOM malformed: Bits Allocated %d, Bits Stored %d, High Bit %d, Pixel "
-                     "Representation %d, Number of Frames %ld do not fit together",
-                     d.bits_allocated, bs, hb, d.pixel_representation, d.number_of_frames);
-        return CHEX_PRE_ERR_MALFORMED;
-    }
-    err = chex_pre_check_dims((uint64_t)d.columns, (uint64_t)d.rows, opts, "DICOM image", msg,
-                              msglen);
-    if (err != CHEX_PRE_OK)
-        return err;
-    uint64_t npix = (uint64_t)d.rows * (uint64_t)d.columns;
-    if (d.has_rescale && (d.rescale_slope == 0.0 || !isfinite(d.rescale_slope))) {
-        chex_pre_msg(msg, msglen, "DICOM malformed: Rescale Slope is 0");
-        return CHEX_PRE_ERR_MALFORMED;
-    }
-
-    sampler s;
-    uint8_t *jpeg_stored = NULL;
-    if (d.encapsulated) {
-        err = decode_jpeg_frame(&d, opts, &jpeg_stored, msg, msglen);
-        if (err != CHEX_PRE_OK)
-            return err;
-        s.data = jpeg_stored;
-        s.bytes = 1;
-        bs = 8; /* JPEG Baseline samples are 8-bit whatever the header claims */
-        hb = 7;
-    } else {
-        size_t need = (size_t)npix * (size_t)(d.bits_allocated / 8);
-        if (d.pixel_len < need) {
-            chex_pre_msg(msg, msglen,
-                         "DICOM malformed: Pixel Data holds %zu bytes, one %d x %d frame of %d-bit "
-                         "samples needs %zu",
-                         d.pixel_len, d.columns, d.rows, d.bits_allocated, need);
-            return CHEX_PRE_ERR_MALFORMED;
-        }
-        s.data = d.pixel_data;
-        s.bytes = d.bits_allocated / 8;
-    }
-    s.shift = hb + 1 - bs;
+    sampler s = {.f = f, .shift = hb + 1 - bs};
     s.mask = bs >= 32 ? 0xFFFFFFFFu : (1u << bs) - 1u;
-    s.sign = d.pixel_representation ? 1u << (bs - 1) : 0u;
-    s.slope = d.rescale_slope;
-    s.intercept = d.rescale_intercept;
+    s.sign = f->is_signed ? 1u << (bs - 1) : 0u;
+    s.slope = d->rescale_slope;
+    s.intercept = d->rescale_intercept;
 
     /* the rescaled range of every possible stored value must stay finite */
     double smin = s.sign ? -(double)s.sign : 0.0;
     double smax = s.sign ? (double)s.sign - 1.0 : (double)s.mask;
     if (!isfinite(smin * s.slope + s.intercept) || !isfinite(smax * s.slope + s.intercept)) {
-        free(jpeg_stored);
         chex_pre_msg(msg, msglen, "DICOM malformed: Rescale Slope/Intercept overflow");
         return CHEX_PRE_ERR_MALFORMED;
     }
-
-    float *pix = malloc((size_t)npix * sizeof *pix);
-    if (!pix) {
-        free(jpeg_stored);
-        chex_pre_msg(msg, msglen, "out of memory");
-        return CHEX_PRE_ERR_NOMEM;
-    }
+    int mono1 = strcmp(d->ids.photometric, "MONOCHROME1") == 0;
+    const size_t W = (size_t)f->width, H = (size_t)f->height, npix = W * H;
     /* A window of width < 1 (LINEAR) or <= 0 means no usable window. */
     int window =
-        d.has_window && isfinite(d.window_center) && isfinite(d.window_width) &&
-        (d.voi_function == CHEX_DICOM_VOI_LINEAR ? d.window_width >= 1.0 : d.window_width > 0.0);
+        d->has_window && isfinite(d->window_center) && isfinite(d->window_width) &&
+        (d->voi_function == CHEX_DICOM_VOI_LINEAR ? d->window_width >= 1.0
+                                                  : d->window_width > 0.0);
     double lo = 0.0, range = 0.0;
-    if (!window) {
+    if (!window) { /* min..max: a first pass over the samples, no buffer */
         double hi = -INFINITY;
         lo = INFINITY;
         for (size_t i = 0; i < npix; i++) {
@@ -867,26 +751,277 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
         }
         range = hi - lo;
     }
-    for (size_t i = 0; i < npix; i++) {
-        double v = modality_value(&s, i), y;
-        if (window)
-            y = voi(v, d.window_center, d.window_width, d.voi_function);
-        else
-            y = range > 0 ? (v - lo) / range : 0.0;
-        y = y < 0.0 ? 0.0 : y > 1.0 ? 1.0 : y; /* rounding at the window's edges */
-        pix[i] = (float)(mono1 ? 1.0 - y : y);
+    meta->width = f->width;
+    meta->height = f->height;
+    meta->channels = 1;
+    snprintf(meta->format, sizeof meta->format, "dicom");
+    meta->bit_depth = bs;
+    snprintf(meta->scaling, sizeof meta->scaling, "%s",
+             window ? voi_scaling(d->voi_function) : "minmax");
+    meta->is_dicom = 1;
+    meta->dicom = d->ids;
+    chex_pre_err e = chex_pre_rows_begin(rows, f->width, f->height, 1, msg, msglen);
+    if (e != CHEX_PRE_OK)
+        return e;
+    for (size_t y = 0; y < H; y++) {
+        float *dst = chex_pre_rows_next(rows)[0];
+        for (size_t x = 0; x < W; x++) {
+            double v = modality_value(&s, y * W + x), o;
+            if (window)
+                o = voi(v, d->window_center, d->window_width, d->voi_function);
+            else
+                o = range > 0 ? (v - lo) / range : 0.0;
+            o = o < 0.0 ? 0.0 : o > 1.0 ? 1.0 : o; /* rounding at the window's edges */
+            dst[x] = (float)(mono1 ? 1.0 - o : o);
+        }
+        chex_pre_rows_commit(rows);
     }
-    free(jpeg_stored);
-
-    img->width = d.columns;
-    img->height = d.rows;
-    img->channels = 1;
-    img->pix = pix;
-    snprintf(img->format, sizeof img->format, "dicom");
-    img->bit_depth = bs;
-    snprintf(img->scaling, sizeof img->scaling, "%s",
-             window ? voi_scaling(d.voi_function) : "minmax");
-    img->is_dicom = 1;
-    img->dicom = d.ids;
+    chex_pre_rows_finish(rows, 0, 0.0f, 0.0f);
     return CHEX_PRE_OK;
+}
+
+/* The first fragment after the basic offset table (the JPEG header is in it). */
+static int first_fragment(const chex_dicom_info *info, const uint8_t **p, size_t *n)
+{
+    const uint8_t *b = info->pixel_data;
+    size_t len = info->pixel_len;
+    elem e;
+    if (!b || read_elem(b, len, 0, 1, &e, NULL, 0) != 0 || e.tag != TAG_ITEM ||
+        !value_fits(len, &e, NULL, 0))
+        return -1;
+    size_t pos = e.value + e.vlen;
+    if (read_elem(b, len, pos, 1, &e, NULL, 0) != 0 || e.tag != TAG_ITEM ||
+        !value_fits(len, &e, NULL, 0))
+        return -1;
+    *p = b + e.value;
+    *n = e.vlen;
+    return 0;
+}
+
+/* JPEG Baseline: scanlines -> the 8-bit gray frame (one sample per pixel: a
+ * 3-channel answer is gray replicated, its luma keeps it). */
+typedef struct {
+    uint8_t *frame;
+    int w, h, oc, y;
+    float lut[256];
+} jframe;
+
+static chex_pre_err jframe_begin(void *ctx, int w, int h, int oc, char *msg, size_t msglen)
+{
+    jframe *j = ctx;
+    j->oc = oc;
+    if (w != j->w || h != j->h) {
+        chex_pre_msg(msg, msglen,
+                     "DICOM malformed: JPEG frame is %dx%d with %d channels, Rows/Columns say "
+                     "%dx%d",
+                     w, h, oc, j->w, j->h);
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    j->frame = malloc((size_t)w * (size_t)h);
+    if (!j->frame) {
+        chex_pre_msg(msg, msglen, "out of memory");
+        return CHEX_PRE_ERR_NOMEM;
+    }
+    return CHEX_PRE_OK;
+}
+
+static void jframe_row(void *ctx, const uint8_t *line)
+{
+    jframe *j = ctx;
+    uint8_t *dst = j->frame + (size_t)j->y++ * (size_t)j->w;
+    if (j->oc == 1) {
+        memcpy(dst, line, (size_t)j->w);
+        return;
+    }
+    for (int x = 0; x < j->w; x++) {
+        const uint8_t *p = line + 3 * x;
+        double g = 0.299 * j->lut[p[0]] + 0.587 * j->lut[p[1]] + 0.114 * j->lut[p[2]];
+        double v = floor(g * 255.0 + 0.5);
+        dst[x] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+}
+
+/* Decodes the first JPEG Baseline frame into *frame (malloc'd, w*h bytes). */
+static chex_pre_err decode_jpeg_frame(const chex_dicom_info *info, const chex_pre_opts *opts,
+                                      uint8_t **frame, char *msg, size_t msglen)
+{
+    size_t n = 0;
+    chex_pre_err err = chex_dicom_first_frame(info, NULL, 0, &n, msg, msglen);
+    if (err != CHEX_PRE_OK)
+        return err;
+    uint8_t *bytes = malloc(n); /* n <= pixel_len, which lies inside the request */
+    if (!bytes) {
+        chex_pre_msg(msg, msglen, "out of memory");
+        return CHEX_PRE_ERR_NOMEM;
+    }
+    err = chex_dicom_first_frame(info, bytes, n, &n, msg, msglen);
+    jframe j = {.w = info->columns, .h = info->rows};
+    for (int i = 0; i < 256; i++)
+        j.lut[i] = (float)i / 255.0f;
+    if (err == CHEX_PRE_OK)
+        err = chex_pre_jpeg_scan(bytes, n, opts, jframe_begin, jframe_row, &j, msg, msglen);
+    free(bytes);
+    if (err != CHEX_PRE_OK) {
+        free(j.frame);
+        if (err == CHEX_PRE_ERR_FORMAT || err == CHEX_PRE_ERR_EMPTY) {
+            chex_pre_msg(msg, msglen, "DICOM malformed: JPEG Baseline frame is not a JPEG stream");
+            err = CHEX_PRE_ERR_MALFORMED;
+        }
+        return err;
+    }
+    *frame = j.frame;
+    return CHEX_PRE_OK;
+}
+
+/* Parses and checks everything the header says; *bs and *hb get Bits
+ * Stored and High Bit with their defaults. */
+static chex_pre_err check_header(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                                 chex_dicom_info *d, int *bs_out, int *hb_out, char *msg,
+                                 size_t msglen)
+{
+    chex_pre_err err = chex_dicom_parse(buf, len, d, msg, msglen);
+    if (err != CHEX_PRE_OK)
+        return err;
+    if (!d->pixel_data) {
+        chex_pre_msg(msg, msglen, "DICOM has no Pixel Data (7FE0,0010): not an image");
+        return CHEX_PRE_ERR_UNUSABLE;
+    }
+    if (d->samples_per_pixel != 1) {
+        chex_pre_msg(msg, msglen,
+                     "DICOM with Samples per Pixel %d is not supported (only 1: "
+                     "grayscale)",
+                     d->samples_per_pixel);
+        return CHEX_PRE_ERR_UNSUPPORTED;
+    }
+    int mono1 = strcmp(d->ids.photometric, "MONOCHROME1") == 0;
+    if (!mono1 && strcmp(d->ids.photometric, "MONOCHROME2") != 0) {
+        if (d->ids.photometric[0] == '\0') {
+            chex_pre_msg(msg, msglen, "DICOM malformed: no Photometric Interpretation (0028,0004)");
+            return CHEX_PRE_ERR_MALFORMED;
+        }
+        chex_pre_msg(msg, msglen,
+                     "DICOM Photometric Interpretation %s is not supported "
+                     "(MONOCHROME1 or MONOCHROME2)",
+                     d->ids.photometric);
+        return CHEX_PRE_ERR_UNSUPPORTED;
+    }
+    if (d->rows < 0 || d->columns < 0 || d->bits_allocated < 0) {
+        chex_pre_msg(msg, msglen, "DICOM malformed: no %s",
+                     d->rows < 0      ? "Rows (0028,0010)"
+                     : d->columns < 0 ? "Columns (0028,0011)"
+                                      : "Bits Allocated (0028,0100)");
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    if (d->bits_allocated != 8 && d->bits_allocated != 16) {
+        chex_pre_msg(msg, msglen, "DICOM with Bits Allocated %d is not supported (8 or 16)",
+                     d->bits_allocated);
+        return CHEX_PRE_ERR_UNSUPPORTED;
+    }
+    int bs = d->bits_stored < 0 ? d->bits_allocated : d->bits_stored;
+    int hb = d->high_bit < 0 ? bs - 1 : d->high_bit;
+    if (bs < 1 || bs > d->bits_allocated || hb >= d->bits_allocated || hb + 1 < bs ||
+        d->pixel_representation > 1 || d->number_of_frames < 1) {
+        chex_pre_msg(msg, msglen,
+                     "DICOM malformed: Bits Allocated %d, Bits Stored %d, High Bit %d, Pixel "
+                     "Representation %d, Number of Frames %ld do not fit together",
+                     d->bits_allocated, bs, hb, d->pixel_representation, d->number_of_frames);
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    err = chex_pre_check_dims((uint64_t)d->columns, (uint64_t)d->rows, opts, "DICOM image", msg,
+                              msglen);
+    if (err != CHEX_PRE_OK)
+        return err;
+    if (d->has_rescale && (d->rescale_slope == 0.0 || !isfinite(d->rescale_slope))) {
+        chex_pre_msg(msg, msglen, "DICOM malformed: Rescale Slope is 0");
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    *bs_out = bs;
+    *hb_out = hb;
+    return CHEX_PRE_OK;
+}
+
+chex_pre_err chex_pre_probe_dicom(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                                  chex_pre_probe_info *info, char *msg, size_t msglen)
+{
+    chex_dicom_info d;
+    int bs = 0, hb = 0;
+    chex_pre_err err = check_header(buf, len, opts, &d, &bs, &hb, msg, msglen);
+    if (err != CHEX_PRE_OK)
+        return err;
+    snprintf(info->format, sizeof info->format, "dicom");
+    info->width = d.columns;
+    info->height = d.rows;
+    info->channels = 1;
+    info->bit_depth = d.encapsulated ? 8 : bs;
+    info->frames = d.number_of_frames > INT32_MAX ? INT32_MAX : (int)d.number_of_frames;
+    info->decode_bytes = 0; /* native: rows come straight from the request body */
+    if (d.encapsulated) {
+        size_t n = 0;
+        err = chex_dicom_first_frame(&d, NULL, 0, &n, msg, msglen);
+        if (err != CHEX_PRE_OK)
+            return err;
+        /* the frame's JPEG header, or the worst a JPEG of that size can need */
+        chex_pre_jpeg_hdr h;
+        const uint8_t *p;
+        size_t fl;
+        chex_pre_opts any = *opts;
+        any.min_side = 0;
+        if (first_fragment(&d, &p, &fl) != 0 ||
+            chex_pre_jpeg_header(p, fl, &any, &h, NULL, 0) != CHEX_PRE_OK ||
+            h.width != d.columns || h.height != d.rows) {
+            memset(&h, 0, sizeof h);
+            h.width = d.columns;
+            h.height = d.rows;
+            h.ncomp = 3;
+            h.progressive = 1;
+            h.hmax = h.vmax = 1;
+            for (int c = 0; c < 3; c++)
+                h.h[c] = h.v[c] = 1;
+        }
+        info->decode_bytes = n + (uint64_t)d.columns * (uint64_t)d.rows + chex_pre_jpeg_bytes(&h);
+    }
+    return CHEX_PRE_OK;
+}
+
+chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                                   chex_pre_rows *rows, chex_pre_image *meta, char *msg,
+                                   size_t msglen)
+{
+    if (!meta || !opts || (!buf && len)) {
+        chex_pre_msg(msg, msglen, "chex_pre_decode_dicom: NULL argument");
+        return CHEX_PRE_ERR_ARG;
+    }
+    chex_dicom_info d;
+    int bs = 0, hb = 0;
+    chex_pre_err err = check_header(buf, len, opts, &d, &bs, &hb, msg, msglen);
+    if (err != CHEX_PRE_OK)
+        return err;
+    chex_dicom_frame f = {.width = d.columns, .height = d.rows, .samples_per_pixel = 1,
+                          .is_signed = d.pixel_representation};
+    uint8_t *jpeg_frame = NULL;
+    if (d.encapsulated) {
+        err = decode_jpeg_frame(&d, opts, &jpeg_frame, msg, msglen);
+        if (err != CHEX_PRE_OK)
+            return err;
+        f.data = jpeg_frame;
+        f.bytes = 1;
+        f.bits_stored = 8; /* JPEG Baseline samples are 8-bit whatever the header claims */
+        f.high_bit = 7;
+    } else {
+        size_t need = (size_t)d.rows * (size_t)d.columns * (size_t)(d.bits_allocated / 8);
+        if (d.pixel_len < need) {
+            chex_pre_msg(msg, msglen,
+                         "DICOM malformed: Pixel Data holds %zu bytes, one %d x %d frame of %d-bit "
+                         "samples needs %zu",
+                         d.pixel_len, d.columns, d.rows, d.bits_allocated, need);
+            return CHEX_PRE_ERR_MALFORMED;
+        }
+        f.data = d.pixel_data; /* straight from the request body */
+        f.bytes = d.bits_allocated / 8;
+        f.bits_stored = bs;
+        f.high_bit = hb;
+    }
+    err = chex_dicom_frame_rows(&d, &f, rows, meta, msg, msglen);
+    free(jpeg_frame);
+    return err;
 }

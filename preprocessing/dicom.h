@@ -66,4 +66,31 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
 chex_pre_err chex_dicom_first_frame(const chex_dicom_info *info, uint8_t *dst, size_t dstcap,
                                     size_t *nbytes, char *msg, size_t msglen);
 
+/* A frame of integer samples, from native Pixel Data or from a decoder of a
+ * compressed transfer syntax. */
+typedef struct {
+    const uint8_t *data;   /* height rows of width pixels, row-major, no padding;
+                              samples interleaved when samples_per_pixel is 3 */
+    int width, height;     /* must equal Columns and Rows */
+    int samples_per_pixel; /* 1, or 3 (reduced to round(0.299 R + 0.587 G +
+                              0.114 B) of the stored values) */
+    int bytes;             /* bytes per sample: 1, 2 or 4, little-endian */
+    int bits_stored, high_bit; /* stored value: bits_stored bits ending at high_bit */
+    int is_signed;         /* two's complement stored values (Pixel Representation 1) */
+} chex_dicom_frame;
+
+struct chex_pre_rows_s;
+/* The end of every DICOM pixel path: a decoded integer frame -> rows into
+ * the resampler (stream.h's chex_pre_rows). Applies the pixel pipeline of
+ * info (Rescale Slope/Intercept, then the first window with its VOI LUT
+ * Function, or the frame's own min..max found in a first pass over the
+ * samples; MONOCHROME1 inverted) per row, fills meta (size, "dicom",
+ * bit_depth = bits_stored, scaling, ids) and finishes rows. frame->data is
+ * only read (native Pixel Data is passed straight from the request body).
+ * MALFORMED when the frame does not match Rows/Columns or its sample layout is
+ * impossible; errors of chex_pre_rows_begin. */
+chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *info, const chex_dicom_frame *frame,
+                                   struct chex_pre_rows_s *rows, chex_pre_image *meta, char *msg,
+                                   size_t msglen);
+
 #endif

@@ -1,14 +1,26 @@
-/* preprocessing/png.c - PNG from memory with libpng: every colour type and depth.
+/* preprocessing/png.c - PNG from memory with libpng, row by row: every colour
+ * type and depth.
  *
  * Samples become planar float in [0,1]:
  *   depth 1/2/4/8 (gray, gray+alpha, RGB, RGBA, palette): s / (2^depth - 1),
  *     never stretched (palette entries are 8-bit: /255); scaling "<depth>bit".
  *   16-bit RGB/RGBA: s / 65535, scaling "full".
  *   16-bit gray/gray+alpha: opts->png16_scaling (see preprocess.h): "minmax",
- *     "sbit" (values above 2^sBIT-1 are clamped to 1) or "full".
+ *     "sbit" (values above 2^sBIT-1 are clamped to 1) or "full". minmax needs
+ *     the whole image's range: rows carry s - s0 (s0 the first sample, so
+ *     every value fits the range and float keeps it exact) and the map to
+ *     [0,1] is passed to chex_pre_rows_finish.
  * Alpha and tRNS are dropped: the colour samples are kept as stored, with no
  * compositing over a background (PIL's convert('RGB')/convert('L') does the same).
  * 16-bit samples are read big-endian straight from libpng's rows, never through 8 bits.
+ *
+ * Rows are read one at a time (png_read_row) and handed on; only Adam7
+ * interlaced files keep the whole image, as 8/16-bit integers.
+ *
+ * Memory: libpng allocates through a counter capped at png_lib_bytes (its
+ * structs, zlib's 32 KiB window, two rows), ancillary chunks we never use are
+ * skipped unread (their CRC is still checked), so chex_pre_probe_png's bound
+ * holds for any file: going past it is an out-of-memory error, not growth.
  *
  * Errors: libpng reports through on_error, which longjmps back to the setjmp in
  * chex_pre_decode_png; every buffer is reachable from a volatile pointer there
@@ -20,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "preprocessing/decoders.h"
 #include "preprocessing/pre_internal.h"
@@ -32,7 +45,43 @@ typedef struct {
     /* set before longjmp and read after it, hence volatile (C11 7.13.2.1);
      * OK means "an error raised by libpng itself" */
     volatile chex_pre_err err;
+    size_t mem_used, mem_cap; /* libpng's allocations */
 } png_src;
+
+/* What libpng may allocate for a w-pixel-wide image: png_struct and info,
+ * zlib's inflate state and 32 KiB window, the IDAT read buffer (8 KiB) and
+ * two rows (current and previous) of at most 8 bytes per pixel. */
+static uint64_t png_lib_bytes(uint64_t w)
+{
+    return 96u * 1024u + 2u * (w * 8u + 128u);
+}
+
+#define ALLOC_HDR 16 /* keeps the size; malloc's alignment */
+
+static png_voidp on_malloc(png_structp png, png_alloc_size_t n)
+{
+    png_src *s = png_get_mem_ptr(png);
+    if (n > s->mem_cap - s->mem_used || n > SIZE_MAX - ALLOC_HDR)
+        return NULL;
+    uint8_t *p = malloc(n + ALLOC_HDR);
+    if (!p)
+        return NULL;
+    memcpy(p, &n, sizeof n);
+    s->mem_used += n;
+    return p + ALLOC_HDR;
+}
+
+static void on_free(png_structp png, png_voidp ptr)
+{
+    if (!ptr)
+        return;
+    png_src *s = png_get_mem_ptr(png);
+    uint8_t *p = (uint8_t *)ptr - ALLOC_HDR;
+    size_t n;
+    memcpy(&n, p, sizeof n);
+    s->mem_used -= n;
+    free(p);
+}
 
 static void on_error(png_structp png, png_const_charp text)
 {
@@ -68,73 +117,61 @@ static uint32_t be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* One decoded row (ch interleaved samples of bd bits, after png_set_packing) ->
- * planar floats. 16-bit gray is stored as the raw value and scaled afterwards. */
-static void convert_row(const uint8_t *row, size_t w, int ch, int bd, int oc, float maxval,
-                        float *pix, size_t plane, size_t y)
+/* How one decoded row becomes float planes. */
+typedef struct {
+    int w, ch, bd, oc;
+    float maxval;     /* divisor for 8-bit and 16-bit colour / full / sbit */
+    int gray16;       /* 16-bit gray: mode below */
+    chex_png16_scaling mode;
+    int v0, lo, hi;   /* minmax: first sample, range so far */
+} row_conv;
+
+static void convert_row(row_conv *rc, const uint8_t *row, float *const *planes)
 {
-    for (int c = 0; c < oc; c++) {
-        float *dst = pix + c * plane + y * w;
-        if (bd == 8) {
+    const int w = rc->w, ch = rc->ch;
+    for (int c = 0; c < rc->oc; c++) {
+        float *dst = planes[c];
+        if (rc->bd == 8) {
             const uint8_t *p = row + c;
-            for (size_t x = 0; x < w; x++, p += ch)
-                dst[x] = (float)*p / maxval;
-        } else if (maxval == 1.0f) { /* 16-bit gray: raw values, scaled later */
-            const uint8_t *p = row + 2 * c;
-            for (size_t x = 0; x < w; x++, p += 2 * ch)
-                dst[x] = (float)(p[0] << 8 | p[1]);
+            for (int x = 0; x < w; x++, p += ch)
+                dst[x] = (float)*p / rc->maxval;
+        } else if (rc->gray16 && rc->mode == CHEX_PNG16_MINMAX) {
+            const uint8_t *p = row;
+            int lo = rc->lo, hi = rc->hi, v0 = rc->v0;
+            for (int x = 0; x < w; x++, p += 2 * ch) {
+                int v = p[0] << 8 | p[1];
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+                dst[x] = (float)(v - v0);
+            }
+            rc->lo = lo;
+            rc->hi = hi;
+        } else if (rc->gray16 && rc->mode == CHEX_PNG16_SBIT) {
+            const uint8_t *p = row;
+            for (int x = 0; x < w; x++, p += 2 * ch) {
+                float v = (float)(p[0] << 8 | p[1]) / rc->maxval;
+                dst[x] = v > 1.0f ? 1.0f : v;
+            }
         } else {
             const uint8_t *p = row + 2 * c;
-            for (size_t x = 0; x < w; x++, p += 2 * ch)
-                dst[x] = (float)(p[0] << 8 | p[1]) / maxval;
+            for (int x = 0; x < w; x++, p += 2 * ch)
+                dst[x] = (float)(p[0] << 8 | p[1]) / rc->maxval;
         }
     }
 }
 
-/* 16-bit gray: pix holds raw values 0..65535; map them per opts. */
-static void scale_gray16(float *pix, size_t n, chex_png16_scaling mode, int sbit, char *scaling,
-                         size_t scaling_len)
-{
-    if (mode == CHEX_PNG16_FULL) {
-        for (size_t i = 0; i < n; i++)
-            pix[i] = pix[i] / 65535.0f;
-        snprintf(scaling, scaling_len, "full");
-        return;
-    }
-    if (mode == CHEX_PNG16_SBIT && sbit >= 1 && sbit <= 16) {
-        float maxval = (float)((1u << sbit) - 1);
-        for (size_t i = 0; i < n; i++) {
-            float v = pix[i] / maxval;
-            pix[i] = v > 1.0f ? 1.0f : v;
-        }
-        snprintf(scaling, scaling_len, "sbit");
-        return;
-    }
-    float lo = pix[0], hi = pix[0];
-    for (size_t i = 1; i < n; i++) {
-        lo = pix[i] < lo ? pix[i] : lo;
-        hi = pix[i] > hi ? pix[i] : hi;
-    }
-    if (hi > lo) {
-        float range = hi - lo;
-        for (size_t i = 0; i < n; i++)
-            pix[i] = (pix[i] - lo) / range;
-    } else {
-        memset(pix, 0, n * sizeof *pix); /* constant image: all 0 */
-    }
-    snprintf(scaling, scaling_len, "minmax");
-}
+static const png_byte skipped_chunks[] = "bKGD\0cHRM\0eXIf\0gAMA\0hIST\0iCCP\0iTXt\0oFFs\0pCAL\0"
+                                         "pHYs\0sCAL\0sPLT\0sRGB\0tEXt\0tIME\0zTXt";
+#define N_SKIPPED 16
 
-chex_pre_err chex_pre_decode_png(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
-                                 chex_pre_image *img, char *msg, size_t msglen)
+/* IHDR straight from the bytes (the probe; libpng re-reads it when decoding). */
+typedef struct {
+    uint32_t w, h;
+    int depth, ctype, interlace;
+} ihdr;
+
+static chex_pre_err read_ihdr(const uint8_t *buf, size_t len, ihdr *o, char *msg, size_t msglen)
 {
-    if (msg && msglen)
-        msg[0] = '\0';
-    if (!img || !opts) {
-        chex_pre_msg(msg, msglen, "PNG: NULL image or options");
-        return CHEX_PRE_ERR_ARG;
-    }
-    img->pix = NULL;
     if (!buf || len == 0) {
         chex_pre_msg(msg, msglen, "empty image body");
         return CHEX_PRE_ERR_EMPTY;
@@ -143,13 +180,97 @@ chex_pre_err chex_pre_decode_png(const uint8_t *buf, size_t len, const chex_pre_
         chex_pre_msg(msg, msglen, "no PNG signature");
         return CHEX_PRE_ERR_FORMAT;
     }
-    /* libpng only says "Invalid IHDR data" for a zero side; name it ourselves. */
-    if (len >= 24 && memcmp(buf + 12, "IHDR", 4) == 0 &&
-        (be32(buf + 16) == 0 || be32(buf + 20) == 0))
-        return chex_pre_check_dims(be32(buf + 16), be32(buf + 20), opts, "PNG", msg, msglen);
+    if (len < 33 || be32(buf + 8) != 13 || memcmp(buf + 12, "IHDR", 4) != 0) {
+        chex_pre_msg(msg, msglen, "PNG: %s", len < 33 ? "truncated in IHDR" : "IHDR not first");
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    o->w = be32(buf + 16);
+    o->h = be32(buf + 20);
+    o->depth = buf[24];
+    o->ctype = buf[25];
+    o->interlace = buf[28];
+    if (o->w == 0 || o->h == 0)
+        return CHEX_PRE_ERR_UNUSABLE; /* named by the caller's check_dims */
+    if (crc32(crc32(0, NULL, 0), buf + 12, 17) != be32(buf + 29)) {
+        chex_pre_msg(msg, msglen, "PNG: IHDR: CRC error");
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    int d = o->depth, ok;
+    switch (o->ctype) {
+    case 0:
+        ok = d == 1 || d == 2 || d == 4 || d == 8 || d == 16;
+        break;
+    case 3:
+        ok = d == 1 || d == 2 || d == 4 || d == 8;
+        break;
+    case 2:
+    case 4:
+    case 6:
+        ok = d == 8 || d == 16;
+        break;
+    default:
+        ok = 0;
+    }
+    if (!ok || o->interlace > 1 || buf[26] != 0 || buf[27] != 0) {
+        chex_pre_msg(msg, msglen, "PNG: IHDR: invalid colour type %d / bit depth %d / methods",
+                     o->ctype, d);
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    return CHEX_PRE_OK;
+}
 
-    png_src src = {buf, len, 0, msg, msglen, CHEX_PRE_OK};
-    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, on_error, on_warning);
+/* Bytes this decoder allocates itself and through libpng for the image. */
+static uint64_t decoder_bytes(const ihdr *h)
+{
+    uint64_t w = h->w;
+    /* transformed row: palette -> RGB 3 bytes, at most 4 channels * 2 bytes */
+    uint64_t rowbytes = w * 8u;
+    uint64_t own = h->interlace ? rowbytes * h->h + (uint64_t)h->h * sizeof(void *) : rowbytes;
+    return png_lib_bytes(w) + own + 2u * ALLOC_HDR * 64u;
+}
+
+chex_pre_err chex_pre_probe_png(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                                chex_pre_probe_info *info, char *msg, size_t msglen)
+{
+    ihdr h;
+    chex_pre_err e = read_ihdr(buf, len, &h, msg, msglen);
+    if (e == CHEX_PRE_ERR_UNUSABLE || e == CHEX_PRE_OK) {
+        chex_pre_err d = chex_pre_check_dims(h.w, h.h, opts, "PNG", msg, msglen);
+        if (d != CHEX_PRE_OK)
+            return d;
+    }
+    if (e != CHEX_PRE_OK)
+        return e;
+    snprintf(info->format, sizeof info->format, "png");
+    info->width = (int)h.w;
+    info->height = (int)h.h;
+    info->channels = (h.ctype & PNG_COLOR_MASK_COLOR) ? 3 : 1;
+    info->bit_depth = h.depth;
+    info->interlaced = h.interlace == 1;
+    info->decode_bytes = decoder_bytes(&h);
+    return CHEX_PRE_OK;
+}
+
+chex_pre_err chex_pre_decode_png(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                                 chex_pre_rows *rows, chex_pre_image *meta, char *msg,
+                                 size_t msglen)
+{
+    ihdr hd;
+    chex_pre_err e = read_ihdr(buf, len, &hd, msg, msglen);
+    /* libpng only says "Invalid IHDR data" for a zero side; name it ourselves. */
+    if (e == CHEX_PRE_ERR_UNUSABLE)
+        return chex_pre_check_dims(hd.w, hd.h, opts, "PNG", msg, msglen);
+    if (e == CHEX_PRE_ERR_EMPTY || e == CHEX_PRE_ERR_FORMAT)
+        return e;
+    /* other IHDR faults are left for libpng to report, as they always were */
+    if (e != CHEX_PRE_OK)
+        hd.w = hd.h = 1;
+    if (msg && msglen)
+        msg[0] = '\0';
+    png_src src = {buf, len, 0, msg, msglen, CHEX_PRE_OK, 0, 0};
+    src.mem_cap = png_lib_bytes(hd.w);
+    png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, &src, on_error, on_warning,
+                                               &src, on_malloc, on_free);
     if (!png) {
         chex_pre_msg(msg, msglen, "PNG: out of memory");
         return CHEX_PRE_ERR_NOMEM;
@@ -161,31 +282,32 @@ chex_pre_err chex_pre_decode_png(const uint8_t *buf, size_t len, const chex_pre_
         return CHEX_PRE_ERR_NOMEM;
     }
     uint8_t *volatile raw = NULL;
-    png_bytep *volatile rows = NULL;
-    float *volatile pix = NULL;
+    png_bytep *volatile rowp = NULL;
     if (setjmp(png_jmpbuf(png))) {
         free(raw);
-        free(rows);
-        free(pix);
+        free(rowp);
         png_destroy_read_struct(&png, &info, NULL);
-        img->pix = NULL;
         return src.err != CHEX_PRE_OK ? src.err : CHEX_PRE_ERR_MALFORMED;
     }
     png_set_read_fn(png, &src, read_fn);
     png_set_crc_action(png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
     /* Our own max_pixels check governs, not libpng's default 1e6 per side. */
     png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
-    /* Text and ICC profiles are never used: skip them (their CRC is still
-     * checked) rather than inflate attacker-sized compressed payloads. */
-    static const png_byte skip[] = "iCCP\0iTXt\0tEXt\0zTXt";
-    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, skip, 4);
+    /* Chunks we never use are skipped (their CRC is still checked) rather
+     * than parsed or inflated: text, ICC profiles, palettes suggestions... */
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, skipped_chunks, N_SKIPPED);
     png_read_info(png, info);
 
     png_uint_32 w32, h32;
     int depth, ctype, interlace;
     png_get_IHDR(png, info, &w32, &h32, &depth, &ctype, &interlace, NULL, NULL);
-    chex_pre_err e = chex_pre_check_dims(w32, h32, opts, "PNG", msg, msglen);
-    if (e != CHEX_PRE_OK) {
+    e = chex_pre_check_dims(w32, h32, opts, "PNG", msg, msglen);
+    if (e != CHEX_PRE_OK || w32 != hd.w) {
+        if (e == CHEX_PRE_OK) {
+            e = CHEX_PRE_ERR_MALFORMED;
+            chex_pre_msg(msg, msglen, "PNG: IHDR unreadable");
+        }
         png_destroy_read_struct(&png, &info, NULL);
         return e;
     }
@@ -210,36 +332,50 @@ chex_pre_err chex_pre_decode_png(const uint8_t *buf, size_t len, const chex_pre_
         chex_pre_msg(msg, msglen, "PNG: unexpected row layout (%d channels, %d bits)", ch, bd);
         png_error(png, "layout");
     }
-    int oc = ch >= 3 ? 3 : 1;
-    int gray16 = bd == 16 && oc == 1;
-    float maxval;
+    row_conv rc = {.w = (int)w, .ch = ch, .bd = bd, .oc = ch >= 3 ? 3 : 1};
+    rc.gray16 = bd == 16 && rc.oc == 1;
+    rc.mode = opts->png16_scaling;
+    if (rc.gray16 && rc.mode == CHEX_PNG16_SBIT && !(sbit >= 1 && sbit <= 16))
+        rc.mode = CHEX_PNG16_MINMAX; /* no sBIT: falls back, and says so */
     if (bd == 16)
-        maxval = gray16 ? 1.0f : 65535.0f;
+        rc.maxval = rc.gray16 && rc.mode == CHEX_PNG16_SBIT ? (float)((1u << sbit) - 1) : 65535.0f;
     else if (ctype == PNG_COLOR_TYPE_PALETTE)
-        maxval = 255.0f;
+        rc.maxval = 255.0f;
     else
-        maxval = (float)((1u << depth) - 1);
+        rc.maxval = (float)((1u << depth) - 1);
 
-    size_t plane = w * h;
-    pix = malloc((size_t)oc * plane * sizeof(float));
-    if (!pix) {
-        src.err = CHEX_PRE_ERR_NOMEM;
-        chex_pre_msg(msg, msglen, "PNG: out of memory for %zux%zu pixels", w, h);
-        png_error(png, "nomem");
+    meta->width = (int)w;
+    meta->height = (int)h;
+    meta->channels = rc.oc;
+    meta->bit_depth = depth;
+    snprintf(meta->format, sizeof meta->format, "png");
+    if (rc.gray16)
+        snprintf(meta->scaling, sizeof meta->scaling, "%s",
+                 rc.mode == CHEX_PNG16_FULL   ? "full"
+                 : rc.mode == CHEX_PNG16_SBIT ? "sbit"
+                                              : "minmax");
+    else if (bd == 16)
+        snprintf(meta->scaling, sizeof meta->scaling, "full");
+    else
+        snprintf(meta->scaling, sizeof meta->scaling, "%dbit",
+                 ctype == PNG_COLOR_TYPE_PALETTE ? 8 : depth);
+
+    e = chex_pre_rows_begin(rows, (int)w, (int)h, rc.oc, msg, msglen);
+    if (e != CHEX_PRE_OK) {
+        src.err = e;
+        png_error(png, "rows");
     }
     if (passes > 1) {
         raw = malloc(rowbytes * h);
-        rows = malloc(h * sizeof(png_bytep));
-        if (!raw || !rows) {
+        rowp = malloc(h * sizeof(png_bytep));
+        if (!raw || !rowp) {
             src.err = CHEX_PRE_ERR_NOMEM;
             chex_pre_msg(msg, msglen, "PNG: out of memory for an interlaced %zux%zu image", w, h);
             png_error(png, "nomem");
         }
         for (size_t y = 0; y < h; y++)
-            rows[y] = raw + y * rowbytes;
-        png_read_image(png, rows);
-        for (size_t y = 0; y < h; y++)
-            convert_row(rows[y], w, ch, bd, oc, maxval, pix, plane, y);
+            rowp[y] = raw + y * rowbytes;
+        png_read_image(png, rowp);
     } else {
         raw = malloc(rowbytes);
         if (!raw) {
@@ -247,28 +383,25 @@ chex_pre_err chex_pre_decode_png(const uint8_t *buf, size_t len, const chex_pre_
             chex_pre_msg(msg, msglen, "PNG: out of memory");
             png_error(png, "nomem");
         }
-        for (size_t y = 0; y < h; y++) {
+    }
+    for (size_t y = 0; y < h; y++) {
+        const uint8_t *row = raw;
+        if (passes > 1)
+            row = rowp[y];
+        else
             png_read_row(png, raw, NULL);
-            convert_row(raw, w, ch, bd, oc, maxval, pix, plane, y);
-        }
+        if (y == 0 && rc.gray16)
+            rc.v0 = rc.lo = rc.hi = row[0] << 8 | row[1];
+        convert_row(&rc, row, chex_pre_rows_next(rows));
+        chex_pre_rows_commit(rows);
     }
     png_read_end(png, NULL);
-
-    img->width = (int)w;
-    img->height = (int)h;
-    img->channels = oc;
-    img->bit_depth = depth;
-    snprintf(img->format, sizeof img->format, "png");
-    if (gray16)
-        scale_gray16(pix, plane, opts->png16_scaling, sbit, img->scaling, sizeof img->scaling);
-    else if (bd == 16)
-        snprintf(img->scaling, sizeof img->scaling, "full");
-    else
-        snprintf(img->scaling, sizeof img->scaling, "%dbit",
-                 ctype == PNG_COLOR_TYPE_PALETTE ? 8 : depth);
-    img->pix = pix;
     free(raw);
-    free(rows);
+    free(rowp);
     png_destroy_read_struct(&png, &info, NULL);
+    if (rc.gray16 && rc.mode == CHEX_PNG16_MINMAX)
+        chex_pre_rows_finish(rows, 1, (float)(rc.lo - rc.v0), (float)(rc.hi - rc.lo));
+    else
+        chex_pre_rows_finish(rows, 0, 0.0f, 0.0f);
     return CHEX_PRE_OK;
 }

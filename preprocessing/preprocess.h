@@ -45,6 +45,8 @@ typedef struct {
     uint64_t max_pixels;   /* reject width*height above this before allocating */
     int min_side;          /* reject images whose shorter side is below this */
     chex_png16_scaling png16_scaling;
+    int max_overlay_side;  /* display copy's longer side (config max_overlay_side);
+                              <= 0 means the image's own size */
 } chex_pre_opts;
 
 /* Identifiers of a DICOM source, copied out of the file (never patient data). */
@@ -80,7 +82,8 @@ typedef struct {
 
 void chex_pre_image_free(chex_pre_image *img);
 
-/* Detects the format from its signature and decodes. On error writes a one-line
+/* The reference path: the whole image as floats (tests, tools; the server
+ * uses chex_pre_prepare). Detects the format from its signature and decodes. On error writes a one-line
  * message into msg and leaves img->pix NULL. Resets *img first. Errors: no
  * bytes -> EMPTY; no PNG/JPEG/DICOM signature -> FORMAT; truncated, bad CRC
  * (critical or ancillary chunk), corrupt zlib/JPEG data, JPEG decoder warnings
@@ -113,5 +116,58 @@ int chex_pre_ncrops(const chex_pre_spec *spec);
  * extreme the resize would need more than 4 M pixels -> UNUSABLE. */
 chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spec, float *out,
                              chex_pre_crop *crops, char *msg, size_t msglen);
+
+/* Gray copy of the image for drawing heat-map overlays: (height, width)
+ * floats in [0,1] (colour images as luminance 0.299/0.587/0.114), the image
+ * itself when its longer side is <= opts->max_overlay_side, else resampled
+ * (torch's antialiased bilinear) to that longer side. Free pix with free(). */
+typedef struct {
+    int width, height;
+    float *pix;
+} chex_pre_display;
+
+/* Display size for a width x height image with opts->max_overlay_side. */
+void chex_pre_display_dims(const chex_pre_opts *opts, int width, int height, int *dw, int *dh);
+
+/* Decode and preprocess in one streaming pass: rows go from the decoder to
+ * the preset's separable resampler as they are decoded; no full-resolution
+ * float image exists (see preprocessing/stream.h). Writes ncrops tensors of
+ * (C, S, S) into out (caller-sized, ncrops*C*S*S floats), crop boxes into
+ * crops (may be NULL), the image's metadata into *meta (meta->pix stays NULL)
+ * and, when display is not NULL, the display copy (display->pix owned by the
+ * caller, NULL on error). Same result as chex_pre_decode + chex_pre_tensor to
+ * float rounding (bit-identical except 16-bit gray PNGs under minmax, within
+ * 1e-6). Errors as chex_pre_decode and chex_pre_tensor. Peak heap use is at
+ * most chex_pre_probe's decode_bytes (+ display_bytes with a display). */
+chex_pre_err chex_pre_prepare(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                              const chex_pre_spec *spec, float *out, chex_pre_crop *crops,
+                              chex_pre_image *meta, chex_pre_display *display, char *msg,
+                              size_t msglen);
+
+/* What an image's header says, read without decoding pixels (never past len). */
+typedef struct {
+    char format[8];        /* "png", "jpeg", "dicom" */
+    int width, height, channels, bit_depth;
+    int interlaced;        /* PNG Adam7 */
+    int frames;            /* DICOM NumberOfFrames (1 when absent), else 1 */
+    uint64_t decode_bytes; /* worst case of the heap bytes chex_pre_prepare (decoder
+                              scratch, libpng/libjpeg state, row buffers, resampler
+                              rings, resized planes) plus the output tensor(s) for
+                              spec can allocate, NOT counting buf itself nor the
+                              display copy */
+    uint64_t display_bytes;/* bytes of the gray display copy kept for heat-map overlays
+                              (longer side <= opts->max_overlay_side), allocated on
+                              top of decode_bytes when asked for */
+} chex_pre_probe_info;
+
+/* Reads the header only (PNG IHDR, JPEG SOF and first SOS, DICOM data set up
+ * to Pixel Data) and fills *info. Errors as chex_pre_decode's header-time
+ * ones: EMPTY, FORMAT, MALFORMED (header), TOO_LARGE (message names width x
+ * height), UNUSABLE (also an aspect ratio the preset refuses), UNSUPPORTED
+ * (e.g. a DICOM transfer syntax, CMYK or 12-bit JPEG); ARG for a bad spec.
+ * A file that passes may still fail to decode later (corrupt data). */
+chex_pre_err chex_pre_probe(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                            const chex_pre_spec *spec, chex_pre_probe_info *info,
+                            char *msg, size_t msglen);
 
 #endif

@@ -33,8 +33,8 @@
 
 #include "preprocessing/pre_internal.h"
 #include "preprocessing/preprocess.h"
-
-enum preset { P_UNKNOWN, P_CROP, P_TENCROP, P_RESIZE, P_XRV };
+#include "preprocessing/resample.h"
+#include "preprocessing/stream.h"
 
 /* Resized images above this (and intermediates above 4x this) are refused:
  * only extreme aspect ratios reach them (a 4000 x 5000 radiograph needs 0.08 M
@@ -42,200 +42,45 @@ enum preset { P_UNKNOWN, P_CROP, P_TENCROP, P_RESIZE, P_XRV };
 #define MAX_RESIZED_PIXELS (1L << 22)
 #define MAX_OUT_SIZE 4096
 
-static enum preset parse_preset(const chex_pre_spec *spec)
+enum chex_pre_preset chex_pre_parse_preset(const chex_pre_spec *spec)
 {
     if (!spec)
-        return P_UNKNOWN;
+        return CHEX_PRESET_UNKNOWN;
     size_t n = strnlen(spec->preset, sizeof spec->preset);
     if (n == sizeof spec->preset)
-        return P_UNKNOWN;
+        return CHEX_PRESET_UNKNOWN;
     if (strcmp(spec->preset, "resize256-crop224") == 0)
-        return P_CROP;
+        return CHEX_PRESET_CROP;
     if (strcmp(spec->preset, "tencrop") == 0)
-        return P_TENCROP;
+        return CHEX_PRESET_TENCROP;
     if (strcmp(spec->preset, "resize224") == 0)
-        return P_RESIZE;
+        return CHEX_PRESET_RESIZE;
     if (strcmp(spec->preset, "xrv") == 0)
-        return P_XRV;
-    return P_UNKNOWN;
+        return CHEX_PRESET_XRV;
+    return CHEX_PRESET_UNKNOWN;
 }
 
 int chex_pre_ncrops(const chex_pre_spec *spec)
 {
-    switch (parse_preset(spec)) {
-    case P_TENCROP:
+    switch (chex_pre_parse_preset(spec)) {
+    case CHEX_PRESET_TENCROP:
         return 10;
-    case P_CROP:
-    case P_RESIZE:
-    case P_XRV:
+    case CHEX_PRESET_CROP:
+    case CHEX_PRESET_RESIZE:
+    case CHEX_PRESET_XRV:
         return 1;
     default:
         return 0;
     }
 }
 
-/* Interpolation weights along one axis, in -> out samples. */
-typedef struct {
-    int taps;
-    int *xmin, *xsize;
-    float *w; /* out * taps */
-} aa_axis;
-
-static float aa_filter(float x)
+chex_pre_err chex_pre_spec_check(const chex_pre_spec *spec, char *msg, size_t msglen)
 {
-    if (x < 0.0f)
-        x = -x;
-    return x < 1.0f ? 1.0f - x : 0.0f;
-}
-
-static void aa_axis_free(aa_axis *a)
-{
-    free(a->xmin);
-    free(a->xsize);
-    free(a->w);
-}
-
-/* Mirrors PyTorch's _compute_indices_weights_aa / _compute_weights_aa for float
- * tensors, including where it rounds through double and back to float. */
-static int aa_axis_init(aa_axis *a, int in, int out)
-{
-    float scale = (float)in / (float)out;
-    float support = scale >= 1.0f ? (float)(1.0 * (double)scale) : 1.0f;
-    a->taps = (int)ceilf(support) * 2 + 1;
-    a->xmin = malloc((size_t)out * sizeof(int));
-    a->xsize = malloc((size_t)out * sizeof(int));
-    a->w = malloc((size_t)out * (size_t)a->taps * sizeof(float));
-    if (!a->xmin || !a->xsize || !a->w) {
-        aa_axis_free(a);
-        return -1;
-    }
-    float invscale = scale >= 1.0f ? (float)(1.0 / (double)scale) : 1.0f;
-    for (int i = 0; i < out; i++) {
-        float center = (float)((double)scale * (i + 0.5));
-        long xmin = (long)((double)(center - support) + 0.5);
-        if (xmin < 0)
-            xmin = 0;
-        long xmax = (long)((double)(center + support) + 0.5);
-        if (xmax > in)
-            xmax = in;
-        long xsize = xmax - xmin;
-        if (xsize > a->taps)
-            xsize = a->taps;
-        float *w = a->w + (size_t)i * (size_t)a->taps;
-        float total = 0.0f;
-        for (long j = 0; j < xsize; j++) {
-            float arg = (float)(((double)((float)(j + xmin) - center) + 0.5) * (double)invscale);
-            w[j] = aa_filter(arg);
-            total += w[j];
-        }
-        for (long j = 0; j < xsize; j++)
-            if (total != 0.0f)
-                w[j] /= total;
-        for (long j = xsize; j < a->taps; j++)
-            w[j] = 0.0f;
-        a->xmin[i] = (int)xmin;
-        a->xsize[i] = (int)(xsize > 0 ? xsize : 0);
-    }
-    return 0;
-}
-
-/* Resamples the region (x0, y0, rw, rh) of each of nc planes of src (stride
- * sw, plane size splane) to (nc, oh, ow) in dst. Width pass first, as PyTorch. */
-static chex_pre_err resample(float *dst, const float *src, int nc, size_t splane, int sw, int x0,
-                             int y0, int rw, int rh, int ow, int oh)
-{
-    aa_axis ax = {0}, ay = {0};
-    float *tmp = NULL;
-    chex_pre_err e = CHEX_PRE_ERR_NOMEM;
-    if (aa_axis_init(&ax, rw, ow) != 0 || aa_axis_init(&ay, rh, oh) != 0)
-        goto done;
-    tmp = malloc((size_t)rh * (size_t)ow * sizeof(float));
-    if (!tmp)
-        goto done;
-    for (int c = 0; c < nc; c++) {
-        const float *plane = src + (size_t)c * splane;
-        for (int y = 0; y < rh; y++) {
-            const float *row = plane + (size_t)(y0 + y) * (size_t)sw + x0;
-            float *trow = tmp + (size_t)y * (size_t)ow;
-            for (int i = 0; i < ow; i++) {
-                const float *w = ax.w + (size_t)i * (size_t)ax.taps;
-                const float *s = row + ax.xmin[i];
-                int n = ax.xsize[i];
-                float acc = n > 0 ? s[0] * w[0] : 0.0f;
-                for (int j = 1; j < n; j++)
-                    acc += s[j] * w[j];
-                trow[i] = acc;
-            }
-        }
-        float *oplane = dst + (size_t)c * (size_t)oh * (size_t)ow;
-        for (int i = 0; i < oh; i++) {
-            const float *w = ay.w + (size_t)i * (size_t)ay.taps;
-            const float *s = tmp + (size_t)ay.xmin[i] * (size_t)ow;
-            int n = ay.xsize[i];
-            float *orow = oplane + (size_t)i * (size_t)ow;
-            if (n <= 0) {
-                memset(orow, 0, (size_t)ow * sizeof(float));
-                continue;
-            }
-            for (int x = 0; x < ow; x++)
-                orow[x] = s[x] * w[0];
-            for (int j = 1; j < n; j++) {
-                const float *sr = s + (size_t)j * (size_t)ow;
-                float wj = w[j];
-                for (int x = 0; x < ow; x++)
-                    orow[x] += sr[x] * wj;
-            }
-        }
-    }
-    e = CHEX_PRE_OK;
-done:
-    free(tmp);
-    aa_axis_free(&ax);
-    aa_axis_free(&ay);
-    return e;
-}
-
-/* One (C, S, S) tensor from the (wc, rh, rw) resized image at (top, left);
- * mirrored: the crop at (top, left) of the horizontally flipped image. */
-static void emit_crop(float *out, const float *res, int wc, int rh, int rw, int top, int left,
-                      int mirrored, int C, int S, const chex_pre_spec *spec)
-{
-    (void)rh;
-    size_t rplane = (size_t)rh * (size_t)rw;
-    for (int c = 0; c < C; c++) {
-        const float *plane = res + (size_t)(wc == 1 ? 0 : c) * rplane;
-        float mean = spec->mean[C == 1 ? 0 : c], std = spec->std[C == 1 ? 0 : c];
-        float *o = out + (size_t)c * (size_t)S * (size_t)S;
-        for (int y = 0; y < S; y++) {
-            const float *row = plane + (size_t)(top + y) * (size_t)rw;
-            float *orow = o + (size_t)y * (size_t)S;
-            if (mirrored) {
-                const float *r = row + (rw - 1 - left);
-                for (int x = 0; x < S; x++)
-                    orow[x] = (r[-x] - mean) / std;
-            } else {
-                const float *r = row + left;
-                for (int x = 0; x < S; x++)
-                    orow[x] = (r[x] - mean) / std;
-            }
-        }
-    }
-}
-
-static chex_pre_err check_args(const chex_pre_image *img, const chex_pre_spec *spec,
-                               const float *out, char *msg, size_t msglen)
-{
-    if (!img || !spec || !out) {
-        chex_pre_msg(msg, msglen, "chex_pre_tensor: NULL image, spec or output");
+    if (!spec) {
+        chex_pre_msg(msg, msglen, "no preprocessing spec");
         return CHEX_PRE_ERR_ARG;
     }
-    if (!img->pix || img->width <= 0 || img->height <= 0 ||
-        (img->channels != 1 && img->channels != 3)) {
-        chex_pre_msg(msg, msglen, "chex_pre_tensor: no decoded image (%dx%d, %d channels)",
-                     img->width, img->height, img->channels);
-        return CHEX_PRE_ERR_ARG;
-    }
-    if (parse_preset(spec) == P_UNKNOWN) {
+    if (chex_pre_parse_preset(spec) == CHEX_PRESET_UNKNOWN) {
         chex_pre_msg(msg, msglen, "unknown preprocessing preset \"%.31s\"", spec->preset);
         return CHEX_PRE_ERR_ARG;
     }
@@ -257,89 +102,96 @@ static chex_pre_err check_args(const chex_pre_image *img, const chex_pre_spec *s
     return CHEX_PRE_OK;
 }
 
-chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spec, float *out,
-                             chex_pre_crop *crops, char *msg, size_t msglen)
+chex_pre_err chex_pre_geom_make(const chex_pre_spec *spec, int W, int H, chex_pre_geom *g,
+                                char *msg, size_t msglen)
 {
-    if (msg && msglen)
-        msg[0] = '\0';
-    chex_pre_err e = check_args(img, spec, out, msg, msglen);
+    if (!spec) {
+        chex_pre_msg(msg, msglen, "no preprocessing spec");
+        return CHEX_PRE_ERR_ARG;
+    }
+    chex_pre_err e = chex_pre_spec_check(spec, msg, msglen);
     if (e != CHEX_PRE_OK)
         return e;
-    enum preset p = parse_preset(spec);
-    const int C = spec->channels, S = spec->size, W = img->width, H = img->height;
-    const size_t plane = (size_t)W * (size_t)H;
-
-    /* Working source: the image itself, or its luminance when the model wants
-     * one channel of a colour image. A gray image for a 3-channel model is
-     * resized once and replicated in emit_crop. */
-    const float *src = img->pix;
-    float *lum = NULL, *res = NULL;
-    int wc = img->channels;
-    if (img->channels == 3 && C == 1) {
-        lum = malloc(plane * sizeof(float));
-        if (!lum) {
-            chex_pre_msg(msg, msglen, "out of memory converting %dx%d to gray", W, H);
-            return CHEX_PRE_ERR_NOMEM;
-        }
-        const float *r = img->pix, *g = r + plane, *b = g + plane;
-        for (size_t i = 0; i < plane; i++)
-            lum[i] = r[i] * 0.299f + g[i] * 0.587f + b[i] * 0.114f;
-        src = lum;
-        wc = 1;
-    }
-
-    int x0 = 0, y0 = 0, rw = W, rh = H, ow, oh;
-    if (p == P_CROP || p == P_TENCROP) {
+    const int S = spec->size;
+    memset(g, 0, sizeof *g);
+    g->preset = chex_pre_parse_preset(spec);
+    g->rw = W;
+    g->rh = H;
+    if (g->preset == CHEX_PRESET_CROP || g->preset == CHEX_PRESET_TENCROP) {
         long r = lround(S * 256.0 / 224.0);
         long shorter = W <= H ? W : H, longer = W <= H ? H : W;
         long nlong = (long)((double)(r * longer) / (double)shorter);
-        ow = (int)(W <= H ? r : nlong);
-        oh = (int)(W <= H ? nlong : r);
-        if ((long)ow * oh > MAX_RESIZED_PIXELS || ow < S || oh < S) {
+        if (nlong > MAX_RESIZED_PIXELS || (W <= H ? r : nlong) * (W <= H ? nlong : r) >
+                                              MAX_RESIZED_PIXELS) {
             chex_pre_msg(msg, msglen, "%dx%d image: aspect ratio too extreme to resize", W, H);
-            return free(lum), CHEX_PRE_ERR_UNUSABLE;
+            return CHEX_PRE_ERR_UNUSABLE;
+        }
+        g->ow = (int)(W <= H ? r : nlong);
+        g->oh = (int)(W <= H ? nlong : r);
+        if (g->ow < S || g->oh < S) {
+            chex_pre_msg(msg, msglen, "%dx%d image: aspect ratio too extreme to resize", W, H);
+            return CHEX_PRE_ERR_UNUSABLE;
         }
     } else {
-        if (p == P_XRV) {
+        if (g->preset == CHEX_PRESET_XRV) {
             int side = W < H ? W : H;
-            x0 = W / 2 - side / 2;
-            y0 = H / 2 - side / 2;
-            rw = rh = side;
+            g->x0 = W / 2 - side / 2;
+            g->y0 = H / 2 - side / 2;
+            g->rw = g->rh = side;
         }
-        ow = oh = S;
+        g->ow = g->oh = S;
     }
     /* the width pass's intermediate is rh x ow per channel */
-    if ((long)rh * ow > MAX_RESIZED_PIXELS * 4) {
+    if ((long)g->rh * g->ow > MAX_RESIZED_PIXELS * 4) {
         chex_pre_msg(msg, msglen, "%dx%d image: aspect ratio too extreme to resize", W, H);
-        return free(lum), CHEX_PRE_ERR_UNUSABLE;
+        return CHEX_PRE_ERR_UNUSABLE;
     }
-    res = malloc((size_t)wc * (size_t)ow * (size_t)oh * sizeof(float));
-    if (!res) {
-        free(lum);
-        chex_pre_msg(msg, msglen, "out of memory resizing to %dx%d", ow, oh);
-        return CHEX_PRE_ERR_NOMEM;
-    }
-    e = resample(res, src, wc, plane, W, x0, y0, rw, rh, ow, oh);
-    free(lum);
-    if (e != CHEX_PRE_OK) {
-        free(res);
-        chex_pre_msg(msg, msglen, "out of memory resizing to %dx%d", ow, oh);
-        return e;
-    }
+    return CHEX_PRE_OK;
+}
 
+/* One (C, S, S) tensor from the (wc, rh, rw) resized image at (top, left);
+ * mirrored: the crop at (top, left) of the horizontally flipped image. */
+static void emit_crop(float *out, const float *res, int wc, int rh, int rw, int top, int left,
+                      int mirrored, int C, int S, const chex_pre_spec *spec)
+{
+    size_t rplane = (size_t)rh * (size_t)rw;
+    for (int c = 0; c < C; c++) {
+        const float *plane = res + (size_t)(wc == 1 ? 0 : c) * rplane;
+        float mean = spec->mean[C == 1 ? 0 : c], std = spec->std[C == 1 ? 0 : c];
+        float *o = out + (size_t)c * (size_t)S * (size_t)S;
+        for (int y = 0; y < S; y++) {
+            const float *row = plane + (size_t)(top + y) * (size_t)rw;
+            float *orow = o + (size_t)y * (size_t)S;
+            if (mirrored) {
+                const float *r = row + (rw - 1 - left);
+                for (int x = 0; x < S; x++)
+                    orow[x] = (r[-x] - mean) / std;
+            } else {
+                const float *r = row + left;
+                for (int x = 0; x < S; x++)
+                    orow[x] = (r[x] - mean) / std;
+            }
+        }
+    }
+}
+
+void chex_pre_emit(float *out, chex_pre_crop *crops, const float *res, int wc,
+                   const chex_pre_geom *g, const chex_pre_spec *spec)
+{
+    const int C = spec->channels, S = spec->size, ow = g->ow, oh = g->oh;
     /* Crop positions in the resized image; boxes mapped back by its scale. */
     int ctop = (int)nearbyint((oh - S) / 2.0), cleft = (int)nearbyint((ow - S) / 2.0);
     int tops[5] = {0, 0, oh - S, oh - S, ctop};
     int lefts[5] = {0, ow - S, 0, ow - S, cleft};
     int n = chex_pre_ncrops(spec);
-    double sx = (double)rw / ow, sy = (double)rh / oh;
+    double sx = (double)g->rw / ow, sy = (double)g->rh / oh;
     size_t tsize = (size_t)C * (size_t)S * (size_t)S;
     for (int k = 0; k < n; k++) {
         int top, left, mirrored = k >= 5;
-        if (p == P_TENCROP) {
+        if (g->preset == CHEX_PRESET_TENCROP) {
             top = tops[k % 5];
             left = lefts[k % 5];
-        } else if (p == P_CROP) {
+        } else if (g->preset == CHEX_PRESET_CROP) {
             top = ctop;
             left = cleft;
         } else {
@@ -349,13 +201,80 @@ chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spe
         if (crops) {
             /* a mirrored crop at left covers [ow-left-S, ow-left) of the resized image */
             int l = mirrored ? ow - left - S : left;
-            crops[k].x0 = (float)(x0 + l * sx);
-            crops[k].x1 = (float)(x0 + (l + S) * sx);
-            crops[k].y0 = (float)(y0 + top * sy);
-            crops[k].y1 = (float)(y0 + (top + S) * sy);
+            crops[k].x0 = (float)(g->x0 + l * sx);
+            crops[k].x1 = (float)(g->x0 + (l + S) * sx);
+            crops[k].y0 = (float)(g->y0 + top * sy);
+            crops[k].y1 = (float)(g->y0 + (top + S) * sy);
             crops[k].flipped = mirrored;
         }
     }
+}
+
+/* The reference path: the whole float image in memory, resampled by
+ * chex_pre_resample_naive. chex_pre_prepare's streaming path must agree. */
+chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spec, float *out,
+                             chex_pre_crop *crops, char *msg, size_t msglen)
+{
+    if (msg && msglen)
+        msg[0] = '\0';
+    if (!img || !spec || !out) {
+        chex_pre_msg(msg, msglen, "chex_pre_tensor: NULL image, spec or output");
+        return CHEX_PRE_ERR_ARG;
+    }
+    if (!img->pix || img->width <= 0 || img->height <= 0 ||
+        (img->channels != 1 && img->channels != 3)) {
+        chex_pre_msg(msg, msglen, "chex_pre_tensor: no decoded image (%dx%d, %d channels)",
+                     img->width, img->height, img->channels);
+        return CHEX_PRE_ERR_ARG;
+    }
+    const int C = spec->channels, W = img->width, H = img->height;
+    chex_pre_geom g;
+    chex_pre_err e = chex_pre_spec_check(spec, msg, msglen);
+    if (e == CHEX_PRE_OK)
+        e = chex_pre_geom_make(spec, W, H, &g, msg, msglen);
+    if (e != CHEX_PRE_OK)
+        return e;
+    const size_t plane = (size_t)W * (size_t)H;
+
+    /* Working source: the image itself, or its luminance when the model wants
+     * one channel of a colour image. A gray image for a 3-channel model is
+     * resized once and replicated in emit_crop. */
+    const float *src = img->pix;
+    float *lum = NULL, *res = NULL, *tmp = NULL;
+    const float **rows = NULL;
+    int wc = img->channels;
+    if (img->channels == 3 && C == 1) {
+        lum = malloc(plane * sizeof(float));
+        if (!lum) {
+            chex_pre_msg(msg, msglen, "out of memory converting %dx%d to gray", W, H);
+            return CHEX_PRE_ERR_NOMEM;
+        }
+        const float *r = img->pix, *gg = r + plane, *b = gg + plane;
+        for (size_t i = 0; i < plane; i++)
+            lum[i] = r[i] * 0.299f + gg[i] * 0.587f + b[i] * 0.114f;
+        src = lum;
+        wc = 1;
+    }
+    chex_pre_axis ax = {0}, ay = {0};
+    e = CHEX_PRE_ERR_NOMEM;
+    if (chex_pre_axis_torch_aa(&ax, g.rw, g.ow) != 0 || chex_pre_axis_torch_aa(&ay, g.rh, g.oh) != 0)
+        goto done;
+    res = malloc((size_t)wc * (size_t)g.ow * (size_t)g.oh * sizeof(float));
+    tmp = malloc((size_t)g.rh * (size_t)g.ow * sizeof(float));
+    rows = malloc((size_t)ay.taps * sizeof *rows);
+    if (!res || !tmp || !rows)
+        goto done;
+    chex_pre_resample_naive(res, src, wc, plane, W, g.x0, g.y0, &ax, &ay, tmp, rows);
+    chex_pre_emit(out, crops, res, wc, &g, spec);
+    e = CHEX_PRE_OK;
+done:
+    if (e != CHEX_PRE_OK)
+        chex_pre_msg(msg, msglen, "out of memory resizing to %dx%d", g.ow, g.oh);
+    free(lum);
     free(res);
-    return CHEX_PRE_OK;
+    free(tmp);
+    free(rows);
+    chex_pre_axis_free(&ax);
+    chex_pre_axis_free(&ay);
+    return e;
 }

@@ -311,7 +311,7 @@ static int cmd_classify(int argc, char **argv)
             continue;
         }
         chex_prepared pp;
-        chex_pre_err pe = chex_pipeline_prepare(&p, buf, len, &pp, msg, sizeof msg);
+        chex_pre_err pe = chex_pipeline_prepare_ex(&p, buf, len, cam != NULL, &pp, msg, sizeof msg);
         free(buf);
         if (pe != CHEX_PRE_OK) {
             print_line(chex_answer_error(chex_answer_pre_code(pe), msg, id), files[f]);
@@ -335,14 +335,17 @@ static int cmd_classify(int argc, char **argv)
                 if (rc == 0) {
                     map = chex_heatmap_map(&p, &pp, cam_raw, msg, sizeof msg);
                     rc = map ? chex_heatmap_write_files(cam_out, files[f], p.info->labels[label],
-                                                        &pp.image, map, paths, msg, sizeof msg)
+                                                        &pp.display, map, paths, msg, sizeof msg)
                              : -1;
                 }
                 free(map);
                 if (rc == 0) {
                     json_object_set_new(j, "cam",
-                                        json_pack("{s:s, s:s, s:s}", "label", p.info->labels[label],
-                                                  "heatmap", paths[0], "overlay", paths[1]));
+                                        json_pack("{s:s, s:s, s:s, s:i, s:i}", "label",
+                                                  p.info->labels[label], "heatmap", paths[0],
+                                                  "overlay", paths[1], "overlay_width",
+                                                  pp.display.width, "overlay_height",
+                                                  pp.display.height));
                 } else {
                     json_decref(j);
                     j = chex_answer_error("cam_failed", msg, id);

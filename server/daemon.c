@@ -608,7 +608,8 @@ static enum MHD_Result answer_predict(req *r)
         float *map = chex_heatmap_map(d->p, pp, r->cam_raw, msg, sizeof msg);
         uint8_t *png = NULL;
         size_t len = 0;
-        int rc = map ? chex_heatmap_png_overlay(&pp->image, map, &png, &len, msg, sizeof msg) : -1;
+        int rc = map ? chex_heatmap_png_overlay(&pp->display, map, &png, &len, msg, sizeof msg)
+                     : -1;
         free(map);
         if (rc != 0)
             return send_error(r, 500, "internal_error", msg);
@@ -624,12 +625,14 @@ static enum MHD_Result answer_predict(req *r)
             float *map = chex_heatmap_map(d->p, pp, r->cam_raw + (size_t)i * rawf, msg, sizeof msg);
             uint8_t *png = NULL;
             size_t len = 0;
-            int rc = map ? chex_heatmap_png_gray(map, pp->image.width, pp->image.height, &png,
+            int rc = map ? chex_heatmap_png_gray(map, pp->display.width, pp->display.height, &png,
                                                  &len, msg, sizeof msg)
                          : -1;
             free(map);
             json_t *cj = rc == 0 ? chex_heatmap_json(d->p->info->labels[r->cam_label[i]],
-                                                     pp->image.width, pp->image.height, png, len)
+                                                     pp->image.width, pp->image.height,
+                                                     pp->display.width, pp->display.height, png,
+                                                     len)
                                  : NULL;
             free(png);
             if (!cj) {
@@ -870,8 +873,9 @@ static enum MHD_Result finish_upload(req *r)
     for (int i = 0; i < n; i++) {
         char msg[256], full[300];
         chex_pre_err e =
-            chex_pipeline_prepare(d->p, src[i].buf ? src[i].buf : (const uint8_t *)"", src[i].len,
-                                  &r->imgs[i], msg, sizeof msg);
+            chex_pipeline_prepare_ex(d->p, src[i].buf ? src[i].buf : (const uint8_t *)"",
+                                     src[i].len, r->route == CHEX_ROUTE_EXPLAIN, &r->imgs[i], msg,
+                                     sizeof msg);
         bytes_free(&src[i]);
         if (e != CHEX_PRE_OK) {
             if (r->body == BODY_MULTIPART)
@@ -880,14 +884,6 @@ static enum MHD_Result finish_upload(req *r)
                 snprintf(full, sizeof full, "%s", msg);
             r->nimg = i; /* prepared images so far are freed at completion */
             return send_error(r, chex_answer_pre_status(e), chex_answer_pre_code(e), full);
-        }
-        /* The network needs only the tensor: drop the decoded pixels now,
-         * unless the explain overlay is drawn over them. */
-        if (r->route != CHEX_ROUTE_EXPLAIN) {
-            chex_pre_image meta = r->imgs[i].image;
-            chex_pre_image_free(&r->imgs[i].image);
-            meta.pix = NULL;
-            r->imgs[i].image = meta;
         }
         r->nimg = i + 1;
     }

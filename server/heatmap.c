@@ -162,20 +162,27 @@ float *chex_heatmap_map(const chex_pipeline *p, const chex_prepared *pp, const f
                         char *msg, size_t msglen)
 {
     int W = pp->image.width, H = pp->image.height, g = chex_cam_grid_side(p->spec.size);
-    if (W < 1 || H < 1 || pp->ncrops < 1 || pp->ncrops > 10) {
+    int DW = pp->display.width, DH = pp->display.height;
+    if (W < 1 || H < 1 || DW < 1 || DH < 1 || pp->ncrops < 1 || pp->ncrops > 10) {
         snprintf(msg, msglen, "class activation map: no image geometry");
         return NULL;
     }
+    /* crop boxes are in original pixels; the map is drawn at the display size */
+    double sx = (double)DW / W, sy = (double)DH / H;
+    int same = DW == W && DH == H;
     chex_cam_box boxes[10];
-    for (int k = 0; k < pp->ncrops; k++)
-        boxes[k] = (chex_cam_box){pp->crops[k].x0, pp->crops[k].y0, pp->crops[k].x1,
-                                  pp->crops[k].y1, pp->crops[k].flipped};
-    float *map = malloc((size_t)W * (size_t)H * sizeof(float));
+    for (int k = 0; k < pp->ncrops; k++) {
+        const chex_pre_crop *c = &pp->crops[k];
+        boxes[k] = same ? (chex_cam_box){c->x0, c->y0, c->x1, c->y1, c->flipped}
+                        : (chex_cam_box){(float)(c->x0 * sx), (float)(c->y0 * sy),
+                                         (float)(c->x1 * sx), (float)(c->y1 * sy), c->flipped};
+    }
+    float *map = malloc((size_t)DW * (size_t)DH * sizeof(float));
     if (!map) {
-        snprintf(msg, msglen, "out of memory for a %dx%d heat map", W, H);
+        snprintf(msg, msglen, "out of memory for a %dx%d heat map", DW, DH);
         return NULL;
     }
-    chex_model_err e = chex_cam_map(map, W, H, raw, pp->ncrops, g, g, p->spec.size, boxes);
+    chex_model_err e = chex_cam_map(map, DW, DH, raw, pp->ncrops, g, g, p->spec.size, boxes);
     if (e != CHEX_MODEL_OK) {
         snprintf(msg, msglen, "class activation map: %s", chex_model_strerror(e));
         free(map);
@@ -311,22 +318,19 @@ int chex_heatmap_png_gray(const float *map, int w, int h, uint8_t **png, size_t 
 }
 
 typedef struct {
-    const chex_pre_image *img;
+    const chex_pre_display *img;
     const float *map;
 } overlay_ctx;
 
 static void fill_overlay(uint8_t *row, int y, const void *ctx)
 {
     const overlay_ctx *o = ctx;
-    const chex_pre_image *img = o->img;
-    size_t plane = (size_t)img->width * (size_t)img->height;
+    const chex_pre_display *img = o->img;
     size_t off = (size_t)y * (size_t)img->width;
     const float *m = o->map + off;
     const float *r = img->pix + off;
     for (int x = 0; x < img->width; x++) {
-        float gray = img->channels == 3
-                         ? r[x] * 0.299f + r[x + plane] * 0.587f + r[x + 2 * plane] * 0.114f
-                         : r[x];
+        float gray = r[x];
         float v = m[x] < 0.0f ? 0.0f : m[x] > 1.0f ? 1.0f : m[x];
         const uint8_t *c = chex_heatmap_inferno[to_byte(v)];
         float a = 0.2f + 0.45f * v;
@@ -338,10 +342,10 @@ static void fill_overlay(uint8_t *row, int y, const void *ctx)
     }
 }
 
-int chex_heatmap_png_overlay(const chex_pre_image *img, const float *map, uint8_t **png,
+int chex_heatmap_png_overlay(const chex_pre_display *img, const float *map, uint8_t **png,
                              size_t *len, char *msg, size_t msglen)
 {
-    if (!img || !img->pix || (img->channels != 1 && img->channels != 3) || !map) {
+    if (!img || !img->pix || !map) {
         *png = NULL;
         *len = 0;
         snprintf(msg, msglen, "overlay: no decoded image pixels");
@@ -379,14 +383,15 @@ char *chex_heatmap_base64(const uint8_t *data, size_t len)
     return out;
 }
 
-json_t *chex_heatmap_json(const char *label, int width, int height, const uint8_t *png,
-                          size_t len)
+json_t *chex_heatmap_json(const char *label, int width, int height, int overlay_width,
+                          int overlay_height, const uint8_t *png, size_t len)
 {
     char *b64 = chex_heatmap_base64(png, len);
     if (!b64)
         return NULL;
-    json_t *j = json_pack("{s:s, s:i, s:i, s:s}", "label", label, "width", width, "height",
-                          height, "png_base64", b64);
+    json_t *j = json_pack("{s:s, s:i, s:i, s:i, s:i, s:s}", "label", label, "width", width,
+                          "height", height, "overlay_width", overlay_width, "overlay_height",
+                          overlay_height, "png_base64", b64);
     free(b64);
     return j;
 }
@@ -425,7 +430,7 @@ static int write_atomic(const char *path, const uint8_t *data, size_t len, char 
 }
 
 int chex_heatmap_write_files(const char *dir, const char *image_path, const char *label,
-                             const chex_pre_image *img, const float *map,
+                             const chex_pre_display *img, const float *map,
                              char paths[2][4096], char *msg, size_t msglen)
 {
     const char *base = strrchr(image_path, '/');

@@ -39,8 +39,9 @@ size_t chex_heatmap_raw_floats(const chex_pipeline *p);
 int chex_heatmap_take(const chex_pipeline *p, const chex_model_ws *ws, int first, int label,
                       float *raw, char *msg, size_t msglen);
 
-/* The normalised map (height, width) of the original image of pp from its
- * raw maps (chex_heatmap_take). NULL with msg on error. */
+/* The normalised map (pp->display.height, pp->display.width) from its raw
+ * maps (chex_heatmap_take): the original image's size, or scaled so that its
+ * longer side is max_overlay_side. NULL with msg on error. */
 float *chex_heatmap_map(const chex_pipeline *p, const chex_prepared *pp, const float *raw,
                         char *msg, size_t msglen);
 
@@ -48,10 +49,11 @@ float *chex_heatmap_map(const chex_pipeline *p, const chex_prepared *pp, const f
 int chex_heatmap_png_gray(const float *map, int w, int h, uint8_t **png, size_t *len, char *msg,
                           size_t msglen);
 
-/* RGB PNG at the image's size: gray radiograph (luminance for colour images)
- * blended with inferno(map) with opacity 0.2 + 0.45 * map, so cold regions
- * keep the radiograph readable and hot ones stand out. img->pix is needed. */
-int chex_heatmap_png_overlay(const chex_pre_image *img, const float *map, uint8_t **png,
+/* RGB PNG at the display copy's size: gray radiograph (luminance for colour
+ * images) blended with inferno(map) with opacity 0.2 + 0.45 * map, so cold
+ * regions keep the radiograph readable and hot ones stand out. img->pix is
+ * needed (chex_pipeline_prepare_ex with want_display); map is the same size. */
+int chex_heatmap_png_overlay(const chex_pre_display *img, const float *map, uint8_t **png,
                              size_t *len, char *msg, size_t msglen);
 
 /* inferno (matplotlib's perceptually uniform map), 256 entries. */
@@ -60,9 +62,11 @@ extern const uint8_t chex_heatmap_inferno[256][3];
 /* Standard base64 (RFC 4648, padded), NUL-terminated. NULL on ENOMEM. */
 char *chex_heatmap_base64(const uint8_t *data, size_t len);
 
-/* {"label", "width", "height", "png_base64"}. New reference, NULL on ENOMEM. */
-json_t *chex_heatmap_json(const char *label, int width, int height, const uint8_t *png,
-                          size_t len);
+/* {"label", "width", "height", "overlay_width", "overlay_height", "png_base64"}:
+ * width/height are the original image's, overlay_* the size the PNG was
+ * drawn at. New reference, NULL on ENOMEM. */
+json_t *chex_heatmap_json(const char *label, int width, int height, int overlay_width,
+                          int overlay_height, const uint8_t *png, size_t len);
 
 /* bin/chex classify --cam: writes DIR/STEM.cam-LABEL.png (gray map) and
  * DIR/STEM.overlay-LABEL.png (overlay), each through a temporary file and
@@ -70,7 +74,7 @@ json_t *chex_heatmap_json(const char *label, int width, int height, const uint8_
  * other than letters, digits, '-', '_' and '.' become '_'. When paths is not
  * NULL it receives the two file names. */
 int chex_heatmap_write_files(const char *dir, const char *image_path, const char *label,
-                             const chex_pre_image *img, const float *map,
+                             const chex_pre_display *img, const float *map,
                              char paths[2][4096], char *msg, size_t msglen);
 
 #endif

@@ -67,6 +67,7 @@ int chex_pipeline_init(chex_pipeline *p, chex_model *m, const chex_config *cfg, 
     }
     p->opts.max_pixels = cfg->max_image_pixels;
     p->opts.min_side = cfg->min_image_side;
+    p->opts.max_overlay_side = cfg->max_overlay_side;
     if (strcmp(cfg->png16_scaling, "sbit") == 0)
         p->opts.png16_scaling = CHEX_PNG16_SBIT;
     else if (strcmp(cfg->png16_scaling, "full") == 0)
@@ -97,39 +98,43 @@ size_t chex_pipeline_tensor_floats(const chex_pipeline *p)
     return (size_t)p->spec.channels * (size_t)p->spec.size * (size_t)p->spec.size;
 }
 
-chex_pre_err chex_pipeline_prepare(const chex_pipeline *p, const uint8_t *buf, size_t len,
-                                   chex_prepared *out, char *msg, size_t msglen)
+chex_pre_err chex_pipeline_prepare_ex(const chex_pipeline *p, const uint8_t *buf, size_t len,
+                                      int want_display, chex_prepared *out, char *msg,
+                                      size_t msglen)
 {
     memset(out, 0, sizeof *out);
     if (msglen)
         msg[0] = '\0';
     double t0 = now_ms();
-    chex_pre_err e = chex_pre_decode(buf, len, &p->opts, &out->image, msg, msglen);
-    double t1 = now_ms();
-    out->timing.decode_ms = t1 - t0;
-    if (e != CHEX_PRE_OK) {
-        if (msglen && msg[0] == '\0')
-            snprintf(msg, msglen, "%s", chex_pre_strerror(e));
-        chex_pipeline_prepared_free(out);
-        return e;
-    }
     size_t per = chex_pipeline_tensor_floats(p);
     out->tensor = malloc((size_t)p->ncrops * per * sizeof(float));
     if (!out->tensor) {
         snprintf(msg, msglen, "out of memory for the input tensor");
-        chex_pipeline_prepared_free(out);
         return CHEX_PRE_ERR_NOMEM;
     }
     out->ncrops = p->ncrops;
-    e = chex_pre_tensor(&out->image, &p->spec, out->tensor, out->crops, msg, msglen);
-    out->timing.preprocess_ms = now_ms() - t1;
+    chex_pre_err e = chex_pre_prepare(buf, len, &p->opts, &p->spec, out->tensor, out->crops,
+                                      &out->image, want_display ? &out->display : NULL, msg,
+                                      msglen);
+    /* one pass decodes and resamples: all of it counts as decoding */
+    out->timing.decode_ms = now_ms() - t0;
+    out->timing.preprocess_ms = 0.0;
     if (e != CHEX_PRE_OK) {
         if (msglen && msg[0] == '\0')
             snprintf(msg, msglen, "%s", chex_pre_strerror(e));
         chex_pipeline_prepared_free(out);
         return e;
     }
+    if (!want_display)
+        chex_pre_display_dims(&p->opts, out->image.width, out->image.height, &out->display.width,
+                              &out->display.height);
     return CHEX_PRE_OK;
+}
+
+chex_pre_err chex_pipeline_prepare(const chex_pipeline *p, const uint8_t *buf, size_t len,
+                                   chex_prepared *out, char *msg, size_t msglen)
+{
+    return chex_pipeline_prepare_ex(p, buf, len, 0, out, msg, msglen);
 }
 
 void chex_pipeline_prepared_free(chex_prepared *pp)
@@ -139,8 +144,8 @@ void chex_pipeline_prepared_free(chex_prepared *pp)
     free(pp->tensor);
     pp->tensor = NULL;
     pp->ncrops = 0;
-    chex_pre_image_free(&pp->image);
-    pp->image.pix = NULL;
+    free(pp->display.pix);
+    pp->display.pix = NULL;
 }
 
 /* Averages ncrops rows of crop probabilities into one row. */

@@ -3,7 +3,7 @@
  * classify / evaluate / bench) so that both answer exactly the same thing.
  *
  * Threads: a chex_pipeline is read-only after chex_pipeline_init and may be
- * shared. chex_pipeline_prepare is reentrant (HTTP threads call it). Functions
+ * shared. chex_pipeline_prepare(_ex) is reentrant (any thread may call it). Functions
  * taking a chex_model_ws use it exclusively: one workspace per calling thread.
  */
 #ifndef CHEX_PIPELINE_H
@@ -30,11 +30,17 @@ typedef struct {
 } chex_timing;
 
 /* A decoded, preprocessed image waiting for the network. Owns its buffers;
- * release with chex_pipeline_prepared_free. */
+ * release with chex_pipeline_prepared_free. No full-resolution image is kept:
+ * decoding streams rows into the resampler (chex_pre_prepare). */
 typedef struct {
     float *tensor;                /* (ncrops, C, S, S) */
     int ncrops;
-    chex_pre_image image;         /* decoded image (pix kept for CAM), metadata */
+    chex_pre_image image;         /* metadata of the original image (pix NULL) */
+    chex_pre_display display;     /* heat maps are drawn at display.width x
+                                     display.height (always set: the original
+                                     size, or scaled to max_overlay_side);
+                                     display.pix, the gray copy overlays are drawn
+                                     over, only when asked for (else NULL) */
     chex_pre_crop crops[10];
     chex_timing timing;
 } chex_prepared;
@@ -50,9 +56,15 @@ int chex_pipeline_init(chex_pipeline *p, chex_model *m, const chex_config *cfg, 
 chex_model_err chex_pipeline_ws_create(const chex_pipeline *p, int max_tensors,
                                        chex_model_ws **out);
 
-/* Decode + preprocess. On error returns the code and writes msg. */
+/* Decode + preprocess, no display pixels. On error returns the code and
+ * writes msg. */
 chex_pre_err chex_pipeline_prepare(const chex_pipeline *p, const uint8_t *buf, size_t len,
                                    chex_prepared *out, char *msg, size_t msglen);
+/* The same; want_display also keeps the gray display copy (out->display.pix)
+ * that chex_heatmap_png_overlay draws over. */
+chex_pre_err chex_pipeline_prepare_ex(const chex_pipeline *p, const uint8_t *buf, size_t len,
+                                      int want_display, chex_prepared *out, char *msg,
+                                      size_t msglen);
 void chex_pipeline_prepared_free(chex_prepared *pp);
 
 /* Runs the network on n prepared images (n * ncrops <= ws max batch, callers

@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const chex_pre_opts opts = {.max_pixels = 1u << 20, .min_side = 1};
     chex_pre_image img;
     msg[0] = '\0';
-    chex_pre_err e = chex_pre_decode_dicom(data, size, &opts, &img, msg, sizeof msg);
+    chex_pre_err e = chex_pre_decode(data, size, &opts, &img, msg, sizeof msg);
     if (memchr(msg, '\0', sizeof msg) == NULL)
         __builtin_trap();
     if (e != CHEX_PRE_OK) {

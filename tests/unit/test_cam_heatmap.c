@@ -20,7 +20,7 @@
 #include "model/cam.h"
 #include "server/heatmap.h"
 
-static const chex_pre_opts OPTS = {1u << 26, 1, CHEX_PNG16_MINMAX};
+static const chex_pre_opts OPTS = {1u << 26, 1, CHEX_PNG16_MINMAX, 0};
 
 static chex_pre_image decode(const uint8_t *png, size_t len)
 {
@@ -80,18 +80,12 @@ static void test_overlay_png(void **state)
     /* gray 3x2 radiograph */
     float pix[6] = {0.0f, 0.5f, 1.0f, 0.25f, 0.75f, 0.1f};
     float map[6] = {0.0f, 1.0f, 0.5f, 0.2f, 0.9f, 0.0f};
-    chex_pre_image src;
-    memset(&src, 0, sizeof src);
-    src.width = 3;
-    src.height = 2;
-    src.channels = 1;
-    src.pix = pix;
+    chex_pre_display src = {.width = 3, .height = 2, .pix = pix};
     uint8_t *png = NULL;
     size_t len = 0;
     char msg[128];
     assert_int_equal(chex_heatmap_png_overlay(&src, map, &png, &len, msg, sizeof msg), 0);
     chex_pre_image out = decode(png, len);
-    free(png);
     assert_int_equal(out.channels, 3);
     assert_int_equal(out.width, 3);
     assert_int_equal(out.height, 2);
@@ -101,29 +95,30 @@ static void test_overlay_png(void **state)
             px[k] = (uint8_t)lroundf(out.pix[(size_t)k * 6 + i] * 255.0f);
         expect_blend(px, pix[i], map[i]);
     }
-    chex_pre_image_free(&out);
 
-    /* colour radiograph: gray is its luminance */
-    float rgb[3 * 2] = {1.0f, 0.0f, 0.0f, 1.0f, 0.0f, 0.0f}; /* R plane, G plane, B plane of 2x1 */
-    float m2[2] = {0.3f, 0.6f};
-    src.width = 2;
-    src.height = 1;
-    src.channels = 3;
-    src.pix = rgb;
-    assert_int_equal(chex_heatmap_png_overlay(&src, m2, &png, &len, msg, sizeof msg), 0);
-    out = decode(png, len);
-    free(png);
-    for (int i = 0; i < 2; i++) {
-        uint8_t px[3];
-        for (int k = 0; k < 3; k++)
-            px[k] = (uint8_t)lroundf(out.pix[(size_t)k * 2 + i] * 255.0f);
-        float lum = rgb[i] * 0.299f + rgb[2 + i] * 0.587f + rgb[4 + i] * 0.114f;
-        expect_blend(px, lum, m2[i]);
+    /* colour radiograph: the display copy (what overlays are drawn over) is
+     * its luminance; the overlay PNG just made is a colour image */
+    chex_pre_spec spec = {.channels = 3, .size = 8, .preset = "resize224",
+                          .mean = {0, 0, 0}, .std = {1, 1, 1}};
+    float tensor[3 * 8 * 8];
+    chex_pre_image meta;
+    chex_pre_display disp;
+    assert_int_equal(chex_pre_prepare(png, len, &OPTS, &spec, tensor, NULL, &meta, &disp, msg,
+                                      sizeof msg),
+                     CHEX_PRE_OK);
+    assert_int_equal(disp.width, 3);
+    assert_int_equal(disp.height, 2);
+    assert_null(meta.pix);
+    for (int i = 0; i < 6; i++) {
+        float lum = out.pix[i] * 0.299f + out.pix[6 + i] * 0.587f + out.pix[12 + i] * 0.114f;
+        assert_true(disp.pix[i] == lum);
     }
+    free(disp.pix);
+    free(png);
     chex_pre_image_free(&out);
 
     src.pix = NULL;
-    assert_int_equal(chex_heatmap_png_overlay(&src, m2, &png, &len, msg, sizeof msg), -1);
+    assert_int_equal(chex_heatmap_png_overlay(&src, map, &png, &len, msg, sizeof msg), -1);
     assert_non_null(strstr(msg, "no decoded image"));
 }
 
@@ -226,6 +221,8 @@ static void test_map_of_prepared(void **state)
     pp.ncrops = 1;
     pp.image.width = 300;
     pp.image.height = 200;
+    pp.display.width = 300;
+    pp.display.height = 200;
     pp.crops[0] = (chex_pre_crop){50, 0, 250, 200, 0};
     float raw[49] = {0};
     raw[6] = 5.0f; /* top-right cell of the 7x7 map */
@@ -250,6 +247,23 @@ static void test_map_of_prepared(void **state)
     assert_true(hx >= 220 && hx < 250 && hy < 30);
     /* right margin (x >= 250) continues the crop's right edge */
     assert_float_equal(map[10 * 300 + 299], map[10 * 300 + 249], 1e-6);
+    /* the same map drawn at half size (an image above max_overlay_side):
+     * the hot cell lands at half the coordinates */
+    pp.display.width = 150;
+    pp.display.height = 100;
+    float *half = chex_heatmap_map(&p, &pp, raw, msg, sizeof msg);
+    assert_non_null(half);
+    int bx = -1, by = -1;
+    float best = -1;
+    for (int y = 0; y < 100; y++)
+        for (int x = 0; x < 150; x++)
+            if (half[y * 150 + x] > best) {
+                best = half[y * 150 + x];
+                bx = x;
+                by = y;
+            }
+    assert_true(abs(2 * bx - hx) <= 3 && abs(2 * by - hy) <= 3);
+    free(half);
     free(map);
     pp.image.width = 0;
     assert_null(chex_heatmap_map(&p, &pp, raw, msg, sizeof msg));
@@ -259,10 +273,11 @@ static void test_json(void **state)
 {
     (void)state;
     const uint8_t png[4] = {1, 2, 3, 4};
-    json_t *j = chex_heatmap_json("Cardiomegaly", 640, 480, png, 4);
+    json_t *j = chex_heatmap_json("Cardiomegaly", 4000, 3000, 2048, 1536, png, 4);
     assert_non_null(j);
     char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    assert_string_equal(s, "{\"label\":\"Cardiomegaly\",\"width\":640,\"height\":480,"
+    assert_string_equal(s, "{\"label\":\"Cardiomegaly\",\"width\":4000,\"height\":3000,"
+                           "\"overlay_width\":2048,\"overlay_height\":1536,"
                            "\"png_base64\":\"AQIDBA==\"}");
     free(s);
     json_decref(j);
@@ -275,12 +290,7 @@ static void test_write_files(void **state)
     assert_int_equal(chex_test_tmpl(dir, sizeof dir, "chex_cam_test_", NULL), 0);
     assert_non_null(mkdtemp(dir));
     float pix[4] = {0.1f, 0.2f, 0.3f, 0.4f}, map[4] = {0, 0.25f, 0.5f, 1};
-    chex_pre_image img;
-    memset(&img, 0, sizeof img);
-    img.width = 2;
-    img.height = 2;
-    img.channels = 1;
-    img.pix = pix;
+    chex_pre_display img = {.width = 2, .height = 2, .pix = pix};
     char msg[256];
     char written[2][4096];
     assert_int_equal(chex_heatmap_write_files(dir, "some/where/x ray.01.png", "No Finding", &img,

@@ -38,6 +38,7 @@ static const key_case cases[] = {
      "50000000"},
     {"min_image_side", "--min-image-side", "CHEXD_MIN_IMAGE_SIDE", 0, "32", "64"},
     {"png16_scaling", "--png16-scaling", "CHEXD_PNG16_SCALING", 1, "sbit", "minmax"},
+    {"max_overlay_side", "--max-overlay-side", "CHEXD_MAX_OVERLAY_SIDE", 0, "1024", "2048"},
     {"queue_depth", "--queue-depth", "CHEXD_QUEUE_DEPTH", 0, "4", "64"},
     {"max_batch", "--max-batch", "CHEXD_MAX_BATCH", 0, "16", "8"},
     {"batch_window_ms", "--batch-window-ms", "CHEXD_BATCH_WINDOW_MS", 0, "0", "5"},

@@ -38,7 +38,7 @@ static chex_pre_err decode_guarded(const uint8_t *raw, size_t len, const chex_pr
 {
     chex_guard_buf g;
     assert_int_equal(chex_guard_alloc(&g, raw, len), 0);
-    chex_pre_err e = chex_pre_decode_dicom(g.data, g.len, o, img, msg, msglen);
+    chex_pre_err e = chex_pre_decode(g.data, g.len, o, img, msg, msglen);
     chex_guard_free(&g);
     if (e != CHEX_PRE_OK)
         assert_null(img->pix);

@@ -115,7 +115,12 @@ static void test_direct_entry_keeps_dicom_fields(void **state)
     img.is_dicom = 1;
     snprintf(img.dicom.modality, sizeof img.dicom.modality, "CR");
     char msg[100];
-    assert_int_equal(chex_pre_decode_jpeg(jpeg, len, &opts, &img, msg, sizeof msg), CHEX_PRE_OK);
+    chex_pre_rows rows;
+    memset(&rows, 0, sizeof rows);
+    rows.img = &img; /* full mode: the whole image, as chex_pre_decode */
+    assert_int_equal(chex_pre_decode_jpeg(jpeg, len, &opts, &rows, &img, msg, sizeof msg),
+                     CHEX_PRE_OK);
+    chex_pre_rows_free(&rows);
     assert_int_equal(img.is_dicom, 1);
     assert_string_equal(img.dicom.modality, "CR");
     assert_int_equal(img.channels, 1);
