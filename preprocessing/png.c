@@ -223,10 +223,12 @@ static chex_pre_err read_ihdr(const uint8_t *buf, size_t len, ihdr *o, char *msg
 static uint64_t decoder_bytes(const ihdr *h)
 {
     uint64_t w = h->w;
-    /* transformed row: palette -> RGB 3 bytes, at most 4 channels * 2 bytes */
-    uint64_t rowbytes = w * 8u;
+    /* transformed row: palette -> RGB(A) (tRNS is not known yet: 4 bytes),
+     * depth < 8 unpacked to a byte per sample */
+    int ch = h->ctype == 3 ? 4 : h->ctype == 2 ? 3 : h->ctype == 4 ? 2 : h->ctype == 6 ? 4 : 1;
+    uint64_t rowbytes = w * (uint64_t)ch * (h->depth == 16 ? 2u : 1u);
     uint64_t own = h->interlace ? rowbytes * h->h + (uint64_t)h->h * sizeof(void *) : rowbytes;
-    return png_lib_bytes(w) + own + 2u * ALLOC_HDR * 64u;
+    return png_lib_bytes(w) + own + 3u * 4096u; /* page rounding */
 }
 
 chex_pre_err chex_pre_probe_png(const uint8_t *buf, size_t len, const chex_pre_opts *opts,

@@ -26,7 +26,9 @@ void chex_pre_display_size(int W, int H, int max_side, int *dw, int *dh)
     }
 }
 
-#define MALLOC_SLACK 64u /* per allocation: glibc's header and rounding */
+/* per allocation: the allocator's header and rounding (large blocks are
+ * mmap'd and rounded up to a page) */
+#define MALLOC_SLACK 4096u
 
 uint64_t chex_pre_rows_bytes(const chex_pre_spec *spec, int w, int h, int channels,
                              int max_display_side, uint64_t *display_bytes)

@@ -100,14 +100,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "cam_driver: cannot read %s or unknown preset %s\n", argv[2], argv[3]);
         goto out;
     }
-    if (chex_pre_decode(bytes, len, &opts, &img, msg, sizeof msg) != CHEX_PRE_OK) {
-        fprintf(stderr, "cam_driver: decode: %s\n", msg);
-        goto out;
-    }
     size_t per = (size_t)spec.channels * (size_t)spec.size * (size_t)spec.size;
     chex_pre_crop crops[10];
     tensor = malloc((size_t)n * per * sizeof(float));
-    if (!tensor || chex_pre_tensor(&img, &spec, tensor, crops, msg, sizeof msg) != CHEX_PRE_OK) {
+    if (!tensor || chex_pre_prepare(bytes, len, &opts, &spec, tensor, crops, &img, NULL, msg,
+                                    sizeof msg) != CHEX_PRE_OK) {
         fprintf(stderr, "cam_driver: preprocess: %s\n", msg);
         goto out;
     }

@@ -1,13 +1,19 @@
-/* tests/reference/preprocess_driver.c - drives chex_pre_decode + chex_pre_tensor
- * for the torch comparison (tests/reference/test_preprocess.sh) and the
- * benchmark (tools/bench_preprocess.sh). Compiled by those scripts against
- * $BUILD/libchex_pre.a.
+/* tests/reference/preprocess_driver.c - drives chex_pre_prepare (the streaming
+ * decode + resample the server uses) for the torch comparison
+ * (tests/reference/test_preprocess.sh) and the benchmark
+ * (tools/bench_preprocess.sh), and checks it against the reference path
+ * (chex_pre_decode + chex_pre_tensor on the whole float image): the two
+ * tensors must agree within 1e-5 in [0,1] units (difference times std),
+ * else exit 1. Compiled by those scripts
+ * against $BUILD/libchex_pre.a.
  *
  *   preprocess_driver [options] PRESET CHANNELS SIZE IMAGE OUT.f32
  *     --png16 minmax|sbit|full   16-bit gray mapping (default minmax)
  *     --mean a,b,c --std a,b,c   normalisation (default ImageNet)
  *     --decoded FILE             also write the decoded (C,H,W) float image
- *     --repeat N                 time N decode+tensor runs, print ms
+ *     --repeat N                 time N runs, print ms ("decode": the reference
+ *                                full-image decode alone; "decode+tensor": the
+ *                                streaming chex_pre_prepare)
  * Prints one line: width height channels bit_depth scaling ncrops, then one
  * line per crop box "x0 y0 x1 y1 flipped".
  */
@@ -101,8 +107,8 @@ int main(int argc, char **argv)
     }
     size_t tsize = (size_t)n * (size_t)spec.channels * (size_t)spec.size * (size_t)spec.size;
     float *out = malloc(tsize * sizeof(float));
-    chex_pre_crop crops[10];
-    chex_pre_image img;
+    chex_pre_crop crops[10], ref_crops[10];
+    chex_pre_image img, meta;
     char msg[256];
     double best_dec = 1e30, best_all = 1e30, sum_all = 0;
     int runs = repeat > 0 ? repeat : 1;
@@ -114,17 +120,40 @@ int main(int argc, char **argv)
             fprintf(stderr, "decode: %s (%s)\n", chex_pre_strerror(e), msg);
             return 1;
         }
-        e = chex_pre_tensor(&img, &spec, out, crops, msg, sizeof msg);
+        if (r + 1 < runs)
+            chex_pre_image_free(&img);
         double t2 = now_ms();
+        e = chex_pre_prepare(buf, len, &opts, &spec, out, crops, &meta, NULL, msg, sizeof msg);
+        double t3 = now_ms();
         if (e != CHEX_PRE_OK) {
             fprintf(stderr, "tensor: %s (%s)\n", chex_pre_strerror(e), msg);
             return 1;
         }
         best_dec = t1 - t0 < best_dec ? t1 - t0 : best_dec;
-        best_all = t2 - t0 < best_all ? t2 - t0 : best_all;
-        sum_all += t2 - t0;
-        if (r + 1 < runs)
-            chex_pre_image_free(&img);
+        best_all = t3 - t2 < best_all ? t3 - t2 : best_all;
+        sum_all += t3 - t2;
+    }
+    /* the streaming path against the reference path */
+    float *ref = malloc(tsize * sizeof(float));
+    chex_pre_err e = ref ? chex_pre_tensor(&img, &spec, ref, ref_crops, msg, sizeof msg)
+                         : CHEX_PRE_ERR_NOMEM;
+    if (e != CHEX_PRE_OK) {
+        fprintf(stderr, "reference tensor: %s (%s)\n", chex_pre_strerror(e), msg);
+        return 1;
+    }
+    double worst = 0;
+    size_t plane = (size_t)spec.size * (size_t)spec.size;
+    for (size_t k = 0; k < tsize; k++) {
+        double d = (out[k] - ref[k]) * spec.std[(k / plane) % (size_t)spec.channels];
+        d = d < 0 ? -d : d;
+        worst = d > worst ? d : worst;
+    }
+    free(ref);
+    if (!(worst <= 1e-5) || memcmp(crops, ref_crops, (size_t)n * sizeof crops[0]) != 0 ||
+        meta.width != img.width || meta.height != img.height || meta.channels != img.channels ||
+        strcmp(meta.scaling, img.scaling) != 0) {
+        fprintf(stderr, "streaming and reference paths differ (max %g)\n", worst);
+        return 1;
     }
     printf("%d %d %d %d %s %d\n", img.width, img.height, img.channels, img.bit_depth, img.scaling,
            n);
