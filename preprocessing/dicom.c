@@ -25,6 +25,7 @@
 #include "preprocessing/stream.h"
 
 #define UNDEF_LEN 0xFFFFFFFFu
+#define CHEX_DICOM_LUT_BITS 16 /* table of stored values up to this many bits */
 #define TAG(g, e) (((uint32_t)(g) << 16) | (uint32_t)(e))
 
 #define TAG_TRANSFER_SYNTAX TAG(0x0002, 0x0010)
@@ -704,6 +705,19 @@ static const char *voi_scaling(chex_dicom_voi f)
                                               : "window";
 }
 
+/* Modality value -> [0,1]: the window's VOI function, or min..max. */
+static float output_value(double v, int window, double lo, double range, int mono1,
+                          const chex_dicom_info *d)
+{
+    double o;
+    if (window)
+        o = voi(v, d->window_center, d->window_width, d->voi_function);
+    else
+        o = range > 0 ? (v - lo) / range : 0.0;
+    o = o < 0.0 ? 0.0 : o > 1.0 ? 1.0 : o; /* rounding at the window's edges */
+    return (float)(mono1 ? 1.0 - o : o);
+}
+
 chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_frame *f,
                                    chex_pre_rows *rows, chex_pre_image *meta, char *msg,
                                    size_t msglen)
@@ -740,14 +754,31 @@ chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_fr
         d->has_window && isfinite(d->window_center) && isfinite(d->window_width) &&
         (d->voi_function == CHEX_DICOM_VOI_LINEAR ? d->window_width >= 1.0
                                                   : d->window_width > 0.0);
+    /* Up to 16 bits stored, one sample per pixel: every output value comes
+     * from a table of the 2^bits_stored stored values, computed by the same
+     * function as the per-pixel path (so the same floats), and min..max
+     * from the stored values' own extremes (the rescale is monotonic). */
+    int use_lut = f->samples_per_pixel == 1 && bs <= CHEX_DICOM_LUT_BITS;
     double lo = 0.0, range = 0.0;
     if (!window) { /* min..max: a first pass over the samples, no buffer */
         double hi = -INFINITY;
         lo = INFINITY;
-        for (size_t i = 0; i < npix; i++) {
-            double v = modality_value(&s, i);
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
+        if (use_lut) {
+            double smin_v = INFINITY, smax_v = -INFINITY;
+            for (size_t i = 0; i < npix; i++) {
+                double v = stored_value(&s, raw_sample(f, i));
+                smin_v = v < smin_v ? v : smin_v;
+                smax_v = v > smax_v ? v : smax_v;
+            }
+            double a = smin_v * s.slope + s.intercept, b = smax_v * s.slope + s.intercept;
+            lo = a < b ? a : b;
+            hi = a < b ? b : a;
+        } else {
+            for (size_t i = 0; i < npix; i++) {
+                double v = modality_value(&s, i);
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+            }
         }
         range = hi - lo;
     }
@@ -760,22 +791,37 @@ chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_fr
              window ? voi_scaling(d->voi_function) : "minmax");
     meta->is_dicom = 1;
     meta->dicom = d->ids;
+    float *lut = NULL;
+    if (use_lut) {
+        lut = malloc(((size_t)1 << bs) * sizeof *lut);
+        if (!lut) {
+            chex_pre_msg(msg, msglen, "out of memory");
+            return CHEX_PRE_ERR_NOMEM;
+        }
+    }
     chex_pre_err e = chex_pre_rows_begin(rows, f->width, f->height, 1, msg, msglen);
-    if (e != CHEX_PRE_OK)
+    if (e != CHEX_PRE_OK) {
+        free(lut);
         return e;
+    }
+    if (lut) {
+        for (uint32_t u = 0; u < (1u << bs); u++) {
+            double v = stored_value(&s, u << s.shift) * s.slope + s.intercept;
+            lut[u] = output_value(v, window, lo, range, mono1, d);
+        }
+    }
     for (size_t y = 0; y < H; y++) {
         float *dst = chex_pre_rows_next(rows)[0];
-        for (size_t x = 0; x < W; x++) {
-            double v = modality_value(&s, y * W + x), o;
-            if (window)
-                o = voi(v, d->window_center, d->window_width, d->voi_function);
-            else
-                o = range > 0 ? (v - lo) / range : 0.0;
-            o = o < 0.0 ? 0.0 : o > 1.0 ? 1.0 : o; /* rounding at the window's edges */
-            dst[x] = (float)(mono1 ? 1.0 - o : o);
+        if (lut) {
+            for (size_t x = 0; x < W; x++)
+                dst[x] = lut[(raw_sample(f, y * W + x) >> s.shift) & s.mask];
+        } else {
+            for (size_t x = 0; x < W; x++)
+                dst[x] = output_value(modality_value(&s, y * W + x), window, lo, range, mono1, d);
         }
         chex_pre_rows_commit(rows);
     }
+    free(lut);
     chex_pre_rows_finish(rows, 0, 0.0f, 0.0f);
     return CHEX_PRE_OK;
 }
@@ -954,7 +1000,9 @@ chex_pre_err chex_pre_probe_dicom(const uint8_t *buf, size_t len, const chex_pre
     info->channels = 1;
     info->bit_depth = d.encapsulated ? 8 : bs;
     info->frames = d.number_of_frames > INT32_MAX ? INT32_MAX : (int)d.number_of_frames;
-    info->decode_bytes = 0; /* native: rows come straight from the request body */
+    /* native: rows come straight from the request body, through a table of
+     * the stored values */
+    info->decode_bytes = bs <= CHEX_DICOM_LUT_BITS ? ((uint64_t)1 << bs) * sizeof(float) + 4096u : 0;
     if (d.encapsulated) {
         size_t n = 0;
         err = chex_dicom_first_frame(&d, NULL, 0, &n, msg, msglen);
@@ -978,7 +1026,8 @@ chex_pre_err chex_pre_probe_dicom(const uint8_t *buf, size_t len, const chex_pre
             for (int c = 0; c < 3; c++)
                 h.h[c] = h.v[c] = 1;
         }
-        info->decode_bytes = n + (uint64_t)d.columns * (uint64_t)d.rows + chex_pre_jpeg_bytes(&h);
+        info->decode_bytes = n + (uint64_t)d.columns * (uint64_t)d.rows + chex_pre_jpeg_bytes(&h) +
+                             256u * sizeof(float) + 4096u;
     }
     return CHEX_PRE_OK;
 }
