@@ -67,8 +67,11 @@ static const key_def keys[] = {
      "requests waiting for inference; beyond it new ones get 503"},
     {"max_batch", KT_INT, F(max_batch), 1, 64, 0, NULL, "8", "N",
      "most images run through the network together"},
-    {"batch_window_ms", KT_INT, F(batch_window_ms), 0, 1000, 0, NULL, "5", "MS",
-     "how long the worker waits to fill a batch"},
+    {"batch_window_ms", KT_INT, F(batch_window_ms), 0, 1000, 0, NULL, "0", "MS",
+     "how long a free worker waits to fill a batch (0: starts at once with what is queued)"},
+    {"memory_limit_mb", KT_INT, F(memory_limit_mb), 0, 4194304, 0, NULL, "1024", "MB",
+     "the whole process's memory budget in MiB (model included; default 80% of the cgroup's "
+     "limit, else 1024; 0 = none)"},
     {"request_timeout_ms", KT_INT, F(request_timeout_ms), 1, 3600000, 0, NULL, "30000", "MS",
      "a request waiting longer than this gets 504"},
     {"shutdown_timeout_ms", KT_INT, F(shutdown_timeout_ms), 0, 600000, 0, NULL, "10000", "MS",
@@ -477,12 +480,80 @@ static chex_config_err apply_defaults(chex_config *cfg, const char *default_mode
         if (orig)
             orig[i] = (origin){ORIG_DEFAULT, NULL};
     }
+    cfg->memory_limit_mb = chex_config_memory_default_mb();
     return worst;
 }
 
 chex_config_err chex_config_defaults(chex_config *cfg, const char *default_model)
 {
     return apply_defaults(cfg, default_model, NULL);
+}
+
+/* The limit of the cgroup that /proc/self/cgroup names for the memory
+ * controller (v2: "0::PATH", memory.max; v1: "N:...memory...:PATH",
+ * memory.limit_in_bytes), falling back to the mount's root file (inside a
+ * container the listed path is often the root). 0 when there is none. */
+static uint64_t cgroup_memory_limit(void)
+{
+    char v2[CHEX_PATH_MAX] = "", v1[CHEX_PATH_MAX] = "";
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (f) {
+        char line[CHEX_PATH_MAX];
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\n")] = '\0';
+            char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+            if (!c2)
+                continue;
+            *c2 = '\0';
+            const char *ctl = c1 + 1, *path = c2 + 1;
+            if (strcmp(line, "0") == 0 && ctl[0] == '\0')
+                snprintf(v2, sizeof v2, "%s", path);
+            else if (strstr(ctl, "memory"))
+                snprintf(v1, sizeof v1, "%s", path);
+        }
+        fclose(f);
+    }
+    char cand[4][CHEX_PATH_MAX + 64];
+    int n = 0;
+    if (v1[0]) {
+        snprintf(cand[n++], sizeof cand[0], "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", v1);
+        snprintf(cand[n++], sizeof cand[0], "/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    }
+    if (v2[0]) {
+        snprintf(cand[n++], sizeof cand[0], "/sys/fs/cgroup%s/memory.max", v2);
+        snprintf(cand[n++], sizeof cand[0], "/sys/fs/cgroup/memory.max");
+    }
+    for (int i = 0; i < n; i++) {
+        FILE *m = fopen(cand[i], "r");
+        if (!m)
+            continue;
+        char text[64] = "";
+        int got = fgets(text, sizeof text, m) != NULL;
+        fclose(m);
+        if (!got)
+            continue;
+        if (strncmp(text, "max", 3) == 0)
+            return 0;
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(text, &end, 10);
+        if (errno || end == text)
+            continue;
+        /* v1 says "no limit" with a huge page-rounded number. */
+        return v >= (UINT64_C(1) << 60) ? 0 : (uint64_t)v;
+    }
+    return 0;
+}
+
+int chex_config_memory_default_mb(void)
+{
+    uint64_t lim = cgroup_memory_limit();
+    if (lim == 0)
+        return 1024;
+    uint64_t mb = lim / 5 * 4 / (UINT64_C(1) << 20);
+    if (mb < 1)
+        mb = 1;
+    return mb > 4194304 ? 4194304 : (int)mb;
 }
 
 chex_config_err chex_config_set(chex_config *cfg, const char *key, const char *value,

@@ -42,6 +42,7 @@ typedef struct {
     int queue_depth;
     int max_batch;
     int batch_window_ms;
+    int memory_limit_mb;           /* whole process's budget in MiB, 0 = none */
     int request_timeout_ms;
     int shutdown_timeout_ms;
     int connection_limit;
@@ -76,6 +77,11 @@ chex_config_err chex_config_load(chex_config *cfg, int argc, char **argv, char *
  * only when default_model is longer than CHEX_PATH_MAX - 1 (model is "").
  * chex_config_load calls it first; on an error from load cfg is unspecified. */
 chex_config_err chex_config_defaults(chex_config *cfg, const char *default_model);
+
+/* memory_limit_mb's default: 80 % of the memory limit of this process's
+ * cgroup (v2 memory.max, v1 memory.limit_in_bytes) in MiB, or 1024 when
+ * there is no limit. chex_config_defaults applies it. */
+int chex_config_memory_default_mb(void);
 
 /* Sets one key from its text, with the same parsing and validation as env and
  * flags. key is the JSON name (queue_depth; the dashed queue-depth is also

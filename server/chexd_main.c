@@ -4,6 +4,7 @@
  * Exit status: 0 after a clean stop (SIGTERM/SIGINT) or --help/--version/
  * --check-config; 2 when start-up fails (config, model, port, TLS), with one
  * line on stderr. */
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +25,36 @@
 
 extern char **environ;
 
+/* Idle OpenMP team threads must not spin on the cores the decoders and the
+ * HTTP threads need (docs/PERFORMANCE.md has the measurement). libgomp reads
+ * its environment in a constructor, before main, so when the user set
+ * neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT chexd sets the policy and
+ * executes itself again (same pid, same arguments); if that exec fails it
+ * carries on with the runtime's default. */
+static void set_omp_wait_policy(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"))
+        return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0)
+        return;
+    execv("/proc/self/exe", argv);
+}
+
+/* glibc keeps freed memory in its arenas and raises its mmap threshold as
+ * big blocks come and go; with a fixed threshold every body, decode buffer
+ * and answer of 256 KiB or more is its own mapping, returned to the system
+ * when freed, so the resident size follows the memory budget. */
+static void set_malloc_policy(void)
+{
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
+}
+
 int main(int argc, char **argv)
 {
+    set_omp_wait_policy(argv);
+    set_malloc_policy();
+
     /* Signals are taken synchronously by this thread (sigwait); every thread
      * started later inherits the mask. */
     sigset_t stopset;

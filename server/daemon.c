@@ -3,18 +3,27 @@
  * Request life: the first callback (headers only) allocates one `req`, routes,
  * authenticates and checks Content-Length/Content-Type (an error decided there
  * is answered once the body has been read and discarded, see reject()). Body
- * callbacks append into a buffer bounded by max_upload_bytes (raw) or feed the
- * multipart post processor. The final callback decodes + preprocesses on this HTTP thread, pushes the request
- * into the bounded queue and suspends the connection. The worker batches
- * images, runs the network, stores the probabilities and resumes; libmicrohttpd
- * then calls the handler again and the answer is serialised here. Everything a
- * request owns is freed in the completion callback.
+ * callbacks append into a buffer
+ * bounded by max_upload_bytes (raw) or feed the multipart post processor; every
+ * byte of buffer is reserved in the memory budget (server/budget.h) before it
+ * is allocated. The final callback reads each image's header (chex_pre_probe),
+ * computes the request's worst-case bytes, pushes it into the bounded queue and
+ * suspends the connection. HTTP threads never decode or serialise big answers.
+ *
+ * The worker owns the cores (its OpenMP team of `threads`): it takes up to
+ * max_batch images from the queue as soon as it is free (reserving each new
+ * request's bytes; one that does not fit waits while others hold memory, else
+ * gets 503), decodes and preprocesses them in parallel, runs one forward pass,
+ * draws heat maps, builds every finished request's answer body and resumes its
+ * connection; libmicrohttpd then only sends it. Everything a request owns,
+ * and its reservation, is given back in the completion callback.
  */
 #include "server/daemon.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <omp.h>
@@ -31,8 +40,9 @@
 #include <unistd.h>
 
 #include "server/answer.h"
-#include "server/connguard.h"
 #include "server/answer_dicom.h"
+#include "server/budget.h"
+#include "server/connguard.h"
 #include "server/heatmap.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -46,6 +56,15 @@
 /* An answer decided from the headers waits until the body is read and thrown
  * away, at most this long (and at most drain_bound bytes). */
 #define DRAIN_MS 30000.0
+/* Kept out of the requests' budget for the HTTP side: connection pools,
+ * post processors, thread stacks, small allocations and allocator slack. */
+#define HTTP_RESERVE_BYTES (UINT64_C(16) << 20)
+/* One image's JSON answer without a heat map (labels, timings, ids). */
+#define ANSWER_JSON_BYTES 16384
+/* A heat map answer per pixel of the map: the float map (4), the gray or RGB
+ * rows and their PNG (<= 3 + 3), its base64 and the JSON text (~2 x 1.4). */
+#define MAP_BYTES_PER_PIXEL 12
+#define MIB(x) ((double)(x) / 1048576.0)
 
 static double now_ms(void)
 {
@@ -104,6 +123,25 @@ struct req {
     int result_status; /* set before resume: 200, 500, 503 or 504 */
     char result_msg[160];
     req *qnext;
+    /* Memory budget. body_held: bytes of body buffers (HTTP thread while
+     * reading, then the worker). work_*: decode scratch, tensors and answer,
+     * reserved by the worker when it first takes the request. */
+    uint64_t clen; /* Content-Length of a raw body, 0 when not announced */
+    uint64_t body_held;
+    uint64_t work_need, work_held;
+    int work_taken;   /* counted in d->holders until completion */
+    uint64_t *scratch; /* (nimg) decode scratch of each image, given back after decode */
+    bytes *src;        /* (nimg) the encoded images: raw or parts */
+    /* Set by the worker only (serially): the first decode error. */
+    int failed, fail_status;
+    char fail_code[32];
+    char fail_msg[300];
+    /* The answer built on the worker, sent as is by the HTTP thread. */
+    char *ans;
+    size_t ans_len;
+    int ans_status;
+    char ans_ctype[96];    /* image/png (explain), application/dicom, ...; empty: JSON */
+    const char *ans_label; /* X-Chexd-Label, borrowed from the model info */
     /* Answer, for the log line. */
     int status;
     unsigned long long bytes_out;
@@ -131,6 +169,15 @@ struct chexd {
     int worker_started, reaper_started;
     chex_model_ws *ws;
     chex_pipeline_batch batch;
+    /* Memory: the budget requests share, how many requests hold a work
+     * reservation (the worker waits for them to finish before refusing), and
+     * what was resident at start. */
+    chex_budget budget;
+    int budget_ready;
+    int holders;
+    int warm; /* the worker's warm-up pass is done (under lock) */
+    uint64_t rss_model, rss_start, memory_limit;
+    char slot_msg[256][256]; /* the worker's decode messages, one per batch slot */
     atomic_int draining;
     atomic_int active; /* requests between first callback and completion */
     atomic_int shed;   /* queued requests refused at shutdown */
@@ -198,21 +245,42 @@ static int ct_is(const char *ct, const char *type)
     return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
 }
 
-static int bytes_append(bytes *b, const char *data, size_t n)
+/* Appends to a body buffer of r, reserving its growth in the budget first
+ * (limit: the announced Content-Length when the data stays within it).
+ * Returns 0, -1 out of memory, -2 the budget has no room now. */
+static int body_append(req *r, bytes *b, const char *data, size_t n, uint64_t limit)
 {
     if (b->len + n > b->cap) {
+        size_t need = b->len + n;
         size_t nc = b->cap ? b->cap : 65536;
-        while (nc < b->len + n)
+        while (nc < need)
             nc *= 2;
+        if (limit && need <= limit && nc > limit)
+            nc = (size_t)limit;
+        if (chex_budget_try_reserve(&r->d->budget, nc - b->cap) != 0)
+            return -2;
         uint8_t *nb = realloc(b->buf, nc);
-        if (!nb)
+        if (!nb) {
+            chex_budget_release(&r->d->budget, nc - b->cap);
             return -1;
+        }
+        r->body_held += nc - b->cap;
         b->buf = nb;
         b->cap = nc;
     }
     memcpy(b->buf + b->len, data, n);
     b->len += n;
     return 0;
+}
+
+/* Frees a body buffer of r and gives its bytes back. */
+static void body_free(req *r, bytes *b)
+{
+    chex_budget_release(&r->d->budget, b->cap);
+    r->body_held -= b->cap < r->body_held ? b->cap : r->body_held;
+    free(b->buf);
+    b->buf = NULL;
+    b->len = b->cap = 0;
 }
 
 static void bytes_free(bytes *b)
@@ -350,78 +418,297 @@ static void unlink_locked(chexd *d, req *r)
     d->pending_images -= r->nimg - r->next_img;
 }
 
-static void *worker_main(void *arg)
+/* Bytes of one image's (ncrops, C, S, S) tensor. */
+static uint64_t tensor_bytes(const chex_pipeline *p)
 {
-    chexd *d = arg;
+    return (uint64_t)p->ncrops * chex_pipeline_tensor_floats(p) * sizeof(float);
+}
+
+/* Pixels of the heat map drawn for an image (its display size, longer side
+ * at most max_overlay_side). */
+static uint64_t map_pixels(const chexd *d, const chex_pre_probe_info *in)
+{
+    int dw = 0, dh = 0;
+    chex_pre_display_dims(&d->p->opts, in->width, in->height, &dw, &dh);
+    return (uint64_t)dw * (uint64_t)dh;
+}
+
+/* Worst-case bytes one image of r holds besides its body: the decode scratch
+ * (given back right after decoding) and what is kept until the answer is
+ * sent (tensor, display copy, heat map and answer). */
+static void image_need(const chexd *d, const req *r, const chex_pre_probe_info *in,
+                       uint64_t *scratch, uint64_t *keep)
+{
+    /* decode_bytes counts the tensor, which stays until the answer is sent */
+    uint64_t tb = tensor_bytes(d->p);
+    *scratch = in->decode_bytes > tb ? in->decode_bytes - tb : 0;
+    *keep = tb + ANSWER_JSON_BYTES;
+    if (r->route == CHEX_ROUTE_EXPLAIN)
+        *keep += in->display_bytes; /* the gray copy the overlay is drawn over */
+    if (r->cam != CHEX_CAM_NONE)
+        *keep += map_pixels(d, in) * MAP_BYTES_PER_PIXEL;
+}
+
+/* Lock held. Takes up to max_batch images from the head of the queue into
+ * who/idx, reserving each request's work bytes when it is first taken. A
+ * head that does not fit waits while other requests hold reservations (they
+ * give them back when their answers are sent), otherwise it is refused with
+ * 503. Returns the number of images taken. */
+static int take_batch(chexd *d, req **who, int *idx)
+{
+    int maxb = d->batch.max_images, n = 0;
+    while (d->head && n < maxb) {
+        req *r = d->head;
+        if (!r->work_taken) {
+            if (chex_budget_try_reserve(&d->budget, r->work_need) != 0) {
+                if (n > 0)
+                    break;
+                if (d->holders > 0 && !d->stop_worker) {
+                    struct timespec ts;
+                    clock_gettime(CLOCK_REALTIME, &ts);
+                    ts.tv_nsec += 50 * 1000000L;
+                    if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                    }
+                    pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+                    continue; /* the head may have timed out meanwhile */
+                }
+                unlink_locked(d, r);
+                resume_with(r, 503, "memory");
+                continue;
+            }
+            r->work_taken = 1;
+            r->work_held = r->work_need;
+            d->holders++;
+        }
+        while (r->next_img < r->nimg && n < maxb) {
+            who[n] = r;
+            idx[n] = r->next_img;
+            r->next_img++;
+            d->pending_images--;
+            n++;
+        }
+        if (r->next_img == r->nimg) {
+            d->head = r->qnext;
+            if (!d->head)
+                d->tail = NULL;
+            r->qnext = NULL;
+            d->queued--;
+        }
+    }
+    return n;
+}
+
+/* Decodes and preprocesses image k of r (a pool thread; touches only that
+ * image's slot). Returns the error, msg set. */
+static chex_pre_err decode_one(const chexd *d, req *r, int k, char *msg, size_t msglen)
+{
+    if (r->failed) /* an earlier part failed: its answer is that error */
+        return CHEX_PRE_OK;
+    bytes *b = &r->src[k];
+    /* Only the explain overlay is drawn over the image (its display copy). */
+    return chex_pipeline_prepare_ex(d->p, b->buf ? b->buf : (const uint8_t *)"", b->len,
+                                    r->route == CHEX_ROUTE_EXPLAIN, &r->imgs[k], msg, msglen);
+}
+
+static void fail_request(req *r, int status, const char *code, const char *msg)
+{
+    if (r->failed)
+        return;
+    r->failed = 1;
+    r->fail_status = status;
+    snprintf(r->fail_code, sizeof r->fail_code, "%s", code);
+    snprintf(r->fail_msg, sizeof r->fail_msg, "%s", msg);
+}
+
+/* Accept: application/dicom: the SR(s) or the SC, built in answer_dicom.c
+ * from the kept source bytes. An error there is the request's answer. */
+static void build_dicom(const chexd *d, req *r)
+{
+    const uint8_t *src[MAX_PARTS];
+    size_t len[MAX_PARTS];
+    for (int i = 0; i < r->nimg; i++) {
+        src[i] = r->src[i].buf;
+        len[i] = r->src[i].len;
+    }
+    int explain = r->route == CHEX_ROUTE_EXPLAIN;
+    chex_answer_dicom_in in = {d->p,     d->cfg->uid_root, explain,    r->body == BODY_MULTIPART,
+                               r->nimg,  src,              len,        r->imgs,
+                               r->probs, &r->opts,         r->cam_raw, r->cam_label};
+    chex_answer_dicom_out o;
+    if (chex_answer_dicom(&in, &o) != 0) {
+        r->ans_status = o.status;
+        r->ans = chex_answer_dump(chex_answer_error(o.code, o.msg, r->id));
+        return;
+    }
+    r->ans = (char *)o.body;
+    r->ans_len = o.len;
+    snprintf(r->ans_ctype, sizeof r->ans_ctype, "%s", o.ctype);
+    r->ans_label = explain ? d->p->info->labels[r->cam_label[0]] : NULL;
+}
+
+/* The success answer of r: the overlay PNG (explain) or the JSON. Returns 0,
+ * or -1 with msg. */
+static int build_success(const chexd *d, req *r, char *msg, size_t msglen)
+{
+    int nl = d->p->info->num_labels;
+    size_t rawf = chex_heatmap_raw_floats(d->p);
+    if (r->want_dicom) {
+        build_dicom(d, r);
+        return 0;
+    }
+    if (r->route == CHEX_ROUTE_EXPLAIN) {
+        const chex_prepared *pp = &r->imgs[0];
+        float *map = chex_heatmap_map(d->p, pp, r->cam_raw, msg, msglen);
+        uint8_t *png = NULL;
+        size_t len = 0;
+        int rc = map ? chex_heatmap_png_overlay(&pp->display, map, &png, &len, msg, msglen) : -1;
+        free(map);
+        if (rc != 0)
+            return -1;
+        r->ans = (char *)png;
+        r->ans_len = len;
+        snprintf(r->ans_ctype, sizeof r->ans_ctype, "image/png");
+        r->ans_label = d->p->info->labels[r->cam_label[0]];
+        return 0;
+    }
+    json_t *arr = r->body == BODY_RAW ? NULL : json_array();
+    json_t *single = NULL;
+    for (int i = 0; i < r->nimg; i++) {
+        const chex_prepared *pp = &r->imgs[i];
+        json_t *one = chex_answer_image(d->p, r->id, pp, r->probs + (size_t)i * nl, &r->opts);
+        if (one && r->cam != CHEX_CAM_NONE) {
+            float *map = chex_heatmap_map(d->p, pp, r->cam_raw + (size_t)i * rawf, msg, msglen);
+            uint8_t *png = NULL;
+            size_t len = 0;
+            int rc = map ? chex_heatmap_png_gray(map, pp->display.width, pp->display.height, &png,
+                                                 &len, msg, msglen)
+                         : -1;
+            free(map);
+            json_t *cj = rc == 0 ? chex_heatmap_json(d->p->info->labels[r->cam_label[i]],
+                                                     pp->image.width, pp->image.height,
+                                                     pp->display.width, pp->display.height, png,
+                                                     len)
+                                 : NULL;
+            free(png);
+            if (!cj) {
+                if (rc == 0)
+                    snprintf(msg, msglen, "out of memory");
+                json_decref(one);
+                json_decref(arr);
+                return -1;
+            }
+            json_object_set_new(one, "cam", cj);
+        }
+        if (!one) {
+            snprintf(msg, msglen, "out of memory");
+            json_decref(arr);
+            return -1;
+        }
+        if (arr)
+            json_array_append_new(arr, one);
+        else
+            single = one;
+    }
+    r->ans = chex_answer_dump(arr ? arr : single);
+    if (!r->ans) {
+        snprintf(msg, msglen, "out of memory");
+        return -1;
+    }
+    r->ans_len = strlen(r->ans);
+    return 0;
+}
+
+/* Builds r's whole answer body on the worker's pool, then frees what only
+ * the computation needed (tensors, pixels, maps). */
+static void build_answer(const chexd *d, req *r)
+{
+    char msg[256];
+    r->ans_status = 200;
+    if (r->failed) {
+        r->ans_status = r->fail_status;
+        r->ans = chex_answer_dump(chex_answer_error(r->fail_code, r->fail_msg, r->id));
+    } else if (r->result_status != 200) {
+        r->ans_status = 500;
+        r->ans = chex_answer_dump(chex_answer_error("inference_failed", r->result_msg, r->id));
+    } else if (build_success(d, r, msg, sizeof msg) != 0) {
+        r->ans_status = 500;
+        r->ans = chex_answer_dump(chex_answer_error("internal_error", msg, r->id));
+    }
+    if (r->ans && !r->ans_ctype[0])
+        r->ans_len = strlen(r->ans);
+    for (int i = 0; i < r->nimg; i++)
+        chex_pipeline_prepared_free(&r->imgs[i]);
+    free(r->cam_raw);
+    r->cam_raw = NULL;
+}
+
+/* One batch, outside the lock: parallel decode, one forward pass, heat maps,
+ * answers of the requests it finishes, resume. */
+static void run_batch(chexd *d, req **who, int *idx, int n)
+{
     const chex_pipeline *p = d->p;
-    int maxb = d->batch.max_images;
     int nl = p->info->num_labels;
-    req *who[256];
-    int idx[256];
+    char (*msgs)[256] = d->slot_msg;
+    chex_pre_err st[256];
+    req *fwho[256], *done[256];
+    int fidx[256];
     chex_prepared *imgs[256];
     float probs[256 * CHEX_MODEL_MAX_LABELS];
-    omp_set_num_threads(d->omp_threads);
-    pthread_mutex_lock(&d->lock);
-    for (;;) {
-        while (!d->head && !d->stop_worker)
-            pthread_cond_wait(&d->cond, &d->lock);
-        if (!d->head && d->stop_worker)
-            break;
-        /* Dynamic batch: wait until max_batch images are pending or the oldest
-         * request has waited batch_window_ms. */
-        double deadline = d->head->t_enqueued + d->cfg->batch_window_ms;
-        while (d->head && d->pending_images < maxb && !d->stop_worker && now_ms() < deadline) {
-            double left = deadline - now_ms();
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            long long ns = (long long)ts.tv_nsec + (long long)(left * 1e6);
-            ts.tv_sec += (time_t)(ns / 1000000000LL);
-            ts.tv_nsec = (long)(ns % 1000000000LL);
-            pthread_cond_timedwait(&d->cond, &d->lock, &ts);
-        }
-        int n = 0;
-        while (d->head && n < maxb) {
-            req *r = d->head;
-            while (r->next_img < r->nimg && n < maxb) {
-                who[n] = r;
-                idx[n] = r->next_img;
-                imgs[n] = &r->imgs[r->next_img];
-                r->next_img++;
-                d->pending_images--;
-                n++;
-            }
-            if (r->next_img == r->nimg) {
-                d->head = r->qnext;
-                if (!d->head)
-                    d->tail = NULL;
-                r->qnext = NULL;
-                d->queued--;
-            }
-        }
-        if (n == 0)
-            continue;
-        d->worker_busy = 1;
-        pthread_mutex_unlock(&d->lock);
 
+    double td = now_ms();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(d->omp_threads)
+    for (int i = 0; i < n; i++)
+        st[i] = decode_one(d, who[i], idx[i], msgs[i], sizeof msgs[i]);
+    /* Serially: give back the bodies and decode scratch, note failures. */
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        req *r = who[i];
+        int k = idx[i];
+        r->imgs[k].timing.queue_ms = td - r->t_enqueued;
+        if (!r->want_dicom) /* the SR/SC copies the source's study from its bytes */
+            body_free(r, &r->src[k]);
+        chex_budget_release(&d->budget, r->scratch[k]);
+        r->work_held -= r->scratch[k];
+        r->scratch[k] = 0;
+        if (st[i] != CHEX_PRE_OK) {
+            char full[300];
+            if (r->body == BODY_MULTIPART)
+                snprintf(full, sizeof full, "part %d: %s", k + 1, msgs[i]);
+            else
+                snprintf(full, sizeof full, "%s", msgs[i]);
+            fail_request(r, chex_answer_pre_status(st[i]), chex_answer_pre_code(st[i]), full);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (!who[i]->failed) {
+            fwho[m] = who[i];
+            fidx[m] = idx[i];
+            imgs[m] = &who[i]->imgs[idx[i]];
+            m++;
+        }
+    chex_model_err e = CHEX_MODEL_OK;
+    if (m > 0) {
         double t0 = now_ms();
-        chex_model_err e = chex_pipeline_infer_batch(p, d->ws, &d->batch, imgs, n, probs);
+        e = chex_pipeline_infer_batch(p, d->ws, &d->batch, imgs, m, probs);
         double t1 = now_ms();
         if (e == CHEX_MODEL_OK) {
-            chex_metrics_inference((t1 - t0) / 1e3, n);
-            chex_metrics_images(n);
+            chex_metrics_inference((t1 - t0) / 1e3, m);
+            chex_metrics_images(m);
             /* Class activation maps read this forward's features: now,
-             * before the next pass overwrites them. Buffers were sized at
-             * enqueue time; nothing is allocated here. */
+             * before the next pass overwrites them. */
             size_t rawf = chex_heatmap_raw_floats(p);
-            for (int i = 0; i < n; i++) {
-                req *r = who[i];
+            for (int j = 0; j < m; j++) {
+                req *r = fwho[j];
                 if (r->cam == CHEX_CAM_NONE)
                     continue;
-                int label = chex_heatmap_resolve(r->cam, probs + (size_t)i * nl, nl);
-                r->cam_label[idx[i]] = label;
+                int label = chex_heatmap_resolve(r->cam, probs + (size_t)j * nl, nl);
+                r->cam_label[fidx[j]] = label;
                 char cmsg[160];
-                if (chex_heatmap_take(p, d->ws, i * p->ncrops, label,
-                                      r->cam_raw + (size_t)idx[i] * rawf, cmsg, sizeof cmsg) != 0) {
+                if (chex_heatmap_take(p, d->ws, j * p->ncrops, label,
+                                      r->cam_raw + (size_t)fidx[j] * rawf, cmsg,
+                                      sizeof cmsg) != 0) {
                     r->result_status = 500;
                     snprintf(r->result_msg, sizeof r->result_msg, "%s", cmsg);
                 }
@@ -429,22 +716,90 @@ static void *worker_main(void *arg)
         } else {
             chex_log(CHEX_LOG_ERROR, "inference failed", "error", chex_model_strerror(e), NULL);
         }
-        for (int i = 0; i < n; i++) {
-            req *r = who[i];
-            imgs[i]->timing.queue_ms = t0 - r->t_enqueued;
-            if (e == CHEX_MODEL_OK)
-                memcpy(r->probs + (size_t)idx[i] * nl, probs + (size_t)i * nl,
+        for (int j = 0; j < m; j++) {
+            req *r = fwho[j];
+            if (e == CHEX_MODEL_OK) {
+                memcpy(r->probs + (size_t)fidx[j] * nl, probs + (size_t)j * nl,
                        (size_t)nl * sizeof(float));
-            else
+            } else {
                 r->result_status = 500;
-            if (e != CHEX_MODEL_OK)
                 snprintf(r->result_msg, sizeof r->result_msg, "%s", chex_model_strerror(e));
-            if (++r->done_img == r->nimg) {
-                r->result_status = r->result_status ? r->result_status : 200;
-                r->state = ST_RESUMED;
-                MHD_resume_connection(r->conn);
             }
         }
+    }
+    int nd = 0;
+    for (int i = 0; i < n; i++) {
+        req *r = who[i];
+        if (++r->done_img == r->nimg) {
+            r->result_status = r->result_status ? r->result_status : 200;
+            done[nd++] = r;
+        }
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(d->omp_threads)
+    for (int j = 0; j < nd; j++)
+        build_answer(d, done[j]);
+    for (int j = 0; j < nd; j++) {
+        req *r = done[j];
+        /* What remains held is the answer body until it is sent. */
+        uint64_t keep = r->ans ? r->ans_len : 0;
+        if (r->work_held > keep) {
+            chex_budget_release(&d->budget, r->work_held - keep);
+            r->work_held = keep;
+        }
+        r->state = ST_RESUMED;
+        MHD_resume_connection(r->conn);
+    }
+}
+
+/* Touches the whole workspace once (a full batch of zeros) so that what is
+ * resident at start includes it. */
+static void warm_up(chexd *d)
+{
+    const chex_pipeline *p = d->p;
+    int rows = d->batch.max_images * p->ncrops;
+    memset(d->batch.input, 0, (size_t)rows * chex_pipeline_tensor_floats(p) * sizeof(float));
+    chex_model_forward(p->model, d->ws, d->batch.input, rows, NULL, d->batch.crop_probs);
+    pthread_mutex_lock(&d->lock);
+    d->warm = 1;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
+static void *worker_main(void *arg)
+{
+    chexd *d = arg;
+    req *who[256];
+    int idx[256];
+    omp_set_num_threads(d->omp_threads);
+    warm_up(d);
+    pthread_mutex_lock(&d->lock);
+    for (;;) {
+        while (!d->head && !d->stop_worker)
+            pthread_cond_wait(&d->cond, &d->lock);
+        if (!d->head && d->stop_worker)
+            break;
+        /* With batch_window_ms > 0, wait until max_batch images are pending
+         * or the oldest request has waited that long; with 0 (default) start
+         * at once with what queued while the worker was busy. */
+        if (d->cfg->batch_window_ms > 0) {
+            double deadline = d->head->t_enqueued + d->cfg->batch_window_ms;
+            while (d->head && d->pending_images < d->batch.max_images && !d->stop_worker &&
+                   now_ms() < deadline) {
+                double left = deadline - now_ms();
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                long long ns = (long long)ts.tv_nsec + (long long)(left * 1e6);
+                ts.tv_sec += (time_t)(ns / 1000000000LL);
+                ts.tv_nsec = (long)(ns % 1000000000LL);
+                pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+            }
+        }
+        int n = take_batch(d, who, idx);
+        if (n == 0)
+            continue;
+        d->worker_busy = 1;
+        pthread_mutex_unlock(&d->lock);
+        run_batch(d, who, idx, n);
         pthread_mutex_lock(&d->lock);
         d->worker_busy = 0;
     }
@@ -510,6 +865,17 @@ static enum MHD_Result answer_model(req *r)
                                                             ? "int8"
                                                             : "fp32"));
     }
+    if (j) {
+        uint64_t req_limit = chex_budget_limit(&r->d->budget);
+        json_t *mem = json_pack(
+            "{s:I, s:I, s:I, s:I, s:I, s:I}", "limit_bytes", (json_int_t)d->memory_limit,
+            "resident_at_start_bytes", (json_int_t)d->rss_start, "model_bytes",
+            (json_int_t)d->rss_model, "workspace_bytes",
+            (json_int_t)(d->rss_start > d->rss_model ? d->rss_start - d->rss_model : 0),
+            "requests_limit_bytes", (json_int_t)req_limit, "reserved_bytes",
+            (json_int_t)chex_budget_reserved(&r->d->budget));
+        json_object_set_new(j, "memory", mem);
+    }
     if (j && in->demo)
         json_object_set_new(j, "warning", json_string(chex_answer_demo_warning));
     return send_json(r, 200, j);
@@ -540,8 +906,11 @@ static enum MHD_Result answer_metrics(req *r)
     pthread_mutex_lock(&d->lock);
     int q = d->queued;
     pthread_mutex_unlock(&d->lock);
-    return send_body(r, 200, chex_metrics_render(q), "text/plain; version=0.0.4; charset=utf-8",
-                     NULL, 0);
+    chex_metrics_memory mem = {chex_budget_reserved(&d->budget), d->memory_limit,
+                               chex_budget_limit(&d->budget), chex_budget_peak(&d->budget),
+                               chex_budget_refused(&d->budget)};
+    return send_body(r, 200, chex_metrics_render(q, &mem),
+                     "text/plain; version=0.0.4; charset=utf-8", NULL, 0);
 }
 
 static enum MHD_Result answer_web(req *r)
@@ -583,95 +952,36 @@ static enum MHD_Result answer_get(req *r)
     }
 }
 
-/* Accept: application/dicom: the SR(s) or the SC, built in answer_dicom.c. */
-static enum MHD_Result answer_dicom(req *r)
-{
-    const uint8_t *src[MAX_PARTS];
-    size_t len[MAX_PARTS];
-    const bytes *b = r->body == BODY_RAW ? &r->raw : r->parts;
-    for (int i = 0; i < r->nimg; i++) {
-        src[i] = b[i].buf;
-        len[i] = b[i].len;
-    }
-    int explain = r->route == CHEX_ROUTE_EXPLAIN;
-    chex_answer_dicom_in in = {r->d->p, r->d->cfg->uid_root, explain, r->body == BODY_MULTIPART,
-                               r->nimg, src, len, r->imgs, r->probs, &r->opts, r->cam_raw,
-                               r->cam_label};
-    chex_answer_dicom_out o;
-    if (chex_answer_dicom(&in, &o) != 0)
-        return send_error(r, o.status, o.code, o.msg);
-    return send_bytes(r, 200, o.body, o.len, MHD_RESPMEM_MUST_FREE, o.ctype,
-                      explain ? r->d->p->info->labels[r->cam_label[0]] : NULL);
-}
-
-/* The answer of a resumed predict request. */
+/* The answer of a resumed predict request: built by the worker, or one of
+ * the small errors decided without it (timeout, shutdown, memory). */
 static enum MHD_Result answer_predict(req *r)
 {
     chexd *d = r->d;
+    if (r->ans) {
+        char *body = r->ans;
+        r->ans = NULL;
+        if (r->ans_ctype[0])
+            return send_bytes(r, r->ans_status, body, r->ans_len, MHD_RESPMEM_MUST_FREE,
+                              r->ans_ctype, r->ans_label);
+        return send_body(r, r->ans_status, body, "application/json", NULL, 0);
+    }
     if (r->result_status == 504) {
         char msg[128];
         snprintf(msg, sizeof msg, "waited more than request_timeout_ms (%d ms) for the model",
                  d->cfg->request_timeout_ms);
         return send_error(r, 504, "timeout", msg);
     }
+    if (r->result_status == 503 && strcmp(r->result_msg, "memory") == 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "this request needs %.1f MiB and the memory budget (memory_limit_mb %d) is "
+                 "held by other requests; retry",
+                 MIB(r->work_need + r->body_held), d->cfg->memory_limit_mb);
+        return send_error(r, 503, "memory_busy", msg);
+    }
     if (r->result_status == 503)
         return send_error(r, 503, "shutting_down", "the server is shutting down");
-    if (r->result_status != 200)
-        return send_error(r, 500, "inference_failed", r->result_msg);
-    if (r->want_dicom)
-        return answer_dicom(r);
-    int nl = d->p->info->num_labels;
-    size_t rawf = chex_heatmap_raw_floats(d->p);
-    char msg[256];
-    if (r->route == CHEX_ROUTE_EXPLAIN) {
-        const chex_prepared *pp = &r->imgs[0];
-        float *map = chex_heatmap_map(d->p, pp, r->cam_raw, msg, sizeof msg);
-        uint8_t *png = NULL;
-        size_t len = 0;
-        int rc = map ? chex_heatmap_png_overlay(&pp->display, map, &png, &len, msg, sizeof msg)
-                     : -1;
-        free(map);
-        if (rc != 0)
-            return send_error(r, 500, "internal_error", msg);
-        return send_bytes(r, 200, png, len, MHD_RESPMEM_MUST_FREE, "image/png",
-                          d->p->info->labels[r->cam_label[0]]);
-    }
-    json_t *arr = r->body == BODY_RAW ? NULL : json_array();
-    json_t *single = NULL;
-    for (int i = 0; i < r->nimg; i++) {
-        const chex_prepared *pp = &r->imgs[i];
-        json_t *one = chex_answer_image(d->p, r->id, pp, r->probs + (size_t)i * nl, &r->opts);
-        if (one && r->cam != CHEX_CAM_NONE) {
-            float *map = chex_heatmap_map(d->p, pp, r->cam_raw + (size_t)i * rawf, msg, sizeof msg);
-            uint8_t *png = NULL;
-            size_t len = 0;
-            int rc = map ? chex_heatmap_png_gray(map, pp->display.width, pp->display.height, &png,
-                                                 &len, msg, sizeof msg)
-                         : -1;
-            free(map);
-            json_t *cj = rc == 0 ? chex_heatmap_json(d->p->info->labels[r->cam_label[i]],
-                                                     pp->image.width, pp->image.height,
-                                                     pp->display.width, pp->display.height, png,
-                                                     len)
-                                 : NULL;
-            free(png);
-            if (!cj) {
-                json_decref(one);
-                json_decref(arr);
-                return send_error(r, 500, "internal_error", rc == 0 ? "out of memory" : msg);
-            }
-            json_object_set_new(one, "cam", cj);
-        }
-        if (!one) {
-            json_decref(arr);
-            return send_error(r, 500, "internal_error", "out of memory");
-        }
-        if (arr)
-            json_array_append_new(arr, one);
-        else
-            single = one;
-    }
-    return send_json(r, 200, arr ? arr : single);
+    return send_error(r, 500, "internal_error", "out of memory for the answer");
 }
 
 static enum MHD_Result post_iterator(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -698,10 +1008,15 @@ static enum MHD_Result post_iterator(void *cls, enum MHD_ValueKind kind, const c
         r->nparts++;
         r->part_open = 1;
     }
-    if (size && bytes_append(&r->parts[r->nparts - 1], data, size) != 0) {
+    int rc = size ? body_append(r, &r->parts[r->nparts - 1], data, size, 0) : 0;
+    if (rc == -2) {
+        set_error(r, 503, "memory_busy",
+                  "the memory budget (memory_limit_mb %d) has no room for this upload now; retry",
+                  r->d->cfg->memory_limit_mb);
+        for (int i = 0; i < r->nparts; i++) /* the rest is read and dropped */
+            body_free(r, &r->parts[i]);
+    } else if (rc != 0)
         set_error(r, 500, "internal_error", "out of memory reading the upload");
-        return MHD_YES;
-    }
     return MHD_YES;
 }
 
@@ -831,6 +1146,15 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
                      (unsigned long long)d->cfg->max_upload_bytes);
             return reject(r, ret, 413, "payload_too_large", msg, NULL);
         }
+        if (!chex_budget_fits(&d->budget, clen)) {
+            char msg[256];
+            snprintf(msg, sizeof msg,
+                     "body of %.1f MiB is over the %.1f MiB requests may hold "
+                     "(memory_limit_mb %d)",
+                     MIB(clen), MIB(chex_budget_limit(&d->budget)), d->cfg->memory_limit_mb);
+            *ret = send_error(r, 413, "image_too_large", msg);
+            return 1;
+        }
     }
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     static const char accepted[] = "send image/png, image/jpeg, application/dicom, "
@@ -853,8 +1177,19 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
         r->body = BODY_RAW;
         /* Reserve what Content-Length announces, up to 1 MiB: a client that
          * sends headers only must not make the daemon reserve the whole body. */
+        r->clen = clen;
         if (clen > 0) {
             size_t cap = clen < (1u << 20) ? (size_t)clen : (size_t)1 << 20;
+            if (chex_budget_try_reserve(&d->budget, cap) != 0) {
+                char msg[160];
+                snprintf(msg, sizeof msg,
+                         "the memory budget (memory_limit_mb %d) has no room for this upload "
+                         "now; retry",
+                         d->cfg->memory_limit_mb);
+                *ret = send_error(r, 503, "memory_busy", msg);
+                return 1;
+            }
+            r->body_held = cap;
             r->raw.buf = malloc(cap);
             if (!r->raw.buf) {
                 return reject(r, ret, 500, "internal_error", "out of memory for the upload", NULL);
@@ -894,8 +1229,16 @@ static enum MHD_Result body_chunk(req *r, const char *data, size_t size)
     if (r->err_status)
         return MHD_YES;
     if (r->body == BODY_RAW) {
-        if (bytes_append(&r->raw, data, size) != 0)
+        int rc = body_append(r, &r->raw, data, size, r->clen);
+        if (rc == -2) {
+            set_error(r, 503, "memory_busy",
+                      "the memory budget (memory_limit_mb %d) has no room for this upload now; "
+                      "retry",
+                      d->cfg->memory_limit_mb);
+            body_free(r, &r->raw); /* the rest of the body is read and dropped */
+        } else if (rc != 0) {
             set_error(r, 500, "internal_error", "out of memory reading the upload");
+        }
     } else if (r->body == BODY_MULTIPART) {
         if (MHD_post_process(r->pp, data, size) != MHD_YES)
             set_error(r, 400, "bad_multipart", "malformed multipart/form-data body");
@@ -903,7 +1246,8 @@ static enum MHD_Result body_chunk(req *r, const char *data, size_t size)
     return MHD_YES;
 }
 
-/* Final callback of a predict upload: decode, preprocess, enqueue, suspend. */
+/* Final callback of a predict upload: read each image's header, size the
+ * request's memory, enqueue, suspend. Decoding happens on the worker. */
 static enum MHD_Result finish_upload(req *r)
 {
     chexd *d = r->d;
@@ -933,7 +1277,8 @@ static enum MHD_Result finish_upload(req *r)
     int nl = d->p->info->num_labels;
     r->imgs = calloc((size_t)n, sizeof *r->imgs);
     r->probs = calloc((size_t)n * (size_t)nl, sizeof(float));
-    if (!r->imgs || !r->probs)
+    r->scratch = calloc((size_t)n, sizeof *r->scratch);
+    if (!r->imgs || !r->probs || !r->scratch)
         return send_error(r, 500, "internal_error", "out of memory");
     if (r->cam != CHEX_CAM_NONE) {
         r->cam_raw = malloc((size_t)n * chex_heatmap_raw_floats(d->p) * sizeof(float));
@@ -941,24 +1286,26 @@ static enum MHD_Result finish_upload(req *r)
         if (!r->cam_raw || !r->cam_label)
             return send_error(r, 500, "internal_error", "out of memory");
     }
+    uint64_t need = 0;
     for (int i = 0; i < n; i++) {
         char msg[256], full[300];
+        chex_pre_probe_info info;
         chex_pre_err e =
-            chex_pipeline_prepare_ex(d->p, src[i].buf ? src[i].buf : (const uint8_t *)"",
-                                     src[i].len, r->route == CHEX_ROUTE_EXPLAIN, &r->imgs[i], msg,
-                                     sizeof msg);
-        if (!r->want_dicom)
-            bytes_free(&src[i]);
+            chex_pre_probe(src[i].buf ? src[i].buf : (const uint8_t *)"", src[i].len, &d->p->opts,
+                           &d->p->spec, &info, msg, sizeof msg);
         if (e != CHEX_PRE_OK) {
+            if (msg[0] == '\0')
+                snprintf(msg, sizeof msg, "%s", chex_pre_strerror(e));
             if (r->body == BODY_MULTIPART)
                 snprintf(full, sizeof full, "part %d: %s", i + 1, msg);
             else
                 snprintf(full, sizeof full, "%s", msg);
-            r->nimg = i; /* prepared images so far are freed at completion */
             return send_error(r, chex_answer_pre_status(e), chex_answer_pre_code(e), full);
         }
-        r->nimg = i + 1;
-        if (r->want_dicom && !r->imgs[i].image.is_dicom) {
+        uint64_t keep;
+        image_need(d, r, &info, &r->scratch[i], &keep);
+        need += r->scratch[i] + keep;
+        if (r->want_dicom && strcmp(info.format, "dicom") != 0) {
             if (r->body == BODY_MULTIPART)
                 snprintf(full, sizeof full, "part %d: %s", i + 1, chex_answer_dicom_not_dicom);
             else
@@ -966,6 +1313,19 @@ static enum MHD_Result finish_upload(req *r)
             return send_error(r, 406, "not_acceptable", full);
         }
     }
+    r->work_need = need;
+    if (!chex_budget_fits(&d->budget, need + r->body_held)) {
+        char msg[300];
+        snprintf(msg, sizeof msg,
+                 "this request needs %.1f MiB (body %.1f MiB, decoding and answer %.1f MiB), over "
+                 "the %.1f MiB requests may hold (memory_limit_mb %d less %.1f MiB resident at "
+                 "start)",
+                 MIB(need + r->body_held), MIB(r->body_held), MIB(need),
+                 MIB(chex_budget_limit(&d->budget)), d->cfg->memory_limit_mb, MIB(d->rss_start));
+        return send_error(r, 413, "image_too_large", msg);
+    }
+    r->src = src;
+    r->nimg = n;
     /* A request already being read when the stop began is still served,
      * unless the worker is gone (past the shutdown deadline). */
     pthread_mutex_lock(&d->lock);
@@ -1079,6 +1439,16 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     free(r->probs);
     free(r->cam_raw);
     free(r->cam_label);
+    free(r->scratch);
+    free(r->ans);
+    /* Whatever the outcome, the reservation goes back; a worker waiting for
+     * room is woken. */
+    chex_budget_release(&d->budget, r->body_held + r->work_held);
+    pthread_mutex_lock(&d->lock);
+    if (r->work_taken)
+        d->holders--;
+    pthread_cond_signal(&d->cond);
+    pthread_mutex_unlock(&d->lock);
     free(r);
     chex_metrics_in_flight(-1);
     atomic_fetch_sub(&d->active, 1);
@@ -1138,6 +1508,52 @@ int chexd_listen(const char *addr, int port, char *msg, size_t msglen)
     return fd;
 }
 
+/* Resident bytes of this process (VmRSS), 0 when /proc is not readable. */
+static uint64_t resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1)
+            break;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+/* Waits for the worker's warm-up pass, then sets the requests' budget: the
+ * limit less what is resident now and the HTTP side's reserve. */
+static int set_budget(chexd *d, char *msg, size_t msglen)
+{
+    pthread_mutex_lock(&d->lock);
+    while (!d->warm)
+        pthread_cond_wait(&d->cond, &d->lock);
+    pthread_mutex_unlock(&d->lock);
+    malloc_trim(0);
+    d->rss_start = resident_bytes();
+    d->memory_limit = (uint64_t)d->cfg->memory_limit_mb << 20;
+    uint64_t req_limit = 0;
+    if (d->memory_limit) {
+        uint64_t floor = d->rss_start + HTTP_RESERVE_BYTES;
+        if (d->memory_limit <= floor + (UINT64_C(4) << 20)) {
+            snprintf(msg, msglen,
+                     "memory_limit_mb: %d MiB is below what chexd holds at start: %.0f MiB "
+                     "resident (model and libraries %.0f MiB, workspace for max_batch %d %.0f "
+                     "MiB) + %.0f MiB for connections; give it at least %.0f",
+                     d->cfg->memory_limit_mb, MIB(d->rss_start), MIB(d->rss_model),
+                     d->batch.max_images,
+                     MIB(d->rss_start > d->rss_model ? d->rss_start - d->rss_model : 0),
+                     MIB(HTTP_RESERVE_BYTES), MIB(floor) + 5);
+            return -1;
+        }
+        req_limit = d->memory_limit - floor;
+    }
+    d->budget.limit = req_limit;
+    return 0;
+}
+
 static void free_daemon(chexd *d)
 {
     if (d->ws)
@@ -1146,6 +1562,8 @@ static void free_daemon(chexd *d)
     chex_token_free(d->token);
     chex_tls_free(d->tls);
     chex_guard_stop(d->guard);
+    if (d->budget_ready)
+        chex_budget_destroy(&d->budget);
     pthread_mutex_destroy(&d->lock);
     pthread_cond_destroy(&d->cond);
     pthread_cond_destroy(&d->reap_cond);
@@ -1169,6 +1587,14 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
     pthread_cond_init(&d->cond, NULL);
     pthread_cond_init(&d->reap_cond, NULL);
     d->omp_threads = cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
+    d->rss_model = resident_bytes();
+    if (chex_budget_init(&d->budget, 0) != 0) {
+        close(listen_fd);
+        free(d);
+        snprintf(msg, msglen, "cannot create the memory budget's lock");
+        return -1;
+    }
+    d->budget_ready = 1;
     if (chex_token_open(&d->token, cfg->api_token_file, msg, msglen) != 0)
         goto fail;
     int tls = cfg->tls_cert_file[0] || cfg->tls_key_file[0];
@@ -1208,6 +1634,8 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
         goto fail;
     }
     d->worker_started = 1;
+    if (set_budget(d, msg, msglen) != 0)
+        goto fail;
     if (pthread_create(&d->reaper, NULL, reaper_main, d) != 0) {
         snprintf(msg, msglen, "cannot start the timeout thread");
         goto fail;

@@ -157,7 +157,7 @@ static void render_hist(sbuf *b, const histogram *h)
               h->name, h->sum, h->name, h->total);
 }
 
-char *chex_metrics_render(int queue_depth)
+char *chex_metrics_render(int queue_depth, const chex_metrics_memory *mem)
 {
     sbuf b = {malloc(8192), 0, 8192, 0};
     if (!b.buf)
@@ -192,6 +192,25 @@ char *chex_metrics_render(int queue_depth)
               "chexd_model_info{name=\"%s\",sha256=\"%s\",demo=\"%s\"} 1\n",
               queue_depth, atomic_load(&M.in_flight), atomic_load(&M.images), M.name, M.sha,
               M.demo ? "true" : "false");
+    if (mem)
+        sb_printf(&b,
+                  "# HELP chexd_memory_reserved_bytes Bytes requests hold in the memory budget.\n"
+                  "# TYPE chexd_memory_reserved_bytes gauge\nchexd_memory_reserved_bytes %llu\n"
+                  "# HELP chexd_memory_limit_bytes The whole process's budget (memory_limit_mb; "
+                  "0 = none).\n"
+                  "# TYPE chexd_memory_limit_bytes gauge\nchexd_memory_limit_bytes %llu\n"
+                  "# HELP chexd_memory_requests_limit_bytes What requests may hold together: the "
+                  "limit minus what was resident at start and the HTTP side's reserve.\n"
+                  "# TYPE chexd_memory_requests_limit_bytes gauge\n"
+                  "chexd_memory_requests_limit_bytes %llu\n"
+                  "# HELP chexd_memory_reserved_peak_bytes Most bytes requests held at once.\n"
+                  "# TYPE chexd_memory_reserved_peak_bytes gauge\n"
+                  "chexd_memory_reserved_peak_bytes %llu\n"
+                  "# HELP chexd_memory_refusals_total Reservations that did not fit at once.\n"
+                  "# TYPE chexd_memory_refusals_total counter\nchexd_memory_refusals_total %llu\n",
+                  (unsigned long long)mem->reserved, (unsigned long long)mem->limit,
+                  (unsigned long long)mem->requests_limit, (unsigned long long)mem->peak,
+                  mem->refused);
     if (b.failed) {
         free(b.buf);
         return NULL;

@@ -5,6 +5,7 @@
 #define CHEX_METRICS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "model/model.h"
 
@@ -31,8 +32,14 @@ void chex_metrics_inference(double seconds, int batch_images);
 void chex_metrics_images(int n);
 void chex_metrics_in_flight(int delta);
 
-/* Prometheus text exposition (format 0.0.4), malloc'd; queue_depth sampled by
- * the caller. NULL on ENOMEM. */
-char *chex_metrics_render(int queue_depth);
+/* The memory budget's figures, sampled by the caller (server/budget.h). */
+typedef struct {
+    uint64_t reserved, limit, requests_limit, peak;
+    unsigned long long refused;
+} chex_metrics_memory;
+
+/* Prometheus text exposition (format 0.0.4), malloc'd; queue_depth and mem
+ * (NULL: not shown) sampled by the caller. NULL on ENOMEM. */
+char *chex_metrics_render(int queue_depth, const chex_metrics_memory *mem);
 
 #endif

@@ -44,7 +44,8 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.png16_scaling, "minmax");
     assert_int_equal(cfg.queue_depth, 64);
     assert_int_equal(cfg.max_batch, 8);
-    assert_int_equal(cfg.batch_window_ms, 5);
+    assert_int_equal(cfg.batch_window_ms, 0);
+    assert_int_equal(cfg.memory_limit_mb, chex_config_memory_default_mb());
     assert_int_equal(cfg.request_timeout_ms, 30000);
     assert_int_equal(cfg.shutdown_timeout_ms, 10000);
     assert_int_equal(cfg.connection_limit, 512);
@@ -212,11 +213,11 @@ static void test_values_accepted(void **state)
                     "0",             "--max-batch=64",   "--listen=0.0.0.0", "--tls-cert-file",
                     "c.pem",         "--tls-key-file",   "k.pem",           "--web-root=",
                     "--max-upload-bytes", "1073741824", NULL};
-    char *envp[] = {"CHEXD_BATCH_WINDOW_MS=0000", NULL};
+    char *envp[] = {"CHEXD_BATCH_WINDOW_MS=0007", NULL};
     assert_int_equal(load(&cfg, argv, envp, msg, sizeof msg), CHEX_CONFIG_OK);
     assert_int_equal(cfg.port, 65535);
     assert_int_equal(cfg.max_batch, 64);
-    assert_int_equal(cfg.batch_window_ms, 0);
+    assert_int_equal(cfg.batch_window_ms, 7);
     assert_string_equal(cfg.listen, "0.0.0.0");
     assert_string_equal(cfg.tls_cert_file, "c.pem");
     assert_string_equal(cfg.tls_key_file, "k.pem");
