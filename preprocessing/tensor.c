@@ -13,10 +13,12 @@
  *   resize256-crop224  Resize(round(S*256/224)) (256 for S=224), CenterCrop(S)
  *   tencrop            the same resize, TenCrop(S): 10 tensors
  *   resize224          Resize((S, S)) ignoring the aspect ratio
- *   xrv                centre square of the shorter side (torchxrayvision's
- *                      crop_center: start = side//2 - short//2), Resize((S, S))
- * Colour -> one channel with PIL convert('L')'s weights (0.299, 0.587, 0.114);
- * gray -> three channels by replication.
+ *   xrv                torchxrayvision's pipeline instead (xrv_tensor below):
+ *                      normalise, channel mean, XRayCenterCrop (start =
+ *                      side//2 - short//2), XRayResizer(S) = skimage resize
+ *                      (preprocessing/resize_xrv.h), in that order
+ * Other presets: colour -> one channel with PIL convert('L')'s weights
+ * (0.299, 0.587, 0.114); gray -> three channels by replication.
  *
  * Where this differs from a PIL pipeline: PIL (Image.resize, convert('L'),
  * ToTensor on uint8) rounds to 8 bits after each step (luminance rounded to an
@@ -33,6 +35,7 @@
 
 #include "preprocessing/pre_internal.h"
 #include "preprocessing/preprocess.h"
+#include "preprocessing/resize_xrv.h"
 
 enum preset { P_UNKNOWN, P_CROP, P_TENCROP, P_RESIZE, P_XRV };
 
@@ -257,6 +260,49 @@ static chex_pre_err check_args(const chex_pre_image *img, const chex_pre_spec *s
     return CHEX_PRE_OK;
 }
 
+/* Normalised samples for the xrv preset, as torchxrayvision computes them in
+ * float32: normalize() per channel ((x - mean) / std with mean 0.5, std
+ * 1/2048 is bit-identical to its (2 * x - 1) * 1024 on x = s / maxval), then
+ * a colour image's channel mean ((r + g) + b) / 3 (its README's img.mean(2)). */
+typedef struct {
+    const float *pix;
+    size_t plane;
+    int ic, C;
+    const chex_pre_spec *spec;
+} xrv_ctx;
+
+static float xrv_norm(const void *vctx, size_t idx, int c)
+{
+    const xrv_ctx *x = vctx;
+    const float m = x->spec->mean[c], sd = x->spec->std[c];
+    if (x->ic == 3 && x->C == 1) {
+        float r = (x->pix[idx] - m) / sd, g = (x->pix[x->plane + idx] - m) / sd,
+              b = (x->pix[2 * x->plane + idx] - m) / sd;
+        return (r + g + b) / 3.0f;
+    }
+    return (x->pix[(x->ic == 3 ? (size_t)c * x->plane : 0) + idx] - m) / sd;
+}
+
+static chex_pre_err xrv_tensor(const chex_pre_image *img, const chex_pre_spec *spec, float *out,
+                               chex_pre_crop *crops, char *msg, size_t msglen)
+{
+    const int W = img->width, H = img->height, S = spec->size;
+    const int side = W < H ? W : H, x0 = W / 2 - side / 2, y0 = H / 2 - side / 2;
+    if ((long)side * S > MAX_RESIZED_PIXELS * 4) {
+        chex_pre_msg(msg, msglen, "%dx%d image: too large to resize", W, H);
+        return CHEX_PRE_ERR_UNUSABLE;
+    }
+    xrv_ctx ctx = {img->pix, (size_t)W * (size_t)H, img->channels, spec->channels, spec};
+    chex_pre_err e = chex_pre_xrv_resize(out, spec->channels, S, W, x0, y0, side, xrv_norm, &ctx);
+    if (e != CHEX_PRE_OK) {
+        chex_pre_msg(msg, msglen, "out of memory resizing to %dx%d", S, S);
+        return e;
+    }
+    if (crops)
+        crops[0] = (chex_pre_crop){(float)x0, (float)y0, (float)(x0 + side), (float)(y0 + side), 0};
+    return CHEX_PRE_OK;
+}
+
 chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spec, float *out,
                              chex_pre_crop *crops, char *msg, size_t msglen)
 {
@@ -266,6 +312,8 @@ chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spe
     if (e != CHEX_PRE_OK)
         return e;
     enum preset p = parse_preset(spec);
+    if (p == P_XRV)
+        return xrv_tensor(img, spec, out, crops, msg, msglen);
     const int C = spec->channels, S = spec->size, W = img->width, H = img->height;
     const size_t plane = (size_t)W * (size_t)H;
 
@@ -300,12 +348,6 @@ chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spe
             return free(lum), CHEX_PRE_ERR_UNUSABLE;
         }
     } else {
-        if (p == P_XRV) {
-            int side = W < H ? W : H;
-            x0 = W / 2 - side / 2;
-            y0 = H / 2 - side / 2;
-            rw = rh = side;
-        }
         ow = oh = S;
     }
     /* the width pass's intermediate is rh x ow per channel */
