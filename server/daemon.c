@@ -420,7 +420,7 @@ static void *worker_main(void *arg)
                 req *r = who[i];
                 if (r->cam == CHEX_CAM_NONE)
                     continue;
-                int label = chex_heatmap_resolve(r->cam, probs + (size_t)i * nl, nl);
+                int label = chex_heatmap_resolve(d->p->info, r->cam, probs + (size_t)i * nl);
                 r->cam_label[idx[i]] = label;
                 char cmsg[160];
                 if (chex_heatmap_take(p, d->ws, i * p->ncrops, label,
@@ -509,6 +509,7 @@ static enum MHD_Result answer_model(req *r)
         "queue_depth", d->cfg->queue_depth, "version", CHEXD_VERSION, "request_id", r->id);
     if (j) {
         json_object_set_new(j, "isa", json_string(chex_model_isa()));
+        json_object_set_new(j, "outputs", chex_answer_outputs(in));
         json_object_set_new(j, "precision", json_string(d->p->precision == CHEX_PRECISION_INT8
                                                             ? "int8"
                                                             : "fp32"));
