@@ -9,12 +9,18 @@ from a radiograph): the xrv preset's tensor vs torchxrayvision's
 on torchxrayvision's tensor; untrained labels must be absent from
 predictions and named under untrained_labels. Two checkpoint forms: a
 state_dict with an op_threshs entry, and a whole pickled model with an
-op_threshs attribute."""
+op_threshs attribute. Then chexd's /v1/model "outputs", ?top/?cam=top
+skipping untrained labels, ?cam=<untrained> refused (400), and `chex
+evaluate` leaving them out."""
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import torch
@@ -47,6 +53,7 @@ def sixteen_bit(src, dst):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--chex", required=True)
+    ap.add_argument("--chexd", required=True)
     ap.add_argument("--pre-driver", required=True)
     ap.add_argument("--xrays", required=True)
     ap.add_argument("--work", required=True)
@@ -125,10 +132,92 @@ def main():
         if worst > PROB_TOL:
             failures.append(f"{form}: probabilities differ by {worst:.3g} > {PROB_TOL}")
 
+    serve_and_evaluate(a, os.path.join(a.work, "xrv21.safetensors"), images, failures)
     for f in failures:
         print("FAIL", f)
     return 1 if failures else 0
 
+
+
+def serve_and_evaluate(a, model, images, failures):
+    """chexd's /v1/model and CAM label choice, and `chex evaluate`, on the
+    weights with untrained labels."""
+    names = json.loads(chexref.read_safetensors(model)[1]["labels"])
+    untrained = [names[k] for k in UNTRAINED]
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    log = open(os.path.join(a.work, "chexd.log"), "w")
+    d = subprocess.Popen([a.chexd, "--model", model, "--listen", "127.0.0.1", "--port", str(port),
+                          "--threads", "2"], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):  # until it answers (or exits)
+            if d.poll() is not None:
+                failures.append(f"chexd exited {d.returncode}: see {log.name}")
+                return
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=5).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        info = json.load(urllib.request.urlopen(url + "/v1/model", timeout=30))
+        out = info.get("outputs", {})
+        if out.get("probability") != "op_norm" or out.get("untrained_labels") != untrained \
+                or "operating point" not in out.get("meaning", "") \
+                or sorted(out.get("operating_points", {})) != sorted(set(names) - set(untrained)):
+            failures.append(f"/v1/model outputs wrong: {out}")
+        body = open(images[0][0], "rb").read()
+
+        def predict(query):
+            req = urllib.request.Request(url + "/v1/predict" + query, data=body,
+                                         headers={"Content-Type": "image/png"})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return r.status, json.load(r)
+            except urllib.error.HTTPError as e:
+                return e.code, json.load(e)
+
+        st, j = predict("?top=18&cam=top")
+        got = [p["label"] for p in j.get("predictions", [])]
+        if st != 200 or len(got) != 15 or set(got) & set(untrained) or \
+                j.get("cam", {}).get("label") != got[0]:
+            failures.append(f"?top=18&cam=top: {st} {got} cam {j.get('cam', {}).get('label')}")
+        st, j = predict("?cam=" + untrained[1])
+        msg = j.get("error", {}).get("message", "")
+        if st != 400 or "not trained" not in msg:
+            failures.append(f"?cam={untrained[1]}: {st} {j}")
+        print(f"chexd: /v1/model outputs op_norm, untrained {out.get('untrained_labels')}; "
+              f"?top=18 gives {len(got)} labels, cam=top -> {got[:1]}; ?cam={untrained[1]} -> "
+              f"{st}: {msg}")
+    finally:
+        d.terminate()
+        d.wait(timeout=60)
+        log.close()
+
+    # chex evaluate: untrained labels are not columns, not evaluated, named
+    lab = os.path.join(a.work, "labels.csv")
+    with open(lab, "w") as f:
+        f.write("Image Index,Effusion,Infiltration\n")
+        for i, (path, _, _) in enumerate(images[:6]):
+            f.write(f"{os.path.basename(path)},{i % 2},{(i + 1) % 2}\n")
+    out_dir = os.path.join(a.work, "eval")
+    r = subprocess.run([a.chex, "evaluate", "--model", model, "--labels", lab, "--threads", "2",
+                        "--out", out_dir, a.xrays], capture_output=True, text=True)
+    if r.returncode != 0:
+        failures.append(f"chex evaluate exit {r.returncode}: {r.stderr.strip()[-300:]}")
+        return
+    m = json.load(open(os.path.join(out_dir, "metrics.json")))
+    header = open(os.path.join(out_dir, "predictions.csv")).readline().strip().split(",")
+    evaluated = [x["label"] for x in m["labels"]]
+    if m.get("untrained_labels") != untrained or set(evaluated) & set(untrained) or \
+            any("prob_" + u in header for u in untrained) or len(header) != 1 + 15 or \
+            m["model"].get("probability") != "op_norm":
+        failures.append(f"chex evaluate: untrained {m.get('untrained_labels')}, labels "
+                        f"{evaluated}, columns {header}")
+    print(f"chex evaluate: {len(header) - 1} prediction columns, metrics for "
+          f"{len(evaluated)} labels, untrained_labels {m.get('untrained_labels')}")
 
 
 if __name__ == "__main__":
