@@ -108,8 +108,9 @@ chex_pre_err chex_pre_xrv_resize(float *dst, int nc, int S, int sw, int x0, int 
     /* one horizontal pass per source row, in double; the vertical pass then
      * reads the (side, S) intermediate */
     double *tmp = malloc(sizeof(double) * (size_t)side * (size_t)S);
+    double *acc = malloc(sizeof(double) * (size_t)S);
     float *row = malloc(sizeof(float) * (size_t)side);
-    if (!tmp || !row) {
+    if (!tmp || !acc || !row) {
         e = CHEX_PRE_ERR_NOMEM;
         goto done;
     }
@@ -137,12 +138,16 @@ chex_pre_err chex_pre_xrv_resize(float *dst, int nc, int S, int sw, int x0, int 
         float omin = INFINITY, omax = -INFINITY;
         for (int o = 0; o < S; o++) {
             const double *w = ax.w + (size_t)o * (size_t)ax.taps;
+            for (int x = 0; x < S; x++)
+                acc[x] = 0.0;
+            for (int j = 0; j < ax.count[o]; j++) {
+                const double *trow = tmp + (size_t)(ax.first[o] + j) * (size_t)S;
+                for (int x = 0; x < S; x++)
+                    acc[x] += w[j] * trow[x];
+            }
             float *orow = plane + (size_t)o * (size_t)S;
             for (int x = 0; x < S; x++) {
-                double acc = 0.0;
-                for (int j = 0; j < ax.count[o]; j++)
-                    acc += w[j] * tmp[(size_t)(ax.first[o] + j) * (size_t)S + (size_t)x];
-                orow[x] = (float)acc;
+                orow[x] = (float)acc[x];
                 omin = orow[x] < omin ? orow[x] : omin;
                 omax = orow[x] > omax ? orow[x] : omax;
             }
@@ -158,6 +163,7 @@ chex_pre_err chex_pre_xrv_resize(float *dst, int nc, int S, int sw, int x0, int 
     }
 done:
     free(tmp);
+    free(acc);
     free(row);
     chex_pre_axis_weights_free(&ax);
     return e;
