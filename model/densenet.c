@@ -464,8 +464,9 @@ static chex_model_err check_tensors(chex_model *m, const chex_st_file *f, spec_l
     }
     for (int i = 0; i < f->ntensors; i++) {
         int j;
-        if (chex_model_is_int8_tensor(f->tensors[i].name))
-            continue; /* checked by chex_dn_parse_qfile */
+        if (chex_model_is_int8_tensor(f->tensors[i].name) ||
+            !strcmp(f->tensors[i].name, CHEX_MODEL_OP_THRESHS))
+            continue; /* checked by chex_dn_parse_qfile / parse_op_threshs */
         for (j = 0; j < l->n && strcmp(l->s[j].name, f->tensors[i].name); j++)
             ;
         if (j == l->n) {
@@ -475,6 +476,72 @@ static chex_model_err check_tensors(chex_model *m, const chex_st_file *f, spec_l
         }
     }
     return CHEX_MODEL_OK;
+}
+
+/* The optional operating points (model.h, chex_model_info.op_norm). */
+static chex_model_err parse_op_threshs(const chex_st_file *f, chex_model_info *info, char *msg,
+                                       size_t msglen)
+{
+    const chex_st_tensor *t = chex_st_find(f, CHEX_MODEL_OP_THRESHS);
+    info->op_norm = 0;
+    info->num_untrained = 0;
+    if (!t)
+        return CHEX_MODEL_OK;
+    if (t->ndim != 1 || t->shape[0] != info->num_labels) {
+        char got[96];
+        fmt_shape(got, sizeof(got), t->ndim, t->shape);
+        chex_model_msg(msg, msglen, "tensor %s: shape %s, expected [%d] (one per label)",
+                       CHEX_MODEL_OP_THRESHS, got, info->num_labels);
+        return CHEX_MODEL_ERR_SHAPE;
+    }
+    if (t->dtype != CHEX_ST_F32 && t->dtype != CHEX_ST_F16 && t->dtype != CHEX_ST_BF16) {
+        chex_model_msg(msg, msglen, "tensor %s: dtype must be F32, F16 or BF16",
+                       CHEX_MODEL_OP_THRESHS);
+        return CHEX_MODEL_ERR_DTYPE;
+    }
+    chex_st_to_f32(f, t, info->op_threshs);
+    for (int k = 0; k < info->num_labels; k++) {
+        float v = info->op_threshs[k];
+        if (isnan(v)) {
+            info->untrained[k] = 1;
+            info->num_untrained++;
+        } else if (!(v > 0.0f && v < 1.0f)) {
+            chex_model_msg(msg, msglen, "tensor %s: entry %d (%s) is %g, expected a number in "
+                           "(0, 1) or NaN (a label the model was not trained on)",
+                           CHEX_MODEL_OP_THRESHS, k, info->labels[k], (double)v);
+            return CHEX_MODEL_ERR_METADATA;
+        }
+    }
+    if (info->num_untrained == info->num_labels) {
+        chex_model_msg(msg, msglen, "tensor %s: every entry is NaN (no label trained)",
+                       CHEX_MODEL_OP_THRESHS);
+        return CHEX_MODEL_ERR_METADATA;
+    }
+    info->op_norm = 1;
+    return CHEX_MODEL_OK;
+}
+
+float chex_model_op_norm(float p, float t)
+{
+    /* torchxrayvision/models.py op_norm: outputs / (op_threshs * 2) below the
+     * threshold, 1.0 - ((1.0 - outputs) / ((1 - op_threshs) * 2)) otherwise. */
+    if (isnan(t))
+        return 0.5f;
+    if (p < t)
+        return p / (t * 2.0f);
+    return 1.0f - (1.0f - p) / ((1.0f - t) * 2.0f);
+}
+
+/* probs (n, ncls) = sigmoid(logits), then op_norm when the model has it. */
+static void output_stage(const chex_model *m, float *probs, const float *logits, int n)
+{
+    sigmoid_forward_naive(probs, logits, (long)n * m->ncls);
+    if (!m->info.op_norm)
+        return;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < m->ncls; k++)
+            probs[(size_t)i * m->ncls + k] =
+                chex_model_op_norm(probs[(size_t)i * m->ncls + k], m->info.op_threshs[k]);
 }
 
 static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path, chex_model *m,
@@ -499,6 +566,7 @@ static chex_model_err load_from(const uint8_t *buf, size_t len, const char *path
     }
     build_graph(m, l);
     if ((e = check_tensors(m, &f, l, msg, msglen)) ||
+        (e = parse_op_threshs(&f, &m->info, msg, msglen)) ||
         (e = chex_dn_parse_act_max(m, &f, msg, msglen)) ||
         (e = chex_dn_parse_qfile(m, &f, msg, msglen))) {
         free(l);
@@ -1127,7 +1195,7 @@ chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const 
     if (logits)
         memcpy(logits, ws->logits, sizeof(float) * (size_t)n * m->ncls);
     if (probs)
-        sigmoid_forward_naive(probs, ws->logits, (long)n * m->ncls);
+        output_stage(m, probs, ws->logits, n);
     ws->last_n = n;
     return CHEX_MODEL_OK;
 }
@@ -1254,7 +1322,7 @@ chex_model_err chex_model_forward_reference(const chex_model *m, chex_model_ws *
     if (logits)
         memcpy(logits, ws->logits, sizeof(float) * (size_t)n * m->ncls);
     if (probs)
-        sigmoid_forward_naive(probs, ws->logits, (long)n * m->ncls);
+        output_stage(m, probs, ws->logits, n);
     ws->stage_ms[CHEX_STAGE_HEAD] = (omp_get_wtime() - t0) * 1e3;
     ws->last_n = n;
     free(x);

@@ -55,7 +55,26 @@ typedef struct {
     float std[3];
     char sha256[65];          /* hex SHA-256 of the weights file */
     char architecture[32];    /* "densenet121" */
+    /* torchxrayvision operating points: the optional tensor CHEX_MODEL_OP_THRESHS
+     * (F32/F16/BF16, shape (num_labels), each in (0, 1) or NaN). When present
+     * (op_norm = 1) every probability chex_model_forward returns is
+     * torchxrayvision's DenseNet.forward output: p = sigmoid(logit), then
+     * op_norm: p < t -> p / (t * 2), else 1 - (1 - p) / ((1 - t) * 2), in
+     * float32, so 0.5 is the label's operating point. A NaN threshold marks a
+     * label the model was not trained on (untrained[k] = 1): its output is 0.5
+     * and it means nothing; consumers leave it out. Without the tensor
+     * op_norm = 0, num_untrained = 0 and probabilities are plain sigmoids. */
+    int op_norm;
+    int num_untrained;
+    float op_threshs[CHEX_MODEL_MAX_LABELS];
+    unsigned char untrained[CHEX_MODEL_MAX_LABELS];
 } chex_model_info;
+
+#define CHEX_MODEL_OP_THRESHS "op_threshs"
+
+/* torchxrayvision's op_norm of one sigmoid probability p for threshold t
+ * (NaN t -> 0.5), float32 in its order of operations. */
+float chex_model_op_norm(float p, float t);
 
 typedef struct chex_model chex_model;
 typedef struct chex_model_ws chex_model_ws;
@@ -75,7 +94,8 @@ void chex_model_ws_free(chex_model_ws *ws);
 int chex_model_ws_max_batch(const chex_model_ws *ws);
 
 /* in:     (n, C, S, S) float32, already normalised (C, S from the info).
- * logits: (n, num_labels) or NULL.  probs: (n, num_labels) sigmoid, or NULL.
+ * logits: (n, num_labels) or NULL.  probs: (n, num_labels) sigmoid (then
+ * op_norm when the model has op_threshs, see chex_model_info), or NULL.
  * 1 <= n <= max_batch of ws. Never allocates. */
 chex_model_err chex_model_forward(const chex_model *m, chex_model_ws *ws, const float *in, int n,
                                   float *logits, float *probs);

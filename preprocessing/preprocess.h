@@ -111,8 +111,9 @@ int chex_pre_ncrops(const chex_pre_spec *spec);
 
 /* Writes ncrops tensors of (C, S, S) into out (caller-sized:
  * ncrops*C*S*S floats) and, if crops is not NULL, ncrops crop boxes.
- * Presets and their exact arithmetic (torchvision on float32) are described in
- * preprocessing/tensor.c. Errors: bad spec/image -> ARG; an aspect ratio so
+ * Presets and their exact arithmetic (torchvision on float32; xrv:
+ * torchxrayvision's normalise / channel mean / centre crop / skimage resize)
+ * are described in preprocessing/tensor.c and resize_xrv.h. Errors: bad spec/image -> ARG; an aspect ratio so
  * extreme the resize would need more than 4 M pixels -> UNUSABLE. */
 chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spec, float *out,
                              chex_pre_crop *crops, char *msg, size_t msglen);

@@ -13,10 +13,12 @@
  *   resize256-crop224  Resize(round(S*256/224)) (256 for S=224), CenterCrop(S)
  *   tencrop            the same resize, TenCrop(S): 10 tensors
  *   resize224          Resize((S, S)) ignoring the aspect ratio
- *   xrv                centre square of the shorter side (torchxrayvision's
- *                      crop_center: start = side//2 - short//2), Resize((S, S))
- * Colour -> one channel with PIL convert('L')'s weights (0.299, 0.587, 0.114);
- * gray -> three channels by replication.
+ *   xrv                torchxrayvision's pipeline instead (xrv_tensor below):
+ *                      normalise, channel mean, XRayCenterCrop (start =
+ *                      side//2 - short//2), XRayResizer(S) = skimage resize
+ *                      (preprocessing/resize_xrv.h), in that order
+ * Other presets: colour -> one channel with PIL convert('L')'s weights
+ * (0.299, 0.587, 0.114); gray -> three channels by replication.
  *
  * Where this differs from a PIL pipeline: PIL (Image.resize, convert('L'),
  * ToTensor on uint8) rounds to 8 bits after each step (luminance rounded to an

@@ -45,14 +45,52 @@ static json_t *model_object(const chex_model_info *in)
                      in->demo ? 1 : 0);
 }
 
+json_t *chex_answer_outputs(const chex_model_info *in)
+{
+    json_t *o = json_object(), *un = json_array(), *ops = json_object();
+    if (!o || !un || !ops) {
+        json_decref(o);
+        json_decref(un);
+        json_decref(ops);
+        return NULL;
+    }
+    for (int i = 0; in->op_norm && i < in->num_labels; i++) {
+        if (in->untrained[i])
+            json_array_append_new(un, json_string(in->labels[i]));
+        else
+            json_object_set_new(ops, in->labels[i], json_real(in->op_threshs[i]));
+    }
+    int bad = json_object_set_new(o, "probability", json_string(in->op_norm ? "op_norm"
+                                                                              : "sigmoid"));
+    bad |= json_object_set_new(
+        o, "meaning",
+        json_string(in->op_norm
+                        ? "operating-point normalised as torchxrayvision's op_norm: 0.5 is the "
+                          "label's operating point (the sigmoid output equal to its threshold), "
+                          "below it p/(2t), above it 1-(1-p)/(2(1-t))"
+                        : "sigmoid of the classifier's output"));
+    bad |= json_object_set_new(o, "untrained_labels", un);
+    if (in->op_norm)
+        bad |= json_object_set_new(o, "operating_points", ops);
+    else
+        json_decref(ops);
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
 json_t *chex_answer_image(const chex_pipeline *p, const char *request_id, const chex_prepared *pp,
                           const float *probs, const chex_answer_opts *o)
 {
     const chex_model_info *in = p->info;
-    int nl = in->num_labels;
+    int nl = 0;
     int order[CHEX_MODEL_MAX_LABELS];
-    for (int i = 0; i < nl; i++)
-        order[i] = i;
+    /* labels the model was not trained on (op_threshs NaN) are not predictions */
+    for (int i = 0; i < in->num_labels; i++)
+        if (!in->untrained[i])
+            order[nl++] = i;
     int count = nl;
     if (o && o->top > 0) {
         /* Stable insertion sort by descending probability: ties keep label order. */
@@ -91,6 +129,16 @@ json_t *chex_answer_image(const chex_pipeline *p, const char *request_id, const 
         pp->image.width, "height", pp->image.height, "scaling", pp->image.scaling);
     if (!root)
         return NULL;
+    if (in->num_untrained > 0) {
+        json_t *un = json_array();
+        for (int i = 0; un && i < in->num_labels; i++)
+            if (in->untrained[i])
+                json_array_append_new(un, json_string(in->labels[i]));
+        if (!un || json_object_set_new(root, "untrained_labels", un) != 0) {
+            json_decref(root);
+            return NULL;
+        }
+    }
     if (pp->image.is_dicom) {
         const chex_dicom_ids *d = &pp->image.dicom;
         json_t *dj = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "study_instance_uid",

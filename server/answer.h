@@ -25,9 +25,18 @@ int chex_answer_opts_parse(chex_answer_opts *o, const char *top, const char *thr
 
 /* The 200 answer for one image: request_id, model, predictions, timing_ms,
  * input, dicom identifiers (DICOM only), demo flag + warning (demo weights).
+ * Labels the model was not trained on (chex_model_info.untrained) are left
+ * out of predictions and named under "untrained_labels" (present only when
+ * there are some); ?top counts trained labels only.
  * probs is (num_labels). New reference, NULL on ENOMEM. */
 json_t *chex_answer_image(const chex_pipeline *p, const char *request_id, const chex_prepared *pp,
                           const float *probs, const chex_answer_opts *o);
+
+/* What the model's probabilities are, for /v1/model's "outputs":
+ * {"probability": "op_norm"|"sigmoid", "meaning": text, "untrained_labels":
+ * [...], "operating_points": {label: threshold} (op_norm only)}. New
+ * reference, NULL on ENOMEM. */
+json_t *chex_answer_outputs(const chex_model_info *in);
 
 /* {"error": {"code", "message"}, "request_id"}. New reference. */
 json_t *chex_answer_error(const char *code, const char *message, const char *request_id);

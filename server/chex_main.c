@@ -452,7 +452,7 @@ static int cmd_classify(int argc, char **argv)
             json_t *j = chex_answer_image(&p, id, &pp, probs, &opts);
             if (j && cam) {
                 /* The map reads the features of this image's forward, still in ws. */
-                int label = chex_heatmap_resolve(cam_choice, probs, p.info->num_labels);
+                int label = chex_heatmap_resolve(p.info, cam_choice, probs);
                 static char paths[2][4096];
                 static char sc_path[4096];
                 float *map = NULL;

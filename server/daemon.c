@@ -703,7 +703,7 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
                 req *r = fwho[j];
                 if (r->cam == CHEX_CAM_NONE)
                     continue;
-                int label = chex_heatmap_resolve(r->cam, probs + (size_t)j * nl, nl);
+                int label = chex_heatmap_resolve(d->p->info, r->cam, probs + (size_t)j * nl);
                 r->cam_label[fidx[j]] = label;
                 char cmsg[160];
                 if (chex_heatmap_take(p, d->ws, j * p->ncrops, label,
@@ -861,6 +861,7 @@ static enum MHD_Result answer_model(req *r)
         "queue_depth", d->cfg->queue_depth, "version", CHEXD_VERSION, "request_id", r->id);
     if (j) {
         json_object_set_new(j, "isa", json_string(chex_model_isa()));
+        json_object_set_new(j, "outputs", chex_answer_outputs(in));
         json_object_set_new(j, "precision", json_string(d->p->precision == CHEX_PRECISION_INT8
                                                             ? "int8"
                                                             : "fp32"));

@@ -107,6 +107,12 @@ int chex_heatmap_parse_label(const chex_model_info *in, const char *s, int allow
     for (int pass = 0; s && pass < 2; pass++)
         for (int i = 0; i < in->num_labels; i++)
             if (label_eq(s, in->labels[i], pass)) {
+                if (in->untrained[i]) {
+                    snprintf(msg, msglen, "label \"%s\" is not trained in this model (its "
+                             "operating point is NaN): no prediction and no heat map for it",
+                             in->labels[i]);
+                    return -1;
+                }
                 *label = i;
                 return 0;
             }
@@ -120,20 +126,21 @@ int chex_heatmap_parse_label(const chex_model_info *in, const char *s, int allow
     int n = s ? snprintf(msg, msglen, "unknown label \"%s\"; valid labels: %s", shown,
                          allow_top ? "top, " : "")
               : snprintf(msg, msglen, "no label given; valid labels: %s", allow_top ? "top, " : "");
-    for (int i = 0; i < in->num_labels && n >= 0 && (size_t)n < msglen; i++)
-        n += snprintf(msg + n, msglen - (size_t)n, "%s%s", i ? ", " : "", in->labels[i]);
+    for (int i = 0, k = 0; i < in->num_labels && n >= 0 && (size_t)n < msglen; i++)
+        if (!in->untrained[i])
+            n += snprintf(msg + n, msglen - (size_t)n, "%s%s", k++ ? ", " : "", in->labels[i]);
     return -1;
 }
 
-int chex_heatmap_resolve(int choice, const float *probs, int nl)
+int chex_heatmap_resolve(const chex_model_info *in, int choice, const float *probs)
 {
     if (choice != CHEX_CAM_TOP)
         return choice;
-    int best = 0;
-    for (int i = 1; i < nl; i++)
-        if (probs[i] > probs[best])
+    int best = -1;
+    for (int i = 0; i < in->num_labels; i++)
+        if (!in->untrained[i] && (best < 0 || probs[i] > probs[best]))
             best = i;
-    return best;
+    return best; /* >= 0: the loader refuses a model with no trained label */
 }
 
 size_t chex_heatmap_raw_floats(const chex_pipeline *p)

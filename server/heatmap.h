@@ -23,12 +23,14 @@
 
 /* Parses a label name (exact, else case-insensitive; '_' and ' ' match each
  * other) or, when allow_top, "top". *label receives the index or CHEX_CAM_TOP.
- * On failure msg names the value and lists the valid labels. */
+ * On failure msg names the value and lists the valid labels; a label the
+ * model was not trained on (chex_model_info.untrained) is refused by name. */
 int chex_heatmap_parse_label(const chex_model_info *in, const char *s, int allow_top, int *label,
                              char *msg, size_t msglen);
 
-/* The label index for a choice: CHEX_CAM_TOP -> argmax of probs (nl). */
-int chex_heatmap_resolve(int choice, const float *probs, int nl);
+/* The label index for a choice: CHEX_CAM_TOP -> argmax of probs
+ * (num_labels) over the labels the model was trained on. */
+int chex_heatmap_resolve(const chex_model_info *in, int choice, const float *probs);
 
 /* Floats of the raw maps one prepared image needs: ncrops * cells, where
  * cells = h*w of the final feature map for the model's input size. */

@@ -2,7 +2,7 @@
 """Convert a DenseNet-121 checkpoint to the safetensors file chexd serves.
 
     tools/convert_weights.py [--preset chexnet|torchvision|xrv] [--labels L1,L2,...]
-                             [--name NAME] [--dtype f32|f16|bf16] IN OUT.safetensors
+                             [--name NAME] [--dtype f32|f16|bf16] [--op-threshs JSON] IN OUT.safetensors
 
 Accepted inputs (torch.load, CPU):
   chexnet      the public CheXNet reimplementation's model.pth.tar: a dict whose
@@ -15,10 +15,19 @@ Accepted inputs (torch.load, CPU):
                Linear or Sequential(Linear, Sigmoid). Labels from --labels (the 14
                ChestX-ray14 names if the classifier has 14 rows and none are given).
   xrv          a torchxrayvision densenet121 checkpoint: 18 labels, 1 channel,
-               pixels scaled to [-1024, 1024] (scale 2048, offset -1024), preset xrv;
-               its op_threshs are ignored.
+               pixels scaled to [-1024, 1024] (scale 2048, offset -1024), preset xrv.
+Operating points (torchxrayvision's op_threshs, any preset): taken from a
+state_dict entry named op_threshs (or ending in .op_threshs), a whole pickled
+model's op_threshs attribute, a top-level 'op_threshs' entry of the saved dict,
+or --op-threshs '[0.07, null, ...]' (null = NaN = a label the model was not
+trained on; wins over the checkpoint's). torchxrayvision sets them from its own
+model table, not from the weights file, so a real torchxrayvision .pt usually
+needs --op-threshs with the list of its models.py for those weights. They are
+written as the F32 tensor op_threshs (one per label, each in (0, 1) or NaN);
+chexd then answers as torchxrayvision's DenseNet.forward: sigmoid, then op_norm.
 Without --preset the kind is guessed from the keys. The output holds exactly
-the tensors chexd's loader expects (torchvision names, no num_batches_tracked)
+the tensors chexd's loader expects (torchvision names, no num_batches_tracked,
+op_threshs as above)
 and the __metadata__ it reads (labels, input_channels, input_size,
 normalization, preprocess, name, demo, architecture). The safetensors format
 is written with json+struct (no safetensors package needed).
@@ -51,7 +60,7 @@ PRESETS = {
 }
 
 GROWTH, BN_SIZE, INIT, BLOCKS = 32, 4, 64, (6, 12, 24, 16)
-IGNORED = re.compile(r"(^|\.)(num_batches_tracked|op_threshs)$")
+IGNORED = re.compile(r"(^|\.)num_batches_tracked$")
 
 
 class ConvertError(Exception):
@@ -100,11 +109,44 @@ def extract_state_dict(obj):
                        "torch module, or a dict of tensors")
 
 
+def find_op_threshs(obj, raw):
+    """The checkpoint's operating points (torchxrayvision op_threshs), or None."""
+    keys = [k for k in raw if k == "op_threshs" or k.endswith(".op_threshs")]
+    if len(keys) > 1:
+        raise ConvertError("several op_threshs entries: " + ", ".join(keys))
+    if keys:
+        return raw[keys[0]]
+    for o in (obj, obj.get("model") if isinstance(obj, dict) else None):
+        if isinstance(o, torch.nn.Module) and getattr(o, "op_threshs", None) is not None:
+            return o.op_threshs
+    if isinstance(obj, dict) and obj.get("op_threshs") is not None:
+        return obj["op_threshs"]
+    return None
+
+
+def check_op_threshs(t, labels):
+    """-> float32 array, one per label, each in (0, 1) or NaN."""
+    try:
+        a = np.asarray(t.detach().cpu().numpy() if torch.is_tensor(t) else
+                       [np.nan if v is None else v for v in t], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ConvertError(f"op_threshs: not a list of numbers ({e})")
+    if a.shape[0] != len(labels):
+        raise ConvertError(f"op_threshs: {a.shape[0]} values for {len(labels)} labels")
+    for i, v in enumerate(a):
+        if not np.isnan(v) and not 0.0 < v < 1.0:
+            raise ConvertError(f"op_threshs: entry {i} ({labels[i]}) is {v}, expected a "
+                               "number in (0, 1) or NaN/null (untrained label)")
+    if np.isnan(a).all():
+        raise ConvertError("op_threshs: every entry is NaN (no label trained)")
+    return a.astype(np.float32)
+
+
 def normalise_names(sd):
     """Maps checkpoint names onto torchvision densenet121 names."""
     out = {}
     for name, t in sd.items():
-        if IGNORED.search(name):
+        if IGNORED.search(name) or name == "op_threshs" or name.endswith(".op_threshs"):
             continue
         n = name
         for prefix in ("module.", "densenet121.", "model."):
@@ -142,11 +184,12 @@ def to_bytes(arr, dtype):
     return "BF16", u.tobytes()
 
 
-def write_safetensors(path, tensors, meta, dtype="f32"):
-    """tensors: list of (name, ndarray). Format: u64 header length, JSON, data."""
+def write_safetensors(path, tensors, meta, dtype="f32", keep_f32=()):
+    """tensors: list of (name, ndarray); names in keep_f32 stay F32 whatever
+    dtype is. Format: u64 header length, JSON, data."""
     header, blobs, off = {}, [], 0
     for name, arr in tensors:
-        dt, raw = to_bytes(arr, dtype)
+        dt, raw = to_bytes(arr, "f32" if name in keep_f32 else dtype)
         header[name] = {"dtype": dt, "shape": list(arr.shape),
                         "data_offsets": [off, off + len(raw)]}
         blobs.append(raw)
@@ -165,9 +208,11 @@ def write_safetensors(path, tensors, meta, dtype="f32"):
 
 
 def convert(src, dst, preset=None, labels=None, name=None, dtype="f32", demo=False,
-            normalization=None, input_size=224, preprocess=None):
+            normalization=None, input_size=224, preprocess=None, op_threshs=None):
     obj = torch.load(src, map_location="cpu")
     raw = extract_state_dict(obj)
+    if op_threshs is None:
+        op_threshs = find_op_threshs(obj, raw)
     sd = normalise_names(raw)
     preset = preset or guess_preset(list(raw.keys()), sd)
     p = PRESETS[preset]
@@ -206,8 +251,12 @@ def convert(src, dst, preset=None, labels=None, name=None, dtype="f32", demo=Fal
         "preprocess": preprocess or p["preprocess"],
         "source_preset": preset,
     }
-    write_safetensors(dst, [(k, sd[k]) for k in want], meta, dtype)
-    return meta
+    tensors = [(k, sd[k]) for k in want]
+    if op_threshs is not None:
+        thr = check_op_threshs(op_threshs, labels)
+        tensors.append(("op_threshs", thr))
+    write_safetensors(dst, tensors, meta, dtype, keep_f32=("op_threshs",))
+    return meta, (None if op_threshs is None else int(np.isnan(thr).sum()))
 
 
 def main(argv=None):
@@ -223,17 +272,22 @@ def main(argv=None):
     ap.add_argument("--input-size", type=int, default=224)
     ap.add_argument("--preprocess", choices=["resize256-crop224", "tencrop", "resize224", "xrv"])
     ap.add_argument("--demo", action="store_true", help="mark the weights as demo weights")
+    ap.add_argument("--op-threshs", help="JSON list of operating points, one per label "
+                    "(null = untrained label); overrides the checkpoint's op_threshs")
     a = ap.parse_args(argv)
     try:
-        meta = convert(a.input, a.output, a.preset, a.labels.split(",") if a.labels else None,
+        meta, untrained = convert(a.input, a.output, a.preset, a.labels.split(",") if a.labels else None,
                        a.name, a.dtype, a.demo,
                        json.loads(a.normalization) if a.normalization else None,
-                       a.input_size, a.preprocess)
+                       a.input_size, a.preprocess,
+                       json.loads(a.op_threshs) if a.op_threshs else None)
     except (ConvertError, OSError, RuntimeError, ValueError) as e:
         print(f"convert_weights: {a.input}: {e}", file=sys.stderr)
         return 1
     print(f"convert_weights: wrote {a.output} ({meta['source_preset']}, "
-          f"{len(json.loads(meta['labels']))} labels, {a.dtype})")
+          f"{len(json.loads(meta['labels']))} labels, {a.dtype}"
+          + (f", op_threshs kept, {untrained} untrained" if untrained is not None else "")
+          + ")")
     return 0
 
 

@@ -44,7 +44,8 @@ def torch_model(path):
     """torchvision densenet121 in eval mode carrying the file's weights."""
     tensors, meta = read_safetensors(path)
     # int8 calibration's tensors (<conv>.int8_*) are not part of the network
-    tensors = {k: v for k, v in tensors.items() if ".int8_" not in k}
+    # nor are the operating points (op_threshs: applied after it, xrvref.op_norm)
+    tensors = {k: v for k, v in tensors.items() if ".int8_" not in k and k != "op_threshs"}
     ncls = tensors["classifier.weight"].shape[0]
     cin = tensors["features.conv0.weight"].shape[1]
     model = torchvision.models.densenet121(weights=None, num_classes=ncls)

@@ -16,6 +16,7 @@ import torchvision
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import chexref  # noqa: E402
+import xrvref  # noqa: E402
 
 TOOL = os.path.join(HERE, "..", "..", "tools", "convert_weights.py")
 PROB_TOL = 1e-5
@@ -108,10 +109,14 @@ def main():
     if chexref.read_safetensors(out2)[1]["source_preset"] != "chexnet":
         failures.append("chexnet checkpoint not recognised without --preset")
 
-    # (c) torchxrayvision: 18 outputs, 1 channel, op_threshs buffer, [-1024, 1024].
+    # (c) torchxrayvision: 18 outputs, 1 channel, op_threshs buffer (two NaN:
+    # untrained labels), [-1024, 1024]; answers are torchxrayvision's
+    # DenseNet.forward: sigmoid then op_norm (xrvref.XrvDenseNet).
     m = random_densenet(18, 1, 2)
     sd = dict(m.state_dict())
-    sd["op_threshs"] = torch.rand(18)
+    thr = torch.rand(18, generator=torch.Generator().manual_seed(18)) * 0.8 + 0.1
+    thr[[13, 15]] = float("nan")
+    sd["op_threshs"] = thr
     src = os.path.join(a.work, "xrv.pt")
     torch.save(sd, src)
     out = os.path.join(a.work, "xrv.safetensors")
@@ -120,7 +125,24 @@ def main():
     if json.loads(meta["normalization"]) != {"scale": 2048, "offset": -1024} or \
             meta["preprocess"] != "xrv" or meta["input_channels"] != "1":
         failures.append(f"xrv metadata wrong: {meta}")
-    check("xrv densenet121", m, out, 1, {"normalization": meta["normalization"]})
+    check("xrv densenet121 op_norm", xrvref.XrvDenseNet(m, thr), out, 1,
+          {"normalization": meta["normalization"]}, sigmoid_inside=True)
+    # the same weights with thresholds from --op-threshs (null = untrained)
+    out = os.path.join(a.work, "xrv-cli.safetensors")
+    cli = [None if np.isnan(v) else float(v) for v in thr.tolist()]
+    cli[0] = None
+    convert(os.path.join(a.work, "xrv.pt"), out, "--preset", "xrv", "--op-threshs",
+            json.dumps(cli))
+    thr2 = torch.tensor([float("nan") if v is None else v for v in cli])
+    check("xrv --op-threshs", xrvref.XrvDenseNet(m, thr2), out, 1,
+          {"normalization": meta["normalization"]}, sigmoid_inside=True)
+    # out-of-range thresholds are refused, naming the entry
+    bad = [0.5] * 18
+    bad[4] = 1.0
+    r = subprocess.run([sys.executable, TOOL, "--op-threshs", json.dumps(bad), src,
+                        os.path.join(a.work, "bad.safetensors")], capture_output=True, text=True)
+    if r.returncode == 0 or "entry 4 (Edema)" not in r.stderr:
+        failures.append(f"op_threshs 1.0 not refused: {r.stderr.strip()}")
 
     # (b) plain torchvision state_dict, 3 labels from --labels, stored as F16:
     # compared with the torch model carrying the F16-rounded weights.

@@ -200,9 +200,32 @@ static void test_parse_label(void **state)
 static void test_resolve(void **state)
 {
     (void)state;
-    const float p[4] = {0.1f, 0.7f, 0.7f, 0.2f};
-    assert_int_equal(chex_heatmap_resolve(CHEX_CAM_TOP, p, 4), 1);
-    assert_int_equal(chex_heatmap_resolve(3, p, 4), 3);
+    chex_model_info in = fake_info();
+    const float p[3] = {0.1f, 0.7f, 0.7f};
+    assert_int_equal(chex_heatmap_resolve(&in, CHEX_CAM_TOP, p), 1);
+    assert_int_equal(chex_heatmap_resolve(&in, 2, p), 2);
+}
+
+/* Labels the model was not trained on (op_threshs NaN) are no CAM choice:
+ * "top" skips them even at a higher value, naming one is refused. */
+static void test_untrained_labels(void **state)
+{
+    (void)state;
+    chex_model_info in = fake_info();
+    in.op_norm = 1;
+    in.untrained[1] = 1;
+    in.num_untrained = 1;
+    const float p[3] = {0.1f, 0.5f, 0.3f};
+    assert_int_equal(chex_heatmap_resolve(&in, CHEX_CAM_TOP, p), 2);
+    char msg[256];
+    int l = -5;
+    assert_int_equal(chex_heatmap_parse_label(&in, "pleural thickening", 1, &l, msg, sizeof msg),
+                     -1);
+    assert_int_equal(l, -5);
+    assert_string_equal(msg, "label \"Pleural_Thickening\" is not trained in this model (its "
+                             "operating point is NaN): no prediction and no heat map for it");
+    assert_int_equal(chex_heatmap_parse_label(&in, "x", 1, &l, msg, sizeof msg), -1);
+    assert_string_equal(msg, "unknown label \"x\"; valid labels: top, Atelectasis, No Finding");
 }
 
 /* A prepared 300x200 image with a centre crop: the map has the image's size,
@@ -328,6 +351,7 @@ int main(void)
         cmocka_unit_test(test_gray_png_round_trip), cmocka_unit_test(test_overlay_png),
         cmocka_unit_test(test_inferno_table),       cmocka_unit_test(test_base64),
         cmocka_unit_test(test_parse_label),         cmocka_unit_test(test_resolve),
+        cmocka_unit_test(test_untrained_labels),
         cmocka_unit_test(test_map_of_prepared),     cmocka_unit_test(test_json),
         cmocka_unit_test(test_write_files),
     };

@@ -236,6 +236,63 @@ static void test_xrv_style(void **state)
     chex_model_free(m);
 }
 
+/* torchxrayvision operating points: the optional tensor op_threshs (one per
+ * label, (0, 1) or NaN) makes the probabilities op_norm(sigmoid) and marks
+ * NaN labels untrained; anything else is refused naming the tensor. */
+static void test_op_threshs(void **state)
+{
+    (void)state;
+    build(1, 3);
+    static float thr[4];
+    const char *meta[] = {"labels", "[\"a\",\"b\",\"c\"]", "input_channels", "1",
+                          "normalization", "{\"scale\":2048,\"offset\":-1024}", "preprocess",
+                          "xrv", NULL};
+    add("op_threshs", 1, 3, 0, 0, 0);
+    find("op_threshs")->data = thr;
+    thr[0] = 0.25f;
+    thr[1] = NAN;
+    thr[2] = 0.1f;
+    char msg[256];
+    chex_model *m;
+    assert_int_equal(load_meta(meta, msg, sizeof(msg), &m), CHEX_MODEL_OK);
+    const chex_model_info *in = chex_model_info_get(m);
+    assert_int_equal(in->op_norm, 1);
+    assert_int_equal(in->num_untrained, 1);
+    assert_true(!in->untrained[0] && in->untrained[1] && !in->untrained[2]);
+    chex_model_ws *ws;
+    assert_int_equal(chex_model_ws_create(m, 1, &ws), CHEX_MODEL_OK);
+    float *x = calloc(224 * 224, sizeof(float)), logits[3], probs[3];
+    assert_non_null(x);
+    assert_int_equal(chex_model_forward(m, ws, x, 1, logits, probs), CHEX_MODEL_OK);
+    /* zero weights: logits = bias = -1.75, -1.5, -1.25 -> sigmoid 0.148, 0.182, 0.223:
+     * below 0.25 -> p / 0.5; untrained -> 0.5; above 0.1 -> 1 - (1 - p) / 1.8 */
+    float p0 = 1.0f / (1.0f + expf(1.75f)), p2 = 1.0f / (1.0f + expf(1.25f));
+    assert_float_equal(probs[0], p0 / 0.5f, 1e-6);
+    assert_true(probs[1] == 0.5f);
+    assert_float_equal(probs[2], 1.0f - (1.0f - p2) / 1.8f, 1e-6);
+    assert_true(logits[0] == BIAS[0]); /* logits are untouched */
+    free(x);
+    chex_model_ws_free(ws);
+    chex_model_free(m);
+    /* out of range, all NaN, wrong shape */
+    thr[2] = 1.0f;
+    chex_model_err e = load_meta(meta, msg, sizeof(msg), NULL);
+    expect(e, CHEX_MODEL_ERR_METADATA, msg, "op_threshs: entry 2 (c) is 1");
+    thr[2] = 0.0f;
+    expect(load_meta(meta, msg, sizeof(msg), NULL), CHEX_MODEL_ERR_METADATA, msg, "entry 2");
+    thr[0] = thr[2] = NAN;
+    expect(load_meta(meta, msg, sizeof(msg), NULL), CHEX_MODEL_ERR_METADATA, msg,
+           "op_threshs: every entry is NaN");
+    thr[0] = thr[2] = 0.5f;
+    find("op_threshs")->shape[0] = 4;
+    expect(load_meta(meta, msg, sizeof(msg), NULL), CHEX_MODEL_ERR_SHAPE, msg,
+           "op_threshs: shape [4], expected [3]");
+    /* the arithmetic itself, torchxrayvision's op_norm */
+    assert_true(chex_model_op_norm(0.3f, 0.3f) == 0.5f);
+    assert_true(chex_model_op_norm(0.15f, 0.3f) == 0.15f / (0.3f * 2.0f));
+    assert_true(chex_model_op_norm(0.9f, NAN) == 0.5f);
+}
+
 static void test_missing_tensor(void **state)
 {
     (void)state;
@@ -411,6 +468,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_valid_defaults_and_forward, reset),
         cmocka_unit_test_setup(test_xrv_style, reset),
+        cmocka_unit_test_setup(test_op_threshs, reset),
         cmocka_unit_test_setup(test_missing_tensor, reset),
         cmocka_unit_test_setup(test_wrong_shape, reset),
         cmocka_unit_test_setup(test_unexpected_tensor, reset),

@@ -120,7 +120,9 @@ static void test_tencrop_order(void **state)
     chex_pre_image_free(&img);
 }
 
-/* Constant images stay constant through every resize; channels convert. */
+/* Constant images stay constant through every resize (xrv: away from the
+ * edges, where skimage's zero padding blends in 0); channels convert (xrv: a
+ * colour image's channel mean after normalisation, torchxrayvision's README). */
 static void test_constant_and_channels(void **state)
 {
     (void)state;
@@ -148,9 +150,13 @@ static void test_constant_and_channels(void **state)
                     float v = C == 1 ? 0.8f * 0.299f + 0.4f * 0.587f + 0.2f * 0.114f
                                      : (c == 0 ? 0.8f : c == 1 ? 0.4f : 0.2f);
                     float want = (v - s.mean[c]) / s.std[c];
+                    if (p == 3 && C == 1)
+                        want = ((0.8f - s.mean[0]) / s.std[0] + (0.4f - s.mean[0]) / s.std[0] +
+                                (0.2f - s.mean[0]) / s.std[0]) / 3.0f;
                     const float *t = out + ((size_t)k * C + c) * S * S;
                     for (int i = 0; i < S * S; i += 97)
-                        assert_float_equal(t[i], want, 1e-5);
+                        if (p != 3 || (i / S > 1 && i / S < S - 2 && i % S > 1 && i % S < S - 2))
+                            assert_float_equal(t[i], want, 1e-5);
                 }
             /* gray image, replicated when C = 3 */
             assert_int_equal(chex_pre_tensor(&gray, &s, out, NULL, msg, sizeof msg), CHEX_PRE_OK);
@@ -159,7 +165,8 @@ static void test_constant_and_channels(void **state)
                     float want = (0.3f - s.mean[c]) / s.std[c];
                     const float *t = out + ((size_t)k * C + c) * S * S;
                     for (int i = 0; i < S * S; i += 97)
-                        assert_float_equal(t[i], want, 1e-5);
+                        if (p != 3 || (i / S > 1 && i / S < S - 2 && i % S > 1 && i % S < S - 2))
+                            assert_float_equal(t[i], want, 1e-5);
                 }
         }
     free(out);

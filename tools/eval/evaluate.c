@@ -692,11 +692,22 @@ static int run_images(const eval_args *a)
     chex_model_ws *ws = NULL;
     int rc = 1, B = 0;
     size_t n = chex_eval_table_rows(&lab);
-    int L = info->num_labels;
+    /* L evaluated labels: the model's outputs (NL) less the labels it was not
+     * trained on (op_threshs NaN), which have no meaningful score */
+    const int NL = info->num_labels;
+    int L = 0;
     const char *names[CHEX_MODEL_MAX_LABELS];
+    int outcol[CHEX_MODEL_MAX_LABELS];
     int has_truth[CHEX_MODEL_MAX_LABELS];
-    for (int l = 0; l < L; l++)
-        names[l] = info->labels[l];
+    json_t *untrained = json_array();
+    for (int l = 0; l < NL; l++) {
+        if (info->untrained[l]) {
+            json_array_append_new(untrained, json_string(info->labels[l]));
+            continue;
+        }
+        outcol[L] = l;
+        names[L++] = info->labels[l];
+    }
     double *scores = malloc((n ? n : 1) * (size_t)L * sizeof *scores);
     uint8_t *truth = malloc((n ? n : 1) * (size_t)L);
     uint8_t *ycol = malloc(n ? n : 1);
@@ -708,7 +719,7 @@ static int run_images(const eval_args *a)
     int *ok = NULL;
     size_t *pend_row = NULL;
     json_t *root = NULL, *failures = json_array();
-    if (!scores || !truth || !ycol || !scored || !failures) {
+    if (!scores || !truth || !ycol || !scored || !failures || !untrained) {
         fprintf(stderr, "evaluate: out of memory\n");
         goto done;
     }
@@ -722,7 +733,7 @@ static int run_images(const eval_args *a)
         fprintf(stderr, "evaluate: out of memory for a batch of %d images\n", B);
         goto done;
     }
-    probs = malloc((size_t)B * (size_t)L * sizeof *probs);
+    probs = malloc((size_t)B * (size_t)NL * sizeof *probs);
     prep = calloc((size_t)B, sizeof *prep);
     ptrs = calloc((size_t)B, sizeof *ptrs);
     errs = calloc((size_t)B, sizeof *errs);
@@ -745,6 +756,9 @@ static int run_images(const eval_args *a)
         omp_set_num_threads(threads);
     if (info->demo)
         fprintf(stderr, "evaluate: %s\n", chex_eval_demo_warning);
+    if (info->num_untrained)
+        fprintf(stderr, "evaluate: %d label%s the model was not trained on (op_threshs NaN) "
+                "left out\n", info->num_untrained, info->num_untrained == 1 ? "" : "s");
     fprintf(stderr, "evaluate: %zu image%s listed in %s, model %s (%d labels), %d thread%s\n", n,
             n == 1 ? "" : "s", a->labels, info->name, L, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s");
 
@@ -807,7 +821,8 @@ static int run_images(const eval_args *a)
                 size_t r = pend_row[i];
                 if (me == CHEX_MODEL_OK) {
                     for (int l = 0; l < L; l++)
-                        scores[r * (size_t)L + (size_t)l] = probs[(size_t)i * (size_t)L + (size_t)l];
+                        scores[r * (size_t)L + (size_t)l] =
+                            probs[(size_t)i * (size_t)NL + (size_t)outcol[l]];
                     scored[r] = 1;
                 } else {
                     char m[128];
@@ -842,6 +857,10 @@ static int run_images(const eval_args *a)
     int jf = json_object_set_new(root, "model", mj);
     jf |= json_object_set_new(root, "failures", failures);
     failures = NULL;
+    jf |= json_object_set_new(root, "untrained_labels", untrained);
+    untrained = NULL;
+    jf |= json_object_set_new(mj, "probability",
+                              json_string(info->op_norm ? "op_norm" : "sigmoid"));
     if (jf || json_object_set_new(mj, "path", json_string(model_path)) ||
         json_object_set_new(mj, "name", json_string(info->name)) ||
         json_object_set_new(mj, "sha256", json_string(info->sha256)) ||
@@ -867,6 +886,7 @@ static int run_images(const eval_args *a)
 done:
     json_decref(root);
     json_decref(failures);
+    json_decref(untrained);
     if (prep)
         for (int i = 0; i < B; i++)
             chex_pipeline_prepared_free(&prep[i]);
