@@ -35,6 +35,7 @@
 #include "server/heatmap.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/oip.h"
 #include "server/security.h"
 #include "server/tlscert.h"
 #include "server/token.h"
@@ -102,6 +103,10 @@ struct req {
     int result_status; /* set before resume: 200, 500, 503 or 504 */
     char result_msg[160];
     req *qnext;
+    /* POST .../infer: the parsed request (outputs, id); the
+     * Inference-Header-Content-Length of a binary answer. */
+    chex_oip_request *oip;
+    char oip_hlen[24];
     /* Answer, for the log line. */
     int status;
     unsigned long long bytes_out;
@@ -132,6 +137,9 @@ struct chexd {
     atomic_int draining;
     atomic_int active; /* requests between first callback and completion */
     atomic_int shed;   /* queued requests refused at shutdown */
+    /* The served model as the Open Inference Protocol shows it. */
+    chex_oip_model oip;
+    const char *oip_labels[CHEX_MODEL_MAX_LABELS];
 };
 
 /* ---------- small helpers ---------- */
@@ -174,6 +182,12 @@ static chex_route route_of(const char *url)
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if (strcmp(url, routes[i].path) == 0)
             return routes[i].r;
+    chex_oip_path op;
+    chex_oip_path_parse(&op, url);
+    if (op.route == CHEX_OIP_ROUTE_INFER)
+        return CHEX_ROUTE_INFER;
+    if (op.route != CHEX_OIP_ROUTE_NONE)
+        return CHEX_ROUTE_OIP;
     if (chex_web_find(url))
         return CHEX_ROUTE_WEB;
     return CHEX_ROUTE_OTHER;
@@ -194,6 +208,11 @@ static int ct_is(const char *ct, const char *type)
     if (strncasecmp(ct, type, n) != 0)
         return 0;
     return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
+}
+
+static int seg_len_eq(const char *s, size_t n, const char *word)
+{
+    return n == strlen(word) && memcmp(s, word, n) == 0;
 }
 
 static int bytes_append(bytes *b, const char *data, size_t n)
@@ -290,6 +309,8 @@ static enum MHD_Result send_bytes(req *r, int status, void *data, size_t len,
     MHD_add_response_header(resp, "X-Request-Id", r->id);
     if (label)
         MHD_add_response_header(resp, "X-Chexd-Label", label);
+    if (r->oip_hlen[0])
+        MHD_add_response_header(resp, "Inference-Header-Content-Length", r->oip_hlen);
     if (r->route != CHEX_ROUTE_WEB)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     chex_security_headers(resp, r->route == CHEX_ROUTE_WEB, r->d->tls != NULL);
@@ -311,7 +332,11 @@ static enum MHD_Result send_json(req *r, int status, json_t *j)
 static enum MHD_Result send_error_ex(req *r, int status, const char *code, const char *msg,
                                      const char *allow, int retry_after)
 {
-    return send_body(r, status, chex_answer_dump(chex_answer_error(code, msg, r->id)),
+    /* The /v2 routes answer in the protocol's shape, {"error": "message"}. */
+    int oip = r->route == CHEX_ROUTE_OIP || r->route == CHEX_ROUTE_INFER;
+    return send_body(r, status,
+                     oip ? chex_oip_error_json(msg)
+                         : chex_answer_dump(chex_answer_error(code, msg, r->id)),
                      "application/json", allow, retry_after);
 }
 
@@ -561,6 +586,43 @@ static enum MHD_Result answer_web(req *r)
                       body.content_type, NULL);
 }
 
+/* The served model named by an OIP path, or a 404 answer (*ret set). */
+static int oip_model_of(req *r, enum MHD_Result *ret)
+{
+    chex_oip_path op;
+    chex_oip_path_parse(&op, r->path);
+    if (op.route == CHEX_OIP_ROUTE_SERVER || chex_oip_path_matches(&op, &r->d->oip))
+        return 1;
+    char msg[160];
+    if (op.model && seg_len_eq(op.model, op.model_len, r->d->oip.name))
+        snprintf(msg, sizeof msg, "model %s has no version %.*s (served: %s)", r->d->oip.name,
+                 (int)(op.version_len < 32 ? op.version_len : 32), op.version, r->d->oip.version);
+    else
+        snprintf(msg, sizeof msg, "unknown model %.*s (served: %s)",
+                 (int)(op.model_len < 64 ? op.model_len : 64), op.model ? op.model : "",
+                 r->d->oip.name);
+    *ret = send_error(r, 404, "not_found", msg);
+    return 0;
+}
+
+static enum MHD_Result answer_oip(req *r)
+{
+    enum MHD_Result ret;
+    if (!oip_model_of(r, &ret))
+        return ret;
+    chex_oip_path op;
+    chex_oip_path_parse(&op, r->path);
+    if (op.route == CHEX_OIP_ROUTE_SERVER)
+        return send_body(r, 200, chex_oip_server_metadata("chexd", CHEXD_VERSION),
+                         "application/json", NULL, 0);
+    if (op.route == CHEX_OIP_ROUTE_READY) {
+        if (atomic_load(&r->d->draining))
+            return send_error(r, 503, "shutting_down", "the server is shutting down");
+        return send_json(r, 200, json_pack("{s:s, s:b}", "name", r->d->oip.name, "ready", 1));
+    }
+    return send_body(r, 200, chex_oip_model_metadata(&r->d->oip), "application/json", NULL, 0);
+}
+
 static enum MHD_Result answer_get(req *r)
 {
     switch (r->route) {
@@ -576,6 +638,8 @@ static enum MHD_Result answer_get(req *r)
         return answer_metrics(r);
     case CHEX_ROUTE_WEB:
         return answer_web(r);
+    case CHEX_ROUTE_OIP:
+        return answer_oip(r);
     default:
         return send_error(r, 404, "not_found", "no such route");
     }
@@ -595,6 +659,16 @@ static enum MHD_Result answer_predict(req *r)
         return send_error(r, 503, "shutting_down", "the server is shutting down");
     if (r->result_status != 200)
         return send_error(r, 500, "inference_failed", r->result_msg);
+    if (r->route == CHEX_ROUTE_INFER) {
+        chex_oip_answer a;
+        if (chex_oip_build_infer(&a, &d->oip, r->oip, r->probs) != CHEX_OIP_OK)
+            return send_error(r, 500, "internal_error", "out of memory");
+        if (a.header_len >= 0)
+            snprintf(r->oip_hlen, sizeof r->oip_hlen, "%lld", a.header_len);
+        return send_bytes(r, 200, a.body, a.len, MHD_RESPMEM_MUST_FREE,
+                          a.header_len >= 0 ? "application/octet-stream" : "application/json",
+                          NULL);
+    }
     int nl = d->p->info->num_labels;
     size_t rawf = chex_heatmap_raw_floats(d->p);
     char msg[256];
@@ -747,7 +821,8 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
     int open_route = r->route == CHEX_ROUTE_HEALTHZ || r->route == CHEX_ROUTE_READYZ ||
                      r->route == CHEX_ROUTE_LIVE || r->route == CHEX_ROUTE_READY ||
                      r->route == CHEX_ROUTE_WEB;
-    int post_route = r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN;
+    int post_route = r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN ||
+                     r->route == CHEX_ROUTE_INFER;
     if (post_route ? !is_post : !is_get) {
         char msg[96];
         const char *allow = post_route ? "POST" : "GET, HEAD";
@@ -768,7 +843,10 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
     }
     char qmsg[1536];
     r->cam = CHEX_CAM_NONE;
-    if (r->route == CHEX_ROUTE_EXPLAIN) {
+    if (r->route == CHEX_ROUTE_INFER) {
+        if (!oip_model_of(r, ret))
+            return 1;
+    } else if (r->route == CHEX_ROUTE_EXPLAIN) {
         if (chex_heatmap_parse_label(d->p->info,
                                      MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "label"),
                                      1, &r->cam, qmsg, sizeof qmsg) != 0) {
@@ -803,6 +881,8 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
         }
     }
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (r->route == CHEX_ROUTE_INFER)
+        ct = "application/octet-stream"; /* JSON, or JSON + binary tail: read whole */
     static const char accepted[] = "send image/png, image/jpeg, application/dicom, "
                                    "application/octet-stream or multipart/form-data";
     if (!ct) {
@@ -873,6 +953,82 @@ static enum MHD_Result body_chunk(req *r, const char *data, size_t size)
     return MHD_YES;
 }
 
+static enum MHD_Result enqueue(req *r);
+
+/* Final callback of POST .../infer: parse the OIP request; its images go
+ * through the same decode and preprocessing as /v1/predict's parts, FP32
+ * tensors go to the network as they are. */
+static enum MHD_Result finish_infer(req *r)
+{
+    chexd *d = r->d;
+    const chex_oip_model *m = &d->oip;
+    char msg[512];
+    long long hl = -1;
+    const char *hv =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
+    if (hv && (hl = chex_oip_header_length(hv, r->raw.len, msg, sizeof msg)) < 0)
+        return send_error(r, 400, "bad_request", msg);
+    chex_oip_bytes items[MAX_PARTS];
+    size_t slen = chex_oip_scratch_bound(r->raw.len, m, MAX_PARTS);
+    uint8_t *scratch = malloc(slen);
+    r->oip = calloc(1, sizeof *r->oip);
+    if (!scratch || !r->oip) {
+        free(scratch);
+        return send_error(r, 500, "internal_error", "out of memory");
+    }
+    const chex_oip_buffers b = {items, MAX_PARTS, scratch, slen};
+    chex_oip_err e = chex_oip_parse_infer(r->oip, r->raw.buf ? r->raw.buf : (const uint8_t *)"",
+                                          r->raw.len, hl, m, &b, msg, sizeof msg);
+    if (e == CHEX_OIP_OK && r->oip->kind == CHEX_OIP_IN_TENSOR && d->p->ncrops != 1) {
+        snprintf(msg, sizeof msg, "input 'input' needs one tensor per image; this model's "
+                 "preprocess %s makes %d", d->p->info->preprocess, d->p->ncrops);
+        e = CHEX_OIP_EREQUEST;
+    }
+    int n = r->oip->n;
+    r->imgs = e ? NULL : calloc((size_t)n, sizeof *r->imgs);
+    r->probs = e ? NULL : calloc((size_t)n * (size_t)m->num_labels, sizeof(float));
+    if (e == CHEX_OIP_OK && (!r->imgs || !r->probs))
+        e = CHEX_OIP_ENOMEM;
+    if (e != CHEX_OIP_OK) {
+        free(scratch);
+        int st = e == CHEX_OIP_EREQUEST ? 400 : e == CHEX_OIP_ETOOBIG ? 413 : 500;
+        return send_error(r, st, "bad_request", e == CHEX_OIP_ENOMEM ? "out of memory" : msg);
+    }
+    size_t per = (size_t)m->channels * (size_t)m->size * (size_t)m->size;
+    for (int i = 0; i < n; i++) {
+        chex_prepared *pp = &r->imgs[i];
+        if (r->oip->kind == CHEX_OIP_IN_TENSOR) {
+            pp->tensor = malloc(per * sizeof(float));
+            if (!pp->tensor) {
+                free(scratch);
+                return send_error(r, 500, "internal_error", "out of memory");
+            }
+            memcpy(pp->tensor, r->oip->tensor + (size_t)i * per, per * sizeof(float));
+            pp->ncrops = 1;
+            r->nimg = i + 1;
+            continue;
+        }
+        char pmsg[256], full[320];
+        chex_pre_err pe = chex_pipeline_prepare(d->p, r->oip->images[i].data,
+                                                r->oip->images[i].len, pp, pmsg, sizeof pmsg);
+        if (pe != CHEX_PRE_OK) {
+            free(scratch);
+            snprintf(full, sizeof full, "input 'image' element %d: %s", i, pmsg);
+            return send_error(r, chex_answer_pre_status(pe), chex_answer_pre_code(pe), full);
+        }
+        chex_pre_image meta = pp->image;
+        chex_pre_image_free(&pp->image);
+        meta.pix = NULL;
+        pp->image = meta;
+        r->nimg = i + 1;
+    }
+    free(scratch);
+    r->oip->images = NULL;
+    r->oip->tensor = NULL;
+    bytes_free(&r->raw);
+    return enqueue(r);
+}
+
 /* Final callback of a predict upload: decode, preprocess, enqueue, suspend. */
 static enum MHD_Result finish_upload(req *r)
 {
@@ -884,6 +1040,8 @@ static enum MHD_Result finish_upload(req *r)
     }
     if (r->err_status)
         return send_error(r, r->err_status, r->err_code, r->err_msg);
+    if (r->route == CHEX_ROUTE_INFER)
+        return finish_infer(r);
     bytes *src;
     int n;
     if (r->body == BODY_RAW) {
@@ -935,6 +1093,13 @@ static enum MHD_Result finish_upload(req *r)
         }
         r->nimg = i + 1;
     }
+    return enqueue(r);
+}
+
+/* Puts a prepared request in the queue and suspends its connection. */
+static enum MHD_Result enqueue(req *r)
+{
+    chexd *d = r->d;
     /* A request already being read when the stop began is still served,
      * unless the worker is gone (past the shutdown deadline). */
     pthread_mutex_lock(&d->lock);
@@ -1009,7 +1174,9 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     if (r->rejected)
         return send_error_ex(r, r->err_status, r->err_code, r->err_msg, r->allow,
                              r->err_status == 503 ? 1 : 0);
-    if ((r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN) && r->body != BODY_NONE)
+    if ((r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN ||
+         r->route == CHEX_ROUTE_INFER) &&
+        r->body != BODY_NONE)
         return finish_upload(r);
     return MHD_YES;
 }
@@ -1048,6 +1215,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     free(r->probs);
     free(r->cam_raw);
     free(r->cam_label);
+    free(r->oip);
     free(r);
     chex_metrics_in_flight(-1);
     atomic_fetch_sub(&d->active, 1);
@@ -1133,6 +1301,10 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
     }
     d->cfg = cfg;
     d->p = p;
+    for (int i = 0; i < p->info->num_labels; i++)
+        d->oip_labels[i] = p->info->labels[i];
+    d->oip = (chex_oip_model){p->info->name, "1", "chexd_densenet121", p->info->input_channels,
+                              p->info->input_size, p->info->num_labels, d->oip_labels};
     d->listen_fd = listen_fd;
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->cond, NULL);
