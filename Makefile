@@ -152,6 +152,7 @@ asan: deps-test
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 FUZZ_EXTRA_fuzz_safetensors := model/safetensors.c model/model_err.c
+FUZZ_EXTRA_fuzz_oip := server/oip.c
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -fopenmp
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(PRE_SRC) $(wildcard preprocessing/*.h) $(SRV_SRC)
 	@mkdir -p $(dir $@)

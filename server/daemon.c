@@ -46,6 +46,7 @@
 #include "server/heatmap.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/oip.h"
 #include "server/security.h"
 #include "server/tlscert.h"
 #include "server/token.h"
@@ -142,6 +143,15 @@ struct req {
     int ans_status;
     char ans_ctype[96];    /* image/png (explain), application/dicom, ...; empty: JSON */
     const char *ans_label; /* X-Chexd-Label, borrowed from the model info */
+    /* POST .../infer: the parsed request (outputs, id); the
+     * Inference-Header-Content-Length of a binary answer. */
+    chex_oip_request *oip;
+    char oip_hlen[24];
+    /* POST .../infer: its images point into the body or oip_scratch
+     * (borrowed: never freed through src), its FP32 tensors too. */
+    bytes oip_items[MAX_PARTS];
+    uint8_t *oip_scratch;
+    int src_borrowed;
     /* Answer, for the log line. */
     int status;
     unsigned long long bytes_out;
@@ -181,6 +191,9 @@ struct chexd {
     atomic_int draining;
     atomic_int active; /* requests between first callback and completion */
     atomic_int shed;   /* queued requests refused at shutdown */
+    /* The served model as the Open Inference Protocol shows it. */
+    chex_oip_model oip;
+    const char *oip_labels[CHEX_MODEL_MAX_LABELS];
 };
 
 /* ---------- small helpers ---------- */
@@ -223,6 +236,12 @@ static chex_route route_of(const char *url)
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if (strcmp(url, routes[i].path) == 0)
             return routes[i].r;
+    chex_oip_path op;
+    chex_oip_path_parse(&op, url);
+    if (op.route == CHEX_OIP_ROUTE_INFER)
+        return CHEX_ROUTE_INFER;
+    if (op.route != CHEX_OIP_ROUTE_NONE)
+        return CHEX_ROUTE_OIP;
     if (chex_web_find(url))
         return CHEX_ROUTE_WEB;
     return CHEX_ROUTE_OTHER;
@@ -243,6 +262,11 @@ static int ct_is(const char *ct, const char *type)
     if (strncasecmp(ct, type, n) != 0)
         return 0;
     return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
+}
+
+static int seg_len_eq(const char *s, size_t n, const char *word)
+{
+    return n == strlen(word) && memcmp(s, word, n) == 0;
 }
 
 /* Appends to a body buffer of r, reserving its growth in the budget first
@@ -360,6 +384,8 @@ static enum MHD_Result send_bytes(req *r, int status, void *data, size_t len,
     MHD_add_response_header(resp, "X-Request-Id", r->id);
     if (label)
         MHD_add_response_header(resp, "X-Chexd-Label", label);
+    if (r->oip_hlen[0])
+        MHD_add_response_header(resp, "Inference-Header-Content-Length", r->oip_hlen);
     if (r->route != CHEX_ROUTE_WEB)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     chex_security_headers(resp, r->route == CHEX_ROUTE_WEB, r->d->tls != NULL);
@@ -381,7 +407,11 @@ static enum MHD_Result send_json(req *r, int status, json_t *j)
 static enum MHD_Result send_error_ex(req *r, int status, const char *code, const char *msg,
                                      const char *allow, int retry_after)
 {
-    return send_body(r, status, chex_answer_dump(chex_answer_error(code, msg, r->id)),
+    /* The /v2 routes answer in the protocol's shape, {"error": "message"}. */
+    int oip = r->route == CHEX_ROUTE_OIP || r->route == CHEX_ROUTE_INFER;
+    return send_body(r, status,
+                     oip ? chex_oip_error_json(msg)
+                         : chex_answer_dump(chex_answer_error(code, msg, r->id)),
                      "application/json", allow, retry_after);
 }
 
@@ -506,6 +536,18 @@ static chex_pre_err decode_one(const chexd *d, req *r, int k, char *msg, size_t 
 {
     if (r->failed) /* an earlier part failed: its answer is that error */
         return CHEX_PRE_OK;
+    if (r->oip && r->oip->kind == CHEX_OIP_IN_TENSOR) { /* already preprocessed */
+        size_t per = chex_pipeline_tensor_floats(d->p);
+        chex_prepared *pp = &r->imgs[k];
+        pp->tensor = malloc(per * sizeof(float));
+        if (!pp->tensor) {
+            snprintf(msg, msglen, "out of memory for the input tensor");
+            return CHEX_PRE_ERR_NOMEM;
+        }
+        memcpy(pp->tensor, r->oip->tensor + (size_t)k * per, per * sizeof(float));
+        pp->ncrops = 1;
+        return CHEX_PRE_OK;
+    }
     bytes *b = &r->src[k];
     /* Only the explain overlay is drawn over the image (its display copy). */
     return chex_pipeline_prepare_ex(d->p, b->buf ? b->buf : (const uint8_t *)"", b->len,
@@ -556,6 +598,20 @@ static int build_success(const chexd *d, req *r, char *msg, size_t msglen)
     size_t rawf = chex_heatmap_raw_floats(d->p);
     if (r->want_dicom) {
         build_dicom(d, r);
+        return 0;
+    }
+    if (r->route == CHEX_ROUTE_INFER) {
+        chex_oip_answer a;
+        if (chex_oip_build_infer(&a, &d->oip, r->oip, r->probs) != CHEX_OIP_OK) {
+            snprintf(msg, msglen, "out of memory");
+            return -1;
+        }
+        if (a.header_len >= 0)
+            snprintf(r->oip_hlen, sizeof r->oip_hlen, "%lld", a.header_len);
+        r->ans = a.body;
+        r->ans_len = a.len;
+        snprintf(r->ans_ctype, sizeof r->ans_ctype, "%s",
+                 a.header_len >= 0 ? "application/octet-stream" : "application/json");
         return 0;
     }
     if (r->route == CHEX_ROUTE_EXPLAIN) {
@@ -622,19 +678,27 @@ static int build_success(const chexd *d, req *r, char *msg, size_t msglen)
 
 /* Builds r's whole answer body on the worker's pool, then frees what only
  * the computation needed (tensors, pixels, maps). */
+/* An error answer body: the /v2 routes' {"error": msg}, else chexd's own. */
+static char *error_body(const req *r, const char *code, const char *msg)
+{
+    if (r->route == CHEX_ROUTE_INFER)
+        return chex_oip_error_json(msg);
+    return chex_answer_dump(chex_answer_error(code, msg, r->id));
+}
+
 static void build_answer(const chexd *d, req *r)
 {
     char msg[256];
     r->ans_status = 200;
     if (r->failed) {
         r->ans_status = r->fail_status;
-        r->ans = chex_answer_dump(chex_answer_error(r->fail_code, r->fail_msg, r->id));
+        r->ans = error_body(r, r->fail_code, r->fail_msg);
     } else if (r->result_status != 200) {
         r->ans_status = 500;
-        r->ans = chex_answer_dump(chex_answer_error("inference_failed", r->result_msg, r->id));
+        r->ans = error_body(r, "inference_failed", r->result_msg);
     } else if (build_success(d, r, msg, sizeof msg) != 0) {
         r->ans_status = 500;
-        r->ans = chex_answer_dump(chex_answer_error("internal_error", msg, r->id));
+        r->ans = error_body(r, "internal_error", msg);
     }
     if (r->ans && !r->ans_ctype[0])
         r->ans_len = strlen(r->ans);
@@ -667,14 +731,18 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
         req *r = who[i];
         int k = idx[i];
         r->imgs[k].timing.queue_ms = td - r->t_enqueued;
-        if (!r->want_dicom) /* the SR/SC copies the source's study from its bytes */
+        /* The SR/SC copies the source's study from its bytes; OIP items are
+         * borrowed from the body. */
+        if (!r->want_dicom && !r->src_borrowed)
             body_free(r, &r->src[k]);
         chex_budget_release(&d->budget, r->scratch[k]);
         r->work_held -= r->scratch[k];
         r->scratch[k] = 0;
         if (st[i] != CHEX_PRE_OK) {
             char full[300];
-            if (r->body == BODY_MULTIPART)
+            if (r->route == CHEX_ROUTE_INFER)
+                snprintf(full, sizeof full, "input 'image' element %d: %s", k, msgs[i]);
+            else if (r->body == BODY_MULTIPART)
                 snprintf(full, sizeof full, "part %d: %s", k + 1, msgs[i]);
             else
                 snprintf(full, sizeof full, "%s", msgs[i]);
@@ -933,6 +1001,43 @@ static enum MHD_Result answer_web(req *r)
                       body.content_type, NULL);
 }
 
+/* The served model named by an OIP path, or a 404 answer (*ret set). */
+static int oip_model_of(req *r, enum MHD_Result *ret)
+{
+    chex_oip_path op;
+    chex_oip_path_parse(&op, r->path);
+    if (op.route == CHEX_OIP_ROUTE_SERVER || chex_oip_path_matches(&op, &r->d->oip))
+        return 1;
+    char msg[160];
+    if (op.model && seg_len_eq(op.model, op.model_len, r->d->oip.name))
+        snprintf(msg, sizeof msg, "model %s has no version %.*s (served: %s)", r->d->oip.name,
+                 (int)(op.version_len < 32 ? op.version_len : 32), op.version, r->d->oip.version);
+    else
+        snprintf(msg, sizeof msg, "unknown model %.*s (served: %s)",
+                 (int)(op.model_len < 64 ? op.model_len : 64), op.model ? op.model : "",
+                 r->d->oip.name);
+    *ret = send_error(r, 404, "not_found", msg);
+    return 0;
+}
+
+static enum MHD_Result answer_oip(req *r)
+{
+    enum MHD_Result ret;
+    if (!oip_model_of(r, &ret))
+        return ret;
+    chex_oip_path op;
+    chex_oip_path_parse(&op, r->path);
+    if (op.route == CHEX_OIP_ROUTE_SERVER)
+        return send_body(r, 200, chex_oip_server_metadata("chexd", CHEXD_VERSION),
+                         "application/json", NULL, 0);
+    if (op.route == CHEX_OIP_ROUTE_READY) {
+        if (atomic_load(&r->d->draining))
+            return send_error(r, 503, "shutting_down", "the server is shutting down");
+        return send_json(r, 200, json_pack("{s:s, s:b}", "name", r->d->oip.name, "ready", 1));
+    }
+    return send_body(r, 200, chex_oip_model_metadata(&r->d->oip), "application/json", NULL, 0);
+}
+
 static enum MHD_Result answer_get(req *r)
 {
     switch (r->route) {
@@ -948,6 +1053,8 @@ static enum MHD_Result answer_get(req *r)
         return answer_metrics(r);
     case CHEX_ROUTE_WEB:
         return answer_web(r);
+    case CHEX_ROUTE_OIP:
+        return answer_oip(r);
     default:
         return send_error(r, 404, "not_found", "no such route");
     }
@@ -1091,7 +1198,8 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
     int open_route = r->route == CHEX_ROUTE_HEALTHZ || r->route == CHEX_ROUTE_READYZ ||
                      r->route == CHEX_ROUTE_LIVE || r->route == CHEX_ROUTE_READY ||
                      r->route == CHEX_ROUTE_WEB;
-    int post_route = r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN;
+    int post_route = r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN ||
+                     r->route == CHEX_ROUTE_INFER;
     if (post_route ? !is_post : !is_get) {
         char msg[96];
         const char *allow = post_route ? "POST" : "GET, HEAD";
@@ -1114,7 +1222,10 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
     r->cam = CHEX_CAM_NONE;
     r->want_dicom = chex_answer_dicom_accepts(
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT));
-    if (r->route == CHEX_ROUTE_EXPLAIN) {
+    if (r->route == CHEX_ROUTE_INFER) {
+        if (!oip_model_of(r, ret))
+            return 1;
+    } else if (r->route == CHEX_ROUTE_EXPLAIN) {
         if (chex_heatmap_parse_label(d->p->info,
                                      MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "label"),
                                      1, &r->cam, qmsg, sizeof qmsg) != 0) {
@@ -1158,6 +1269,8 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
         }
     }
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (r->route == CHEX_ROUTE_INFER)
+        ct = "application/octet-stream"; /* JSON, or JSON + binary tail: read whole */
     static const char accepted[] = "send image/png, image/jpeg, application/dicom, "
                                    "application/octet-stream or multipart/form-data";
     if (!ct) {
@@ -1249,6 +1362,95 @@ static enum MHD_Result body_chunk(req *r, const char *data, size_t size)
 
 /* Final callback of a predict upload: read each image's header, size the
  * request's memory, enqueue, suspend. Decoding happens on the worker. */
+static enum MHD_Result enqueue(req *r);
+
+/* Sets r's work need; 0 when it can ever fit the budget, else -1 with the
+ * 413 message in r->err_msg. */
+static int admit(req *r, uint64_t need)
+{
+    chexd *d = r->d;
+    r->work_need = need;
+    if (chex_budget_fits(&d->budget, need + r->body_held))
+        return 0;
+    snprintf(r->err_msg, sizeof r->err_msg,
+             "this request needs %.1f MiB (body %.1f MiB, decoding and answer %.1f MiB), over "
+             "the %.1f MiB requests may hold (memory_limit_mb %d less %.1f MiB resident at start)",
+             MIB(need + r->body_held), MIB(r->body_held), MIB(need),
+             MIB(chex_budget_limit(&d->budget)), d->cfg->memory_limit_mb, MIB(d->rss_start));
+    return -1;
+}
+
+/* Final callback of POST .../infer: parse the OIP request; its images go
+ * through the same probe, budget, queue and worker decode as /v1/predict's
+ * parts, FP32 tensors go to the network as they are. */
+static enum MHD_Result finish_infer(req *r)
+{
+    chexd *d = r->d;
+    const chex_oip_model *m = &d->oip;
+    char msg[512];
+    long long hl = -1;
+    const char *hv =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
+    if (hv && (hl = chex_oip_header_length(hv, r->raw.len, msg, sizeof msg)) < 0)
+        return send_error(r, 400, "bad_request", msg);
+    chex_oip_bytes items[MAX_PARTS];
+    size_t slen = chex_oip_scratch_bound(r->raw.len, m, MAX_PARTS);
+    r->oip_scratch = malloc(slen ? slen : 1);
+    r->oip = calloc(1, sizeof *r->oip);
+    if (!r->oip_scratch || !r->oip)
+        return send_error(r, 500, "internal_error", "out of memory");
+    const chex_oip_buffers b = {items, MAX_PARTS, r->oip_scratch, slen};
+    chex_oip_err e = chex_oip_parse_infer(r->oip, r->raw.buf ? r->raw.buf : (const uint8_t *)"",
+                                          r->raw.len, hl, m, &b, msg, sizeof msg);
+    if (e == CHEX_OIP_OK && r->oip->kind == CHEX_OIP_IN_TENSOR && d->p->ncrops != 1) {
+        snprintf(msg, sizeof msg, "input 'input' needs one tensor per image; this model's "
+                 "preprocess %s makes %d", d->p->info->preprocess, d->p->ncrops);
+        e = CHEX_OIP_EREQUEST;
+    }
+    if (e != CHEX_OIP_OK) {
+        int st = e == CHEX_OIP_EREQUEST ? 400 : e == CHEX_OIP_ETOOBIG ? 413 : 500;
+        return send_error(r, st, "bad_request", e == CHEX_OIP_ENOMEM ? "out of memory" : msg);
+    }
+    int n = r->oip->n;
+    r->imgs = calloc((size_t)n, sizeof *r->imgs);
+    r->probs = calloc((size_t)n * (size_t)m->num_labels, sizeof(float));
+    r->scratch = calloc((size_t)n, sizeof *r->scratch);
+    if (!r->imgs || !r->probs || !r->scratch)
+        return send_error(r, 500, "internal_error", "out of memory");
+    /* The base64 scratch stays until the answer is sent. */
+    uint64_t need = slen;
+    for (int i = 0; i < n; i++) {
+        if (r->oip->kind == CHEX_OIP_IN_TENSOR) {
+            need += tensor_bytes(d->p) + ANSWER_JSON_BYTES;
+            continue;
+        }
+        r->oip_items[i].buf = (uint8_t *)r->oip->images[i].data;
+        r->oip_items[i].len = r->oip->images[i].len;
+        chex_pre_probe_info info;
+        char pmsg[256], full[320];
+        chex_pre_err pe = chex_pre_probe(r->oip_items[i].buf ? r->oip_items[i].buf
+                                                             : (const uint8_t *)"",
+                                         r->oip_items[i].len, &d->p->opts, &d->p->spec, &info,
+                                         pmsg, sizeof pmsg);
+        if (pe != CHEX_PRE_OK) {
+            if (pmsg[0] == '\0')
+                snprintf(pmsg, sizeof pmsg, "%s", chex_pre_strerror(pe));
+            snprintf(full, sizeof full, "input 'image' element %d: %s", i, pmsg);
+            return send_error(r, chex_answer_pre_status(pe), chex_answer_pre_code(pe), full);
+        }
+        uint64_t keep;
+        image_need(d, r, &info, &r->scratch[i], &keep);
+        need += r->scratch[i] + keep;
+    }
+    r->oip->images = NULL;
+    if (admit(r, need) != 0)
+        return send_error(r, 413, "image_too_large", r->err_msg);
+    r->src = r->oip_items;
+    r->src_borrowed = 1;
+    r->nimg = n;
+    return enqueue(r);
+}
+
 static enum MHD_Result finish_upload(req *r)
 {
     chexd *d = r->d;
@@ -1259,6 +1461,8 @@ static enum MHD_Result finish_upload(req *r)
     }
     if (r->err_status)
         return send_error(r, r->err_status, r->err_code, r->err_msg);
+    if (r->route == CHEX_ROUTE_INFER)
+        return finish_infer(r);
     bytes *src;
     int n;
     if (r->body == BODY_RAW) {
@@ -1314,19 +1518,17 @@ static enum MHD_Result finish_upload(req *r)
             return send_error(r, 406, "not_acceptable", full);
         }
     }
-    r->work_need = need;
-    if (!chex_budget_fits(&d->budget, need + r->body_held)) {
-        char msg[300];
-        snprintf(msg, sizeof msg,
-                 "this request needs %.1f MiB (body %.1f MiB, decoding and answer %.1f MiB), over "
-                 "the %.1f MiB requests may hold (memory_limit_mb %d less %.1f MiB resident at "
-                 "start)",
-                 MIB(need + r->body_held), MIB(r->body_held), MIB(need),
-                 MIB(chex_budget_limit(&d->budget)), d->cfg->memory_limit_mb, MIB(d->rss_start));
-        return send_error(r, 413, "image_too_large", msg);
-    }
+    if (admit(r, need) != 0)
+        return send_error(r, 413, "image_too_large", r->err_msg);
     r->src = src;
     r->nimg = n;
+    return enqueue(r);
+}
+
+/* Puts a prepared request in the queue and suspends its connection. */
+static enum MHD_Result enqueue(req *r)
+{
+    chexd *d = r->d;
     /* A request already being read when the stop began is still served,
      * unless the worker is gone (past the shutdown deadline). */
     pthread_mutex_lock(&d->lock);
@@ -1401,7 +1603,9 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     if (r->rejected)
         return send_error_ex(r, r->err_status, r->err_code, r->err_msg, r->allow,
                              r->err_status == 503 ? 1 : 0);
-    if ((r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN) && r->body != BODY_NONE)
+    if ((r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN ||
+         r->route == CHEX_ROUTE_INFER) &&
+        r->body != BODY_NONE)
         return finish_upload(r);
     return MHD_YES;
 }
@@ -1450,6 +1654,8 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         d->holders--;
     pthread_cond_signal(&d->cond);
     pthread_mutex_unlock(&d->lock);
+    free(r->oip);
+    free(r->oip_scratch);
     free(r);
     chex_metrics_in_flight(-1);
     atomic_fetch_sub(&d->active, 1);
@@ -1583,6 +1789,10 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
     }
     d->cfg = cfg;
     d->p = p;
+    for (int i = 0; i < p->info->num_labels; i++)
+        d->oip_labels[i] = p->info->labels[i];
+    d->oip = (chex_oip_model){p->info->name, "1", "chexd_densenet121", p->info->input_channels,
+                              p->info->input_size, p->info->num_labels, d->oip_labels};
     d->listen_fd = listen_fd;
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->cond, NULL);
