@@ -1,6 +1,6 @@
 /* report/font.c - the 5x9 bitmap font (printable ASCII) burned into Secondary
- * Captures; a copy of tools/eval/font.c (report/ stands alone: it uses no
- * tools/ or server/ code): rows 0-6 are the cap height, rows 7-8 hold the
+ * Captures and drawn on chex evaluate's ROC plots (tools/eval/plot.c): rows 0-6
+ * are the cap height, rows 7-8 hold the
  * descenders of g j p q y and the comma. '#' is ink. */
 #include "report/font.h"
 

@@ -1,4 +1,5 @@
-/* report/font.h - tiny built-in bitmap font burned into Secondary Captures.
+/* report/font.h - tiny built-in bitmap font burned into Secondary Captures and
+ * drawn on chex evaluate's plots.
  * Glyphs are CHEX_RFONT_W x CHEX_RFONT_H cells, advance W + 1; rows 0-6 are the
  * cap height, rows 7-8 descenders. Read-only data, thread-safe. */
 #ifndef CHEX_REPORT_FONT_H

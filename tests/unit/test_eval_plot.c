@@ -13,41 +13,41 @@
 #include <cmocka.h>
 #include "tests/unit/helpers/guard.h"
 
-#include "tools/eval/font.h"
+#include "report/font.h"
 #include "tools/eval/plot.h"
 
 static void test_font(void **state)
 {
     (void)state;
     /* the hollow box drawn for unknown bytes */
-    int box[CHEX_FONT_H][CHEX_FONT_W];
-    for (int y = 0; y < CHEX_FONT_H; y++)
-        for (int x = 0; x < CHEX_FONT_W; x++)
-            box[y][x] = chex_font_pixel('\x01', x, y);
+    int box[CHEX_RFONT_H][CHEX_RFONT_W];
+    for (int y = 0; y < CHEX_RFONT_H; y++)
+        for (int x = 0; x < CHEX_RFONT_W; x++)
+            box[y][x] = chex_report_font_pixel('\x01', x, y);
     assert_int_equal(box[0][0], 1);
     assert_int_equal(box[3][2], 0);
     for (int c = 33; c < 127; c++) {
         int ink = 0, same_as_box = 1;
-        for (int y = 0; y < CHEX_FONT_H; y++)
-            for (int x = 0; x < CHEX_FONT_W; x++) {
-                int p = chex_font_pixel((char)c, x, y);
+        for (int y = 0; y < CHEX_RFONT_H; y++)
+            for (int x = 0; x < CHEX_RFONT_W; x++) {
+                int p = chex_report_font_pixel((char)c, x, y);
                 ink += p;
                 same_as_box &= p == box[y][x];
             }
         if (!ink || same_as_box)
             fail_msg("character '%c' has no glyph of its own", c);
     }
-    for (int y = 0; y < CHEX_FONT_H; y++)
-        for (int x = 0; x < CHEX_FONT_W; x++)
-            assert_int_equal(chex_font_pixel(' ', x, y), 0);
+    for (int y = 0; y < CHEX_RFONT_H; y++)
+        for (int x = 0; x < CHEX_RFONT_W; x++)
+            assert_int_equal(chex_report_font_pixel(' ', x, y), 0);
     /* 'A' has its bar on row 3; 'g' descends below row 6; outside the cell is blank */
-    for (int x = 0; x < CHEX_FONT_W; x++)
-        assert_int_equal(chex_font_pixel('A', x, 3), 1);
-    assert_int_equal(chex_font_pixel('g', 1, 8), 1);
-    assert_int_equal(chex_font_pixel('A', -1, 0), 0);
-    assert_int_equal(chex_font_pixel('A', 0, CHEX_FONT_H), 0);
-    assert_int_equal(chex_font_text_width("AUROC", 2), 5 * 12 - 2);
-    assert_int_equal(chex_font_text_width("", 2), 0);
+    for (int x = 0; x < CHEX_RFONT_W; x++)
+        assert_int_equal(chex_report_font_pixel('A', x, 3), 1);
+    assert_int_equal(chex_report_font_pixel('g', 1, 8), 1);
+    assert_int_equal(chex_report_font_pixel('A', -1, 0), 0);
+    assert_int_equal(chex_report_font_pixel('A', 0, CHEX_RFONT_H), 0);
+    assert_int_equal(chex_report_font_text_width("AUROC", 2), 5 * 12 - 2);
+    assert_int_equal(chex_report_font_text_width("", 2), 0);
 }
 
 static const uint8_t *px(const uint8_t *img, int x, int y)

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tools/eval/font.h"
+#include "report/font.h"
 
 typedef struct {
     uint8_t r, g, b;
@@ -60,10 +60,10 @@ static void line(uint8_t *img, double x0, double y0, double x1, double y1, int r
 /* Text with its top-left corner at (x, y). */
 static void text(uint8_t *img, int x, int y, const char *s, int scale, rgbc c)
 {
-    for (; *s; s++, x += (CHEX_FONT_W + 1) * scale)
-        for (int gy = 0; gy < CHEX_FONT_H; gy++)
-            for (int gx = 0; gx < CHEX_FONT_W; gx++)
-                if (chex_font_pixel(*s, gx, gy))
+    for (; *s; s++, x += (CHEX_RFONT_W + 1) * scale)
+        for (int gy = 0; gy < CHEX_RFONT_H; gy++)
+            for (int gx = 0; gx < CHEX_RFONT_W; gx++)
+                if (chex_report_font_pixel(*s, gx, gy))
                     fill(img, x + gx * scale, y + gy * scale, x + (gx + 1) * scale,
                          y + (gy + 1) * scale, c);
 }
@@ -72,10 +72,10 @@ static void text(uint8_t *img, int x, int y, const char *s, int scale, rgbc c)
  * (x, y) = its bottom-left corner. */
 static void text_up(uint8_t *img, int x, int y, const char *s, int scale, rgbc c)
 {
-    for (; *s; s++, y -= (CHEX_FONT_W + 1) * scale)
-        for (int gy = 0; gy < CHEX_FONT_H; gy++)
-            for (int gx = 0; gx < CHEX_FONT_W; gx++)
-                if (chex_font_pixel(*s, gx, gy)) {
+    for (; *s; s++, y -= (CHEX_RFONT_W + 1) * scale)
+        for (int gy = 0; gy < CHEX_RFONT_H; gy++)
+            for (int gx = 0; gx < CHEX_RFONT_W; gx++)
+                if (chex_report_font_pixel(*s, gx, gy)) {
                     int px = x + gy * scale, py = y - (gx + 1) * scale;
                     fill(img, px, py, px + scale, py + scale, c);
                 }
@@ -101,7 +101,7 @@ chex_eval_err chex_eval_render_roc(const chex_roc_plot *p, uint8_t *img)
     /* title, centred above the plot area */
     char title[96];
     snprintf(title, sizeof title, "ROC - %s", p->title);
-    int tw = chex_font_text_width(title, 3);
+    int tw = chex_report_font_text_width(title, 3);
     text(img, X0 + S / 2 - tw / 2, 18, title, 3, BLACK);
 
     /* grid, ticks and tick labels every 0.2 */
@@ -116,9 +116,9 @@ chex_eval_err chex_eval_render_roc(const chex_roc_plot *p, uint8_t *img)
         fill(img, X0 - 8, gy - 1, X0, gy + 1, BLACK);
         char lab[8];
         snprintf(lab, sizeof lab, "%.1f", v);
-        int lw = chex_font_text_width(lab, 2);
+        int lw = chex_report_font_text_width(lab, 2);
         text(img, gx - lw / 2, Y0 + S + 14, lab, 2, BLACK);
-        text(img, X0 - 14 - lw, gy - CHEX_FONT_H + 2, lab, 2, BLACK);
+        text(img, X0 - 14 - lw, gy - CHEX_RFONT_H + 2, lab, 2, BLACK);
     }
 
     /* chance diagonal, dashed */
@@ -137,9 +137,9 @@ chex_eval_err chex_eval_render_roc(const chex_roc_plot *p, uint8_t *img)
 
     /* axis titles */
     const char *xt = "False positive rate (1 - specificity)";
-    text(img, X0 + S / 2 - chex_font_text_width(xt, 2) / 2, Y0 + S + 44, xt, 2, BLACK);
+    text(img, X0 + S / 2 - chex_report_font_text_width(xt, 2) / 2, Y0 + S + 44, xt, 2, BLACK);
     const char *yt = "True positive rate (sensitivity)";
-    text_up(img, 22, Y0 + S / 2 + chex_font_text_width(yt, 2) / 2, yt, 2, BLACK);
+    text_up(img, 22, Y0 + S / 2 + chex_report_font_text_width(yt, 2) / 2, yt, 2, BLACK);
 
     /* legend, lower right inside the plot */
     char l1[64], l2[64], l3[64];
@@ -153,9 +153,9 @@ chex_eval_err chex_eval_render_roc(const chex_roc_plot *p, uint8_t *img)
     const char *l4 = "chance";
     const char *l5 = "DEMO WEIGHTS - not clinical";
     int lines = p->demo ? 5 : 4;
-    int w = chex_font_text_width(l2, 2);
-    if (chex_font_text_width(l5, 2) > w && p->demo)
-        w = chex_font_text_width(l5, 2);
+    int w = chex_report_font_text_width(l2, 2);
+    if (chex_report_font_text_width(l5, 2) > w && p->demo)
+        w = chex_report_font_text_width(l5, 2);
     int bw = 40 + w + 14, lh = 22, bh = lines * lh + 12;
     int bx = X0 + S - bw - 12, by = Y0 + S - bh - 12;
     fill(img, bx, by, bx + bw, by + bh, WHITE);
