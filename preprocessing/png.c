@@ -362,6 +362,7 @@ chex_pre_err chex_pre_decode_png(const uint8_t *buf, size_t len, const chex_pre_
         snprintf(meta->scaling, sizeof meta->scaling, "%dbit",
                  ctype == PNG_COLOR_TYPE_PALETTE ? 8 : depth);
 
+    rows->raw_values = rc.gray16 && rc.mode == CHEX_PNG16_MINMAX;
     e = chex_pre_rows_begin(rows, (int)w, (int)h, rc.oc, msg, msglen);
     if (e != CHEX_PRE_OK) {
         src.err = e;

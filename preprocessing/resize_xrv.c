@@ -29,16 +29,38 @@ static void gaussian_kernel(double *k, double sigma, int radius)
         k[x] /= sum;
 }
 
+/* skimage: factor = in / out; anti-aliasing only when downsampling, sigma
+ * (factor - 1) / 2; scipy skips axes with sigma <= 1e-15; radius
+ * int(truncate * sd + 0.5) */
+static int gaussian_radius(int in, int out, double *sigma_out)
+{
+    const double factor = (double)in / (double)out;
+    const double sigma = in > out && factor > 1.0 ? (factor - 1.0) / 2.0 : 0.0;
+    if (sigma_out)
+        *sigma_out = sigma;
+    return sigma > 1e-15 ? (int)(4.0 * sigma + 0.5) : 0;
+}
+
+int chex_pre_xrv_taps(int in, int out)
+{
+    return in < 1 || out < 1 ? 0 : 2 * gaussian_radius(in, out, NULL) + 2;
+}
+
+size_t chex_pre_xrv_axis_bytes(int in, int out)
+{
+    size_t taps = (size_t)chex_pre_xrv_taps(in, out);
+    return (size_t)out * (2 * sizeof(int) + taps * sizeof(double)) +
+           (2 * taps) * sizeof(double); /* the kernel, freed before returning */
+}
+
 chex_pre_err chex_pre_xrv_axis_weights(chex_pre_axis_weights *a, int in, int out)
 {
     memset(a, 0, sizeof *a);
     if (in < 1 || out < 1)
         return CHEX_PRE_ERR_ARG;
-    /* skimage: factor = in / out; anti-aliasing only when downsampling */
     const double factor = (double)in / (double)out;
-    const double sigma = in > out && factor > 1.0 ? (factor - 1.0) / 2.0 : 0.0;
-    /* scipy skips axes with sigma <= 1e-15; radius int(truncate * sd + 0.5) */
-    const int radius = sigma > 1e-15 ? (int)(4.0 * sigma + 0.5) : 0;
+    double sigma;
+    const int radius = gaussian_radius(in, out, &sigma);
     double *k = malloc(sizeof(double) * (size_t)(2 * radius + 1));
     a->in = in;
     a->out = out;
@@ -98,6 +120,60 @@ chex_pre_err chex_pre_xrv_axis_weights(chex_pre_axis_weights *a, int in, int out
     return CHEX_PRE_OK;
 }
 
+/* One width-pass row (side -> S) in double, in tap order. */
+static void xrv_hpass(double *trow, const float *row, const chex_pre_axis_weights *a)
+{
+    for (int o = 0; o < a->out; o++) {
+        const double *w = a->w + (size_t)o * (size_t)a->taps;
+        const float *s = row + a->first[o];
+        double acc = 0.0;
+        for (int j = 0; j < a->count[o]; j++)
+            acc += w[j] * (double)s[j];
+        trow[o] = acc;
+    }
+}
+
+/* One height-pass row from n width-pass rows, in tap order. */
+static void xrv_vpass(double *orow, const double *const *rows, const double *w, int n, int S)
+{
+    for (int x = 0; x < S; x++)
+        orow[x] = 0.0;
+    for (int j = 0; j < n; j++) {
+        const double *trow = rows[j];
+        for (int x = 0; x < S; x++)
+            orow[x] += w[j] * trow[x];
+    }
+}
+
+void chex_pre_xrv_clip(float *plane, size_t n, float lo, float hi)
+{
+    float omin = INFINITY, omax = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        omin = plane[i] < omin ? plane[i] : omin;
+        omax = plane[i] > omax ? plane[i] : omax;
+    }
+    /* skimage _clip_warp_output: the input's range, widened to the cval 0
+     * when 0 is outside it but inside the output's */
+    if (!(lo <= 0.0f && 0.0f <= hi) && omin <= 0.0f && 0.0f <= omax) {
+        lo = lo < 0.0f ? lo : 0.0f;
+        hi = hi > 0.0f ? hi : 0.0f;
+    }
+    for (size_t i = 0; i < n; i++)
+        plane[i] = plane[i] < lo ? lo : plane[i] > hi ? hi : plane[i];
+}
+
+void chex_pre_xrv_weight_sums(const chex_pre_axis_weights *a, double *sum)
+{
+    for (int o = 0; o < a->out; o++) {
+        const double *w = a->w + (size_t)o * (size_t)a->taps;
+        double acc = 0.0;
+        for (int j = 0; j < a->count[o]; j++)
+            acc += w[j];
+        sum[o] = acc;
+    }
+}
+
+/* The reference: the whole region through norm, then the height pass. */
 chex_pre_err chex_pre_xrv_resize(float *dst, int nc, int S, int sw, int x0, int y0, int side,
                                  chex_pre_xrv_norm_fn norm, const void *ctx)
 {
@@ -105,12 +181,11 @@ chex_pre_err chex_pre_xrv_resize(float *dst, int nc, int S, int sw, int x0, int 
     chex_pre_err e = chex_pre_xrv_axis_weights(&ax, side, S);
     if (e != CHEX_PRE_OK)
         return e;
-    /* one horizontal pass per source row, in double; the vertical pass then
-     * reads the (side, S) intermediate */
     double *tmp = malloc(sizeof(double) * (size_t)side * (size_t)S);
     double *acc = malloc(sizeof(double) * (size_t)S);
     float *row = malloc(sizeof(float) * (size_t)side);
-    if (!tmp || !acc || !row) {
+    const double **rows = malloc(sizeof *rows * (size_t)(ax.taps > 0 ? ax.taps : 1));
+    if (!tmp || !acc || !row || !rows) {
         e = CHEX_PRE_ERR_NOMEM;
         goto done;
     }
@@ -124,47 +199,107 @@ chex_pre_err chex_pre_xrv_resize(float *dst, int nc, int S, int sw, int x0, int 
                 lo = v < lo ? v : lo;
                 hi = v > hi ? v : hi;
             }
-            double *trow = tmp + (size_t)y * (size_t)S;
-            for (int o = 0; o < S; o++) {
-                const double *w = ax.w + (size_t)o * (size_t)ax.taps;
-                const float *s = row + ax.first[o];
-                double acc = 0.0;
-                for (int j = 0; j < ax.count[o]; j++)
-                    acc += w[j] * (double)s[j];
-                trow[o] = acc;
-            }
+            xrv_hpass(tmp + (size_t)y * (size_t)S, row, &ax);
         }
         float *plane = dst + (size_t)c * (size_t)S * (size_t)S;
-        float omin = INFINITY, omax = -INFINITY;
         for (int o = 0; o < S; o++) {
-            const double *w = ax.w + (size_t)o * (size_t)ax.taps;
-            for (int x = 0; x < S; x++)
-                acc[x] = 0.0;
-            for (int j = 0; j < ax.count[o]; j++) {
-                const double *trow = tmp + (size_t)(ax.first[o] + j) * (size_t)S;
-                for (int x = 0; x < S; x++)
-                    acc[x] += w[j] * trow[x];
-            }
+            for (int j = 0; j < ax.count[o]; j++)
+                rows[j] = tmp + (size_t)(ax.first[o] + j) * (size_t)S;
+            xrv_vpass(acc, rows, ax.w + (size_t)o * (size_t)ax.taps, ax.count[o], S);
             float *orow = plane + (size_t)o * (size_t)S;
-            for (int x = 0; x < S; x++) {
+            for (int x = 0; x < S; x++)
                 orow[x] = (float)acc[x];
-                omin = orow[x] < omin ? orow[x] : omin;
-                omax = orow[x] > omax ? orow[x] : omax;
-            }
         }
-        /* skimage _clip_warp_output: the input's range, widened to the cval 0
-         * when 0 is outside it but inside the output's */
-        if (!(lo <= 0.0f && 0.0f <= hi) && omin <= 0.0f && 0.0f <= omax) {
-            lo = lo < 0.0f ? lo : 0.0f;
-            hi = hi > 0.0f ? hi : 0.0f;
-        }
-        for (size_t i = 0; i < (size_t)S * (size_t)S; i++)
-            plane[i] = plane[i] < lo ? lo : plane[i] > hi ? hi : plane[i];
+        chex_pre_xrv_clip(plane, (size_t)S * (size_t)S, lo, hi);
     }
 done:
     free(tmp);
     free(acc);
     free(row);
+    free(rows);
     chex_pre_axis_weights_free(&ax);
     return e;
+}
+
+size_t chex_pre_xrv_stream_bytes(int side, int S, int nc)
+{
+    size_t taps = (size_t)chex_pre_xrv_taps(side, S);
+    taps = taps > 0 ? taps : 1;
+    return (taps * (size_t)nc * (size_t)S + (size_t)nc * (size_t)S * (size_t)S) * sizeof(double) +
+           taps * sizeof(double *);
+}
+
+chex_pre_err chex_pre_xrv_stream_init(chex_pre_xrv_stream *s, const chex_pre_axis_weights *a,
+                                      int nc, int x0, int y0)
+{
+    memset(s, 0, sizeof *s);
+    if (nc < 1 || nc > 3)
+        return CHEX_PRE_ERR_ARG;
+    const int S = a->out, R = a->taps > 0 ? a->taps : 1;
+    s->a = a;
+    s->nc = nc;
+    s->x0 = x0;
+    s->y0 = y0;
+    s->ring = malloc(sizeof(double) * (size_t)R * (size_t)nc * (size_t)S);
+    s->out = malloc(sizeof(double) * (size_t)nc * (size_t)S * (size_t)S);
+    s->rows = malloc(sizeof *s->rows * (size_t)R);
+    if (!s->ring || !s->out || !s->rows) {
+        chex_pre_xrv_stream_free(s);
+        return CHEX_PRE_ERR_NOMEM;
+    }
+    for (int c = 0; c < nc; c++) {
+        s->lo[c] = INFINITY;
+        s->hi[c] = -INFINITY;
+    }
+    /* outputs that see only padding */
+    while (s->next_out < S && a->count[s->next_out] == 0) {
+        for (int c = 0; c < nc; c++)
+            xrv_vpass(s->out + ((size_t)c * (size_t)S + (size_t)s->next_out) * (size_t)S, NULL,
+                      NULL, 0, S);
+        s->next_out++;
+    }
+    return CHEX_PRE_OK;
+}
+
+void chex_pre_xrv_stream_push(chex_pre_xrv_stream *s, int y, const float *const *planes)
+{
+    const chex_pre_axis_weights *a = s->a;
+    const int side = a->in, S = a->out, nc = s->nc, R = a->taps > 0 ? a->taps : 1;
+    int r = y - s->y0;
+    if (r < 0 || r >= side)
+        return;
+    double *slot = s->ring + (size_t)(r % R) * (size_t)nc * (size_t)S;
+    for (int c = 0; c < nc; c++) {
+        const float *row = planes[c] + s->x0;
+        float lo = s->lo[c], hi = s->hi[c];
+        for (int x = 0; x < side; x++) {
+            lo = row[x] < lo ? row[x] : lo;
+            hi = row[x] > hi ? row[x] : hi;
+        }
+        s->lo[c] = lo;
+        s->hi[c] = hi;
+        xrv_hpass(slot + (size_t)c * (size_t)S, row, a);
+    }
+    while (s->next_out < S) {
+        int o = s->next_out, n = a->count[o];
+        if (n > 0 && a->first[o] + n - 1 > r)
+            break;
+        for (int c = 0; c < nc; c++) {
+            for (int j = 0; j < n; j++)
+                s->rows[j] = s->ring + ((size_t)((a->first[o] + j) % R) * (size_t)nc + (size_t)c) *
+                                           (size_t)S;
+            xrv_vpass(s->out + ((size_t)c * (size_t)S + (size_t)o) * (size_t)S, s->rows,
+                      a->w + (size_t)o * (size_t)a->taps, n, S);
+        }
+        s->next_out++;
+    }
+}
+
+void chex_pre_xrv_stream_free(chex_pre_xrv_stream *s)
+{
+    free(s->ring);
+    free(s->out);
+    free(s->rows);
+    s->ring = s->out = NULL;
+    s->rows = NULL;
 }

@@ -53,4 +53,43 @@ typedef float (*chex_pre_xrv_norm_fn)(const void *ctx, size_t idx, int c);
 chex_pre_err chex_pre_xrv_resize(float *dst, int nc, int S, int sw, int x0, int y0, int side,
                                  chex_pre_xrv_norm_fn norm, const void *ctx);
 
+/* The largest tap count chex_pre_xrv_axis_weights uses for in -> out. */
+int chex_pre_xrv_taps(int in, int out);
+/* Heap bytes of chex_pre_xrv_axis_weights(in, out). */
+size_t chex_pre_xrv_axis_bytes(int in, int out);
+
+/* Step 3 on one (S x S) plane: clipped to [lo, hi], the input's range,
+ * widened to 0 as skimage's _clip_warp_output does. */
+void chex_pre_xrv_clip(float *plane, size_t n, float lo, float hi);
+
+/* Streaming engine for the same resize: the region (x0, y0, side, side) of
+ * rows pushed in order, each row's width pass as it arrives, each output
+ * row's height pass once its last input row is in a ring of a->taps
+ * width-resampled rows; the same double operations in the same order as
+ * chex_pre_xrv_resize, so (float)out before the clip is bit-identical to it.
+ * Also tracks each plane's [lo, hi] over the region. Both axes use the
+ * table a (side -> S), borrowed. */
+typedef struct {
+    const chex_pre_axis_weights *a;
+    int nc, x0, y0;
+    double *ring;     /* (taps, nc, S) width-resampled rows */
+    double *out;      /* (nc, S, S), unclipped */
+    const double **rows;
+    int next_out;
+    float lo[3], hi[3];
+} chex_pre_xrv_stream;
+
+/* nc 1..3. NOMEM (nothing to free beyond chex_pre_xrv_stream_free). */
+chex_pre_err chex_pre_xrv_stream_init(chex_pre_xrv_stream *s, const chex_pre_axis_weights *a,
+                                      int nc, int x0, int y0);
+/* Source row y (0, 1, 2, ... in order; rows outside the region are
+ * ignored); planes[c][x] is sample x of plane c. */
+void chex_pre_xrv_stream_push(chex_pre_xrv_stream *s, int y, const float *const *planes);
+void chex_pre_xrv_stream_free(chex_pre_xrv_stream *s);
+/* Heap bytes chex_pre_xrv_stream_init allocates for side -> S. */
+size_t chex_pre_xrv_stream_bytes(int side, int S, int nc);
+/* sum[o] = the weights of output o, summed in order (the resize of a plane
+ * of ones is sum[y] * sum[x]). */
+void chex_pre_xrv_weight_sums(const chex_pre_axis_weights *a, double *sum);
+
 #endif

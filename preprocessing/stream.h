@@ -13,10 +13,16 @@
  * when the model wants one channel (and always for the display copy).
  *
  * Decoders whose samples need the whole image's range (16-bit gray PNG,
- * minmax) push raw values and pass the affine map at the end
+ * minmax) set raw_values, push raw values and pass the affine map at the end
  * (chex_pre_rows_finish): stream mode applies it after resampling, which is
  * exact up to float rounding because the resampling weights are positive
  * and sum to 1 (tests/unit/test_pre_stream.c checks it stays within 1e-4).
+ * The xrv preset's weights do not sum to 1 near the borders (skimage's zero
+ * padding in normalised units): there the normalised result is
+ * a * R + b * sum_y * sum_x, R the resampled raw values, sum_* the per-axis
+ * weight sums (the resize of a plane of ones), a, b the map composed with
+ * the normalisation; other rows are normalised before the width pass.
+ * xrv's clip bounds are the region's min/max, tracked as rows stream.
  *
  * Sequence: chex_pre_rows_begin, then for y = 0 .. height-1:
  * chex_pre_rows_next (where to write row y) and chex_pre_rows_commit, then
@@ -27,6 +33,7 @@
 
 #include "preprocessing/preprocess.h"
 #include "preprocessing/resample.h"
+#include "preprocessing/resize_xrv.h"
 
 enum chex_pre_preset { CHEX_PRESET_UNKNOWN, CHEX_PRESET_CROP, CHEX_PRESET_TENCROP,
                        CHEX_PRESET_RESIZE, CHEX_PRESET_XRV };
@@ -63,6 +70,9 @@ typedef struct chex_pre_rows_s {
     int max_display_side;       /* stream mode: display copy's longer side */
     float *out;                 /* stream mode: ncrops (C, S, S) tensors */
     chex_pre_crop *crops;       /* stream mode, optional: ncrops boxes */
+    int raw_values;             /* rows carry raw values whose map comes
+                                   with chex_pre_rows_finish (16-bit gray
+                                   PNG, minmax) */
     /* state */
     int width, height, channels, y;
     float *planes[3];           /* where the current row goes */
@@ -72,6 +82,12 @@ typedef struct chex_pre_rows_s {
     chex_pre_axis ax, ay, dax, day;
     chex_pre_stream st, dst;
     float *res;                 /* (wc, oh, ow) */
+    /* xrv preset: skimage's resize on normalised rows (nrow), or on raw
+     * values mapped afterwards (raw_values, gray) */
+    chex_pre_axis_weights xa;
+    chex_pre_xrv_stream xs;
+    float *nrow;                /* (wc, width) normalised row */
+    double *xsum;               /* raw_values: (S) per-axis weight sums */
     int disp_scaled;
 } chex_pre_rows;
 

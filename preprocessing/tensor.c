@@ -36,6 +36,7 @@
 #include "preprocessing/pre_internal.h"
 #include "preprocessing/preprocess.h"
 #include "preprocessing/resample.h"
+#include "preprocessing/resize_xrv.h"
 #include "preprocessing/stream.h"
 
 /* Resized images above this (and intermediates above 4x this) are refused:
@@ -160,6 +161,10 @@ static void emit_crop(float *out, const float *res, int wc, int rh, int rw, int 
     for (int c = 0; c < C; c++) {
         const float *plane = res + (size_t)(wc == 1 ? 0 : c) * rplane;
         float mean = spec->mean[C == 1 ? 0 : c], std = spec->std[C == 1 ? 0 : c];
+        if (chex_pre_parse_preset(spec) == CHEX_PRESET_XRV) {
+            mean = 0.0f; /* normalised before the resize; (v - 0) / 1 == v */
+            std = 1.0f;
+        }
         float *o = out + (size_t)c * (size_t)S * (size_t)S;
         for (int y = 0; y < S; y++) {
             const float *row = plane + (size_t)(top + y) * (size_t)rw;
@@ -212,8 +217,53 @@ void chex_pre_emit(float *out, chex_pre_crop *crops, const float *res, int wc,
     }
 }
 
+/* Normalised samples for the xrv preset, as torchxrayvision computes them in
+ * float32: normalize() per channel ((x - mean) / std with mean 0.5, std
+ * 1/2048 is bit-identical to its (2 * x - 1) * 1024 on x = s / maxval), then
+ * a colour image's channel mean ((r + g) + b) / 3 (its README's img.mean(2)).
+ * stream.c's xrv_push computes the same. */
+typedef struct {
+    const float *pix;
+    size_t plane;
+    int ic, C;
+    const chex_pre_spec *spec;
+} xrv_ctx;
+
+static float xrv_norm(const void *vctx, size_t idx, int c)
+{
+    const xrv_ctx *x = vctx;
+    const float m = x->spec->mean[c], sd = x->spec->std[c];
+    if (x->ic == 3 && x->C == 1) {
+        float r = (x->pix[idx] - m) / sd, g = (x->pix[x->plane + idx] - m) / sd,
+              b = (x->pix[2 * x->plane + idx] - m) / sd;
+        return (r + g + b) / 3.0f;
+    }
+    return (x->pix[(x->ic == 3 ? (size_t)c * x->plane : 0) + idx] - m) / sd;
+}
+
+/* The xrv reference: normalise, channel mean, centre square, skimage's
+ * resize and clip (chex_pre_xrv_resize), all on the whole image. */
+static chex_pre_err xrv_tensor(const chex_pre_image *img, const chex_pre_spec *spec,
+                               const chex_pre_geom *g, float *out, chex_pre_crop *crops,
+                               char *msg, size_t msglen)
+{
+    const int C = spec->channels, S = spec->size;
+    float *res = malloc((size_t)C * (size_t)S * (size_t)S * sizeof(float));
+    xrv_ctx ctx = {img->pix, (size_t)img->width * (size_t)img->height, img->channels, C, spec};
+    chex_pre_err e = res ? chex_pre_xrv_resize(res, C, S, img->width, g->x0, g->y0, g->rw,
+                                               xrv_norm, &ctx)
+                         : CHEX_PRE_ERR_NOMEM;
+    if (e == CHEX_PRE_OK)
+        chex_pre_emit(out, crops, res, C, g, spec);
+    else
+        chex_pre_msg(msg, msglen, "out of memory resizing to %dx%d", S, S);
+    free(res);
+    return e;
+}
+
 /* The reference path: the whole float image in memory, resampled by
- * chex_pre_resample_naive. chex_pre_prepare's streaming path must agree. */
+ * chex_pre_resample_naive (xrv: chex_pre_xrv_resize). chex_pre_prepare's
+ * streaming path must agree. */
 chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spec, float *out,
                              chex_pre_crop *crops, char *msg, size_t msglen)
 {
@@ -236,6 +286,8 @@ chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spe
         e = chex_pre_geom_make(spec, W, H, &g, msg, msglen);
     if (e != CHEX_PRE_OK)
         return e;
+    if (g.preset == CHEX_PRESET_XRV)
+        return xrv_tensor(img, spec, &g, out, crops, msg, msglen);
     const size_t plane = (size_t)W * (size_t)H;
 
     /* Working source: the image itself, or its luminance when the model wants
