@@ -88,7 +88,7 @@ int main(int argc, char **argv)
 }
 EOF
 $CC -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I. -o "$work/dicom_driver" \
-  "$work/dicom_driver.c" "$BUILD/libchex_pre.a" -lpng16 -lturbojpeg -ljansson -lz -lm
+  "$work/dicom_driver.c" "$BUILD/libchex_pre.a" -lpng16 -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
 
 "$PY" tests/data/make_dicom_variants.py "$work/v" --full
 
