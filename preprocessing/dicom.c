@@ -53,7 +53,12 @@
 
 #define TS_IMPLICIT_LE "1.2.840.10008.1.2"
 #define TS_EXPLICIT_LE "1.2.840.10008.1.2.1"
+#define TS_DEFLATED_LE "1.2.840.10008.1.2.1.99"
 #define TS_JPEG_BASELINE "1.2.840.10008.1.2.4.50"
+#define TS_JPEG_EXTENDED "1.2.840.10008.1.2.4.51"
+
+static chex_pre_err parse_dataset(const uint8_t *buf, size_t len, size_t pos, chex_dicom_info *o,
+                                  int encapsulated_ts, char *msg, size_t msglen);
 
 static uint16_t le16(const uint8_t *p)
 {
@@ -466,15 +471,48 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
     int encapsulated_ts = 0;
     if (strcmp(ts, TS_IMPLICIT_LE) == 0)
         o->implicit_vr = 1;
-    else if (strcmp(ts, TS_JPEG_BASELINE) == 0)
+    else if (chex_dicom_codec_for(ts) != CHEX_DICOM_CODEC_NONE)
         encapsulated_ts = 1;
-    else if (strcmp(ts, TS_EXPLICIT_LE) != 0) {
+    else if (strcmp(ts, TS_DEFLATED_LE) == 0) {
+        o->deflated = 1;
+        o->dataset_offset = pos;
+        return CHEX_PRE_OK;
+    } else if (strcmp(ts, TS_EXPLICIT_LE) != 0) {
         chex_pre_msg(msg, msglen,
-                     "DICOM transfer syntax %s (%s) is not supported; send Explicit VR Little "
-                     "Endian (%s), Implicit VR Little Endian or JPEG Baseline",
+                     "DICOM transfer syntax %s (%s) is not supported; send Explicit or Implicit "
+                     "VR Little Endian (%s), JPEG Baseline, Lossless, JPEG-LS, JPEG 2000, RLE "
+                     "or Deflated",
                      ts, ts_name(ts), TS_EXPLICIT_LE);
         return CHEX_PRE_ERR_UNSUPPORTED;
     }
+    return parse_dataset(buf, len, pos, o, encapsulated_ts, msg, msglen);
+}
+
+chex_pre_err chex_dicom_parse_inflated(const chex_dicom_info *meta, const uint8_t *ds, size_t len,
+                                       chex_dicom_info *o, char *msg, size_t msglen)
+{
+    if (!meta || !o || (!ds && len)) {
+        chex_pre_msg(msg, msglen, "chex_dicom_parse_inflated: NULL argument");
+        return CHEX_PRE_ERR_ARG;
+    }
+    chex_dicom_info m = *meta;
+    memset(o, 0, sizeof *o);
+    o->rows = o->columns = -1;
+    o->bits_allocated = o->bits_stored = o->high_bit = -1;
+    o->samples_per_pixel = 1;
+    o->number_of_frames = 1;
+    o->rescale_slope = 1.0;
+    o->ids = m.ids;
+    return parse_dataset(ds, len, 0, o, 0, msg, msglen);
+}
+
+/* The data set from pos: explicit or implicit VR LE (o->implicit_vr), pixel
+ * data native or, when encapsulated_ts, in fragment items. */
+static chex_pre_err parse_dataset(const uint8_t *buf, size_t len, size_t pos, chex_dicom_info *o,
+                                  int encapsulated_ts, char *msg, size_t msglen)
+{
+    const char *ts = o->ids.transfer_syntax;
+    chex_pre_err err;
 
     /* A data set labelled explicit but written implicit (seen from some
      * modalities): the first element has no VR letters where the VR belongs. */
@@ -570,6 +608,7 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
         return CHEX_PRE_ERR_MALFORMED;
     }
     o->has_rescale = x.has_slope || x.has_intercept;
+    o->ids.frames = o->number_of_frames;
     if (x.has_wc && x.has_ww) {
         o->has_window = 1;
         o->window_center = x.wc;
@@ -581,6 +620,18 @@ too_deep:
     chex_pre_msg(msg, msglen, "DICOM malformed: sequences nested deeper than %d levels",
                  CHEX_DICOM_MAX_DEPTH);
     return CHEX_PRE_ERR_MALFORMED;
+}
+
+/* Without an offset table: does this fragment begin a new frame? RLE frames
+ * are one fragment each (PS3.5 A.4.2); JPEG family streams start with SOI,
+ * JPEG 2000 with SOC or the JP2 signature box. */
+static int starts_frame(const chex_dicom_info *info, const uint8_t *v, size_t n)
+{
+    if (chex_dicom_codec_for(info->ids.transfer_syntax) == CHEX_DICOM_CODEC_RLE)
+        return 1;
+    if (n >= 2 && v[0] == 0xFF && (v[1] == 0xD8 || v[1] == 0x4F))
+        return 1;
+    return n >= 8 && memcmp(v, "\0\0\0\x0CjP  ", 8) == 0;
 }
 
 chex_pre_err chex_dicom_first_frame(const chex_dicom_info *info, uint8_t *dst, size_t dstcap,
@@ -612,8 +663,8 @@ chex_pre_err chex_dicom_first_frame(const chex_dicom_info *info, uint8_t *dst, s
         }
         if (pos - first >= end_rel)
             break;
-        if (info->number_of_frames > 1 && end_rel == SIZE_MAX && nfrag > 0 && e.vlen >= 2 &&
-            p[e.value] == 0xFF && p[e.value + 1] == 0xD8)
+        if (info->number_of_frames > 1 && end_rel == SIZE_MAX && nfrag > 0 &&
+            starts_frame(info, p + e.value, e.vlen))
             break;
         if (dst) {
             if (dstcap - total < e.vlen) {
@@ -636,7 +687,8 @@ chex_pre_err chex_dicom_first_frame(const chex_dicom_info *info, uint8_t *dst, s
 /* ---- pixel pipeline ---- */
 
 typedef struct {
-    const uint8_t *data; /* first frame, rows*cols samples */
+    const uint8_t *data;     /* first frame, rows*cols samples */
+    const uint16_t *data16;  /* or, when not NULL, a decoded frame's samples */
     int bytes;           /* 1 or 2 */
     int shift;           /* high_bit + 1 - bits_stored */
     uint32_t mask;       /* (1 << bits_stored) - 1 */
@@ -646,7 +698,7 @@ typedef struct {
 
 static double modality_value(const sampler *s, size_t i)
 {
-    uint32_t raw = s->bytes == 1 ? s->data[i] : le16(s->data + 2 * i);
+    uint32_t raw = s->data16 ? s->data16[i] : s->bytes == 1 ? s->data[i] : le16(s->data + 2 * i);
     uint32_t u = (raw >> s->shift) & s->mask;
     double v;
     if (s->sign && (u & s->sign))
@@ -685,7 +737,7 @@ static const char *voi_scaling(chex_dicom_voi f)
                                               : "window";
 }
 
-/* JPEG Baseline: decodes the first frame with the JPEG decoder; the 8-bit
+/* JPEG Baseline (and 8-bit JPEG Extended): decodes the first frame with the JPEG decoder; the 8-bit
  * samples it gives (as v/255) become the stored values. *stored is malloc'd. */
 static chex_pre_err decode_jpeg_frame(const chex_dicom_info *info, const chex_pre_opts *opts,
                                       uint8_t **stored, char *msg, size_t msglen)
@@ -708,8 +760,18 @@ static chex_pre_err decode_jpeg_frame(const chex_dicom_info *info, const chex_pr
     if (err != CHEX_PRE_OK) {
         chex_pre_image_free(&j);
         if (err == CHEX_PRE_ERR_FORMAT || err == CHEX_PRE_ERR_EMPTY) {
-            chex_pre_msg(msg, msglen, "DICOM malformed: JPEG Baseline frame is not a JPEG stream");
+            chex_pre_msg(msg, msglen, "DICOM malformed: %s frame is not a JPEG stream",
+                         ts_name(info->ids.transfer_syntax));
             err = CHEX_PRE_ERR_MALFORMED;
+        } else if (err == CHEX_PRE_ERR_UNSUPPORTED &&
+                   strcmp(info->ids.transfer_syntax, TS_JPEG_EXTENDED) == 0) {
+            /* 8-bit JPEG Extended decodes above; 12-bit has no maintained C decoder in
+             * Debian 12 (docs/API.md) */
+            chex_pre_msg(msg, msglen,
+                         "DICOM transfer syntax %s (JPEG Extended) with 12-bit samples is not "
+                         "supported: Debian 12's libjpeg-turbo 2.1.5 decodes 8-bit JPEG only; "
+                         "send JPEG Lossless, JPEG-LS, JPEG 2000 or uncompressed",
+                         TS_JPEG_EXTENDED);
         }
         return err;
     }
@@ -742,6 +804,12 @@ static chex_pre_err decode_jpeg_frame(const chex_dicom_info *info, const chex_pr
     return CHEX_PRE_OK;
 }
 
+static chex_pre_err inflate_dataset(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                                    chex_dicom_info *d, uint8_t **inflated, char *msg,
+                                    size_t msglen);
+static chex_pre_err decode_parsed(chex_dicom_info *dp, const chex_pre_opts *opts,
+                                  chex_pre_image *img, char *msg, size_t msglen);
+
 chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
                                    chex_pre_image *img, char *msg, size_t msglen)
 {
@@ -754,6 +822,47 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
     chex_pre_err err = chex_dicom_parse(buf, len, &d, msg, msglen);
     if (err != CHEX_PRE_OK)
         return err;
+    uint8_t *inflated = NULL; /* Deflated syntax: the data set d points into */
+    if (d.deflated) {
+        err = inflate_dataset(buf, len, opts, &d, &inflated, msg, msglen);
+        if (err != CHEX_PRE_OK)
+            return err;
+    }
+    err = decode_parsed(&d, opts, img, msg, msglen);
+    free(inflated);
+    return err;
+}
+
+/* Deflated Explicit VR LE: inflates the data set (bounded by 4 bytes per
+ * allowed pixel plus 64 MiB of other attributes) and parses it into *d. */
+static chex_pre_err inflate_dataset(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                                    chex_dicom_info *d, uint8_t **inflated, char *msg,
+                                    size_t msglen)
+{
+    uint64_t maxpix = opts->max_pixels && opts->max_pixels < CHEX_PRE_HARD_MAX_PIXELS
+                          ? opts->max_pixels
+                          : CHEX_PRE_HARD_MAX_PIXELS;
+    uint64_t max_out = 4 * maxpix + (UINT64_C(64) << 20);
+    size_t n = 0;
+    chex_pre_err err = chex_deflate_inflate(buf + d->dataset_offset, len - d->dataset_offset,
+                                            max_out > SIZE_MAX ? SIZE_MAX : (size_t)max_out,
+                                            inflated, &n, msg, msglen);
+    if (err != CHEX_PRE_OK)
+        return err;
+    chex_dicom_info meta = *d;
+    err = chex_dicom_parse_inflated(&meta, *inflated, n, d, msg, msglen);
+    if (err != CHEX_PRE_OK) {
+        free(*inflated);
+        *inflated = NULL;
+    }
+    return err;
+}
+
+static chex_pre_err decode_parsed(chex_dicom_info *dp, const chex_pre_opts *opts,
+                                  chex_pre_image *img, char *msg, size_t msglen)
+{
+    chex_dicom_info d = *dp;
+    chex_pre_err err;
     if (!d.pixel_data) {
         chex_pre_msg(msg, msglen, "DICOM has no Pixel Data (7FE0,0010): not an image");
         return CHEX_PRE_ERR_UNUSABLE;
@@ -810,8 +919,27 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
     }
 
     sampler s;
+    s.data16 = NULL;
     uint8_t *jpeg_stored = NULL;
-    if (d.encapsulated) {
+    uint16_t *frame16 = NULL; /* decoded by a codecs.h decoder */
+    if (d.encapsulated && chex_dicom_codec_for(d.ids.transfer_syntax) != CHEX_DICOM_CODEC_JPEG) {
+        /* Samples as the native Pixel Data of the same image (what dcmtk's
+         * decompressors write): Bits Stored, High Bit and Pixel Representation
+         * of the data set interpret them, except for JPEG 2000, where the
+         * codestream's precision and signedness win when they disagree (as
+         * pydicom's J2K corrections and GDCM do: the codestream is what the
+         * encoder was given). */
+        chex_codec_frame f;
+        err = chex_dicom_decode_frame(&d, opts, &frame16, &f, msg, msglen);
+        if (err != CHEX_PRE_OK)
+            return err;
+        s.data16 = frame16;
+        if (chex_dicom_codec_for(d.ids.transfer_syntax) == CHEX_DICOM_CODEC_J2K) {
+            bs = f.precision;
+            hb = bs - 1;
+            d.pixel_representation = f.is_signed;
+        }
+    } else if (d.encapsulated) {
         err = decode_jpeg_frame(&d, opts, &jpeg_stored, msg, msglen);
         if (err != CHEX_PRE_OK)
             return err;
@@ -842,6 +970,7 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
     double smax = s.sign ? (double)s.sign - 1.0 : (double)s.mask;
     if (!isfinite(smin * s.slope + s.intercept) || !isfinite(smax * s.slope + s.intercept)) {
         free(jpeg_stored);
+        free(frame16);
         chex_pre_msg(msg, msglen, "DICOM malformed: Rescale Slope/Intercept overflow");
         return CHEX_PRE_ERR_MALFORMED;
     }
@@ -849,6 +978,7 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
     float *pix = malloc((size_t)npix * sizeof *pix);
     if (!pix) {
         free(jpeg_stored);
+        free(frame16);
         chex_pre_msg(msg, msglen, "out of memory");
         return CHEX_PRE_ERR_NOMEM;
     }
@@ -877,6 +1007,7 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
         pix[i] = (float)(mono1 ? 1.0 - y : y);
     }
     free(jpeg_stored);
+    free(frame16);
 
     img->width = d.columns;
     img->height = d.rows;

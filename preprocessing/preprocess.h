@@ -56,6 +56,7 @@ typedef struct {
     char view_position[17];
     char transfer_syntax[65];
     char photometric[17];
+    long frames; /* Number of Frames (1 when absent); the first is the one read */
 } chex_dicom_ids;
 
 /* A decoded image: planar float samples in [0,1], channels 1 (gray) or 3 (RGB).
