@@ -118,3 +118,9 @@ chex_pre_err chex_dicom_decode_frame(const chex_dicom_info *info, const chex_pre
     *out = px;
     return CHEX_PRE_OK;
 }
+
+void chex_pre_get_decoder_versions(chex_pre_decoder_versions *out)
+{
+    out->openjpeg = chex_j2k_library_version();
+    out->charls = chex_jpegls_library_version();
+}

@@ -115,4 +115,12 @@ int chex_pre_ncrops(const chex_pre_spec *spec);
 chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spec, float *out,
                              chex_pre_crop *crops, char *msg, size_t msglen);
 
+/* Versions of the decoder libraries chexd links for compressed DICOM (static
+ * strings, e.g. "2.5.0"): OpenJPEG (JPEG 2000) and CharLS (JPEG-LS). JPEG
+ * Lossless, RLE and deflate framing are chexd's own (zlib inflates). */
+typedef struct {
+    const char *openjpeg, *charls;
+} chex_pre_decoder_versions;
+void chex_pre_get_decoder_versions(chex_pre_decoder_versions *out);
+
 #endif

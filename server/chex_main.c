@@ -19,6 +19,7 @@
 #include "config/config.h"
 #include "model/model.h"
 #include "model/safetensors.h"
+#include "preprocessing/preprocess.h"
 #include "server/answer.h"
 #include "server/heatmap.h"
 #include "server/pipeline.h"
@@ -746,7 +747,9 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "--version") == 0) {
-        printf("chex %s\n", CHEXD_VERSION);
+        chex_pre_decoder_versions dv;
+        chex_pre_get_decoder_versions(&dv);
+        printf("chex %s (OpenJPEG %s, CharLS %s)\n", CHEXD_VERSION, dv.openjpeg, dv.charls);
         return 0;
     }
     if (strcmp(cmd, "classify") == 0)

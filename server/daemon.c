@@ -509,6 +509,10 @@ static enum MHD_Result answer_model(req *r)
         "queue_depth", d->cfg->queue_depth, "version", CHEXD_VERSION, "request_id", r->id);
     if (j) {
         json_object_set_new(j, "isa", json_string(chex_model_isa()));
+        chex_pre_decoder_versions dv;
+        chex_pre_get_decoder_versions(&dv);
+        json_object_set_new(j, "decoders",
+                            json_pack("{s:s, s:s}", "openjpeg", dv.openjpeg, "charls", dv.charls));
         json_object_set_new(j, "precision", json_string(d->p->precision == CHEX_PRECISION_INT8
                                                             ? "int8"
                                                             : "fp32"));
