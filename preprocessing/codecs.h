@@ -49,7 +49,7 @@ chex_pre_err chex_jpegls_decode(uint16_t *out, size_t out_cap, const uint8_t *fr
                                 chex_codec_frame *f, char *msg, size_t msglen);
 const char *chex_jpegls_library_version(void); /* "CharLS 2.4.1" */
 
-/* JPEG 2000 (and HTJ2K, as far as OpenJPEG reads it) through OpenJPEG, from
+/* JPEG 2000 through OpenJPEG, from
  * memory: a raw codestream (FF 4F FF 51) or a JP2 file (the 12-byte signature
  * box), chosen by the first bytes. Components must all have the first one's
  * size (no subsampling) and precision <= 16; a signed component's values are

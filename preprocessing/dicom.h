@@ -77,7 +77,7 @@ typedef enum {
     CHEX_DICOM_CODEC_JPEG,     /* .4.50, .4.51 (8-bit only): chex_pre_decode_jpeg */
     CHEX_DICOM_CODEC_JPEG_LOSSLESS, /* .4.57, .4.70 */
     CHEX_DICOM_CODEC_JPEG_LS,       /* .4.80, .4.81 */
-    CHEX_DICOM_CODEC_J2K,           /* .4.90, .4.91, HTJ2K .4.201-.4.203 */
+    CHEX_DICOM_CODEC_J2K,           /* .4.90, .4.91 */
     CHEX_DICOM_CODEC_RLE            /* .5 */
 } chex_dicom_codec;
 chex_dicom_codec chex_dicom_codec_for(const char *transfer_syntax);

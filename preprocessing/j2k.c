@@ -1,5 +1,5 @@
-/* preprocessing/j2k.c - JPEG 2000 (1.2.840.10008.1.2.4.90/.91, HTJ2K
- * .201-.203) through OpenJPEG (Debian 12: 2.5.0), from memory.
+/* preprocessing/j2k.c - JPEG 2000 (1.2.840.10008.1.2.4.90/.91) through
+ * OpenJPEG (Debian 12: 2.5.0), from memory.
  *
  * The stream reads the caller's buffer through user callbacks bounded by len
  * (never a temporary file). The codec is JP2 when the frame starts with the JP2
