@@ -16,7 +16,8 @@
  *  - errors: MALFORMED for a corrupt or truncated stream, UNSUPPORTED for a
  *    valid stream using what we do not read (e.g. > 16 bits, subsampled
  *    components), NOMEM, ARG; msg gets one line naming the syntax;
- *  - reentrant, no global state; a failure frees everything it allocated.
+ *  - reentrant, no global state; a failure frees everything it allocated (out
+ *    may then hold some samples: treat it as garbage).
  */
 #ifndef CHEX_CODECS_H
 #define CHEX_CODECS_H

@@ -10,7 +10,7 @@
  * Reconstruction (H.1.2): the first sample of the scan and of each restart
  * interval is predicted by 2^(P-Pt-1), the rest of that first line by Ra, the
  * first sample of every other line by Rb, all others by the scan's predictor;
- * sample = (prediction + difference) mod 2^16, output sample << Pt. A
+ * sample = (prediction + difference) mod 2^16, output (sample << Pt) mod 2^P. A
  * difference category 16 means 32768 with no extra bits.
  * Entropy-coded bytes: FF 00 is a stuffed FF; reaching any marker supplies zero
  * bits, and using those bits is reported as a truncated stream.
@@ -410,6 +410,8 @@ static chex_pre_err decode_scan(jls_ctx *c, const uint8_t *p, size_t n, uint16_t
         return bad(c, "has a point transform not below the precision");
     const int w = c->width, h = c->height, nc = c->ncomp;
     const int init = 1 << (c->precision - pt - 1);
+    /* a corrupt stream can reconstruct values past P bits (mod 2^16): kept to P */
+    const unsigned pmask = (1u << c->precision) - 1u;
     bitreader b = {.buf = c->buf, .len = c->len, .pos = c->pos};
     unsigned left = c->restart, rst = 0;
     int fresh = 1; /* at the start of the scan or of a restart interval */
@@ -467,7 +469,7 @@ static chex_pre_err decode_scan(jls_ctx *c, const uint8_t *p, size_t n, uint16_t
                 int v = (pred + diff) & 0xFFFF;
                 cur[x * ns + i] = v;
                 out[((size_t)y * (size_t)w + (size_t)x) * (size_t)nc + (size_t)ci[i]] =
-                    (uint16_t)(v << pt);
+                    (uint16_t)((unsigned)(v << pt) & pmask);
             }
             fresh = 0;
         }

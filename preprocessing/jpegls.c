@@ -2,8 +2,8 @@
  * near-lossless) through CharLS's C API (Debian 12: CharLS 2.4.1).
  *
  * CharLS reads only the buffer it is given (set_source_buffer with len) and
- * reports corrupt or truncated data as an error code; every path destroys the
- * decoder. It writes samples of <= 8 bits as bytes and wider ones as uint16;
+ * reports corrupt data as an error code; a stream not ending in EOI is refused
+ * before CharLS sees it (see open_stream); every path destroys the decoder. It writes samples of <= 8 bits as bytes and wider ones as uint16;
  * 8-bit frames are decoded into the start of the caller's buffer and widened
  * in place from the end. Interleave mode none comes out planar and is
  * reordered to pixel-interleaved through a temporary copy.
@@ -39,6 +39,17 @@ static chex_pre_err open_stream(const uint8_t *frame, size_t len, charls_jpegls_
     if (!f || !frame || len == 0) {
         chex_pre_msg(msg, msglen, "DICOM malformed: %s frame is empty", NAME);
         return frame || !len ? CHEX_PRE_ERR_MALFORMED : CHEX_PRE_ERR_ARG;
+    }
+    /* CharLS 2.4.1 (Debian 12) can loop for minutes on scan data that runs to
+     * the end of its buffer without a marker (a truncated stream; upstream
+     * fixed such loops later, charls PR #334): a stream must end with EOI,
+     * after the even-length padding a DICOM fragment may add. */
+    while (len > 2 && frame[len - 1] == 0x00)
+        len--;
+    if (len < 4 || frame[len - 2] != 0xFF || frame[len - 1] != 0xD9) {
+        chex_pre_msg(msg, msglen, "DICOM malformed: %s stream is truncated (no EOI marker)",
+                     NAME);
+        return CHEX_PRE_ERR_MALFORMED;
     }
     charls_jpegls_decoder *d = charls_jpegls_decoder_create();
     if (!d) {
