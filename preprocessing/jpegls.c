@@ -43,8 +43,10 @@ static chex_pre_err open_stream(const uint8_t *frame, size_t len, charls_jpegls_
     /* CharLS 2.4.1 (Debian 12) can loop for minutes on scan data that runs to
      * the end of its buffer without a marker (a truncated stream; upstream
      * fixed such loops later, charls PR #334): a stream must end with EOI,
-     * after the even-length padding a DICOM fragment may add. */
-    while (len > 2 && frame[len - 1] == 0x00)
+     * before the even-length padding a DICOM fragment may add (00 or FF, as in
+     * NEMA's RG2_JLSL). */
+    while (len > 2 && !(frame[len - 2] == 0xFF && frame[len - 1] == 0xD9) &&
+           (frame[len - 1] == 0x00 || frame[len - 1] == 0xFF))
         len--;
     if (len < 4 || frame[len - 2] != 0xFF || frame[len - 1] != 0xD9) {
         chex_pre_msg(msg, msglen, "DICOM malformed: %s stream is truncated (no EOI marker)",
