@@ -22,7 +22,7 @@ CFLAGS ?= $(OPT) -g
 override CFLAGS += -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fopenmp -MMD -MP -I.
 LDFLAGS ?=
 override LDFLAGS += -fopenmp
-LIBS := -lmicrohttpd -lgnutls -lpng16 -ljpeg -lturbojpeg -ljansson -lz -lm -lpthread
+LIBS := -lmicrohttpd -lgnutls -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm -lpthread
 
 # Kernels for one instruction set are compiled with its flags only; the choice
 # among them happens at run time (model/ ISA dispatch), never -march=native.
@@ -156,7 +156,7 @@ FUZZ_EXTRA_fuzz_oip := server/oip.c
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -fopenmp
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(PRE_SRC) $(wildcard preprocessing/*.h) $(SRV_SRC)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(PRE_SRC) $(FUZZ_EXTRA_$*) -lpng16 -ljpeg -lturbojpeg -ljansson -lz -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(PRE_SRC) $(FUZZ_EXTRA_$*) -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
 fuzz: $(FUZZ_BINS)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) BUILD=$(BUILD) bash tests/fuzz/run.sh $(FUZZ_BINS)
 

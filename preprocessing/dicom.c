@@ -55,7 +55,12 @@
 
 #define TS_IMPLICIT_LE "1.2.840.10008.1.2"
 #define TS_EXPLICIT_LE "1.2.840.10008.1.2.1"
+#define TS_DEFLATED_LE "1.2.840.10008.1.2.1.99"
 #define TS_JPEG_BASELINE "1.2.840.10008.1.2.4.50"
+#define TS_JPEG_EXTENDED "1.2.840.10008.1.2.4.51"
+
+static chex_pre_err parse_dataset(const uint8_t *buf, size_t len, size_t pos, chex_dicom_info *o,
+                                  int encapsulated_ts, char *msg, size_t msglen);
 
 static uint16_t le16(const uint8_t *p)
 {
@@ -498,15 +503,48 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
     int encapsulated_ts = 0;
     if (strcmp(ts, TS_IMPLICIT_LE) == 0)
         o->implicit_vr = 1;
-    else if (strcmp(ts, TS_JPEG_BASELINE) == 0)
+    else if (chex_dicom_codec_for(ts) != CHEX_DICOM_CODEC_NONE)
         encapsulated_ts = 1;
-    else if (strcmp(ts, TS_EXPLICIT_LE) != 0) {
+    else if (strcmp(ts, TS_DEFLATED_LE) == 0) {
+        o->deflated = 1;
+        o->dataset_offset = pos;
+        return CHEX_PRE_OK;
+    } else if (strcmp(ts, TS_EXPLICIT_LE) != 0) {
         chex_pre_msg(msg, msglen,
-                     "DICOM transfer syntax %s (%s) is not supported; send Explicit VR Little "
-                     "Endian (%s), Implicit VR Little Endian or JPEG Baseline",
+                     "DICOM transfer syntax %s (%s) is not supported; send Explicit or Implicit "
+                     "VR Little Endian (%s), JPEG Baseline, Lossless, JPEG-LS, JPEG 2000, RLE "
+                     "or Deflated",
                      ts, ts_name(ts), TS_EXPLICIT_LE);
         return CHEX_PRE_ERR_UNSUPPORTED;
     }
+    return parse_dataset(buf, len, pos, o, encapsulated_ts, msg, msglen);
+}
+
+chex_pre_err chex_dicom_parse_inflated(const chex_dicom_info *meta, const uint8_t *ds, size_t len,
+                                       chex_dicom_info *o, char *msg, size_t msglen)
+{
+    if (!meta || !o || (!ds && len)) {
+        chex_pre_msg(msg, msglen, "chex_dicom_parse_inflated: NULL argument");
+        return CHEX_PRE_ERR_ARG;
+    }
+    chex_dicom_info m = *meta;
+    memset(o, 0, sizeof *o);
+    o->rows = o->columns = -1;
+    o->bits_allocated = o->bits_stored = o->high_bit = -1;
+    o->samples_per_pixel = 1;
+    o->number_of_frames = 1;
+    o->rescale_slope = 1.0;
+    o->ids = m.ids;
+    return parse_dataset(ds, len, 0, o, 0, msg, msglen);
+}
+
+/* The data set from pos: explicit or implicit VR LE (o->implicit_vr), pixel
+ * data native or, when encapsulated_ts, in fragment items. */
+static chex_pre_err parse_dataset(const uint8_t *buf, size_t len, size_t pos, chex_dicom_info *o,
+                                  int encapsulated_ts, char *msg, size_t msglen)
+{
+    const char *ts = o->ids.transfer_syntax;
+    chex_pre_err err;
 
     /* A data set labelled explicit but written implicit (seen from some
      * modalities): the first element has no VR letters where the VR belongs. */
@@ -602,6 +640,7 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
         return CHEX_PRE_ERR_MALFORMED;
     }
     o->has_rescale = x.has_slope || x.has_intercept;
+    o->ids.frames = o->number_of_frames;
     if (x.has_wc && x.has_ww) {
         o->has_window = 1;
         o->window_center = x.wc;
@@ -613,6 +652,18 @@ too_deep:
     chex_pre_msg(msg, msglen, "DICOM malformed: sequences nested deeper than %d levels",
                  CHEX_DICOM_MAX_DEPTH);
     return CHEX_PRE_ERR_MALFORMED;
+}
+
+/* Without an offset table: does this fragment begin a new frame? RLE frames
+ * are one fragment each (PS3.5 A.4.2); JPEG family streams start with SOI,
+ * JPEG 2000 with SOC or the JP2 signature box. */
+static int starts_frame(const chex_dicom_info *info, const uint8_t *v, size_t n)
+{
+    if (chex_dicom_codec_for(info->ids.transfer_syntax) == CHEX_DICOM_CODEC_RLE)
+        return 1;
+    if (n >= 2 && v[0] == 0xFF && (v[1] == 0xD8 || v[1] == 0x4F))
+        return 1;
+    return n >= 8 && memcmp(v, "\0\0\0\x0CjP  ", 8) == 0;
 }
 
 chex_pre_err chex_dicom_first_frame(const chex_dicom_info *info, uint8_t *dst, size_t dstcap,
@@ -644,8 +695,8 @@ chex_pre_err chex_dicom_first_frame(const chex_dicom_info *info, uint8_t *dst, s
         }
         if (pos - first >= end_rel)
             break;
-        if (info->number_of_frames > 1 && end_rel == SIZE_MAX && nfrag > 0 && e.vlen >= 2 &&
-            p[e.value] == 0xFF && p[e.value + 1] == 0xD8)
+        if (info->number_of_frames > 1 && end_rel == SIZE_MAX && nfrag > 0 &&
+            starts_frame(info, p + e.value, e.vlen))
             break;
         if (dst) {
             if (dstcap - total < e.vlen) {
@@ -917,7 +968,8 @@ static void jframe_row(void *ctx, const uint8_t *line)
     }
 }
 
-/* Decodes the first JPEG Baseline frame into *frame (malloc'd, w*h bytes). */
+/* Decodes the first JPEG Baseline (or 8-bit JPEG Extended) frame into *frame
+ * (malloc'd, w*h bytes). */
 static chex_pre_err decode_jpeg_frame(const chex_dicom_info *info, const chex_pre_opts *opts,
                                       uint8_t **frame, char *msg, size_t msglen)
 {
@@ -940,8 +992,18 @@ static chex_pre_err decode_jpeg_frame(const chex_dicom_info *info, const chex_pr
     if (err != CHEX_PRE_OK) {
         free(j.frame);
         if (err == CHEX_PRE_ERR_FORMAT || err == CHEX_PRE_ERR_EMPTY) {
-            chex_pre_msg(msg, msglen, "DICOM malformed: JPEG Baseline frame is not a JPEG stream");
+            chex_pre_msg(msg, msglen, "DICOM malformed: %s frame is not a JPEG stream",
+                         ts_name(info->ids.transfer_syntax));
             err = CHEX_PRE_ERR_MALFORMED;
+        } else if (err == CHEX_PRE_ERR_UNSUPPORTED &&
+                   strcmp(info->ids.transfer_syntax, TS_JPEG_EXTENDED) == 0) {
+            /* 8-bit JPEG Extended decodes above; 12-bit has no maintained C decoder in
+             * Debian 12 (docs/API.md) */
+            chex_pre_msg(msg, msglen,
+                         "DICOM transfer syntax %s (JPEG Extended) with 12-bit samples is not "
+                         "supported: Debian 12's libjpeg-turbo 2.1.5 decodes 8-bit JPEG only; "
+                         "send JPEG Lossless, JPEG-LS, JPEG 2000 or uncompressed",
+                         TS_JPEG_EXTENDED);
         }
         return err;
     }
@@ -949,15 +1011,80 @@ static chex_pre_err decode_jpeg_frame(const chex_dicom_info *info, const chex_pr
     return CHEX_PRE_OK;
 }
 
-/* Parses and checks everything the header says; *bs and *hb get Bits
- * Stored and High Bit with their defaults. */
-static chex_pre_err check_header(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
-                                 chex_dicom_info *d, int *bs_out, int *hb_out, char *msg,
-                                 size_t msglen)
+/* Deflated Explicit VR LE: the most the data set may inflate to (4 bytes per
+ * allowed pixel plus 64 MiB of other attributes). */
+static size_t inflate_limit(const chex_pre_opts *opts)
 {
+    uint64_t maxpix = opts->max_pixels && opts->max_pixels < CHEX_PRE_HARD_MAX_PIXELS
+                          ? opts->max_pixels
+                          : CHEX_PRE_HARD_MAX_PIXELS;
+    uint64_t max_out = 4 * maxpix + (UINT64_C(64) << 20);
+    return max_out > SIZE_MAX ? SIZE_MAX : (size_t)max_out;
+}
+
+/* Peak heap of chex_deflate_inflate for a stream of clen bytes inflating to
+ * n: its buffer's growth (old and new block during a realloc) plus zlib's
+ * state and window; *final gets the size of the buffer it returns. */
+static uint64_t inflate_peak(size_t clen, size_t n, size_t max_out, uint64_t *final)
+{
+    uint64_t cap = clen < max_out / 4 ? 4 * (uint64_t)clen + 4096 : max_out, peak;
+    if (cap > max_out)
+        cap = max_out;
+    peak = cap;
+    while (cap <= n && cap < max_out) {
+        uint64_t ncap = cap > max_out / 2 ? max_out : 2 * cap;
+        peak = cap + ncap > peak ? cap + ncap : peak;
+        cap = ncap;
+    }
+    *final = cap;
+    return peak + 65536u;
+}
+
+/* Deflated Explicit VR LE: inflates the data set and parses it into *d, which
+ * then points into *inflated (caller frees); *n gets the inflated size. */
+static chex_pre_err inflate_dataset(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                                    chex_dicom_info *d, uint8_t **inflated, size_t *n,
+                                    char *msg, size_t msglen)
+{
+    *n = 0;
+    if (d->dataset_offset > len) {
+        chex_pre_msg(msg, msglen, "DICOM malformed: data set offset past the end");
+        return CHEX_PRE_ERR_MALFORMED;
+    }
+    chex_pre_err err = chex_deflate_inflate(buf + d->dataset_offset, len - d->dataset_offset,
+                                            inflate_limit(opts), inflated, n, msg, msglen);
+    if (err != CHEX_PRE_OK)
+        return err;
+    chex_dicom_info meta = *d;
+    err = chex_dicom_parse_inflated(&meta, *inflated, *n, d, msg, msglen);
+    if (err != CHEX_PRE_OK) {
+        free(*inflated);
+        *inflated = NULL;
+    }
+    return err;
+}
+
+/* Parses and checks everything the header says; *bs and *hb get Bits
+ * Stored and High Bit with their defaults. A deflated data set (deflate_len
+ * bytes from the end of the meta group) is inflated into *inflated (caller
+ * frees, also on error; NULL otherwise), *inflated_len its size, and *d
+ * points into it. */
+static chex_pre_err check_header(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
+                                 chex_dicom_info *d, int *bs_out, int *hb_out,
+                                 uint8_t **inflated, size_t *inflated_len, size_t *deflate_len,
+                                 char *msg, size_t msglen)
+{
+    *inflated = NULL;
+    *inflated_len = *deflate_len = 0;
     chex_pre_err err = chex_dicom_parse(buf, len, d, msg, msglen);
     if (err != CHEX_PRE_OK)
         return err;
+    if (d->deflated) {
+        *deflate_len = d->dataset_offset <= len ? len - d->dataset_offset : 0;
+        err = inflate_dataset(buf, len, opts, d, inflated, inflated_len, msg, msglen);
+        if (err != CHEX_PRE_OK)
+            return err;
+    }
     if (!d->pixel_data) {
         chex_pre_msg(msg, msglen, "DICOM has no Pixel Data (7FE0,0010): not an image");
         return CHEX_PRE_ERR_UNUSABLE;
@@ -1016,14 +1143,70 @@ static chex_pre_err check_header(const uint8_t *buf, size_t len, const chex_pre_
     return CHEX_PRE_OK;
 }
 
+/* Heap the codecs.h path can take beyond the copied frame (n bytes) and the
+ * uint16 frame (2 bytes a sample) for a w x h one-sample frame: the decoder's
+ * own buffers. OpenJPEG holds an int32 per sample in the image and as much
+ * again in its tile, plus code-block buffers, its stream buffer (1 MiB) and
+ * the codestream read into memory; CharLS its line buffers and state; JPEG
+ * Lossless two int rows per component; RLE nothing. */
+static uint64_t codec_bytes(chex_dicom_codec codec, uint64_t w, uint64_t h, uint64_t n)
+{
+    uint64_t s = w * h;
+    switch (codec) {
+    case CHEX_DICOM_CODEC_J2K:
+        return 12 * s + 2 * n + (UINT64_C(4) << 20);
+    case CHEX_DICOM_CODEC_JPEG_LS:
+        return 64 * w + (UINT64_C(1) << 20);
+    case CHEX_DICOM_CODEC_JPEG_LOSSLESS:
+        return 32 * w + (UINT64_C(256) << 10);
+    default:
+        return 0;
+    }
+}
+
+/* Precision and signedness a JPEG 2000 frame's codestream declares, read from
+ * its first fragment (the main header is there); 0 when unreadable. */
+static int j2k_header(const chex_dicom_info *d, chex_codec_frame *f)
+{
+    const uint8_t *p;
+    size_t fl;
+    if (first_fragment(d, &p, &fl) != 0 || chex_j2k_probe(p, fl, f, NULL, 0) != CHEX_PRE_OK)
+        return 0;
+    return 1;
+}
+
+static chex_pre_err probe_parsed(const chex_dicom_info *dp, int bs, const chex_pre_opts *opts,
+                                 chex_pre_probe_info *info, char *msg, size_t msglen);
+
 chex_pre_err chex_pre_probe_dicom(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
                                   chex_pre_probe_info *info, char *msg, size_t msglen)
 {
     chex_dicom_info d;
     int bs = 0, hb = 0;
-    chex_pre_err err = check_header(buf, len, opts, &d, &bs, &hb, msg, msglen);
-    if (err != CHEX_PRE_OK)
+    uint8_t *inflated = NULL;
+    size_t inflated_len = 0, deflate_len = 0;
+    chex_pre_err err = check_header(buf, len, opts, &d, &bs, &hb, &inflated, &inflated_len,
+                                    &deflate_len, msg, msglen);
+    if (err == CHEX_PRE_OK)
+        err = probe_parsed(&d, bs, opts, info, msg, msglen);
+    int deflated = inflated != NULL;
+    free(inflated);
+    if (err != CHEX_PRE_OK || !deflated)
         return err;
+    /* the inflated data set stays while the frame decodes; the inflation's
+     * peak comes first */
+    uint64_t final = 0,
+             peak = inflate_peak(deflate_len, inflated_len, inflate_limit(opts), &final);
+    info->decode_bytes =
+        peak > final + info->decode_bytes ? peak : final + info->decode_bytes;
+    return CHEX_PRE_OK;
+}
+
+static chex_pre_err probe_parsed(const chex_dicom_info *dp, int bs, const chex_pre_opts *opts,
+                                 chex_pre_probe_info *info, char *msg, size_t msglen)
+{
+    chex_dicom_info d = *dp;
+    chex_pre_err err;
     snprintf(info->format, sizeof info->format, "dicom");
     info->width = d.columns;
     info->height = d.rows;
@@ -1033,7 +1216,21 @@ chex_pre_err chex_pre_probe_dicom(const uint8_t *buf, size_t len, const chex_pre
     /* native: rows come straight from the request body, through a table of
      * the stored values */
     info->decode_bytes = bs <= CHEX_DICOM_LUT_BITS ? ((uint64_t)1 << bs) * sizeof(float) + 4096u : 0;
-    if (d.encapsulated) {
+    chex_dicom_codec codec = chex_dicom_codec_for(d.ids.transfer_syntax);
+    if (d.encapsulated && codec != CHEX_DICOM_CODEC_JPEG) {
+        size_t n = 0;
+        err = chex_dicom_first_frame(&d, NULL, 0, &n, msg, msglen);
+        if (err != CHEX_PRE_OK)
+            return err;
+        chex_codec_frame f;
+        info->bit_depth = bs;
+        if (codec == CHEX_DICOM_CODEC_J2K && j2k_header(&d, &f))
+            info->bit_depth = f.precision;
+        uint64_t w = (uint64_t)d.columns, h = (uint64_t)d.rows;
+        /* frame copy, uint16 frame, decoder, table of 2^16 stored values */
+        info->decode_bytes = n + 2 * w * h + codec_bytes(codec, w, h, n) +
+                             ((uint64_t)1 << 16) * sizeof(float) + 4096u;
+    } else if (d.encapsulated) {
         size_t n = 0;
         err = chex_dicom_first_frame(&d, NULL, 0, &n, msg, msglen);
         if (err != CHEX_PRE_OK)
@@ -1062,6 +1259,10 @@ chex_pre_err chex_pre_probe_dicom(const uint8_t *buf, size_t len, const chex_pre
     return CHEX_PRE_OK;
 }
 
+static chex_pre_err decode_parsed(const chex_dicom_info *dp, int bs, int hb,
+                                  const chex_pre_opts *opts, chex_pre_rows *rows,
+                                  chex_pre_image *meta, char *msg, size_t msglen);
+
 chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
                                    chex_pre_rows *rows, chex_pre_image *meta, char *msg,
                                    size_t msglen)
@@ -1072,13 +1273,56 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
     }
     chex_dicom_info d;
     int bs = 0, hb = 0;
-    chex_pre_err err = check_header(buf, len, opts, &d, &bs, &hb, msg, msglen);
-    if (err != CHEX_PRE_OK)
-        return err;
+    uint8_t *inflated = NULL; /* Deflated syntax: the data set d points into */
+    size_t inflated_len = 0, deflate_len = 0;
+    chex_pre_err err = check_header(buf, len, opts, &d, &bs, &hb, &inflated, &inflated_len,
+                                    &deflate_len, msg, msglen);
+    if (err == CHEX_PRE_OK)
+        err = decode_parsed(&d, bs, hb, opts, rows, meta, msg, msglen);
+    free(inflated);
+    return err;
+}
+
+static chex_pre_err decode_parsed(const chex_dicom_info *dp, int bs, int hb,
+                                  const chex_pre_opts *opts, chex_pre_rows *rows,
+                                  chex_pre_image *meta, char *msg, size_t msglen)
+{
+    chex_dicom_info d = *dp;
+    chex_pre_err err;
     chex_dicom_frame f = {.width = d.columns, .height = d.rows, .samples_per_pixel = 1,
                           .is_signed = d.pixel_representation};
     uint8_t *jpeg_frame = NULL;
-    if (d.encapsulated) {
+    uint16_t *frame16 = NULL; /* decoded by a codecs.h decoder */
+    chex_dicom_codec codec = chex_dicom_codec_for(d.ids.transfer_syntax);
+    if (d.encapsulated && codec != CHEX_DICOM_CODEC_JPEG) {
+        /* Samples as the native Pixel Data of the same image (what dcmtk's
+         * decompressors write): Bits Stored, High Bit and Pixel Representation
+         * of the data set interpret them, except for JPEG 2000, where the
+         * codestream's precision and signedness win when they disagree (as
+         * pydicom's J2K corrections and GDCM do: the codestream is what the
+         * encoder was given). The frame is read as 2-byte little-endian samples. */
+        chex_codec_frame cf;
+        err = chex_dicom_decode_frame(&d, opts, &frame16, &cf, msg, msglen);
+        if (err != CHEX_PRE_OK)
+            return err;
+        if (codec == CHEX_DICOM_CODEC_J2K) {
+            bs = cf.precision;
+            hb = bs - 1;
+            f.is_signed = cf.is_signed;
+        }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        for (size_t i = 0, np = (size_t)d.columns * (size_t)d.rows; i < np; i++) {
+            uint16_t v = frame16[i];
+            uint8_t *b = (uint8_t *)(frame16 + i);
+            b[0] = (uint8_t)(v & 0xFF);
+            b[1] = (uint8_t)(v >> 8);
+        }
+#endif
+        f.data = (const uint8_t *)frame16;
+        f.bytes = 2;
+        f.bits_stored = bs;
+        f.high_bit = hb;
+    } else if (d.encapsulated) {
         err = decode_jpeg_frame(&d, opts, &jpeg_frame, msg, msglen);
         if (err != CHEX_PRE_OK)
             return err;
@@ -1102,5 +1346,6 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
     }
     err = chex_dicom_frame_rows(&d, &f, rows, meta, msg, msglen);
     free(jpeg_frame);
+    free(frame16);
     return err;
 }

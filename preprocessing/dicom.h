@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "preprocessing/codecs.h"
 #include "preprocessing/preprocess.h"
 
 /* Sequences/items with undefined length may nest this deep, then MALFORMED. */
@@ -61,7 +62,11 @@ typedef struct {
     double window_center, window_width;
     chex_dicom_voi voi_function;
     int implicit_vr;  /* data set in Implicit VR Little Endian */
-    int encapsulated; /* pixel data in items (JPEG Baseline) */
+    int encapsulated; /* pixel data in items (a compressed transfer syntax) */
+    /* Deflated Explicit VR LE: only the file meta group was parsed; the data
+     * set (raw deflate) starts at dataset_offset. See chex_dicom_parse_inflated. */
+    int deflated;
+    size_t dataset_offset;
     /* Points into the caller's buffer. Native: the Pixel Data value.
      * Encapsulated: from the first item tag (basic offset table) up to, not
      * including, the sequence delimiter. NULL when there is no Pixel Data. */
@@ -73,16 +78,47 @@ typedef struct {
 } chex_dicom_info;
 
 /* Parses a Part 10 file: "DICM" at offset 128, file meta group (Explicit VR LE),
- * data set in Explicit VR LE, Implicit VR LE or JPEG Baseline (encapsulated).
+ * data set in Explicit VR LE, Implicit VR LE or encapsulated in one of the
+ * compressed syntaxes of chex_dicom_codec_for; for Deflated Explicit VR LE only
+ * the meta group (deflated = 1, pixel_data NULL). ids.frames = Number of Frames.
  * Returns CHEX_PRE_OK (pixel_data may still be NULL), FORMAT (no Part 10 header),
  * MALFORMED (truncated, length past the end, bad nesting) or UNSUPPORTED (any other
  * transfer syntax; msg names its UID). msg gets one line on error. */
 chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *out, char *msg,
                               size_t msglen);
 
+/* The data set of a deflated file, inflated by the caller into ds[0..len)
+ * (chex_deflate_inflate of buf + meta->dataset_offset): parsed as Explicit VR
+ * LE into *out, which keeps meta's identifiers (transfer syntax included).
+ * out->pixel_data points into ds. Same errors as chex_dicom_parse. */
+chex_pre_err chex_dicom_parse_inflated(const chex_dicom_info *meta, const uint8_t *ds, size_t len,
+                                       chex_dicom_info *out, char *msg, size_t msglen);
+
+/* Compressed pixel data: which decoder a transfer syntax needs. */
+typedef enum {
+    CHEX_DICOM_CODEC_NONE = 0, /* native (or not a syntax we read) */
+    CHEX_DICOM_CODEC_JPEG,     /* .4.50, .4.51 (8-bit only): chex_pre_decode_jpeg */
+    CHEX_DICOM_CODEC_JPEG_LOSSLESS, /* .4.57, .4.70 */
+    CHEX_DICOM_CODEC_JPEG_LS,       /* .4.80, .4.81 */
+    CHEX_DICOM_CODEC_J2K,           /* .4.90, .4.91 */
+    CHEX_DICOM_CODEC_RLE            /* .5 */
+} chex_dicom_codec;
+chex_dicom_codec chex_dicom_codec_for(const char *transfer_syntax);
+
+/* The first frame of info's encapsulated pixel data decoded by the codecs.h
+ * decoder its transfer syntax names (not CHEX_DICOM_CODEC_JPEG) into a
+ * malloc'd buffer *out (caller frees) of f->width*f->height*f->spp samples;
+ * the stream's size must equal Columns x Rows x Samples per Pixel and pass
+ * opts' limits (checked from the stream header, before the buffer exists).
+ * preprocessing/dicom_codec.c */
+chex_pre_err chex_dicom_decode_frame(const chex_dicom_info *info, const chex_pre_opts *opts,
+                                     uint16_t **out, chex_codec_frame *f, char *msg,
+                                     size_t msglen);
+
 /* The first frame of encapsulated pixel data: the fragments after the basic
  * offset table up to where the second frame starts (from the offset table, or,
- * without one, the next fragment that begins a JPEG stream, FF D8), all of them
+ * without one, the next fragment that begins a JPEG stream FF D8 or a JPEG 2000
+ * one FF 4F / JP2 signature; in RLE every fragment is a frame), all of them
  * for a single frame. Sets *nbytes to their total size; when dst is not NULL
  * also copies them there, one after another (dstcap must be >= that size).
  * Returns OK or MALFORMED (no fragment, bad item). */

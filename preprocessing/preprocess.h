@@ -58,6 +58,7 @@ typedef struct {
     char view_position[17];
     char transfer_syntax[65];
     char photometric[17];
+    long frames; /* Number of Frames (1 when absent); the first is the one read */
 } chex_dicom_ids;
 
 /* A decoded image: planar float samples in [0,1], channels 1 (gray) or 3 (RGB).
@@ -170,5 +171,13 @@ typedef struct {
 chex_pre_err chex_pre_probe(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
                             const chex_pre_spec *spec, chex_pre_probe_info *info,
                             char *msg, size_t msglen);
+
+/* Versions of the decoder libraries chexd links for compressed DICOM (static
+ * strings, e.g. "2.5.0"): OpenJPEG (JPEG 2000) and CharLS (JPEG-LS). JPEG
+ * Lossless, RLE and deflate framing are chexd's own (zlib inflates). */
+typedef struct {
+    const char *openjpeg, *charls;
+} chex_pre_decoder_versions;
+void chex_pre_get_decoder_versions(chex_pre_decoder_versions *out);
 
 #endif

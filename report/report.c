@@ -144,6 +144,29 @@ static chex_report_err prepare(const chex_report_ctx *ctx, const uint8_t *buf, s
                 "the input is not DICOM (PNG/JPEG have no study to attach a DICOM result to)");
         return CHEX_REPORT_ERR_NOT_DICOM;
     }
+    if (pe == CHEX_PRE_OK && c->src.deflated) {
+        /* Deflated Explicit VR LE: the identifiers are in the deflated data
+         * set (the pixels were already decoded from it, so it inflates; same
+         * bound as the decoder's with no max_pixels: 4 bytes a pixel of the
+         * hard ceiling plus 64 MiB) */
+        uint8_t *ds = NULL;
+        size_t n = 0;
+        chex_dicom_info meta = c->src;
+        if (meta.dataset_offset > len) {
+            pe = CHEX_PRE_ERR_MALFORMED;
+            snprintf(pmsg, sizeof pmsg, "data set offset past the end");
+        } else {
+            pe = chex_deflate_inflate(buf + meta.dataset_offset, len - meta.dataset_offset,
+                                      (size_t)((UINT64_C(4) << 30) + (UINT64_C(64) << 20)), &ds,
+                                      &n, pmsg, sizeof pmsg);
+        }
+        if (pe == CHEX_PRE_OK)
+            pe = chex_dicom_parse_inflated(&meta, ds, n, &c->src, pmsg, sizeof pmsg);
+        free(ds);
+        /* only identifiers and study attributes are used from here on */
+        c->src.pixel_data = NULL;
+        c->src.pixel_len = 0;
+    }
     if (pe != CHEX_PRE_OK) {
         set_msg(msg, msglen, "DICOM source unreadable: %s", pmsg);
         return CHEX_REPORT_ERR_SOURCE;

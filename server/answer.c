@@ -147,6 +147,12 @@ json_t *chex_answer_image(const chex_pipeline *p, const char *request_id, const 
                                "modality", d->modality, "view_position", d->view_position,
                                "transfer_syntax", d->transfer_syntax, "photometric",
                                d->photometric);
+        /* multi-frame objects: the first frame is the one classified */
+        if (dj && (json_object_set_new(dj, "frames", json_integer(d->frames > 0 ? d->frames : 1)) != 0 ||
+                   json_object_set_new(dj, "frame", json_integer(1)) != 0)) {
+            json_decref(dj);
+            dj = NULL;
+        }
         if (!dj || json_object_set_new(root, "dicom", dj) != 0) {
             json_decref(root);
             return NULL;

@@ -20,6 +20,7 @@
 #include "model/model.h"
 #include "model/safetensors.h"
 #include "report/report.h"
+#include "preprocessing/preprocess.h"
 #include "server/answer.h"
 #include "server/heatmap.h"
 #include "server/pipeline.h"
@@ -897,7 +898,9 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "--version") == 0) {
-        printf("chex %s\n", CHEXD_VERSION);
+        chex_pre_decoder_versions dv;
+        chex_pre_get_decoder_versions(&dv);
+        printf("chex %s (OpenJPEG %s, CharLS %s)\n", CHEXD_VERSION, dv.openjpeg, dv.charls);
         return 0;
     }
     if (strcmp(cmd, "classify") == 0)

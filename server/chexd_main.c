@@ -13,6 +13,7 @@
 
 #include "config/config.h"
 #include "model/model.h"
+#include "preprocessing/preprocess.h"
 #include "server/answer.h"
 #include "server/daemon.h"
 #include "server/log.h"
@@ -76,7 +77,9 @@ int main(int argc, char **argv)
         chex_config_usage("chexd", stdout);
         return 0;
     case CHEX_CONFIG_VERSION:
-        printf("chexd %s\n", CHEXD_VERSION);
+        chex_pre_decoder_versions dv;
+        chex_pre_get_decoder_versions(&dv);
+        printf("chexd %s (OpenJPEG %s, CharLS %s)\n", CHEXD_VERSION, dv.openjpeg, dv.charls);
         return 0;
     case CHEX_CONFIG_CHECK: {
         char *j = chex_config_to_json(&cfg);

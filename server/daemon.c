@@ -930,6 +930,10 @@ static enum MHD_Result answer_model(req *r)
     if (j) {
         json_object_set_new(j, "isa", json_string(chex_model_isa()));
         json_object_set_new(j, "outputs", chex_answer_outputs(in));
+        chex_pre_decoder_versions dv;
+        chex_pre_get_decoder_versions(&dv);
+        json_object_set_new(j, "decoders",
+                            json_pack("{s:s, s:s}", "openjpeg", dv.openjpeg, "charls", dv.charls));
         json_object_set_new(j, "precision", json_string(d->p->precision == CHEX_PRECISION_INT8
                                                             ? "int8"
                                                             : "fp32"));

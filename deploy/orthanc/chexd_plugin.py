@@ -51,7 +51,9 @@
 #   "MaxRetryAfterSeconds": 3600      longest Retry-After honoured
 #   "BackoffSeconds": 2               first retry delay, doubled each time ...
 #   "MaxBackoffSeconds": 60           ... up to this
-#   "AcceptedTransferSyntaxes": Explicit/Implicit VR LE and JPEG Baseline
+#   "AcceptedTransferSyntaxes": every syntax chexd reads itself (no transcoding round
+#                                     trip): Explicit/Implicit VR LE, Deflated, JPEG Baseline,
+#                                     JPEG Lossless, JPEG-LS, JPEG 2000, RLE
 #   "TranscodeTo": "1.2.840.10008.1.2.1"   used for every other transfer syntax ("" = send as is)
 
 import collections
@@ -93,7 +95,16 @@ DEFAULTS = {
     "AcceptedTransferSyntaxes": [
         "1.2.840.10008.1.2",      # Implicit VR Little Endian
         "1.2.840.10008.1.2.1",    # Explicit VR Little Endian
+        "1.2.840.10008.1.2.1.99", # Deflated Explicit VR Little Endian
         "1.2.840.10008.1.2.4.50", # JPEG Baseline (8-bit)
+        "1.2.840.10008.1.2.4.57", # JPEG Lossless (process 14)
+        "1.2.840.10008.1.2.4.70", # JPEG Lossless SV1
+        "1.2.840.10008.1.2.4.80", # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.81", # JPEG-LS Near-Lossless
+        "1.2.840.10008.1.2.4.90", # JPEG 2000 Lossless
+        "1.2.840.10008.1.2.4.91", # JPEG 2000
+        "1.2.840.10008.1.2.5",    # RLE Lossless
+        # not .4.51 (chexd reads 8-bit JPEG Extended only) nor HTJ2K: transcoded
     ],
     "TranscodeTo": "1.2.840.10008.1.2.1",
 }

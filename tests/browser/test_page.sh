@@ -9,6 +9,7 @@
 #     another finding with the keyboard, check its overlay (size, colour),
 #     the demo warning, timing, no request leaving chexd, a screenshot; then
 #     drop tests/data/16747_3_1.jpg on the drop zone: new bars, new map.
+#     (The second run drops tests/data/dicom-compressed/RG3_J2KR.dcm, a JPEG 2000 CR.)
 #  2. chexd with api_token_file: the page shows the 401 first, then works
 #     once the token is typed in.
 # Screenshots: $BUILD/browser/page.png and $BUILD/browser/page-token.png.
@@ -41,7 +42,7 @@ run_page() { # NAME SHOT [TOKEN]
   [ -n "$token" ] && auth=(-H "Authorization: Bearer $token")
   curl -sf "${auth[@]}" -H 'Content-Type: image/png' --data-binary @"$IMAGE" \
     "$URL/v1/predict" > "$TMPD/$name.json" || fail "$name: the API did not classify $IMAGE"
-  curl -sf "${auth[@]}" -H 'Content-Type: image/jpeg' --data-binary @"$DROP_IMAGE" \
+  curl -sf "${auth[@]}" -H 'Content-Type: application/octet-stream' --data-binary @"$DROP_IMAGE" \
     "$URL/v1/predict" > "$TMPD/$name-drop.json" || fail "$name: the API did not classify $DROP_IMAGE"
   rm -rf "$TMPD/profile-$name"
   mkdir -p "$TMPD/profile-$name"
@@ -61,6 +62,8 @@ start_daemon page-token --threads 2 --api-token-file "$TMPD/token"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: image/png' \
   --data-binary @"$IMAGE" "$URL/v1/predict")
 [ "$code" = 401 ] || fail "predict without the token answered $code, not 401"
+# the second page drops a JPEG 2000 CR as a PACS stores it (read without transcoding)
+DROP_IMAGE=$DATA/dicom-compressed/RG3_J2KR.dcm
 run_page page-token "$OUT/page-token.png" "$(head -1 "$TMPD/token")"
 ok "page with api_token_file, after typing the token"
 stop_daemon "$PID" || true

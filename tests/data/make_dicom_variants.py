@@ -342,10 +342,16 @@ def main():
     ds = base_ds(cr, 16, 16)
     set_pixels(ds, tiny.astype("<u2").tobytes())
     good = to_bytes(ds, ExplicitVRLittleEndian)
+    # compressed syntaxes chexd reads, labelling native pixel data: malformed
     for uid in ("1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
                 "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
-                "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
-                "1.2.840.10008.1.2.4.51", "1.2.3.4.5.6"):
+                "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.51"):
+        out.add("ts_" + uid.replace("1.2.840.10008.", "").replace(".", "_"),
+                set_ts_raw(good, uid), "malformed", says=uid)
+    # a plain data set labelled deflated is not a deflate stream
+    out.add("ts_1_2_1_99", set_ts_raw(good, "1.2.840.10008.1.2.1.99"), "malformed",
+            says="Deflated")
+    for uid in ("1.2.840.10008.1.2.2", "1.2.3.4.5.6"):
         out.add("ts_" + uid.replace("1.2.840.10008.", "").replace(".", "_"),
                 set_ts_raw(good, uid), "unsupported", says=uid)
 

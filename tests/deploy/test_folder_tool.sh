@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # tests/deploy/test_folder_tool.sh - deploy/pacs/chex-folder on a folder shaped like a
 # PACS export: a DX DICOM without extension in a subfolder (as dcmtk getscu writes
-# them), a PNG, a JPEG, a truncated DICOM and a text file. Through `bin/chex classify` and
-# through a running chexd (--url https://, --cacert from a test CA, bearer token): CSV rows for the three good files
+# them), a PNG, a JPEG, a JPEG Lossless CR, a truncated DICOM and a text file. Through `bin/chex classify` and
+# through a running chexd (--url https://, --cacert from a test CA, bearer token): CSV rows for the four good files
 # (path, SOP instance UID for the DICOM, 14 label columns equal to chex classify),
 # exit 1 and the broken file listed as failed; the text file skipped; both ways give
 # the same CSV; a wrong token fails every file; another CA's certificate fails every file
@@ -34,26 +34,30 @@ export_dir=$tmp/export
 mkdir -p "$export_dir/DX/1.2.3"
 "$PY" tests/deploy/make_dx.py tests/data/00000001_000.png "$export_dir/DX/1.2.3/DX.1.2.826.0.1.4001"
 cp tests/data/00000002_000.png "$export_dir/chest.png"
+# a JPEG Lossless CR as a PACS stores it (issue 16: read without transcoding)
+mkdir -p "$export_dir/CR"
+cp tests/data/dicom-compressed/crmono1_jpll_sv6.dcm "$export_dir/CR/CR.jpll"
 cp tests/data/16747_3_1.jpg "$export_dir/photo.jpg"
 head -c 4000 "$export_dir/DX/1.2.3/DX.1.2.826.0.1.4001" >"$export_dir/broken.dcm"
 echo "exported by getscu" >"$export_dir/README.txt"
 
 check_csv() { # CSV FAILURES_FILE
   "$BIN/chex" classify --model "$MODEL" "$export_dir/DX/1.2.3/DX.1.2.826.0.1.4001" "$export_dir/chest.png" \
-    "$export_dir/photo.jpg" >"$tmp/cli.jsonl" || true
-  "$PY" - "$1" "$2" "$tmp/cli.jsonl" "$export_dir/DX/1.2.3/DX.1.2.826.0.1.4001" <<'EOF'
+    "$export_dir/photo.jpg" "$export_dir/CR/CR.jpll" >"$tmp/cli.jsonl" || true
+  "$PY" - "$1" "$2" "$tmp/cli.jsonl" "$export_dir/DX/1.2.3/DX.1.2.826.0.1.4001" "$export_dir/CR/CR.jpll" <<'EOF'
 import csv, json, sys
 import pydicom
 rows = list(csv.reader(open(sys.argv[1])))
 failures = open(sys.argv[2]).read().splitlines()
 cli = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
 uid = pydicom.dcmread(sys.argv[4]).SOPInstanceUID
+uid_cr = pydicom.dcmread(sys.argv[5]).SOPInstanceUID
 head, body = rows[0], rows[1:]
 assert head[:2] == ["path", "sop_instance_uid"] and len(head) == 16, head
-order = ["DX/1.2.3/DX.1.2.826.0.1.4001", "chest.png", "photo.jpg"]
+order = ["DX/1.2.3/DX.1.2.826.0.1.4001", "chest.png", "photo.jpg", "CR/CR.jpll"]
 body = sorted(body, key=lambda r: order.index(r[0]) if r[0] in order else 99)
 assert [r[0] for r in body] == order, body
-assert body[0][1] == uid and body[1][1] == "" and body[2][1] == "", body
+assert body[0][1] == uid and body[1][1] == "" and body[2][1] == "" and body[3][1] == uid_cr, body
 for row, ans in zip(body, cli):
     want = {p["label"]: p["probability"] for p in ans["predictions"]}
     got = dict(zip(head[2:], map(float, row[2:])))
@@ -61,7 +65,7 @@ for row, ans in zip(body, cli):
     worst = max(abs(got[k] - want[k]) for k in got)
     assert worst <= 1e-6, f"{row[0]}: CSV differs from chex classify by {worst}"
 assert len(failures) == 1 and failures[0].startswith("broken.dcm\t"), failures
-print(f"  3 rows (DICOM with SOP UID, PNG, JPEG), 14 label columns = chex classify; failed: {failures[0][:100]}")
+print(f"  4 rows (DICOM with SOP UID, PNG, JPEG, JPEG Lossless DICOM), 14 label columns = chex classify; failed: {failures[0][:100]}")
 EOF
 }
 
@@ -103,15 +107,15 @@ echo wrong-token >"$tmp/bad-token"
 rc=0
 "$TOOL" --url "https://127.0.0.1:$port/v1/predict" --cacert "$tmp/secrets/ca.pem" --token-file "$tmp/bad-token" -o "$tmp/bad.csv" \
   --failures "$tmp/bad.fail" "$export_dir" 2>/dev/null || rc=$?
-[ $rc -eq 1 ] && [ "$(wc -l <"$tmp/bad.fail")" -eq 4 ] && grep -q '401' "$tmp/bad.fail" ||
+[ $rc -eq 1 ] && [ "$(wc -l <"$tmp/bad.fail")" -eq 5 ] && grep -q '401' "$tmp/bad.fail" ||
   fail "wrong token: exit $rc, failures: $(cat "$tmp/bad.fail")"
-echo "wrong token: exit 1, all 4 files failed with 401"
+echo "wrong token: exit 1, all 5 files failed with 401"
 rc=0
 "$TOOL" --url "https://127.0.0.1:$port" --cacert "$tmp/other/ca.pem" --token-file "$tmp/token" -o "$tmp/ca.csv" \
   --failures "$tmp/ca.fail" "$export_dir" 2>/dev/null || rc=$?
-[ $rc -eq 1 ] && [ "$(wc -l <"$tmp/ca.fail")" -eq 4 ] && grep -q 'CERTIFICATE_VERIFY_FAILED' "$tmp/ca.fail" ||
+[ $rc -eq 1 ] && [ "$(wc -l <"$tmp/ca.fail")" -eq 5 ] && grep -q 'CERTIFICATE_VERIFY_FAILED' "$tmp/ca.fail" ||
   fail "wrong CA: exit $rc, failures: $(cat "$tmp/ca.fail")"
-echo "another CA's --cacert: exit 1, all 4 files failed (certificate verify failed)"
+echo "another CA's --cacert: exit 1, all 5 files failed (certificate verify failed)"
 kill -TERM "$chexd_pid"; wait "$chexd_pid" || true; chexd_pid=
 
 mkdir "$tmp/empty"

@@ -13,8 +13,9 @@
 # |diff| <= 1e-6) and free of patient identity; an OT instance is left alone; while the
 # worker waits on a frozen chexd (SIGSTOP), Orthanc's REST API and C-STORE answer; chexd
 # stopped while an instance arrives -> "retrying" recorded, chexd restarted -> the
-# result lands; a JPEG-LS instance is transcoded by Orthanc and classified like its
-# source; an image chexd refuses (422) is recorded as failed; chexd stopped for good
+# result lands; JPEG-LS, JPEG 2000 and JPEG Lossless instances are sent as stored (no
+# transcoding: chexd's answer names their syntax) and classified like chex classify; an
+# image chexd refuses (422) is recorded as failed; chexd stopped for good
 # -> "failed after N attempts over ..." once its retry horizon (30 s here) is over; a
 # study reclassified through the plugin's route; with an in-memory window of 1 id,
 # three instances waiting on a frozen chexd all stay pending in the plugin's store
@@ -268,13 +269,32 @@ start_chexd
 wait_status "$dx2" ok 30
 check_stored "$dx2" "$tmp/dx2.dcm"
 
-# ---- 3. JPEG-LS stored: Orthanc transcodes it, same answer as the uncompressed source ----
+# ---- 3. compressed instances chexd reads itself: sent as stored, no transcoding --------
+# (chexd's answer names the transfer syntax it decoded: the stored one, not 1.2.1)
+sent_as_stored() { # ID SYNTAX
+  [ "$(orth GET "/instances/$1/metadata/TransferSyntax")" = "$2" ] ||
+    fail "Orthanc did not keep transfer syntax $2"
+  orth GET "/instances/$1/metadata/chexd" |
+    "$PY" -c 'import json, sys; d = json.load(sys.stdin)["dicom"]; sys.exit(0 if d["transfer_syntax"] == sys.argv[1] and d["frame"] == 1 else 1)' "$2" ||
+    fail "instance $1 was not classified from its stored syntax $2"
+}
 dx4=$(store "$tmp/dx4-jpegls.dcm" -xt)
-[ "$(orth GET "/instances/$dx4/metadata/TransferSyntax")" = 1.2.840.10008.1.2.4.80 ] ||
-  fail "Orthanc did not keep the JPEG-LS transfer syntax"
 wait_status "$dx4" ok 60
 check_stored "$dx4" "$tmp/dx4.dcm"
-echo "orthanc: JPEG-LS instance transcoded to Explicit VR LE by Orthanc, classified"
+sent_as_stored "$dx4" 1.2.840.10008.1.2.4.80
+echo "orthanc: JPEG-LS instance classified as stored, same answer as its uncompressed source"
+j2k=$(store tests/data/dicom-compressed/RG3_J2KR.dcm -xv)
+wait_status "$j2k" ok 60
+check_stored "$j2k" tests/data/dicom-compressed/RG3_J2KR.dcm
+sent_as_stored "$j2k" 1.2.840.10008.1.2.4.90
+# the real JPEG Lossless CR, with the birth date check_stored looks for
+"$PY" -c 'import sys, pydicom; d = pydicom.dcmread(sys.argv[1]); d.PatientBirthDate = "19700101"; d.save_as(sys.argv[2])' \
+  tests/data/dicom-compressed/RG2_JPLL.dcm "$tmp/rg2-jpll.dcm"
+jpll=$(store "$tmp/rg2-jpll.dcm" -xs)
+wait_status "$jpll" ok 60
+check_stored "$jpll" "$tmp/rg2-jpll.dcm"
+sent_as_stored "$jpll" 1.2.840.10008.1.2.4.70
+echo "orthanc: JPEG 2000 and JPEG Lossless CRs classified as stored (no transcoding)"
 
 # ---- 4. an image chexd refuses: recorded as failed, not retried -------------------------
 small=$(store "$tmp/small.dcm")

@@ -15,6 +15,6 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 $CC -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fopenmp -I. -o "$work/cam_driver" \
   tests/reference/cam_driver.c "$BUILD/libchex_model.a" "$BUILD/libchex_pre.a" \
-  -lpng16 -ljpeg -lturbojpeg -ljansson -lz -lm
+  -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$PY" tests/reference/test_cam.py "$work/cam_driver" \
   "$MODELS/chexnet-demo.safetensors" "$work"

@@ -10,7 +10,7 @@ CC=${CC:-gcc}
 make -s BUILD="$BUILD" BIN="$BIN" MODELS="$MODELS" "$BUILD/libchex_model.a" "$BUILD/libchex_pre.a"
 $CC -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fopenmp -I. -o "$TMPD/cam_driver" \
   tests/reference/cam_driver.c "$BUILD/libchex_model.a" "$BUILD/libchex_pre.a" \
-  -lpng16 -ljpeg -lturbojpeg -ljansson -lz -lm
+  -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
 
 start_daemon cam --threads 2
 OMP_NUM_THREADS=2 "$PY" tests/reference/test_cam_api.py "$URL" "$TMPD/cam_driver" "$DEMO" "$TMPD" \

@@ -3,7 +3,8 @@
  * counted (malloc and friends are wrapped here, or under ASan its allocator
  * hooks), and the peak during one prepare (tensor included) must stay within
  * the probe's figure, for PNG 8/16-bit gray/RGB/RGBA, Adam7 interlaced PNG,
- * baseline and progressive JPEG, native and JPEG Baseline DICOM, with and
+ * baseline and progressive JPEG, native, JPEG Baseline and compressed DICOM
+ * (JPEG Lossless, JPEG-LS, JPEG 2000, RLE, Deflated), with and
  * without the display copy, on real radiographs scaled to detector size. */
 #include <malloc.h>
 #include <png.h>
@@ -269,6 +270,18 @@ static void test_dicom(void **state)
     check_file("tests/data/dicom/jpeg_fragments.dcm");
 }
 
+static void test_dicom_compressed(void **state)
+{
+    (void)state;
+    check_file("tests/data/dicom-compressed/RG2_JPLL.dcm");         /* JPEG Lossless */
+    check_file("tests/data/dicom-compressed/crmono1_jpll_sv6.dcm");
+    check_file("tests/data/dicom-compressed/RG2_JLSL.dcm");         /* JPEG-LS */
+    check_file("tests/data/dicom-compressed/crmono1_jls_near2.dcm");
+    check_file("tests/data/dicom-compressed/RG3_J2KR.dcm");         /* JPEG 2000 */
+    check_file("tests/data/dicom-compressed/crmono1_rle.dcm");      /* RLE */
+    check_file("tests/data/dicom-compressed/crmono1_deflate.dcm");  /* Deflated */
+}
+
 int main(void)
 {
     install_hooks();
@@ -276,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_png),
         cmocka_unit_test(test_jpeg),
         cmocka_unit_test(test_dicom),
+        cmocka_unit_test(test_dicom_compressed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

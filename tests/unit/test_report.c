@@ -122,6 +122,40 @@ static void test_sr_read_back(void **state)
     free(src);
 }
 
+/* A Deflated Explicit VR LE source: its identifiers are in the deflated data
+ * set, the SR references them. */
+static void test_sr_deflated_source(void **state)
+{
+    (void)state;
+    size_t len;
+    uint8_t *src = chex_test_read_file("tests/data/dicom-compressed/crmono1_deflate.dcm", &len);
+    assert_non_null(src);
+    chex_dicom_info m, s, r;
+    char msg[512];
+    assert_int_equal(chex_dicom_parse(src, len, &m, msg, sizeof msg), CHEX_PRE_OK);
+    assert_true(m.deflated);
+    uint8_t *ds = NULL;
+    size_t n = 0;
+    assert_int_equal(chex_deflate_inflate(src + m.dataset_offset, len - m.dataset_offset,
+                                          (size_t)1 << 28, &ds, &n, msg, sizeof msg),
+                     CHEX_PRE_OK);
+    assert_int_equal(chex_dicom_parse_inflated(&m, ds, n, &s, msg, sizeof msg), CHEX_PRE_OK);
+    assert_true(s.ids.study_instance_uid[0] && s.ids.sop_instance_uid[0]);
+    chex_model_info mi = model_info();
+    chex_report_ctx ctx = {"1.2.3", "9.9.9", &mi, "demo weights: not a diagnosis", 0};
+    const float probs[3] = {0.1f, 0.7f, 0.5f};
+    uint8_t *sr = NULL;
+    size_t srlen = 0;
+    assert_int_equal(chex_report_sr(&ctx, src, len, probs, 1, 0.5, &sr, &srlen, msg, sizeof msg),
+                     CHEX_REPORT_OK);
+    parse_guarded(sr, srlen, &r);
+    same_study(&s, &r);
+    assert_true(contains(sr, srlen, s.ids.sop_instance_uid));
+    free(sr);
+    free(ds);
+    free(src);
+}
+
 static void test_sc_read_back(void **state)
 {
     (void)state;
@@ -228,6 +262,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sr_read_back),
         cmocka_unit_test(test_sc_read_back),
+        cmocka_unit_test(test_sr_deflated_source),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,11 @@
+/* tests/fuzz/fuzz_jpegll.c - libFuzzer target: chex_jpegll_probe / chex_jpegll_decode
+ * (preprocessing/codecs.h) on arbitrary frame bytes; see fuzz_codec_common.h. */
+#include "tests/fuzz/fuzz_codec_common.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fuzz_codec(data, size, chex_jpegll_probe, chex_jpegll_decode);
+    return 0;
+}
