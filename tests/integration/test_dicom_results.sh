@@ -189,10 +189,10 @@ rc=0
   "$TMPD/png.json" || fail "PNG with --sr: $(cat "$TMPD/png.json")"
 ok "PNG input with --sr: not_dicom error"
 
-mkdir -p "$TMPD/root"
-"$CHEX" classify --model "$DEMO" --uid-root 1.2.826.0.1.3680043.10.543 --sr "$TMPD/root" \
+mkdir -p "$TMPD/uidroot"
+"$CHEX" classify --model "$DEMO" --uid-root 1.2.826.0.1.3680043.10.543 --sr "$TMPD/uidroot" \
   "$DATA/cr-mono1-10-chest.dcm" >/dev/null || fail "classify with uid_root"
-"$PY" - "$TMPD/root/cr-mono1-10-chest.sr.dcm" <<'PY' || fail "uid_root not used"
+"$PY" - "$TMPD/uidroot/cr-mono1-10-chest.sr.dcm" <<'PY' || fail "uid_root not used"
 import sys, pydicom
 d = pydicom.dcmread(sys.argv[1])
 for uid in (d.SOPInstanceUID, d.SeriesInstanceUID, d.file_meta.MediaStorageSOPInstanceUID):
@@ -201,10 +201,10 @@ assert d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID
 assert d.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
 PY
 rc=0
-"$CHEX" classify --model "$DEMO" --uid-root 1.2.x --sr "$TMPD/root" "$DATA/cr-mono1-10-chest.dcm" \
+"$CHEX" classify --model "$DEMO" --uid-root 1.2.x --sr "$TMPD/uidroot" "$DATA/cr-mono1-10-chest.dcm" \
   >/dev/null 2>"$TMPD/err.txt" || rc=$?
 [ "$rc" = 2 ] && grep -q 'uid_root' "$TMPD/err.txt" || fail "bad uid_root: exit $rc, $(cat "$TMPD/err.txt")"
 rc=0
-"$CHEX" classify --model "$DEMO" --sc "$TMPD/root" "$DATA/cr-mono1-10-chest.dcm" >/dev/null 2>"$TMPD/err.txt" || rc=$?
+"$CHEX" classify --model "$DEMO" --sc "$TMPD/uidroot" "$DATA/cr-mono1-10-chest.dcm" >/dev/null 2>"$TMPD/err.txt" || rc=$?
 [ "$rc" = 2 ] && grep -q -- '--cam' "$TMPD/err.txt" || fail "--sc without --cam: exit $rc"
 ok "uid_root: UIDs under the configured root; an invalid root and --sc without --cam are usage errors"
