@@ -17,22 +17,42 @@ void chex_budget_destroy(chex_budget *b)
     pthread_mutex_destroy(&b->lock);
 }
 
+void chex_budget_set_reclaim(chex_budget *b, uint64_t (*fn)(void *, uint64_t), void *ctx)
+{
+    b->reclaim = fn;
+    b->reclaim_ctx = ctx;
+}
+
+/* Lock held. 0 and taken, or the shortfall (> 0) and nothing taken. */
+static uint64_t take_locked(chex_budget *b, uint64_t bytes)
+{
+    if (b->limit && (bytes > b->limit || b->reserved > b->limit - bytes))
+        return bytes > b->limit ? bytes : bytes - (b->limit - b->reserved);
+    b->reserved += bytes;
+    if (b->reserved > b->peak)
+        b->peak = b->reserved;
+    return 0;
+}
+
 int chex_budget_try_reserve(chex_budget *b, uint64_t bytes)
 {
     if (bytes == 0)
         return 0;
-    int rc = 0;
     pthread_mutex_lock(&b->lock);
-    if (b->limit && (bytes > b->limit || b->reserved > b->limit - bytes)) {
-        b->refused++;
-        rc = -1;
-    } else {
-        b->reserved += bytes;
-        if (b->reserved > b->peak)
-            b->peak = b->reserved;
-    }
+    uint64_t short_by = take_locked(b, bytes);
     pthread_mutex_unlock(&b->lock);
-    return rc;
+    if (short_by && b->reclaim && bytes <= b->limit && b->reclaim(b->reclaim_ctx, short_by) > 0) {
+        pthread_mutex_lock(&b->lock);
+        short_by = take_locked(b, bytes);
+        pthread_mutex_unlock(&b->lock);
+    }
+    if (short_by) {
+        pthread_mutex_lock(&b->lock);
+        b->refused++;
+        pthread_mutex_unlock(&b->lock);
+        return -1;
+    }
+    return 0;
 }
 
 void chex_budget_release(chex_budget *b, uint64_t bytes)

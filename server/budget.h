@@ -20,14 +20,23 @@ typedef struct {
     uint64_t reserved;     /* held now */
     uint64_t peak;         /* most ever held */
     unsigned long long refused; /* try_reserve calls that did not fit */
+    /* Asked to give back at least its argument's bytes (e.g. kept buffers)
+     * before a reservation is refused; returns what it released. */
+    uint64_t (*reclaim)(void *ctx, uint64_t bytes);
+    void *reclaim_ctx;
 } chex_budget;
 
 /* limit 0 = no limit (reservations are still counted). Returns 0 or -1. */
 int chex_budget_init(chex_budget *b, uint64_t limit);
 void chex_budget_destroy(chex_budget *b);
 
+/* Sets the reclaim hook (before other threads use the budget). The hook is
+ * called without the budget's lock held and may call chex_budget_release. */
+void chex_budget_set_reclaim(chex_budget *b, uint64_t (*fn)(void *, uint64_t), void *ctx);
+
 /* Takes bytes when reserved + bytes <= limit (or no limit): returns 0.
- * Otherwise takes nothing and returns -1. bytes 0 always succeeds. */
+ * Otherwise asks the reclaim hook for the shortfall and tries once more; if it
+ * still does not fit, takes nothing and returns -1. bytes 0 always succeeds. */
 int chex_budget_try_reserve(chex_budget *b, uint64_t bytes);
 
 /* Gives back bytes taken by try_reserve (releasing more than is held is a

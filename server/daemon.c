@@ -41,6 +41,7 @@
 
 #include "server/answer.h"
 #include "server/answer_dicom.h"
+#include "server/bodycache.h"
 #include "server/budget.h"
 #include "server/connguard.h"
 #include "server/heatmap.h"
@@ -184,6 +185,8 @@ struct chexd {
      * what was resident at start. */
     chex_budget budget;
     int budget_ready;
+    chex_bodycache bodies; /* freed body buffers kept resident for reuse */
+    int bodies_ready;
     int holders;
     int warm; /* the worker's warm-up pass is done (under lock) */
     uint64_t rss_model, rss_start, memory_limit;
@@ -269,47 +272,81 @@ static int seg_len_eq(const char *s, size_t n, const char *word)
     return n == strlen(word) && memcmp(s, word, n) == 0;
 }
 
+/* Body buffers are mappings of their own (server/bodycache.h): cap bytes
+ * reserved in the budget and counted in r->body_held; buf NULL with cap > 0 is
+ * a reservation made before the first byte arrived. A buffer about to grow
+ * past 1 MiB is swapped for a kept one of the final size when the cache has
+ * it: its pages are resident, so filling it costs no page faults. */
+static int body_reuse(req *r, bytes *b, size_t want)
+{
+    size_t kcap;
+    uint8_t *k = chex_bodycache_take(&r->d->bodies, want, &kcap);
+    if (!k)
+        return 0;
+    if (b->len)
+        memcpy(k, b->buf, b->len);
+    chex_bodybuf_unmap(b->buf, b->cap);
+    chex_budget_release(&r->d->budget, b->cap);
+    r->body_held = r->body_held - b->cap + kcap;
+    b->buf = k;
+    b->cap = kcap;
+    return 1;
+}
+
 /* Appends to a body buffer of r, reserving its growth in the budget first
  * (limit: the announced Content-Length when the data stays within it).
  * Returns 0, -1 out of memory, -2 the budget has no room now. */
 static int body_append(req *r, bytes *b, const char *data, size_t n, uint64_t limit)
 {
-    if (b->len + n > b->cap) {
-        size_t need = b->len + n;
+    size_t need = b->len + n;
+    if (need > b->cap || !b->buf) {
         size_t nc = b->cap ? b->cap : 65536;
         while (nc < need)
             nc *= 2;
         if (limit && need <= limit && nc > limit)
             nc = (size_t)limit;
-        if (chex_budget_try_reserve(&r->d->budget, nc - b->cap) != 0)
-            return -2;
-        uint8_t *nb = realloc(b->buf, nc);
+        size_t want = limit && need <= limit ? (size_t)limit : nc;
+        if (b->len <= (1u << 20) && want > (1u << 20) && body_reuse(r, b, want) && need <= b->cap)
+            goto copy;
+        if (nc > b->cap) {
+            if (chex_budget_try_reserve(&r->d->budget, nc - b->cap) != 0)
+                return -2;
+            r->body_held += nc - b->cap;
+        }
+        uint8_t *nb = b->buf ? chex_bodybuf_grow(b->buf, b->cap, nc) : chex_bodybuf_map(nc);
         if (!nb) {
             chex_budget_release(&r->d->budget, nc - b->cap);
+            r->body_held -= nc - b->cap;
             return -1;
         }
-        r->body_held += nc - b->cap;
         b->buf = nb;
         b->cap = nc;
     }
+copy:
     memcpy(b->buf + b->len, data, n);
     b->len += n;
     return 0;
 }
 
-/* Frees a body buffer of r and gives its bytes back. */
-static void body_free(req *r, bytes *b)
+/* What requests hold: the budget's reservations less the kept bodies (read
+ * first, so a buffer moving into or out of the cache is never missed). */
+static uint64_t requests_reserved(chexd *d, uint64_t *cached)
 {
-    chex_budget_release(&r->d->budget, b->cap);
-    r->body_held -= b->cap < r->body_held ? b->cap : r->body_held;
-    free(b->buf);
-    b->buf = NULL;
-    b->len = b->cap = 0;
+    uint64_t c = chex_bodycache_bytes(&d->bodies), all = chex_budget_reserved(&d->budget);
+    if (cached)
+        *cached = c;
+    return all > c ? all - c : 0;
 }
 
-static void bytes_free(bytes *b)
+/* Gives a body buffer of r to the cache (its reservation with it) or back to
+ * the system and the budget. */
+static void body_free(req *r, bytes *b)
 {
-    free(b->buf);
+    if (b->buf)
+        chex_bodycache_give(&r->d->bodies, b->buf, b->cap);
+    else
+        chex_budget_release(&r->d->budget, b->cap);
+    r->body_held -= b->cap < r->body_held ? b->cap : r->body_held;
     b->buf = NULL;
     b->len = b->cap = 0;
 }
@@ -939,14 +976,15 @@ static enum MHD_Result answer_model(req *r)
                                                             : "fp32"));
     }
     if (j) {
-        uint64_t req_limit = chex_budget_limit(&r->d->budget);
+        uint64_t req_limit = chex_budget_limit(&r->d->budget), cached = 0;
         json_t *mem = json_pack(
-            "{s:I, s:I, s:I, s:I, s:I, s:I}", "limit_bytes", (json_int_t)d->memory_limit,
+            "{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "limit_bytes", (json_int_t)d->memory_limit,
             "resident_at_start_bytes", (json_int_t)d->rss_start, "model_bytes",
             (json_int_t)d->rss_model, "workspace_bytes",
             (json_int_t)(d->rss_start > d->rss_model ? d->rss_start - d->rss_model : 0),
             "requests_limit_bytes", (json_int_t)req_limit, "reserved_bytes",
-            (json_int_t)chex_budget_reserved(&r->d->budget));
+            (json_int_t)requests_reserved(r->d, &cached), "cached_body_bytes",
+            (json_int_t)cached);
         json_object_set_new(j, "memory", mem);
     }
     if (j && in->demo)
@@ -979,8 +1017,12 @@ static enum MHD_Result answer_metrics(req *r)
     pthread_mutex_lock(&d->lock);
     int q = d->queued;
     pthread_mutex_unlock(&d->lock);
-    chex_metrics_memory mem = {chex_budget_reserved(&d->budget), d->memory_limit,
-                               chex_budget_limit(&d->budget), chex_budget_peak(&d->budget),
+    uint64_t cached, held = requests_reserved(d, &cached);
+    chex_metrics_memory mem = {held,
+                               cached,
+                               d->memory_limit,
+                               chex_budget_limit(&d->budget),
+                               chex_budget_peak(&d->budget),
                                chex_budget_refused(&d->budget)};
     return send_body(r, 200, chex_metrics_render(q, &mem),
                      "text/plain; version=0.0.4; charset=utf-8", NULL, 0);
@@ -1308,11 +1350,7 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
                 return 1;
             }
             r->body_held = cap;
-            r->raw.buf = malloc(cap);
-            if (!r->raw.buf) {
-                return reject(r, ret, 500, "internal_error", "out of memory for the upload", NULL);
-            }
-            r->raw.cap = cap;
+            r->raw.cap = cap; /* mapped when the first bytes arrive */
         }
         return 0;
     }
@@ -1639,9 +1677,9 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     }
     if (r->pp)
         MHD_destroy_post_processor(r->pp);
-    bytes_free(&r->raw);
+    body_free(r, &r->raw);
     for (int i = 0; i < r->nparts; i++)
-        bytes_free(&r->parts[i]);
+        body_free(r, &r->parts[i]);
     for (int i = 0; i < r->nimg; i++)
         chex_pipeline_prepared_free(&r->imgs[i]);
     free(r->imgs);
@@ -1762,6 +1800,9 @@ static int set_budget(chexd *d, char *msg, size_t msglen)
         req_limit = d->memory_limit - floor;
     }
     d->budget.limit = req_limit;
+    /* Kept bodies may fill half of what requests share (they are given back
+     * whenever a reservation needs the room); without a limit, 256 MiB. */
+    d->bodies.max_bytes = req_limit ? req_limit / 2 : UINT64_C(256) << 20;
     return 0;
 }
 
@@ -1773,6 +1814,8 @@ static void free_daemon(chexd *d)
     chex_token_free(d->token);
     chex_tls_free(d->tls);
     chex_guard_stop(d->guard);
+    if (d->bodies_ready)
+        chex_bodycache_destroy(&d->bodies);
     if (d->budget_ready)
         chex_budget_destroy(&d->budget);
     pthread_mutex_destroy(&d->lock);
@@ -1810,6 +1853,12 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
         return -1;
     }
     d->budget_ready = 1;
+    if (chex_bodycache_init(&d->bodies, &d->budget, 0) != 0) {
+        snprintf(msg, msglen, "cannot create the body cache's lock");
+        goto fail;
+    }
+    d->bodies_ready = 1;
+    chex_budget_set_reclaim(&d->budget, chex_bodycache_reclaim, &d->bodies);
     if (chex_token_open(&d->token, cfg->api_token_file, msg, msglen) != 0)
         goto fail;
     int tls = cfg->tls_cert_file[0] || cfg->tls_key_file[0];

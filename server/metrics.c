@@ -196,6 +196,9 @@ char *chex_metrics_render(int queue_depth, const chex_metrics_memory *mem)
         sb_printf(&b,
                   "# HELP chexd_memory_reserved_bytes Bytes requests hold in the memory budget.\n"
                   "# TYPE chexd_memory_reserved_bytes gauge\nchexd_memory_reserved_bytes %llu\n"
+                  "# HELP chexd_memory_cached_bytes Freed request bodies kept resident for "
+                  "reuse (in the budget, given back when a reservation needs the room).\n"
+                  "# TYPE chexd_memory_cached_bytes gauge\nchexd_memory_cached_bytes %llu\n"
                   "# HELP chexd_memory_limit_bytes The whole process's budget (memory_limit_mb; "
                   "0 = none).\n"
                   "# TYPE chexd_memory_limit_bytes gauge\nchexd_memory_limit_bytes %llu\n"
@@ -208,7 +211,8 @@ char *chex_metrics_render(int queue_depth, const chex_metrics_memory *mem)
                   "chexd_memory_reserved_peak_bytes %llu\n"
                   "# HELP chexd_memory_refusals_total Reservations that did not fit at once.\n"
                   "# TYPE chexd_memory_refusals_total counter\nchexd_memory_refusals_total %llu\n",
-                  (unsigned long long)mem->reserved, (unsigned long long)mem->limit,
+                  (unsigned long long)mem->reserved, (unsigned long long)mem->cached,
+                  (unsigned long long)mem->limit,
                   (unsigned long long)mem->requests_limit, (unsigned long long)mem->peak,
                   mem->refused);
     if (b.failed) {

@@ -36,7 +36,9 @@ void chex_metrics_in_flight(int delta);
 
 /* The memory budget's figures, sampled by the caller (server/budget.h). */
 typedef struct {
-    uint64_t reserved, limit, requests_limit, peak;
+    uint64_t reserved; /* held by requests */
+    uint64_t cached;   /* kept body buffers (reserved too, given back on demand) */
+    uint64_t limit, requests_limit, peak;
     unsigned long long refused;
 } chex_metrics_memory;
 
