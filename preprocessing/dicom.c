@@ -740,6 +740,35 @@ static double stored_value(const sampler *s, uint32_t raw)
     return (double)u;
 }
 
+/* Smallest and largest stored value (as stored_value gives them) of the
+ * first n samples: one plain loop per sample width, which the compiler
+ * vectorises (a DX frame is 7.5 million samples). */
+static void stored_extremes(const sampler *s, size_t n, double *vmin, double *vmax)
+{
+    const chex_dicom_frame *f = s->f;
+    const int shift = s->shift;
+    const uint32_t mask = s->mask, sign = s->sign;
+    int32_t lo = INT32_MAX, hi = INT32_MIN;
+    if (f->bytes == 2) {
+        const uint8_t *p = f->data;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u = ((uint32_t)le16(p + 2 * i) >> shift) & mask;
+            int32_t v = (int32_t)(u ^ sign) - (int32_t)sign; /* sign == 0: v == u */
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u = (raw_sample(f, i) >> shift) & mask;
+            int32_t v = (int32_t)(u ^ sign) - (int32_t)sign;
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+    }
+    *vmin = lo;
+    *vmax = hi;
+}
+
 /* Modality value of pixel i (PS3.3 C.7.6.3.1.4 stored value, then rescale);
  * three samples per pixel are reduced to their luma first. */
 static double modality_value(const sampler *s, size_t i)
@@ -845,12 +874,8 @@ chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_fr
         double hi = -INFINITY;
         lo = INFINITY;
         if (use_lut) {
-            double smin_v = INFINITY, smax_v = -INFINITY;
-            for (size_t i = 0; i < npix; i++) {
-                double v = stored_value(&s, raw_sample(f, i));
-                smin_v = v < smin_v ? v : smin_v;
-                smax_v = v > smax_v ? v : smax_v;
-            }
+            double smin_v, smax_v;
+            stored_extremes(&s, npix, &smin_v, &smax_v);
             double a = smin_v * s.slope + s.intercept, b = smax_v * s.slope + s.intercept;
             lo = a < b ? a : b;
             hi = a < b ? b : a;
@@ -893,7 +918,11 @@ chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_fr
     }
     for (size_t y = 0; y < H; y++) {
         float *dst = chex_pre_rows_next(rows)[0];
-        if (lut) {
+        if (lut && f->bytes == 2) {
+            const uint8_t *p = f->data + y * W * 2;
+            for (size_t x = 0; x < W; x++)
+                dst[x] = lut[((uint32_t)le16(p + 2 * x) >> s.shift) & s.mask];
+        } else if (lut) {
             for (size_t x = 0; x < W; x++)
                 dst[x] = lut[(raw_sample(f, y * W + x) >> s.shift) & s.mask];
         } else {
