@@ -12,13 +12,14 @@
 #  - --since: only the dated studies in range; chexd frozen while the tool waits on it,
 #    then killed (SIGKILL) mid-request and started late: the tool retries and finishes
 #    (exit 0); a second run on the same checkpoint meanwhile exits 3 (lock);
-#  - a rerun does nothing new; --study for the undated ones; STOW failing -> the SR made
+#  - a rerun does nothing new; --since last; --study for the undated ones; STOW failing -> the SR made
 #    is kept (exit 3), the next run stores that same SR (same SOP Instance UID) without
 #    classifying again; --stow-url to a second Orthanc; chexd's 422 recorded, not retried;
+#    chexd's 503 + Retry-After (from a gate in front of chexd) waited as told;
 #  - every image has exactly one chexd SR in the PACS, in its study, whose NUM values equal
 #    chexd's JSON /v1/predict on the same file (|diff| <= 1e-6); no SR for a non-image;
 #  - a fresh checkpoint over --all lists only the 5 images (chexd's SRs are never
-#    classified); wrong PACS password and wrong chexd token exit 2.
+#    classified), also with the python3 on PATH; wrong PACS password and wrong chexd token exit 2.
 #   env: BIN, MODELS, PY (as given by tests/run_all.sh)
 set -euo pipefail
 self=$(readlink -f "${BASH_SOURCE[0]}")
@@ -45,7 +46,7 @@ fi
 
 ip link set lo up
 tmp=$(mktemp -d)
-chexd_pid= pacs_pid= archive_pid= tool_pid=
+chexd_pid= pacs_pid= archive_pid= tool_pid= gate_pid=
 cleanup() {
   local rc=$?
   if [ $rc -ne 0 ]; then
@@ -53,7 +54,7 @@ cleanup() {
       echo "--- $f (tail)" >&2; tail -n 25 "$tmp/$f" >&2 2>/dev/null || true
     done
   fi
-  for p in $tool_pid $pacs_pid $archive_pid; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  for p in $tool_pid $gate_pid $pacs_pid $archive_pid; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   [ -n "$chexd_pid" ] && kill -KILL "$chexd_pid" 2>/dev/null && wait "$chexd_pid" 2>/dev/null
   rm -rf "$tmp"
   return $rc
@@ -69,7 +70,7 @@ wait_until() { # TIMEOUT_S WHAT COMMAND...: polls COMMAND until it succeeds, fai
   done
 }
 
-CHEXD_PORT=8080 PACS_PORT=8042 ARCHIVE_PORT=8043 CLOSED_PORT=8099
+CHEXD_PORT=8080 PACS_PORT=8042 ARCHIVE_PORT=8043 GATE_PORT=8081 CLOSED_PORT=8099
 MODEL=$MODELS/chexnet-demo.safetensors
 bash deploy/make-secrets.sh "$tmp/secrets" localhost 127.0.0.1 >/dev/null
 CA=$tmp/secrets/ca.pem
@@ -169,9 +170,10 @@ study_e=$(uid "$src/e_small.dcm" StudyInstanceUID)
 echo "dicomweb: PACS holds $(orth "$PACS_PORT" GET /instances | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))') instances (5 images, 2 non-images)"
 
 CK=$tmp/ck.json
+RUNNER=   # the script's own #!/usr/bin/python3; step 4 runs it with the python3 on PATH
 run_tool() { # RC_WANTED ARGS... -> runs the tool (stdout: $tmp/out, stderr: $tmp/tool.err), checks its exit
   local want=$1 rc=0; shift
-  "$TOOL" --dicomweb "http://127.0.0.1:$PACS_PORT/dicom-web" --pacs-user pacs --pacs-password-file "$tmp/pacs-password" \
+  $RUNNER "$TOOL" --dicomweb "http://127.0.0.1:$PACS_PORT/dicom-web" --pacs-user pacs --pacs-password-file "$tmp/pacs-password" \
     --url "https://localhost:$CHEXD_PORT" --cacert "$CA" --token-file "$tmp/secrets/token" \
     --backoff 0.2 --max-backoff 1 --timeout 60 "$@" >"$tmp/out" 2>"$tmp/tool.err" || rc=$?
   [ "$rc" = "$want" ] || fail "chex-dicomweb $* exited $rc, expected $want: $(cat "$tmp/out") $(tail -n 5 "$tmp/tool.err")"
@@ -189,7 +191,7 @@ echo "dicomweb: --since 2000-01-01 --dry-run lists the 3 images dated 2004 and 2
 kill -STOP "$chexd_pid"
 "$TOOL" --dicomweb "http://127.0.0.1:$PACS_PORT/dicom-web" --pacs-user pacs --pacs-password-file "$tmp/pacs-password" \
   --url "https://localhost:$CHEXD_PORT" --cacert "$CA" --token-file "$tmp/secrets/token" --jobs 1 \
-  --attempts 40 --backoff 0.2 --max-backoff 1 --timeout 120 --modality DX,CR --since 20000101 --checkpoint "$CK" \
+  --attempts 200 --backoff 0.2 --max-backoff 1 --timeout 120 --modality DX,CR --since 20000101 --checkpoint "$CK" \
   >"$tmp/run1.out" 2>"$tmp/run1.err" &
 tool_pid=$!
 wait_until 60 "the tool's request reaching the frozen chexd" chexd_has_request
@@ -206,10 +208,19 @@ grep -q "2 classified and stored, 0 already done, 1 failed" "$tmp/run1.out" || f
 grep -q "FAILED chexd on .*422" "$tmp/run1.err" || fail "run 1: no 422 failure: $(cat "$tmp/run1.err")"
 echo "dicomweb: chexd frozen then killed mid-request: $(grep -c retrying "$tmp/run1.err") retries logged, chexd started late -> $(cat "$tmp/run1.out" | cut -c1-80)..."
 [ "$(pacs_srs)" = 3 ] || fail "PACS has $(pacs_srs) SRs after run 1, expected 3 (2 new + the foreign one)"
+! grep -q "refuses transfer-syntax" "$tmp/run1.err" || fail "the PACS did not send instances as stored"
 run_tool 0 --since 2000-01-01 --checkpoint "$CK"
 summary_has "0 classified and stored, 2 already done, 0 failed, 1 refused earlier"
 [ "$(pacs_srs)" = 3 ] || fail "rerun stored something"
 echo "dicomweb: rerun -> nothing new ($(cut -c1-90 "$tmp/out")...)"
+# that rerun completed: --since last = the day before it started (no study that recent here)
+run_tool 0 --since last --checkpoint "$CK" --dry-run
+summary_has "0 stud(ies), 0 instance(s) would be classified"
+"$PY" -c 'import json,sys; assert json.load(open(sys.argv[1]))["last_complete_run"]["started"]' "$CK" ||
+  fail "no last_complete_run in the checkpoint"
+run_tool 2 --since last --checkpoint "$tmp/ck-none.json"
+grep -q "no completed run recorded" "$tmp/tool.err" || fail "--since last without a previous run: $(cat "$tmp/tool.err")"
+echo "dicomweb: --since last after a complete run: nothing that recent; without a previous run: exit 2"
 
 # ---- 2. STOW fails: the SR made is kept and stored by the next run, not made again --------
 run_tool 3 --study "$study_a" --checkpoint "$CK" --attempts 2 --stow-url "http://127.0.0.1:$CLOSED_PORT/dicom-web"
@@ -234,14 +245,57 @@ echo "dicomweb: --stow-url: the SR of the SIIM CR went to the archive Orthanc, n
 run_tool 0 --study "$study_b,$study_e" --checkpoint "$CK"
 summary_has "1 classified and stored, 0 already done, 0 failed, 1 refused earlier"
 
+# ---- 3b. chexd busy: 503 with Retry-After is honoured ------------------------------------
+# A gate in front of chexd answers the first two requests as a full chexd does (503
+# queue_full, Retry-After: 1), then passes requests on to the real chexd.
+"$PY" - "$GATE_PORT" "$CHEXD_PORT" "$CA" >"$tmp/gate.log" 2>&1 <<'PY' &
+import http.server, json, ssl, sys, urllib.request
+port, chexd, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+busy = [2]
+class Gate(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if busy[0] > 0:
+            busy[0] -= 1
+            out = json.dumps({"error": {"code": "queue_full", "message": "64 requests already wait"}}).encode()
+            self.send_response(503)
+            self.send_header("Retry-After", "1")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
+        req = urllib.request.Request("https://localhost:%s%s" % (chexd, self.path), data=body, method="POST",
+                                     headers={k: self.headers[k] for k in ("Content-Type", "Accept", "Authorization")})
+        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=ca)) as r:
+            out, ctype = r.read(), r.headers["Content-Type"]
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+http.server.HTTPServer(("127.0.0.1", port), Gate).serve_forever()
+PY
+gate_pid=$!
+wait_until 30 "the gate listening" curl -s -o /dev/null "http://127.0.0.1:$GATE_PORT/"
+run_tool 0 --study "$study_a" --checkpoint "$tmp/ck-gate.json" --url "http://127.0.0.1:$GATE_PORT" \
+  --stow-url "http://127.0.0.1:$ARCHIVE_PORT/dicom-web"
+summary_has "1 classified and stored"
+[ "$(grep -c 'chexd answered 503: queue_full: 64 requests already wait; retrying in 1.0 s' "$tmp/tool.err")" = 2 ] ||
+  fail "503 Retry-After not honoured (backoff is 0.2 s): $(cat "$tmp/tool.err")"
+kill "$gate_pid"; wait "$gate_pid" 2>/dev/null || true; gate_pid=
+echo "dicomweb: chexd busy twice (503, Retry-After: 1) -> waited 1.0 s each time (not the 0.2 s backoff), then stored"
+
 # ---- 4. everything: nothing new; SRs never classified; results = chexd's JSON --------------
+RUNNER=python3
 run_tool 0 --all --checkpoint "$CK"
 summary_has "0 classified and stored, 4 already done, 0 failed, 1 refused earlier (not retried), 0 left"
 summary_has "skipped 6 series"
 run_tool 0 --all --checkpoint "$tmp/ck-fresh.json" --dry-run
 [ "$(grep -vc '^chex-dicomweb:' "$tmp/out")" = 5 ] || fail "fresh --all --dry-run: $(cat "$tmp/out")"
 for f in "$src"/[a-e]_*.dcm; do grep -q "$(uid "$f" SOPInstanceUID)" "$tmp/out" || fail "$f not listed"; done
-echo "dicomweb: --all: 4 done, 1 refused earlier, 6 series skipped (4 chexd SRs, OT, foreign SR); a fresh checkpoint lists the 5 images only"
+RUNNER=
+echo "dicomweb: --all ($(python3 --version)): 4 done, 1 refused earlier, 6 series skipped (4 chexd SRs, OT, foreign SR); a fresh checkpoint lists the 5 images only"
 
 for f in a_cr b_siim c_jpll d_dx; do
   curl -fsS --cacert "$CA" -H "Authorization: Bearer $(cat "$tmp/secrets/token")" -H 'Content-Type: application/dicom' \
