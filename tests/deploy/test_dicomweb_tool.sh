@@ -9,7 +9,7 @@
 # class), a JPEG Lossless CR (NEMA WG04), a DX made from a real radiograph, a 48x48 DX
 # chexd refuses, and non-images (an OT Secondary Capture, another vendor's SR).
 # Checks:
-#  - --since: only the dated studies in range; chexd frozen while the tool waits on it,
+#  - --since: only the dated studies in range (--threshold 0: 14 findings); chexd frozen while the tool waits on it,
 #    then killed (SIGKILL) mid-request and started late: the tool retries and finishes
 #    (exit 0); a second run on the same checkpoint meanwhile exits 3 (lock);
 #  - a rerun does nothing new; --since last; --study for the undated ones; STOW failing -> the SR made
@@ -192,6 +192,7 @@ kill -STOP "$chexd_pid"
 "$TOOL" --dicomweb "http://127.0.0.1:$PACS_PORT/dicom-web" --pacs-user pacs --pacs-password-file "$tmp/pacs-password" \
   --url "https://localhost:$CHEXD_PORT" --cacert "$CA" --token-file "$tmp/secrets/token" --jobs 1 \
   --attempts 200 --backoff 0.2 --max-backoff 1 --timeout 120 --modality DX,CR --since 20000101 --checkpoint "$CK" \
+  --threshold 0 \
   >"$tmp/run1.out" 2>"$tmp/run1.err" &
 tool_pid=$!
 wait_until 60 "the tool's request reaching the frozen chexd" chexd_has_request
@@ -327,15 +328,18 @@ for name in ("a_cr", "b_siim", "c_jpll", "d_dx"):
     sr, sr_study = got[0]
     assert sr.StudyInstanceUID == s.StudyInstanceUID, name
     assert sr_study == objs[s.SOPInstanceUID][1], (name, "SR in another Orthanc study")
-    nums = {}
+    nums, findings = {}, 0
     for it in sr.ContentSequence:
         if it.ValueType == "NUM":
             nums[it.ConceptNameCodeSequence[0].CodeMeaning] = float(it.MeasuredValueSequence[0].NumericValue)
+        findings += it.ValueType == "CODE"
+    # run 1 (C, D) asked for --threshold 0: every label is a finding; the others no threshold
+    assert findings == (14 if name in ("c_jpll", "d_dx") else 0), (name, findings)
     want = {p["label"]: p["probability"] for p in json.load(open(os.path.join(tmp, name + ".json")))["predictions"]}
     assert nums.keys() == want.keys() and len(want) == 14, (name, sorted(nums), sorted(want))
     worst = max(abs(nums[k] - want[k]) for k in want)
     assert worst <= 1e-6 + 1e-12, (name, worst)
-    print("  %s: 1 SR in its study, 14 NUM values = chexd JSON (max diff %.1e)" % (name, worst))
+    print("  %s: 1 SR in its study, 14 NUM values = chexd JSON (max diff %.1e), %d findings" % (name, worst, findings))
 images = {pydicom.dcmread(os.path.join(src, n + ".dcm"), stop_before_pixels=True).SOPInstanceUID
           for n in ("a_cr", "b_siim", "c_jpll", "d_dx")}
 assert set(refs) == images, "an SR references a non-image or a refused image"
