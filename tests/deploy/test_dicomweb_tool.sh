@@ -14,7 +14,7 @@
 #    (exit 0); a second run on the same checkpoint meanwhile exits 3 (lock);
 #  - a rerun does nothing new; --since last; --study for the undated ones; STOW failing -> the SR made
 #    is kept (exit 3), the next run stores that same SR (same SOP Instance UID) without
-#    classifying again; --stow-url to a second Orthanc; chexd's 422 recorded, not retried;
+#    classifying again; a crash between STOW and checkpoint re-sends it, the PACS keeps one; --stow-url to a second Orthanc; chexd's 422 recorded, not retried;
 #    chexd's 503 + Retry-After (from a gate in front of chexd) waited as told;
 #  - every image has exactly one chexd SR in the PACS, in its study, whose NUM values equal
 #    chexd's JSON /v1/predict on the same file (|diff| <= 1e-6); no SR for a non-image;
@@ -234,6 +234,26 @@ orth "$PACS_PORT" POST /tools/lookup --data-binary "$pending" | grep -q '"Instan
   fail "the PACS does not hold the pending SR $pending"
 [ ! -e "$CK.sr/$pending.dcm" ] || fail "stored SR still in the spool"
 echo "dicomweb: STOW refused -> exit 3, SR $pending kept; next run stored that same SR, classified nothing"
+# a crash after the STOW but before the checkpoint said "done": the SR is pending again
+# (its bytes as the PACS holds them); the rerun sends the same SOP Instance UID once more
+# and the PACS still holds one such SR
+sr_id=$(orth "$PACS_PORT" POST /tools/lookup --data-binary "$pending" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)[0]["ID"])')
+orth "$PACS_PORT" GET "/instances/$sr_id/file" -o "$CK.sr/$pending.dcm"
+"$PY" - "$CK" "$pending" <<'PY'
+import json, sys
+ck = json.load(open(sys.argv[1]))
+sop, rec = next((k, v) for k, v in ck["done"].items() if v["sr"] == sys.argv[2])
+del ck["done"][sop]
+ck["pending"][sop] = {"study": rec["study"], "series": "", "sr": rec["sr"], "at": rec["at"]}
+json.dump(ck, open(sys.argv[1], "w"))
+PY
+srs_before=$(pacs_srs)
+run_tool 0 --study "$study_a" --checkpoint "$CK"
+summary_has "0 classified and stored, 1 SR(s) of an earlier run stored, 0 already done"
+[ "$(pacs_srs)" = "$srs_before" ] || fail "re-sending a stored SR made a second one"
+[ "$(orth "$PACS_PORT" POST /tools/lookup --data-binary "$pending" | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 1 ] ||
+  fail "SR $pending twice in the PACS"
+echo "dicomweb: crash between STOW and checkpoint (SR pending again): the rerun re-sends the same SR, the PACS keeps one"
 
 # ---- 3. --stow-url: another server; then B into the PACS too -------------------------------
 run_tool 0 --study "$study_b" --checkpoint "$tmp/ck-archive.json" \
