@@ -116,7 +116,9 @@ json.dump({"Name": "CHEXD-DICOMWEB-TEST", "StorageDirectory": d, "IndexDirectory
 PY
   Orthanc "$tmp/$1.json" >>"$tmp/$1.log" 2>&1 &
   started_pid=$!
-  wait_until 60 "Orthanc $1 up" curl -fs -o /dev/null -u "pacs:$(cat "$tmp/pacs-password")" "http://127.0.0.1:$2/system"
+  orthanc_up() { kill -0 "$started_pid" 2>/dev/null || fail "Orthanc $1 exited at start";
+    curl -fs -o /dev/null -u "pacs:$(cat "$tmp/pacs-password")" "http://127.0.0.1:$2/system"; }
+  wait_until 60 "Orthanc $1 up" orthanc_up "$1" "$2"
 }
 orth() { # PORT METHOD PATH [curl args] -> body
   local port=$1 m=$2 p=$3; shift 3
@@ -315,6 +317,9 @@ summary_has "skipped 6 series"
 run_tool 0 --all --checkpoint "$tmp/ck-fresh.json" --dry-run
 [ "$(grep -vc '^chex-dicomweb:' "$tmp/out")" = 5 ] || fail "fresh --all --dry-run: $(cat "$tmp/out")"
 for f in "$src"/[a-e]_*.dcm; do grep -q "$(uid "$f" SOPInstanceUID)" "$tmp/out" || fail "$f not listed"; done
+run_tool 0 --all --checkpoint "$tmp/ck-fresh.json" --dry-run --limit 2
+[ "$(grep -vc '^chex-dicomweb:' "$tmp/out")" = 2 ] || fail "--limit 2 --dry-run: $(cat "$tmp/out")"
+summary_has "3 over --limit"
 RUNNER=
 echo "dicomweb: --all ($(python3 --version)): 4 done, 1 refused earlier, 6 series skipped (4 chexd SRs, OT, foreign SR); a fresh checkpoint lists the 5 images only"
 
