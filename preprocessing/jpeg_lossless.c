@@ -130,6 +130,8 @@ static chex_pre_err read_sof(jls_ctx *c, const uint8_t *p, size_t n)
                      "%s stream with the height in a DNL marker is not supported", NAME);
         return CHEX_PRE_ERR_UNSUPPORTED;
     }
+    if (c->width == 0) /* ITU T.81 B.2.2: X is 1..65535 */
+        return bad(c, "has a width of 0 in SOF3");
     for (int i = 0; i < c->ncomp; i++) {
         c->comp[i].id = p[6 + 3 * i];
         if (p[7 + 3 * i] != 0x11) {

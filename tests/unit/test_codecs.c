@@ -278,6 +278,22 @@ static void test_not_streams(void **state)
     assert_int_equal(chex_j2k_probe(g.data, 0, &f, msg, sizeof msg), CHEX_PRE_ERR_MALFORMED);
     assert_int_equal(chex_jpegll_probe(g.data, 0, &f, msg, sizeof msg), CHEX_PRE_ERR_MALFORMED);
     chex_guard_free(&g);
+    /* a process-14 SOF3 of width 0 (found by fuzz_jpegll): refused, never a
+     * 0-pixel frame */
+    const uint8_t sof3_w0[] = {0xFF, 0xD8, 0xFF, 0xC3, 0, 11, 8, 0, 16, 0, 0, 1, 1, 0x11, 0,
+                               0xFF, 0xD9};
+    assert_int_equal(chex_guard_alloc(&g, sof3_w0, sizeof sof3_w0), 0);
+    assert_int_equal(chex_jpegll_probe(g.data, g.len, &f, msg, sizeof msg),
+                     CHEX_PRE_ERR_MALFORMED);
+    assert_non_null(strstr(msg, "width of 0"));
+    chex_guard_free(&g);
+    size_t clen;
+    uint8_t *crash = load(CORPUS "fuzz_jpegll/regress_sof3_width0.bin", &clen);
+    assert_int_equal(chex_guard_alloc(&g, crash, clen), 0);
+    assert_int_equal(chex_jpegll_probe(g.data, g.len, &f, msg, sizeof msg),
+                     CHEX_PRE_ERR_MALFORMED);
+    chex_guard_free(&g);
+    free(crash);
 }
 
 int main(void)
