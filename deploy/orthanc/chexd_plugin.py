@@ -31,10 +31,11 @@
 # = the most probable label; POST ExplainUrl?label=...), and stores them in Orthanc
 # (POST /instances): each a new series in the source's study. The source's metadata
 # "chexd-results" names them ({"sr": id, "sc": id, "label": ...}); a reclassification
-# replaces them (the previous ones are deleted from Orthanc). SR and Secondary Capture
-# instances (SOP classes 1.2.840.10008.5.1.4.1.1.88.* and .7[.*]) and the modalities SR, OT,
-# SC, KO, PR, SEG, DOC are never classified, whatever Modalities says: the plugin never
-# classifies its own output.
+# replaces them (the previous ones are deleted from Orthanc). Never classified, whatever
+# Modalities says, so the plugin never classifies its own output: the modalities SR, OT,
+# SC, KO, PR, SEG, DOC, every series whose Manufacturer is "chexd" (chexd's SR and SC), and
+# SR SOP classes (1.2.840.10008.5.1.4.1.1.88.*). A Secondary Capture with Modality CR or DX
+# (digitised film; SIIM's radiographs) is a radiograph and is classified.
 #
 # Forwarding: ForwardTo lists destinations, each a DICOM modality of Orthanc's
 # DicomModalities (sent by C-STORE: POST /modalities/NAME/store) or a server of the
@@ -743,8 +744,15 @@ def store_results(instance_id, objects, label):
     stored = {}
     for kind, body in objects.items():
         stored[kind] = json.loads(orthanc.RestApiPost("/instances", body))["ID"]
+    if not stored and not previous:
+        return stored
     results = dict(stored, label=label) if label else dict(stored)
-    put_metadata(instance_id, RESULTS, json.dumps(results, sort_keys=True))
+    try:
+        put_metadata(instance_id, RESULTS, json.dumps(results, sort_keys=True))
+    except orthanc.OrthancException as e:
+        # An orthanc.json of an earlier version: the objects are stored, only not named.
+        orthanc.LogError("chexd: cannot record %s on %s (declare \"%s\": 1026 and \"%s\": 1027 in "
+                         "UserMetadata): %s" % (RESULTS, instance_id, RESULTS, FORWARD, e))
     for kind in ("sr", "sc"):
         old = previous.get(kind) if isinstance(previous, dict) else None
         if old and old not in stored.values():
@@ -755,8 +763,11 @@ def store_results(instance_id, objects, label):
     if stored and CFG["ForwardTo"]:
         now = time.time()
         with FORWARD_META_LOCK:
-            put_metadata(instance_id, FORWARD, json.dumps(
-                {d: {k: "queued" for k in stored} for d in CFG["ForwardTo"]}, sort_keys=True))
+            try:
+                put_metadata(instance_id, FORWARD, json.dumps(
+                    {d: {k: "queued" for k in stored} for d in CFG["ForwardTo"]}, sort_keys=True))
+            except orthanc.OrthancException as e:
+                orthanc.LogError("chexd: cannot record %s on %s: %s" % (FORWARD, instance_id, e))
         for dest in CFG["ForwardTo"]:
             for kind, obj in stored.items():
                 STORE.fwd_add(obj, dest, instance_id, kind, now)
@@ -886,12 +897,13 @@ def send(obj, dest):
             raise Retryable("%s %s: %s%s" % ("C-STORE to" if kind == "modality" else "STOW-RS to", name,
                                              state.get("ErrorDescription", "job failed"),
                                              " (%s)" % detail if detail else ""))
-        if time.time() > end:
+        if time.time() > end or FORWARDER.stopping:
             try:
                 orthanc.RestApiPost("/jobs/%s/cancel" % job_id, "")
             except orthanc.OrthancException:
                 pass
-            raise Retryable("%s %s: no answer within %.0f s" % (kind, name, CFG["ForwardTimeoutSeconds"]))
+            raise Retryable("%s %s: %s" % (kind, name, "Orthanc is stopping" if FORWARDER.stopping else
+                                           "no answer within %.0f s" % CFG["ForwardTimeoutSeconds"]))
         time.sleep(0.25)
 
 
@@ -951,6 +963,8 @@ class Forwarder:
                     self.cond.wait(1.0 if nxt is None else min(1.0, max(0.02, nxt - time.time())))
                 continue
             for row in rows:
+                if self.stopping:
+                    return
                 try:
                     self.forward(row)
                 except Exception as e:  # the thread must survive anything one row does
