@@ -411,8 +411,9 @@ class Store:
 
 
 class Gate:
-    """Whether chexd (or a forwarding destination) is usable: after a failure nothing is sent until `until` (capped
-    exponential backoff with jitter, or chexd's Retry-After); a success opens it again."""
+    """Whether chexd (or a forwarding destination) is usable: after a failure nothing is sent
+    until `until` (capped exponential backoff with jitter, or chexd's Retry-After); a success
+    opens it again."""
 
     def __init__(self, chexd=True):
         self.chexd = chexd   # chexd's gate (refused when the configuration is), or a destination's

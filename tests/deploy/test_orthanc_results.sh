@@ -16,6 +16,8 @@
 #      arrives there by C-STORE (Origin DicomProtocol, calling AET ORTHANC), the source's
 #      chexd-forward says PACS ok; dciodvfy passes on what arrived. The SR is not
 #      classified (no chexd metadata, no SR of the SR, the instance route answers 400).
+#      Reclassified through the plugin's route: the SR is replaced (the previous one deleted,
+#      one SR in the study) and the new one forwarded.
 #   B. Orthanc restarted (new storage) with StoreSC on and ForwardTo ["dicomweb:PACSWEB"]
 #      (the DICOMweb plugin's Servers), the PACS STOPPED again: a SIIM radiograph (Secondary
 #      Capture SOP class, Modality CR, JPEG: a radiograph, classified) is uploaded by REST.
@@ -187,13 +189,24 @@ pacs_file "$sr_uid" "$tmp/a-sr-pacs.dcm"
 check_sr "$tmp/a-sr-pacs.dcm" "$src" "$tmp/a.json" "A: SR received by the PACS (C-STORE)"
 dciodvfy_ok "$tmp/a-sr-pacs.dcm" "A: SR received by the PACS"
 not_classified "$sr_a" "A: the SR"
+# Reclassified: the SR is replaced (still one in the study) and the new one forwarded too.
+orth POST "/chexd/instances/$a/classify" -d '' >/dev/null
+sr_replaced() {
+  [ "$(meta "$a" chexd-results | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["sr"])')" != "$sr_a" ] &&
+    status_is_ok "$a"
+}
+wait_until 60 "A: the reclassification storing a new SR" sr_replaced
+[ "$(results_in_study "$a")" = "SR:1" ] || fail "A: after reclassification: '$(results_in_study "$a")', expected SR:1"
+[ "$(orth_code GET "/instances/$sr_a")" = 404 ] || fail "A: the previous SR was not deleted"
+wait_until 60 "A: the new SR forwarded to the PACS" in_pacs "$(result_uid "$a" sr)"
+echo "test_orthanc_results: A: reclassified -> the SR replaced in the study (previous one deleted), the new one forwarded"
 orth GET /chexd/status >"$tmp/status-a.json"
 "$PY" - "$tmp/status-a.json" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
 f = s["forward"]
-assert s["counters"]["ok"] == 1 and s["counters"]["skipped"] >= 1 and s["pending"] == 0, s["counters"]
-assert f["counters"]["ok"] == 1 and f["counters"]["retried"] >= 2 and f["retrying"] == 1 and f["failed"] == 0, f
+assert s["counters"]["ok"] == 2 and s["counters"]["skipped"] >= 2 and s["pending"] == 0, s["counters"]
+assert f["counters"]["ok"] == 2 and f["counters"]["retried"] >= 2 and f["retrying"] >= 1 and f["failed"] == 0, f
 assert f["gates"]["PACS"]["state"] == "ok" and f["gates"]["NOWHERE"]["state"] == "retrying", f["gates"]
 print("test_orthanc_results: A: /chexd/status forward %s" % json.dumps(f["counters"], sort_keys=True))
 EOF
