@@ -18,28 +18,30 @@
 #      classified (no chexd metadata, no SR of the SR, the instance route answers 400).
 #      Reclassified through the plugin's route: the SR is replaced (the previous one deleted,
 #      one SR in the study) and the new one forwarded.
-#   B. Orthanc restarted (new storage) with StoreSC on and ForwardTo ["dicomweb:PACSWEB"]
-#      (the DICOMweb plugin's Servers), the PACS STOPPED again: a SIIM radiograph (Secondary
-#      Capture SOP class, Modality CR, JPEG: a radiograph, classified) is uploaded by REST.
-#      The study gains the SR and the SC (Modality OT, the top label's heat map); both are
-#      recorded "retrying" for PACSWEB; the PACS restarted: both arrive by STOW-RS (Origin
-#      not DicomProtocol), pass dciodvfy, the SR's NUM = JSON; neither is classified.
+#   B. Orthanc restarted (new storage) with StoreSC on and ForwardTo ["dicomweb:PACSWEB",
+#      "modality:ARCHIVE"] (the DICOMweb plugin's Servers; dcmtk's storescp), the PACS
+#      STOPPED again: a SIIM radiograph (Secondary Capture SOP class, Modality CR, JPEG: a
+#      radiograph, classified) is uploaded by REST. The study gains the SR and the SC
+#      (Modality OT, the top label's heat map); both reach storescp by C-STORE (dciodvfy
+#      clean, SR NUM = JSON) while both are recorded "retrying" for PACSWEB; the PACS
+#      restarted: both arrive there by STOW-RS (Origin not DicomProtocol), pass dciodvfy,
+#      the SR's NUM = JSON; neither is classified.
 # Every wait is on a condition with a deadline (Orthanc's REST polled), never a fixed sleep.
 #   env: BIN, MODELS, PY (as given by tests/run_all.sh)
 set -euo pipefail
 self=$(readlink -f "${BASH_SOURCE[0]}")
 . "$(dirname "$self")/lib_orthanc.sh"
-orthanc_test_setup test_orthanc_results "$self" "${1:-}" storescu dciodvfy
+orthanc_test_setup test_orthanc_results "$self" "${1:-}" storescu storescp dciodvfy
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] ||
   fail "orthanc-dicomweb missing (bash deploy/install-deps.sh --test)"
 t_start=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - t_start )) s"; }
 
-CHEXD_PORT=8080 HTTP_PORT=8042 DICOM_PORT=4242 PACS_HTTP=8043 PACS_DICOM=4243
+CHEXD_PORT=8080 HTTP_PORT=8042 DICOM_PORT=4242 PACS_HTTP=8043 PACS_DICOM=4243 ARCHIVE_DICOM=4244
 USER_PW="chexd-test:$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/token"
 CHEXD_ARGS=(--api-token-file "$tmp/token")
-pacs_pid=
+pacs_pid= storescp_pid=
 
 config() { # OUT DB-DIR [KEY=JSON ...]: the shipped orthanc.json, test ports/storage, Chexd overrides
   local out=$1 db=$2; shift 2
@@ -55,7 +57,8 @@ cfg.update({
     "HttpPort": $HTTP_PORT, "DicomPort": $DICOM_PORT, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
     "AuthenticationEnabled": True, "RegisteredUsers": {user: pw}, "PythonScript": plugin,
     "Plugins": cfg["Plugins"] + ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
-    "DicomModalities": {"PACS": ["PACS", "127.0.0.1", $PACS_DICOM]},
+    "DicomModalities": {"PACS": ["PACS", "127.0.0.1", $PACS_DICOM],
+                        "ARCHIVE": ["ARCHIVE", "127.0.0.1", $ARCHIVE_DICOM]},
     "DicomWeb": {"Enable": True, "Root": "/dicom-web/",
                  "Servers": {"PACSWEB": ["http://127.0.0.1:$PACS_HTTP/dicom-web/", user, pw]}},
 })
@@ -80,9 +83,9 @@ json.dump({"Name": "HOSPITAL-PACS", "StorageDirectory": sys.argv[1], "IndexDirec
 EOF
 start_pacs() {
   launch_orthanc "$tmp/pacs.json" "$PACS_HTTP" "$tmp/pacs-orthanc.log"
-  pacs_pid=$launched_pid extra_pids=$launched_pid
+  pacs_pid=$launched_pid extra_pids="$launched_pid $storescp_pid"
 }
-stop_pacs() { kill -TERM "$pacs_pid"; wait "$pacs_pid" || fail "PACS exited non-zero"; pacs_pid= extra_pids=; }
+stop_pacs() { kill -TERM "$pacs_pid"; wait "$pacs_pid" || fail "PACS exited non-zero"; pacs_pid= extra_pids=$storescp_pid; }
 
 lookup_at() { # PORT UID -> Orthanc instance id, or nothing
   orth_at "$1" POST /tools/lookup --data-binary "$2" |
@@ -212,9 +215,12 @@ print("test_orthanc_results: A: /chexd/status forward %s" % json.dumps(f["counte
 EOF
 stop_orthanc
 
-# ---- B. SR + SC by STOW-RS, the PACS stopped meanwhile ------------------------------------
+# ---- B. SR + SC by STOW-RS, the PACS stopped meanwhile; by C-STORE to dcmtk's storescp ----
 stop_pacs
-config "$tmp/ai-b.json" "$tmp/db-b" 'ForwardTo=["dicomweb:PACSWEB"]' 'StoreSC=true'
+mkdir -p "$tmp/archive"
+storescp -aet ARCHIVE -od "$tmp/archive" "$ARCHIVE_DICOM" >>"$tmp/storescp.log" 2>&1 &
+storescp_pid=$! extra_pids=$!
+config "$tmp/ai-b.json" "$tmp/db-b" 'ForwardTo=["dicomweb:PACSWEB", "modality:ARCHIVE"]' 'StoreSC=true'
 start_orthanc "$tmp/ai-b.json"
 src=tests/data/siim-pneumothorax-sample.dcm
 b=$(orth POST /instances --data-binary @"$src" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["ID"])')
@@ -234,6 +240,30 @@ wait_until 60 "B: the failed STOW-RS of the SR recorded as retrying" forward_is 
 wait_until 60 "B: the failed STOW-RS of the SC recorded as retrying" forward_is "$b" dicomweb:PACSWEB sc "retrying"
 echo "test_orthanc_results: B: PACS down -> $(meta "$b" chexd-forward | cut -c1-150)..."
 sr_uid=$(result_uid "$b" sr) sc_uid=$(result_uid "$b" sc)
+# Meanwhile the other destination, storescp, got both by C-STORE.
+in_archive() { # UID: storescp wrote it (prints the file)
+  "$PY" - "$tmp/archive" "$1" <<'EOF'
+import os, sys
+import pydicom
+for f in os.listdir(sys.argv[1]):
+    try:
+        if pydicom.dcmread(os.path.join(sys.argv[1], f), stop_before_pixels=True).SOPInstanceUID == sys.argv[2]:
+            print(os.path.join(sys.argv[1], f))
+            sys.exit(0)
+    except Exception:
+        pass   # being written
+sys.exit(1)
+EOF
+}
+wait_until 60 "B: the SR reaching storescp (C-STORE) while the PACS is down" in_archive "$sr_uid" >/dev/null
+wait_until 60 "B: the SC reaching storescp (C-STORE) while the PACS is down" in_archive "$sc_uid" >/dev/null
+wait_until 30 "B: chexd-forward saying ARCHIVE ok" forward_is "$b" modality:ARCHIVE sc ok
+forward_is "$b" modality:ARCHIVE sr ok || fail "B: $(meta "$b" chexd-forward)"
+forward_is "$b" dicomweb:PACSWEB sr retrying || fail "B: PACSWEB should still be retrying: $(meta "$b" chexd-forward)"
+check_sr "$(in_archive "$sr_uid")" "$src" "$tmp/b.json" "B: SR received by storescp (C-STORE)"
+dciodvfy_ok "$(in_archive "$sr_uid")" "B: SR received by storescp"
+dciodvfy_ok "$(in_archive "$sc_uid")" "B: SC received by storescp"
+echo "test_orthanc_results: B: storescp got SR and SC by C-STORE while PACSWEB was down (dciodvfy clean)"
 t0=$(date +%s)
 start_pacs
 wait_until 120 "B: the SR reaching the PACS by STOW-RS" in_pacs "$sr_uid"
@@ -269,9 +299,10 @@ import json, sys
 s = json.load(sys.stdin)
 f = s["forward"]
 assert s["counters"]["ok"] == 1 and s["counters"]["skipped"] >= 2 and s["pending"] == 0, s["counters"]
-assert f["counters"]["ok"] == 2 and f["pending"] + f["retrying"] + f["failed"] == 0, f'
+assert f["counters"]["ok"] == 4 and f["pending"] + f["retrying"] + f["failed"] == 0, f'
 stop_orthanc
 stop_pacs
+kill "$storescp_pid"; wait "$storescp_pid" 2>/dev/null || true; storescp_pid= extra_pids=
 for log in "$tmp/orthanc.log" "$tmp/pacs-orthanc.log"; do
   ! grep -qi "Traceback" "$log" || fail "Python traceback in $(basename "$log")"
 done
