@@ -864,14 +864,29 @@ def destination(dest):
     raise Retryable("%r is neither in Orthanc's DicomModalities nor in the DICOMweb plugin's Servers" % dest)
 
 
-def send(obj, dest):
+def job_state(job_id):
+    try:
+        return rest_json("/jobs/%s" % job_id).get("State", "")
+    except orthanc.OrthancException:
+        return ""
+
+
+def send(obj, dest, stuck):
     """Sends one stored instance to one destination as an Orthanc job, and waits for the job
     (polling: short REST calls, sleeps in between). Retryable on any failure; Gone when the
-    object was deleted meanwhile."""
+    object was deleted meanwhile. `stuck` (destination -> job id) holds the jobs given up
+    after ForwardTimeoutSeconds: while one still runs (a hung PACS holds it until Orthanc's
+    own DicomScuTimeout / HttpTimeout), no other job is submitted to that destination, so a
+    hung PACS never fills Orthanc's job engine."""
     try:
         rest_json("/instances/%s" % obj)
     except orthanc.OrthancException:
         raise Gone()
+    if dest in stuck:
+        if job_state(stuck[dest]) in ("Running", "Pending", "Retry", "Paused"):
+            raise Retryable("%s is not answering: job %s, given up after %.0f s, still runs"
+                            % (dest, stuck[dest], CFG["ForwardTimeoutSeconds"]))
+        del stuck[dest]
     kind, name = destination(dest)
     body = json.dumps({"Resources": [obj], "Synchronous": False})
     quoted = urllib.parse.quote(name, safe="")
@@ -903,6 +918,7 @@ def send(obj, dest):
                 orthanc.RestApiPost("/jobs/%s/cancel" % job_id, "")
             except orthanc.OrthancException:
                 pass
+            stuck[dest] = job_id
             raise Retryable("%s %s: %s" % (kind, name, "Orthanc is stopping" if FORWARDER.stopping else
                                            "no answer within %.0f s" % CFG["ForwardTimeoutSeconds"]))
         time.sleep(0.25)
@@ -931,6 +947,7 @@ class Forwarder:
         self.cond = threading.Condition()
         self.stopping = False
         self.gates = {}
+        self.stuck = {}   # destination -> job given up on (only the forwarding thread uses it)
         self.counters = {"ok": 0, "failed": 0, "retried": 0}
 
     def gate(self, dest):
@@ -984,7 +1001,7 @@ class Forwarder:
             self.retry_later(row, now, now + pause, error, False)
             return
         try:
-            send(obj, dest)
+            send(obj, dest, self.stuck)
         except Gone:
             STORE.fwd_drop(seq)
             orthanc.LogInfo("chexd: %s (%s of %s) was deleted before it was forwarded to %s" % (obj, kind, source, dest))

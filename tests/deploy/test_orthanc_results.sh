@@ -26,6 +26,10 @@
 #      clean, SR NUM = JSON) while both are recorded "retrying" for PACSWEB; the PACS
 #      restarted: both arrive there by STOW-RS (Origin not DicomProtocol), pass dciodvfy,
 #      the SR's NUM = JSON; neither is classified.
+#   C. the PACS frozen (SIGSTOP: it accepts connections, never answers), ForwardTimeoutSeconds
+#      3: a new DX is classified, Orthanc's REST API and C-STORE answer while the STOW-RS
+#      job hangs, storescp still gets the DX's SR and SC, PACSWEB is recorded retrying
+#      ("no answer"); the PACS resumed: both arrive there, nothing left pending or failed.
 # Every wait is on a condition with a deadline (Orthanc's REST polled), never a fixed sleep.
 #   env: BIN, MODELS, PY (as given by tests/run_all.sh)
 set -euo pipefail
@@ -220,7 +224,8 @@ stop_pacs
 mkdir -p "$tmp/archive"
 storescp -aet ARCHIVE -od "$tmp/archive" "$ARCHIVE_DICOM" >>"$tmp/storescp.log" 2>&1 &
 storescp_pid=$! extra_pids=$!
-config "$tmp/ai-b.json" "$tmp/db-b" 'ForwardTo=["dicomweb:PACSWEB", "modality:ARCHIVE"]' 'StoreSC=true'
+config "$tmp/ai-b.json" "$tmp/db-b" 'ForwardTo=["dicomweb:PACSWEB", "modality:ARCHIVE"]' 'StoreSC=true' \
+  'ForwardTimeoutSeconds=3'
 start_orthanc "$tmp/ai-b.json"
 src=tests/data/siim-pneumothorax-sample.dcm
 b=$(orth POST /instances --data-binary @"$src" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["ID"])')
@@ -300,6 +305,46 @@ s = json.load(sys.stdin)
 f = s["forward"]
 assert s["counters"]["ok"] == 1 and s["counters"]["skipped"] >= 2 and s["pending"] == 0, s["counters"]
 assert f["counters"]["ok"] == 4 and f["pending"] + f["retrying"] + f["failed"] == 0, f'
+
+# ---- C. the PACS hangs (SIGSTOP): Orthanc, classification and the other destination go on --
+kill -STOP "$pacs_pid"
+"$PY" tests/deploy/make_dx.py tests/data/00000001_000.png "$tmp/c.dcm"
+c=$(orth POST /instances --data-binary @"$tmp/c.dcm" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["ID"])')
+wait_until 120 "C: the DX classified while the PACS hangs" status_is_ok "$c"
+sr_uid=$(result_uid "$c" sr) sc_uid=$(result_uid "$c" sc)
+job_running() { orth GET "/jobs?expand" | "$PY" -c 'import json, sys; sys.exit(0 if any(j["State"] == "Running" for j in json.load(sys.stdin)) else 1)'; }
+wait_until 60 "C: a STOW-RS job hanging on the frozen PACS" job_running
+worst=0
+for path in /system /instances /chexd/status "/instances/$c/metadata/chexd-forward" /jobs; do
+  ms=$(curl -s -o /dev/null --max-time 5 -w '%{http_code} %{time_total}' -u "$USER_PW" "http://127.0.0.1:$HTTP_PORT$path")
+  [ "${ms%% *}" = 200 ] || fail "C: REST $path answered '$ms' while a forward hangs"
+  worst=$("$PY" -c "print(max($worst, ${ms#* } * 1000))")
+done
+timeout 10 storescu -aet MODALITY -aec ORTHANC 127.0.0.1 "$DICOM_PORT" "$tmp/c.dcm" >>"$tmp/storescu.log" 2>&1 ||
+  fail "C: C-STORE failed or blocked while a forward hangs"
+wait_until 60 "C: the SR reaching storescp while the PACS hangs" in_archive "$sr_uid" >/dev/null
+wait_until 60 "C: the SC reaching storescp while the PACS hangs" in_archive "$sc_uid" >/dev/null
+wait_until 30 "C: the hanging STOW-RS recorded as retrying" forward_is "$c" dicomweb:PACSWEB sr "retrying"
+meta "$c" chexd-forward | grep -q "no answer within 3 s\|is not answering" ||
+  fail "C: chexd-forward does not say the PACS hangs: $(meta "$c" chexd-forward)"
+echo "test_orthanc_results: C: PACS frozen -> REST answered (slowest $(printf '%.1f' "$worst") ms), C-STORE accepted, the DX classified, storescp got its SR and SC; PACSWEB: $(meta "$c" chexd-forward | grep -o 'dicomweb:PACSWEB": {"sc": "[^;]*' | cut -c1-110)"
+# No pile of hung jobs: while the given-up job still runs, nothing more goes to that PACS.
+wait_until 30 "C: the next attempt refused while the hung job runs" \
+  eval 'meta "$c" chexd-forward | grep -q "is not answering: job"'
+orth GET "/jobs?expand" | "$PY" -c '
+import json, sys
+busy = [j["ID"] for j in json.load(sys.stdin) if j["State"] in ("Running", "Pending", "Retry")]
+assert len(busy) <= 1, f"{len(busy)} jobs piled up on the hung PACS"'
+kill -CONT "$pacs_pid"
+wait_until 120 "C: the SR reaching the PACS once it answers again" in_pacs "$sr_uid"
+wait_until 120 "C: the SC reaching the PACS once it answers again" in_pacs "$sc_uid"
+wait_until 60 "C: chexd-forward saying ok everywhere" forward_is "$c" dicomweb:PACSWEB sc ok
+forward_is "$c" dicomweb:PACSWEB sr ok || fail "C: $(meta "$c" chexd-forward)"
+orth GET /chexd/status | "$PY" -c '
+import json, sys
+f = json.load(sys.stdin)["forward"]
+assert f["counters"]["ok"] == 8 and f["pending"] + f["retrying"] + f["failed"] == 0, f
+print("test_orthanc_results: C: PACS answering again -> SR and SC delivered; forward counters %s" % json.dumps(f["counters"], sort_keys=True))'
 stop_orthanc
 stop_pacs
 kill "$storescp_pid"; wait "$storescp_pid" 2>/dev/null || true; storescp_pid= extra_pids=
