@@ -25,12 +25,37 @@
 # RetryHorizonHours after it arrived, then recorded "failed after ...". 400, 413, 415
 # and 422 (chexd refuses the file itself) are recorded "failed: ..." at once.
 #
+# Results as DICOM (docs/API.md "Results as DICOM"): with StoreSR (default on) the worker
+# also asks chexd for the Structured Report (POST Url with Accept: application/dicom, the
+# same file), with StoreSC (default off) for the Secondary Capture heat map of SCLabel (""
+# = the most probable label; POST ExplainUrl?label=...), and stores them in Orthanc
+# (POST /instances): each a new series in the source's study. The source's metadata
+# "chexd-results" names them ({"sr": id, "sc": id, "label": ...}); a reclassification
+# replaces them (the previous ones are deleted from Orthanc). Never classified, whatever
+# Modalities says, so the plugin never classifies its own output: the modalities SR, OT,
+# SC, KO, PR, SEG, DOC, every series whose Manufacturer is "chexd" (chexd's SR and SC), and
+# SR SOP classes (1.2.840.10008.5.1.4.1.1.88.*). A Secondary Capture with Modality CR or DX
+# (digitised film; SIIM's radiographs) is a radiograph and is classified.
+#
+# Forwarding: ForwardTo lists destinations, each a DICOM modality of Orthanc's
+# DicomModalities (sent by C-STORE: POST /modalities/NAME/store) or a server of the
+# DICOMweb plugin's Servers (STOW-RS: POST /dicom-web/servers/NAME/stow); a bare name is
+# looked up in both, "modality:NAME" / "dicomweb:NAME" says which. Every stored result is
+# sent to every destination by a forwarding thread, as an Orthanc job (submitted, then
+# polled: no REST call waits on the remote side), with the classification's retry
+# bookkeeping: a failing destination pauses (BackoffSeconds doubled up to
+# MaxBackoffSeconds, per destination) and its objects are retried for RetryHorizonHours,
+# then recorded "failed after ...". The pending sends are in the store (table forward), so
+# they survive restarts. The source's metadata "chexd-forward" says, per destination and
+# object, "queued", "ok", "retrying (...)" or "failed ...".
+#
 # REST routes added to Orthanc:
 #   POST /chexd/instances/{id}/classify   (re)classify one instance
 #   POST /chexd/studies/{id}/classify     (re)classify every CR/DX/DR instance of a study
-#   POST /chexd/failed/requeue            queue every failed instance again (answers the count)
+#   POST /chexd/failed/requeue            queue every failed instance and failed forward again
+#                                         (answers the counts)
 #   GET  /chexd/status                    pending, retrying and failed counts, chexd's last
-#                                         error, counters, configuration in use
+#                                         error, counters, forwarding state, configuration
 #
 # Configuration: the "Chexd" section of the Orthanc configuration; CHEXD_URL,
 # CHEXD_TOKEN, CHEXD_TOKEN_FILE and CHEXD_CA_FILE in Orthanc's environment override it
@@ -55,6 +80,12 @@
 #                                     trip): Explicit/Implicit VR LE, Deflated, JPEG Baseline,
 #                                     JPEG Lossless, JPEG-LS, JPEG 2000, RLE
 #   "TranscodeTo": "1.2.840.10008.1.2.1"   used for every other transfer syntax ("" = send as is)
+#   "StoreSR": true                   store chexd's Structured Report in the study
+#   "StoreSC": false                  store chexd's Secondary Capture heat map in the study
+#   "SCLabel": ""                     the label the SC shows ("" = the most probable one)
+#   "ExplainUrl": ""                  chexd's explain route ("" = Url with /predict -> /explain)
+#   "ForwardTo": []                   destinations of the stored SR/SC (see above)
+#   "ForwardTimeoutSeconds": 120      longest wait for one forwarding job
 
 import collections
 import email.utils
@@ -74,6 +105,8 @@ import orthanc
 
 METADATA = "chexd"
 STATUS = "chexd-status"
+RESULTS = "chexd-results"
+FORWARD = "chexd-forward"
 ATTACHMENT = "chexd"
 STORE_FILE = "chexd-plugin.sqlite"
 
@@ -107,7 +140,19 @@ DEFAULTS = {
         # not .4.51 (chexd reads 8-bit JPEG Extended only) nor HTJ2K: transcoded
     ],
     "TranscodeTo": "1.2.840.10008.1.2.1",
+    "StoreSR": True,
+    "StoreSC": False,
+    "SCLabel": "",
+    "ExplainUrl": "",
+    "ForwardTo": [],
+    "ForwardTimeoutSeconds": 120,
 }
+
+# Never classified, whatever Modalities says: results (chexd's own SR and SC among them),
+# presentation states, key objects, documents.
+NEVER_CLASSIFIED = ("SR", "OT", "SC", "KO", "PR", "SEG", "DOC")
+SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+CHEXD_MANUFACTURER = "chexd"   # Manufacturer of every SR and SC chexd writes
 
 # chexd's answers that say "not usable now" (retried) rather than "this file is refused".
 RETRIED_4XX = (401, 403, 404, 405, 408, 429)
@@ -146,6 +191,19 @@ def load_config():
     if not cfg["StateDirectory"]:
         cfg["StateDirectory"] = full.get("IndexDirectory") or full.get("StorageDirectory") or "OrthancStorage"
     cfg["Modalities"] = [m.upper() for m in cfg["Modalities"]]
+    never = [m for m in cfg["Modalities"] if m in NEVER_CLASSIFIED]
+    if never:
+        orthanc.LogWarning("chexd: Chexd.Modalities %s ignored: results and documents are never classified"
+                           % ", ".join(never))
+        cfg["Modalities"] = [m for m in cfg["Modalities"] if m not in NEVER_CLASSIFIED]
+    for key in ("StoreSR", "StoreSC"):
+        cfg[key] = bool(cfg[key])
+    forward = cfg["ForwardTo"]
+    cfg["ForwardTo"] = [forward] if isinstance(forward, str) else [str(d) for d in forward or [] if str(d).strip()]
+    if cfg["ForwardTo"] and not (cfg["StoreSR"] or cfg["StoreSC"]):
+        orthanc.LogWarning("chexd: Chexd.ForwardTo is set but StoreSR and StoreSC are off: nothing to forward")
+    cfg["ForwardTimeoutSeconds"] = max(1.0, float(cfg["ForwardTimeoutSeconds"]))
+    cfg["SCLabel"] = str(cfg["SCLabel"] or "")
     for key in ("QueueSize", "Workers"):
         cfg[key] = max(1, int(cfg[key]))
     for key in ("TimeoutSeconds", "BackoffSeconds", "MaxBackoffSeconds", "RetryHorizonHours",
@@ -161,6 +219,12 @@ def load_config():
     if url.scheme == "http" and not is_loopback(url.hostname) and not cfg["AllowInsecure"]:
         return cfg, None, ("refusing to send DICOM files and the token in clear text to %s: use https:// "
                            "(with Chexd.CAFile), or set Chexd.AllowInsecure to true" % cfg["Url"])
+    if not cfg["ExplainUrl"]:
+        path = url.path[:-len("/predict")] + "/explain" if url.path.endswith("/predict") else "/v1/explain"
+        cfg["ExplainUrl"] = urllib.parse.urlunsplit((url.scheme, url.netloc, path, "", ""))
+    explain = urllib.parse.urlsplit(cfg["ExplainUrl"])
+    if (explain.scheme, explain.netloc) != (url.scheme, url.netloc):
+        return cfg, None, "Chexd.ExplainUrl %r must be on the same server as Chexd.Url" % cfg["ExplainUrl"]
     context = None
     if url.scheme == "https":
         try:
@@ -234,6 +298,13 @@ class Store:
         self.db.execute("CREATE INDEX IF NOT EXISTS pending_due ON pending (due, seq)")
         self.db.execute("CREATE TABLE IF NOT EXISTS failed (id TEXT PRIMARY KEY, at REAL NOT NULL,"
                         " reason TEXT NOT NULL)")
+        # One row per (stored result, destination) still to send, or failed (state 'failed').
+        self.db.execute("CREATE TABLE IF NOT EXISTS forward (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                        " object TEXT NOT NULL, dest TEXT NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL,"
+                        " first_seen REAL NOT NULL, due REAL NOT NULL, tries INTEGER NOT NULL DEFAULT 0,"
+                        " state TEXT NOT NULL DEFAULT 'new', last_error TEXT NOT NULL DEFAULT '',"
+                        " UNIQUE (object, dest))")
+        self.db.execute("CREATE INDEX IF NOT EXISTS forward_due ON forward (state, due, seq)")
 
     def _run(self, sql, args=()):
         with self.lock:
@@ -301,12 +372,51 @@ class Store:
         recent = self._run("SELECT id, at, reason FROM failed ORDER BY at DESC LIMIT 10")
         return states.get("new", 0), states.get("retrying", 0), failed, recent
 
+    # ---- forwarding: rows (seq, object, dest, source, kind, first_seen, tries, state)
+    def fwd_add(self, obj, dest, source, kind, now):
+        self._run("INSERT INTO forward (object, dest, source, kind, first_seen, due) VALUES (?, ?, ?, ?, ?, ?)"
+                  " ON CONFLICT(object, dest) DO UPDATE SET due = ?6, state = 'new', tries = 0,"
+                  " first_seen = ?5, last_error = ''", (obj, dest, source, kind, now, now))
+
+    def fwd_due(self, now, limit):
+        return self._run("SELECT seq, object, dest, source, kind, first_seen, tries, state FROM forward"
+                         " WHERE state != 'failed' AND due <= ? ORDER BY due, seq LIMIT ?", (now, limit))
+
+    def fwd_next_due(self):
+        return self._run("SELECT MIN(due) FROM forward WHERE state != 'failed'")[0][0]
+
+    def fwd_reschedule(self, seq, due, tries, error):
+        self._run("UPDATE forward SET due = ?, tries = ?, state = 'retrying', last_error = ? WHERE seq = ?",
+                  (due, tries, error, seq))
+
+    def fwd_drop(self, seq):
+        self._run("DELETE FROM forward WHERE seq = ?", (seq,))
+
+    def fwd_fail(self, seq, now, reason):
+        self._run("UPDATE forward SET state = 'failed', due = ?, last_error = ? WHERE seq = ?", (now, reason, seq))
+
+    def fwd_requeue_failed(self, now):
+        with self.lock:
+            return self.db.execute("UPDATE forward SET state = 'new', due = ?, tries = 0, first_seen = ?"
+                                   " WHERE state = 'failed'", (now, now)).rowcount
+
+    def fwd_all_due_now(self, now):
+        self._run("UPDATE forward SET due = ? WHERE state != 'failed' AND due > ?", (now, now))
+
+    def fwd_counts(self):
+        states = dict(self._run("SELECT state, COUNT(*) FROM forward GROUP BY state"))
+        recent = self._run("SELECT source, object, kind, dest, due, last_error FROM forward WHERE state = 'failed'"
+                           " ORDER BY due DESC LIMIT 10")
+        return states.get("new", 0), states.get("retrying", 0), states.get("failed", 0), recent
+
 
 class Gate:
-    """Whether chexd is usable: after a failure nothing is sent until `until` (capped
-    exponential backoff with jitter, or chexd's Retry-After); a success opens it again."""
+    """Whether chexd (or a forwarding destination) is usable: after a failure nothing is sent
+    until `until` (capped exponential backoff with jitter, or chexd's Retry-After); a success
+    opens it again."""
 
-    def __init__(self):
+    def __init__(self, chexd=True):
+        self.chexd = chexd   # chexd's gate (refused when the configuration is), or a destination's
         self.lock = threading.Lock()
         self.failures = 0
         self.until = 0.0
@@ -337,10 +447,10 @@ class Gate:
     def snapshot(self, now):
         with self.lock:
             return {
-                "state": "refused" if REFUSED else ("ok" if not self.failures else "retrying"),
+                "state": "refused" if REFUSED and self.chexd else ("ok" if not self.failures else "retrying"),
                 "consecutive_failures": self.failures,
                 "next_attempt_in_s": round(max(0.0, self.until - now), 1),
-                "last_error": REFUSED or self.last_error,
+                "last_error": (REFUSED if self.chexd else "") or self.last_error,
                 "last_error_at": iso(self.last_error_at),
                 "last_ok_at": iso(self.last_ok_at),
             }
@@ -438,9 +548,9 @@ def record_status(instance_id, status):
         orthanc.LogWarning("chexd: cannot record status of %s (%s): %s" % (instance_id, status, e))
 
 
-def series_modality(instance_id):
-    """The Modality of the instance's series, from Orthanc's index (cached per series: one
-    lookup for a 2,000-slice CT, not 2,000)."""
+def series_of(instance_id):
+    """(Modality, Manufacturer) of the instance's series, from Orthanc's index (cached per
+    series: one lookup for a 2,000-slice CT, not 2,000)."""
     try:
         series_id = rest_json("/instances/%s" % instance_id)["ParentSeries"]
     except orthanc.OrthancException:
@@ -450,14 +560,15 @@ def series_modality(instance_id):
             MODALITY_CACHE.move_to_end(series_id)
             return MODALITY_CACHE[series_id]
     try:
-        modality = rest_json("/series/%s" % series_id).get("MainDicomTags", {}).get("Modality", "").upper()
+        tags = rest_json("/series/%s" % series_id).get("MainDicomTags", {})
     except orthanc.OrthancException:
         raise Gone()
+    found = (tags.get("Modality", "").upper(), tags.get("Manufacturer", "").strip())
     with MODALITY_LOCK:
-        MODALITY_CACHE[series_id] = modality
+        MODALITY_CACHE[series_id] = found
         while len(MODALITY_CACHE) > 1024:
             MODALITY_CACHE.popitem(last=False)
-    return modality
+    return found
 
 
 def instance_file(instance_id):
@@ -489,15 +600,17 @@ def retry_after_seconds(value):
         return None
 
 
-def post_to_chexd(dicom):
-    headers = {"Content-Type": "application/dicom", "Accept": "application/json"}
+def chexd_call(url, body, accept):
+    """POST the DICOM file to chexd; the answer's body. Retryable when chexd is not usable
+    now, Permanent when it refuses this file."""
+    headers = {"Content-Type": "application/dicom", "Accept": accept}
     token = TOKEN.get()
     if token:
         headers["Authorization"] = "Bearer " + token
-    req = urllib.request.Request(CFG["Url"], data=dicom, headers=headers, method="POST")
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=CFG["TimeoutSeconds"], context=SSL_CONTEXT) as resp:
-            body = resp.read()
+            return resp.read()
     except urllib.error.HTTPError as e:
         detail = e.read()[:300].decode("utf-8", "replace").replace("\n", " ")
         hint = {401: " (check Chexd.Token/TokenFile against chexd's api_token_file)",
@@ -512,12 +625,16 @@ def post_to_chexd(dicom):
         if isinstance(reason, ssl.SSLCertVerificationError):
             raise Retryable("TLS: the certificate of %s is not trusted (Chexd.CAFile %s): "
                             "certificate verify failed: %s"
-                            % (CFG["Url"], CFG["CAFile"] or "(system CAs)", reason.verify_message or reason))
+                            % (url, CFG["CAFile"] or "(system CAs)", reason.verify_message or reason))
         if isinstance(reason, ssl.SSLError):
-            raise Retryable("TLS handshake with %s failed: %s" % (CFG["Url"], reason))
-        raise Retryable("chexd unreachable at %s: %s" % (CFG["Url"], reason))
+            raise Retryable("TLS handshake with %s failed: %s" % (url, reason))
+        raise Retryable("chexd unreachable at %s: %s" % (url, reason))
     except OSError as e:  # reset, broken pipe, timeout while reading the answer
-        raise Retryable("chexd unreachable at %s: %s" % (CFG["Url"], e))
+        raise Retryable("chexd unreachable at %s: %s" % (url, e))
+
+
+def classify(dicom):
+    body = chexd_call(CFG["Url"], dicom, "application/json")
     try:
         answer = json.loads(body)
     except ValueError:
@@ -525,6 +642,41 @@ def post_to_chexd(dicom):
     if not isinstance(answer, dict) or not isinstance(answer.get("predictions"), list):
         raise Permanent("chexd answered without predictions")
     return answer
+
+
+def result_object(url, dicom, what):
+    """chexd's SR or SC of the file (Accept: application/dicom): a Part 10 file."""
+    body = chexd_call(url, dicom, "application/dicom")
+    if body[128:132] != b"DICM":
+        raise Retryable("chexd answered 200 to the %s request with a body that is not a DICOM file" % what)
+    return body
+
+
+def top_label(answer):
+    best = max(answer["predictions"], key=lambda p: p.get("probability", 0.0), default=None)
+    if not best or not best.get("label"):
+        raise Permanent("chexd answered without a label to draw")
+    return best["label"]
+
+
+def next_attempt(first_seen, tries, now, until, tried):
+    """The retry bookkeeping shared by classification and forwarding: the attempts made, and
+    when the item is tried next: `until` (the end of a pause) capped by the end of its
+    RetryHorizonHours, or None when the horizon is over (it fails)."""
+    tries += 1 if tried else 0
+    horizon_end = first_seen + CFG["RetryHorizonHours"] * 3600
+    if now >= horizon_end:
+        return tries, None
+    return tries, min(until, horizon_end)
+
+
+def failed_after(tries, first_seen, now, error):
+    return "failed after %d attempts over %.1f h: %s" % (tries, (now - first_seen) / 3600, error)
+
+
+def retrying(tries, what, error, due, now):
+    return "retrying (%s: %s; next attempt in %.0f s)" % (
+        "attempt %d failed" % tries if tries else "waiting for " + what, error, due - now)
 
 
 def fail(instance_id, now, reason):
@@ -537,20 +689,91 @@ def fail(instance_id, now, reason):
 def wait_for_chexd(instance_id, row, now, until, error, tried):
     """The instance waits for chexd until `until`, or fails when its horizon is over."""
     first_seen, tries, state = row
-    tries += 1 if tried else 0
-    horizon_end = first_seen + CFG["RetryHorizonHours"] * 3600
-    if now >= horizon_end:
-        fail(instance_id, now, "failed after %d attempts over %.1f h: %s"
-             % (tries, (now - first_seen) / 3600, error))
+    tries, due = next_attempt(first_seen, tries, now, until, tried)
+    if due is None:
+        fail(instance_id, now, failed_after(tries, first_seen, now, error))
         return
-    due = min(until, horizon_end)
     STORE.reschedule(instance_id, due, tries, error)
     if tried:
         WORK.count("retried")
     if tried or state != "retrying":
         # Written when something changed, not at every pause of a long outage.
-        record_status(instance_id, "retrying (%s: %s; next attempt in %.0f s)"
-                      % ("attempt %d failed" % tries if tries else "waiting for chexd", error, due - now))
+        record_status(instance_id, retrying(tries, "chexd", error, due, now))
+
+
+def classifiable(instance_id):
+    """Whether the instance is a chest radiograph to classify: its series' Modality in
+    Modalities (never SR, OT, ...), not made by chexd (Manufacturer "chexd": our own SR and
+    SC, whatever their modality), not of an SR SOP class. A Secondary Capture with Modality
+    CR (film digitised, datasets such as SIIM's) is a radiograph and is classified."""
+    modality, manufacturer = series_of(instance_id)
+    if modality not in CFG["Modalities"] or manufacturer == CHEXD_MANUFACTURER:
+        return False
+    try:
+        sop_class = orthanc.RestApiGet("/instances/%s/metadata/SopClassUid" % instance_id).decode().strip()
+    except orthanc.OrthancException:
+        sop_class = ""
+    return not sop_class.startswith(SR_CLASS_PREFIX)
+
+
+def make_results(dicom, answer):
+    """chexd's SR and SC of the file, as configured: {kind: bytes}, the SC's label, and why
+    an object could not be made (chexd refused it: the JSON result stands)."""
+    objects, label, notes = {}, "", []
+    if CFG["StoreSR"]:
+        try:
+            objects["sr"] = result_object(CFG["Url"], dicom, "SR")
+        except Permanent as e:
+            notes.append("no SR: %s" % e)
+    if CFG["StoreSC"]:
+        try:
+            label = CFG["SCLabel"] or top_label(answer)
+            url = CFG["ExplainUrl"] + "?" + urllib.parse.urlencode({"label": label})
+            objects["sc"] = result_object(url, dicom, "SC")
+        except Permanent as e:
+            notes.append("no SC: %s" % e)
+    return objects, label, notes
+
+
+def store_results(instance_id, objects, label):
+    """Stores the SR/SC in Orthanc (the study carries them), replacing the ones of an earlier
+    classification; queues them for every ForwardTo destination."""
+    try:
+        previous = json.loads(orthanc.RestApiGet("/instances/%s/metadata/%s" % (instance_id, RESULTS)))
+    except (orthanc.OrthancException, ValueError):
+        previous = {}
+    stored = {}
+    for kind, body in objects.items():
+        stored[kind] = json.loads(orthanc.RestApiPost("/instances", body))["ID"]
+    if not stored and not previous:
+        return stored
+    results = dict(stored, label=label) if label else dict(stored)
+    try:
+        put_metadata(instance_id, RESULTS, json.dumps(results, sort_keys=True))
+    except orthanc.OrthancException as e:
+        # An orthanc.json of an earlier version: the objects are stored, only not named.
+        orthanc.LogError("chexd: cannot record %s on %s (declare \"%s\": 1026 and \"%s\": 1027 in "
+                         "UserMetadata): %s" % (RESULTS, instance_id, RESULTS, FORWARD, e))
+    for kind in ("sr", "sc"):
+        old = previous.get(kind) if isinstance(previous, dict) else None
+        if old and old not in stored.values():
+            try:
+                orthanc.RestApiDelete("/instances/%s" % old)
+            except orthanc.OrthancException:
+                pass   # already deleted by someone else
+    if stored and CFG["ForwardTo"]:
+        now = time.time()
+        with FORWARD_META_LOCK:
+            try:
+                put_metadata(instance_id, FORWARD, json.dumps(
+                    {d: {k: "queued" for k in stored} for d in CFG["ForwardTo"]}, sort_keys=True))
+            except orthanc.OrthancException as e:
+                orthanc.LogError("chexd: cannot record %s on %s: %s" % (FORWARD, instance_id, e))
+        for dest in CFG["ForwardTo"]:
+            for kind, obj in stored.items():
+                STORE.fwd_add(obj, dest, instance_id, kind, now)
+        FORWARDER.wake()
+    return stored
 
 
 def process(instance_id):
@@ -559,8 +782,7 @@ def process(instance_id):
         return
     now = time.time()
     try:
-        modality = series_modality(instance_id)
-        if modality not in CFG["Modalities"]:
+        if not classifiable(instance_id):
             # Not ours: forgotten, nothing written on the instance.
             STORE.drop(instance_id)
             WORK.count("skipped")
@@ -569,11 +791,16 @@ def process(instance_id):
         if pause > 0:
             wait_for_chexd(instance_id, row, now, now + pause, error, False)
             return
-        answer = post_to_chexd(instance_file(instance_id))
+        dicom = instance_file(instance_id)
+        answer = classify(dicom)
+        objects, label, notes = make_results(dicom, answer)
         compact = json.dumps(answer, separators=(",", ":"), sort_keys=True)
         put_metadata(instance_id, METADATA, compact)
         orthanc.RestApiPut("/instances/%s/attachments/%s" % (instance_id, ATTACHMENT), compact)
-        put_metadata(instance_id, STATUS, "ok")
+        store_results(instance_id, objects, label)
+        for note in notes:
+            orthanc.LogWarning("chexd: %s: %s" % (instance_id, note))
+        put_metadata(instance_id, STATUS, "ok" + (" (%s)" % "; ".join(notes) if notes else ""))
         GATE.ok(time.time())
         STORE.drop(instance_id)
         WORK.count("ok")
@@ -612,6 +839,215 @@ def worker():
             WORK.done(instance_id)
 
 
+# ---- forwarding the stored results to the hospital's PACS --------------------------------
+
+FORWARD_META_LOCK = threading.Lock()   # read-modify-write of a source's "chexd-forward"
+JOB_DONE = ("Success", "Failure")
+
+
+def destination(dest):
+    """("modality" | "dicomweb", name) of a ForwardTo entry: "modality:NAME", "dicomweb:NAME",
+    or a bare name looked up in Orthanc's DicomModalities, then in the DICOMweb Servers."""
+    kind, sep, name = dest.partition(":")
+    if sep and kind in ("modality", "dicomweb"):
+        return kind, name
+    try:
+        if dest in rest_json("/modalities"):
+            return "modality", dest
+    except orthanc.OrthancException:
+        pass
+    try:
+        if dest in json.loads(orthanc.RestApiGetAfterPlugins("/dicom-web/servers")):
+            return "dicomweb", dest
+    except (orthanc.OrthancException, ValueError):
+        pass
+    raise Retryable("%r is neither in Orthanc's DicomModalities nor in the DICOMweb plugin's Servers" % dest)
+
+
+def job_state(job_id):
+    try:
+        return rest_json("/jobs/%s" % job_id).get("State", "")
+    except orthanc.OrthancException:
+        return ""
+
+
+def send(obj, dest, stuck):
+    """Sends one stored instance to one destination as an Orthanc job, and waits for the job
+    (polling: short REST calls, sleeps in between). Retryable on any failure; Gone when the
+    object was deleted meanwhile. `stuck` (destination -> job id) holds the jobs given up
+    after ForwardTimeoutSeconds: while one still runs (a hung PACS holds it until Orthanc's
+    own DicomScuTimeout / HttpTimeout), no other job is submitted to that destination, so a
+    hung PACS never fills Orthanc's job engine."""
+    try:
+        rest_json("/instances/%s" % obj)
+    except orthanc.OrthancException:
+        raise Gone()
+    if dest in stuck:
+        if job_state(stuck[dest]) in ("Running", "Pending", "Retry", "Paused"):
+            raise Retryable("%s is not answering: job %s, given up after %.0f s, still runs"
+                            % (dest, stuck[dest], CFG["ForwardTimeoutSeconds"]))
+        del stuck[dest]
+    kind, name = destination(dest)
+    body = json.dumps({"Resources": [obj], "Synchronous": False})
+    quoted = urllib.parse.quote(name, safe="")
+    try:
+        if kind == "modality":
+            job = json.loads(orthanc.RestApiPost("/modalities/%s/store" % quoted, body))
+        else:
+            job = json.loads(orthanc.RestApiPostAfterPlugins("/dicom-web/servers/%s/stow" % quoted, body))
+    except orthanc.OrthancException as e:
+        raise Retryable("%s %s refused the job: %s" % (kind, name, e))
+    job_id = job.get("ID") if isinstance(job, dict) else None
+    if not job_id:
+        return   # answered synchronously: done
+    end = time.time() + CFG["ForwardTimeoutSeconds"]
+    while True:
+        try:
+            state = rest_json("/jobs/%s" % job_id)
+        except orthanc.OrthancException as e:
+            raise Retryable("job %s of %s %s vanished: %s" % (job_id, kind, name, e))
+        if state.get("State") == "Success":
+            return
+        if state.get("State") == "Failure":
+            detail = state.get("ErrorDetails") or ""
+            raise Retryable("%s %s: %s%s" % ("C-STORE to" if kind == "modality" else "STOW-RS to", name,
+                                             state.get("ErrorDescription", "job failed"),
+                                             " (%s)" % detail if detail else ""))
+        if time.time() > end or FORWARDER.stopping:
+            try:
+                orthanc.RestApiPost("/jobs/%s/cancel" % job_id, "")
+            except orthanc.OrthancException:
+                pass
+            stuck[dest] = job_id
+            raise Retryable("%s %s: %s" % (kind, name, "Orthanc is stopping" if FORWARDER.stopping else
+                                           "no answer within %.0f s" % CFG["ForwardTimeoutSeconds"]))
+        time.sleep(0.25)
+
+
+def record_forward(source, dest, kind, status):
+    with FORWARD_META_LOCK:
+        try:
+            current = json.loads(orthanc.RestApiGet("/instances/%s/metadata/%s" % (source, FORWARD)))
+        except (orthanc.OrthancException, ValueError):
+            current = {}
+        if not isinstance(current, dict):
+            current = {}
+        current.setdefault(dest, {})[kind] = status
+        try:
+            put_metadata(source, FORWARD, json.dumps(current, sort_keys=True))
+        except orthanc.OrthancException as e:
+            orthanc.LogWarning("chexd: cannot record forwarding of %s to %s (%s): %s" % (source, dest, status, e))
+
+
+class Forwarder:
+    """One thread sending the stored results, due rows first; each destination has its own
+    Gate (a destination that is down pauses, the others go on)."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.gates = {}
+        self.stuck = {}   # destination -> job given up on (only the forwarding thread uses it)
+        self.counters = {"ok": 0, "failed": 0, "retried": 0}
+
+    def gate(self, dest):
+        with self.cond:
+            return self.gates.setdefault(dest, Gate(chexd=False))
+
+    def wake(self):
+        with self.cond:
+            self.cond.notify_all()
+
+    def stop(self):
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+
+    def count(self, key):
+        with self.cond:
+            self.counters[key] += 1
+
+    def run(self):
+        while True:
+            with self.cond:
+                if self.stopping:
+                    return
+            rows = STORE.fwd_due(time.time(), 16)
+            if not rows:
+                with self.cond:
+                    if self.stopping:
+                        return
+                    nxt = STORE.fwd_next_due()
+                    self.cond.wait(1.0 if nxt is None else min(1.0, max(0.02, nxt - time.time())))
+                continue
+            for row in rows:
+                if self.stopping:
+                    return
+                try:
+                    self.forward(row)
+                except Exception as e:  # the thread must survive anything one row does
+                    orthanc.LogError("chexd: forwarding %s to %s: %r" % (row[1], row[2], e))
+                    try:
+                        STORE.fwd_fail(row[0], time.time(), "failed: %r" % e)
+                    except Exception as e2:
+                        orthanc.LogError("chexd: cannot record the forwarding failure: %r" % e2)
+
+    def forward(self, row):
+        seq, obj, dest, source, kind, first_seen, tries, state = row
+        gate = self.gate(dest)
+        now = time.time()
+        pause, error = gate.wait(now)
+        if pause > 0:
+            self.retry_later(row, now, now + pause, error, False)
+            return
+        try:
+            send(obj, dest, self.stuck)
+        except Gone:
+            STORE.fwd_drop(seq)
+            orthanc.LogInfo("chexd: %s (%s of %s) was deleted before it was forwarded to %s" % (obj, kind, source, dest))
+            return
+        except Retryable as e:
+            now = time.time()
+            until = gate.fail(now, str(e), None)
+            orthanc.LogWarning("chexd: forwarding %s of %s to %s, attempt %d: %s; next attempt in %.1f s"
+                               % (kind, source, dest, tries + 1, e, until - now))
+            self.retry_later(row, now, until, str(e), True)
+            return
+        gate.ok(time.time())
+        STORE.fwd_drop(seq)
+        self.count("ok")
+        record_forward(source, dest, kind, "ok")
+
+    def retry_later(self, row, now, until, error, tried):
+        seq, obj, dest, source, kind, first_seen, tries, state = row
+        tries, due = next_attempt(first_seen, tries, now, until, tried)
+        if due is None:
+            reason = failed_after(tries, first_seen, now, error)
+            orthanc.LogError("chexd: forwarding %s of %s to %s %s" % (kind, source, dest, reason))
+            STORE.fwd_fail(seq, now, reason)
+            self.count("failed")
+            record_forward(source, dest, kind, reason)
+            return
+        STORE.fwd_reschedule(seq, due, tries, error)
+        if tried:
+            self.count("retried")
+        if tried or state != "retrying":
+            record_forward(source, dest, kind, retrying(tries, dest, error, due, now))
+
+    def snapshot(self, now):
+        with self.cond:
+            gates = dict(self.gates)
+            counters = dict(self.counters)
+        new, retrying_, failed, recent = STORE.fwd_counts()
+        return {"destinations": CFG["ForwardTo"], "pending": new, "retrying": retrying_, "failed": failed,
+                "counters": counters, "gates": {d: g.snapshot(now) for d, g in gates.items()},
+                "recent_failures": [{"source": s, "object": o, "kind": k, "dest": d, "at": iso(at), "reason": r}
+                                    for s, o, k, d, at, r in recent]}
+
+
+FORWARDER = Forwarder()
+
+
 THREADS = []
 
 
@@ -626,6 +1062,11 @@ def on_change(change_type, level, resource_id):
     elif change_type == orthanc.ChangeType.ORTHANC_STARTED:
         if not WORK:
             return
+        # Forwarding needs Orthanc only: it runs even when sending to chexd is refused.
+        STORE.fwd_all_due_now(time.time())
+        t = threading.Thread(target=FORWARDER.run, name="chexd-forward", daemon=True)
+        t.start()
+        THREADS.append(t)
         if REFUSED:
             orthanc.LogError("chexd: %s; new instances are kept in %s and sent once this is fixed"
                              % (REFUSED, STORE.path))
@@ -640,9 +1081,15 @@ def on_change(change_type, level, resource_id):
                            % (CFG["Workers"], "/".join(CFG["Modalities"]), CFG["Url"],
                               "CA " + (CFG["CAFile"] or "system") if SSL_CONTEXT else "no TLS",
                               new, retrying, failed, STORE.path))
+        results = [k for k in ("StoreSR", "StoreSC") if CFG[k]]
+        fnew, fretrying, ffailed, _ = STORE.fwd_counts()
+        orthanc.LogWarning("chexd: results stored as DICOM: %s; forwarded to: %s; %d pending, %d retrying, %d failed"
+                           % (", ".join(k[-2:] for k in results) or "none",
+                              ", ".join(CFG["ForwardTo"]) or "nowhere", fnew, fretrying, ffailed))
     elif change_type == orthanc.ChangeType.ORTHANC_STOPPED:
         if WORK:
             WORK.stop()
+        FORWARDER.stop()
         # Bounded: a worker may be waiting on chexd; its thread is a daemon thread, and
         # the instance it holds stays in the store for the next start.
         for t in THREADS:
@@ -658,12 +1105,19 @@ def unavailable(output):
     output.SendHttpStatus(503, body, len(body.encode()))
 
 
-def classify_instance_route(output, uri, **request):
+def post_route_usable(output, request):
+    """A POST route's common checks: the method (405) and the plugin's store (503)."""
     if request["method"] != "POST":
         output.SendMethodNotAllowed("POST")
-        return
+        return False
     if not WORK:
         unavailable(output)
+        return False
+    return True
+
+
+def classify_instance_route(output, uri, **request):
+    if not post_route_usable(output, request):
         return
     instance_id = request["groups"][0]
     try:
@@ -671,9 +1125,19 @@ def classify_instance_route(output, uri, **request):
     except orthanc.OrthancException:
         output.SendHttpStatusCode(404)
         return
-    modality = series.get("MainDicomTags", {}).get("Modality", "")
+    tags = series.get("MainDicomTags", {})
+    modality = tags.get("Modality", "")
+    try:
+        sop_class = orthanc.RestApiGet("/instances/%s/metadata/SopClassUid" % instance_id).decode().strip()
+    except orthanc.OrthancException:
+        sop_class = ""
+    why = ""
     if modality.upper() not in CFG["Modalities"]:
-        body = "modality %s is not classified (Chexd.Modalities)\n" % (modality or "missing")
+        why = "modality %s is not classified (Chexd.Modalities)" % (modality or "missing")
+    elif tags.get("Manufacturer", "").strip() == CHEXD_MANUFACTURER or sop_class.startswith(SR_CLASS_PREFIX):
+        why = "chexd's own results are not classified"
+    if why:
+        body = why + "\n"
         output.SendHttpStatus(400, body, len(body.encode()))  # orthanc-python 4.0 wants a str here
         return
     WORK.offer(instance_id)
@@ -682,11 +1146,7 @@ def classify_instance_route(output, uri, **request):
 
 
 def classify_study_route(output, uri, **request):
-    if request["method"] != "POST":
-        output.SendMethodNotAllowed("POST")
-        return
-    if not WORK:
-        unavailable(output)
+    if not post_route_usable(output, request):
         return
     study_id = request["groups"][0]
     try:
@@ -696,9 +1156,10 @@ def classify_study_route(output, uri, **request):
         return
     queued, skipped = [], []
     for series in series_list:
-        modality = series.get("MainDicomTags", {}).get("Modality", "").upper()
+        tags = series.get("MainDicomTags", {})
+        modality = tags.get("Modality", "").upper()
         for instance_id in series.get("Instances", []):
-            if modality not in CFG["Modalities"]:
+            if modality not in CFG["Modalities"] or tags.get("Manufacturer", "").strip() == CHEXD_MANUFACTURER:
                 skipped.append(instance_id)
             else:
                 WORK.offer(instance_id)
@@ -708,11 +1169,7 @@ def classify_study_route(output, uri, **request):
 
 
 def requeue_failed_route(output, uri, **request):
-    if request["method"] != "POST":
-        output.SendMethodNotAllowed("POST")
-        return
-    if not WORK:
-        unavailable(output)
+    if not post_route_usable(output, request):
         return
     # In slices (memory stays flat however many failed); an instance failing again meanwhile
     # is newer than `before` and not taken twice.
@@ -725,7 +1182,10 @@ def requeue_failed_route(output, uri, **request):
             WORK.offer(instance_id)
             record_status(instance_id, "queued")
         queued += len(ids)
-    answer_json(output, {"queued": queued})
+    forwards = STORE.fwd_requeue_failed(time.time())
+    if forwards:
+        FORWARDER.wake()
+    answer_json(output, {"queued": queued, "forwards_queued": forwards})
 
 
 def status_route(output, uri, **request):
@@ -742,7 +1202,7 @@ def status_route(output, uri, **request):
     answer_json(output, dict(
         WORK.snapshot(), pending=new, retrying=retrying, failed=failed,
         recent_failures=[{"id": i, "at": iso(at), "reason": r} for i, at, r in recent],
-        chexd=GATE.snapshot(now), store=STORE.path, config=shown))
+        chexd=GATE.snapshot(now), forward=FORWARDER.snapshot(now), store=STORE.path, config=shown))
 
 
 orthanc.RegisterOnChangeCallback(on_change)

@@ -25,71 +25,14 @@
 #   env: BIN, MODELS, PY (as given by tests/run_all.sh)
 set -euo pipefail
 self=$(readlink -f "${BASH_SOURCE[0]}")
-cd "$(dirname "$self")/../.."
-ROOT=$PWD
-BIN=${BIN:-bin}; MODELS=${MODELS:-models}; PY=${PY:-/usr/bin/python3}
-case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
-case $MODELS in /*) ;; *) MODELS=$ROOT/$MODELS ;; esac
-export BIN MODELS PY
-
-if [ "${1:-}" != --in-namespace ]; then
-  [ "$(id -u)" -eq 0 ] || { echo "test_orthanc: needs root (unshare -n)" >&2; exit 1; }
-  for f in "$BIN/chexd" "$BIN/chex" "$MODELS/chexnet-demo.safetensors"; do
-    [ -e "$f" ] || { echo "test_orthanc: $f missing (run make)" >&2; exit 1; }
-  done
-  for tool in Orthanc storescu dcmcjpls unshare ip curl; do
-    command -v "$tool" >/dev/null || { echo "test_orthanc: '$tool' missing (bash deploy/install-deps.sh --test)" >&2; exit 1; }
-  done
-  [ -e /usr/share/orthanc/plugins/libOrthancPython.so ] ||
-    { echo "test_orthanc: orthanc-python missing (bash deploy/install-deps.sh --test)" >&2; exit 1; }
-  # Own PID namespace too (--kill-child): if the test dies, Orthanc and chexd die with it.
-  exec unshare -n -p --kill-child bash "$self" --in-namespace
-fi
-
-ip link set lo up
-tmp=$(mktemp -d)
-chexd_pid= orthanc_pid=
-cleanup() {
-  local rc=$?
-  if [ $rc -ne 0 ]; then
-    echo "--- Orthanc log (tail)" >&2; tail -n 40 "$tmp/orthanc.log" >&2 2>/dev/null || true
-    echo "--- chexd log (tail)" >&2; tail -n 20 "$tmp/chexd.log" >&2 2>/dev/null || true
-  fi
-  [ -n "$orthanc_pid" ] && kill "$orthanc_pid" 2>/dev/null && wait "$orthanc_pid" 2>/dev/null
-  [ -n "$chexd_pid" ] && kill "$chexd_pid" 2>/dev/null && kill -CONT "$chexd_pid" 2>/dev/null &&
-    wait "$chexd_pid" 2>/dev/null
-  rm -rf "$tmp"
-  return $rc
-}
-trap cleanup EXIT
-fail() { echo "test_orthanc: FAIL: $*" >&2; exit 1; }
+. "$(dirname "$self")/lib_orthanc.sh"
+orthanc_test_setup test_orthanc "$self" "${1:-}" storescu dcmcjpls
 
 CHEXD_PORT=8080 HTTP_PORT=8042 DICOM_PORT=4242
 USER_PW="chexd-test:$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/token"
-MODEL=$MODELS/chexnet-demo.safetensors
+CHEXD_ARGS=(--api-token-file "$tmp/token")
 
-start_chexd() {
-  "$BIN/chexd" --listen 127.0.0.1 --port "$CHEXD_PORT" --model "$MODEL" \
-    --api-token-file "$tmp/token" >>"$tmp/chexd.log" 2>&1 &
-  chexd_pid=$!
-  for _ in $(seq 1 120); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CHEXD_PORT/readyz")" = 200 ] && return 0
-    kill -0 "$chexd_pid" 2>/dev/null || fail "chexd exited at start"
-    sleep 0.25
-  done
-  fail "chexd not ready after 30 s"
-}
-stop_chexd() {
-  kill -TERM "$chexd_pid"; wait "$chexd_pid" || true; chexd_pid=
-}
-orth() { # METHOD PATH [curl args...] -> body on stdout, fails on HTTP >= 400
-  local m=$1 p=$2; shift 2
-  curl -fsS -u "$USER_PW" -X "$m" "http://127.0.0.1:$HTTP_PORT$p" "$@"
-}
-orth_code() { # METHOD PATH -> HTTP status only
-  curl -s -o /dev/null -w '%{http_code}' -u "$USER_PW" -X "$1" "http://127.0.0.1:$HTTP_PORT$2"
-}
 store() { # FILE [storescu options] -> Orthanc instance id (C-STORE, then lookup by SOP UID)
   timeout 30 storescu "${@:2}" -aet CHEXTEST -aec ORTHANC 127.0.0.1 "$DICOM_PORT" "$1" >>"$tmp/storescu.log" 2>&1 ||
     fail "storescu $1 failed or hung: $(tail -n 3 "$tmp/storescu.log")"
@@ -109,14 +52,6 @@ wait_status() { # ID PREFIX TIMEOUT_S -> waits until chexd-status starts with PR
     sleep 0.25
   done
   fail "instance $1: chexd-status is '$s' after $3 s, expected '$2...'"
-}
-wait_until() { # TIMEOUT_S WHAT COMMAND...: polls COMMAND until it succeeds, fails at the deadline
-  local end=$((SECONDS + $1)) what=$2
-  shift 2
-  until "$@"; do
-    [ $SECONDS -lt $end ] || fail "$what: not within the deadline"
-    sleep 0.25
-  done
 }
 worker_took() { # N PENDING: the plugin's worker holds one instance, has received at least N, and PENDING are pending (- for any)
   orth GET /chexd/status | "$PY" -c 'import json,sys; s = json.load(sys.stdin); sys.exit(0 if s["in_flight"] == 1 and s["counters"]["received"] >= int(sys.argv[1]) and sys.argv[2] in ("-", str(s["pending"])) else 1)' "$1" "$2"
@@ -202,21 +137,6 @@ mk tests/data/00000002_000.png "$tmp/dx7.dcm" --series "$series" --number 7
 mk tests/data/00000001_000.png "$tmp/dx8.dcm" --series "$series" --number 8
 
 # ---- start ----------------------------------------------------------------------------
-start_orthanc() { # CONFIG
-  Orthanc "$1" >>"$tmp/orthanc.log" 2>&1 &
-  orthanc_pid=$!
-  for _ in $(seq 1 120); do
-    orth GET /system >/dev/null 2>&1 && break
-    kill -0 "$orthanc_pid" 2>/dev/null || fail "Orthanc exited at start"
-    sleep 0.25
-  done
-  orth GET /system >/dev/null || fail "Orthanc REST not up after 30 s"
-}
-stop_orthanc() {
-  local t0; t0=$(date +%s%N)
-  kill -TERM "$orthanc_pid"; wait "$orthanc_pid" || fail "Orthanc exited non-zero on SIGTERM"; orthanc_pid=
-  echo "orthanc: Orthanc stopped in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
-}
 start_chexd
 start_orthanc "$tmp/orthanc.json"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/system")" = 401 ] ||
@@ -305,13 +225,17 @@ echo "orthanc: 48x48 image -> '$(status_of "$small" | cut -c1-90)'"
 orth GET "/instances/$dx1/metadata/chexd" >"$tmp/before1.json"
 orth GET "/instances/$dx2/metadata/chexd" >"$tmp/before2.json"
 study_id=$(orth GET "/instances/$dx1/study" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["ID"])')
+orth GET "/studies/$study_id/series" >"$tmp/series.json"
 orth POST "/chexd/studies/$study_id/classify" -d '' >"$tmp/route.json"
-"$PY" - "$tmp/route.json" "$ot" "$dx1" "$dx2" "$dx4" "$small" "$dx7" "$dx8" <<'EOF'
+"$PY" - "$tmp/route.json" "$tmp/series.json" "$ot" "$dx1" "$dx2" "$dx4" "$small" "$dx7" "$dx8" <<'EOF'
 import json, sys
-r = json.load(open(sys.argv[1]))
-want = set(sys.argv[3:])
+r, series = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+want = set(sys.argv[4:])
 assert set(r["queued"]) == want, r
-assert r["skipped_modality"] == [sys.argv[2]], r
+# the OT instance and the plugin's own Structured Reports (StoreSR is on by default)
+srs = {i for s in series if s["MainDicomTags"].get("Modality") == "SR" for i in s["Instances"]}
+assert len(srs) == 5, f"{len(srs)} SR instances in the study, expected one per classified DX (5)"
+assert sorted(r["skipped_modality"]) == sorted({sys.argv[3]} | srs), r
 EOF
 for id in "$dx1" "$dx2" "$dx4" "$dx7" "$dx8"; do wait_status "$id" ok 60; done
 wait_status "$small" "failed: chexd answered 422" 30
@@ -331,7 +255,7 @@ check_stored "$dx1" "$tmp/dx1.dcm"
 [ "$(orth_code GET "/chexd/instances/$dx1/classify")" = 405 ] || fail "instance route: GET not 405"
 orth POST "/chexd/instances/$dx1/classify" -d '' | grep -q "$dx1" || fail "instance route did not queue"
 wait_status "$dx1" ok 30
-echo "orthanc: study route requeued 6 instances (OT skipped), answers renewed; instance route 200/400/404/405"
+echo "orthanc: study route requeued 6 instances (OT and the 5 SRs skipped), answers renewed; instance route 200/400/404/405"
 
 # ---- 6. chexd down for good: the failure is recorded after the last attempt -------------
 stop_chexd

@@ -29,82 +29,22 @@
 #   env: BIN, MODELS, PY (as given by tests/run_all.sh)
 set -euo pipefail
 self=$(readlink -f "${BASH_SOURCE[0]}")
-cd "$(dirname "$self")/../.."
-ROOT=$PWD
-BIN=${BIN:-bin}; MODELS=${MODELS:-models}; PY=${PY:-/usr/bin/python3}
-case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
-case $MODELS in /*) ;; *) MODELS=$ROOT/$MODELS ;; esac
-export BIN MODELS PY
-
-if [ "${1:-}" != --in-namespace ]; then
-  [ "$(id -u)" -eq 0 ] || { echo "test_orthanc_tls: needs root (unshare -n)" >&2; exit 1; }
-  for f in "$BIN/chexd" "$BIN/chex" "$MODELS/chexnet-demo.safetensors"; do
-    [ -e "$f" ] || { echo "test_orthanc_tls: $f missing (run make)" >&2; exit 1; }
-  done
-  for tool in Orthanc storescu unshare ip curl openssl; do
-    command -v "$tool" >/dev/null || { echo "test_orthanc_tls: '$tool' missing (bash deploy/install-deps.sh --test)" >&2; exit 1; }
-  done
-  [ -e /usr/share/orthanc/plugins/libOrthancPython.so ] ||
-    { echo "test_orthanc_tls: orthanc-python missing (bash deploy/install-deps.sh --test)" >&2; exit 1; }
-  exec unshare -n -p --kill-child bash "$self" --in-namespace
-fi
-
-ip link set lo up
-tmp=$(mktemp -d)
-chexd_pid= orthanc_pid=
-cleanup() {
-  local rc=$?
-  if [ $rc -ne 0 ]; then
-    echo "--- Orthanc log (tail)" >&2; tail -n 40 "$tmp/orthanc.log" >&2 2>/dev/null || true
-    echo "--- chexd log (tail)" >&2; tail -n 20 "$tmp/chexd.log" >&2 2>/dev/null || true
-  fi
-  [ -n "$orthanc_pid" ] && kill "$orthanc_pid" 2>/dev/null && wait "$orthanc_pid" 2>/dev/null
-  [ -n "$chexd_pid" ] && kill "$chexd_pid" 2>/dev/null && wait "$chexd_pid" 2>/dev/null
-  rm -rf "$tmp"
-  return $rc
-}
-trap cleanup EXIT
-fail() { echo "test_orthanc_tls: FAIL: $*" >&2; exit 1; }
+. "$(dirname "$self")/lib_orthanc.sh"
+orthanc_test_setup test_orthanc_tls "$self" "${1:-}" storescu openssl
 t_start=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - t_start )) s"; }
 
 CHEXD_PORT=8443 HTTP_PORT=8042 DICOM_PORT=4242
 USER_PW="chexd-test:$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-MODEL=$MODELS/chexnet-demo.safetensors
 # chexd's certificate names 127.0.0.1 (the URL's host); "other" is a CA that did not sign it.
 bash deploy/make-secrets.sh "$tmp/secrets" 127.0.0.1 >/dev/null
 bash deploy/make-secrets.sh "$tmp/other" 127.0.0.1 >/dev/null
 cp "$tmp/secrets/token" "$tmp/plugin-token"
 URL=https://127.0.0.1:$CHEXD_PORT/v1/predict
+CHEXD_CA=$tmp/secrets/ca.pem
+CHEXD_ARGS=(--tls-cert-file "$tmp/secrets/chexd.crt" --tls-key-file "$tmp/secrets/chexd.key"
+            --api-token-file "$tmp/secrets/token")
 
-start_chexd() {
-  "$BIN/chexd" --listen 127.0.0.1 --port "$CHEXD_PORT" --model "$MODEL" \
-    --tls-cert-file "$tmp/secrets/chexd.crt" --tls-key-file "$tmp/secrets/chexd.key" \
-    --api-token-file "$tmp/secrets/token" >>"$tmp/chexd.log" 2>&1 &
-  chexd_pid=$!
-  for _ in $(seq 1 120); do
-    [ "$(curl -s --cacert "$tmp/secrets/ca.pem" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$CHEXD_PORT/readyz")" = 200 ] && return 0
-    kill -0 "$chexd_pid" 2>/dev/null || fail "chexd exited at start"
-    sleep 0.25
-  done
-  fail "chexd not ready after 30 s"
-}
-stop_chexd() { kill -TERM "$chexd_pid"; wait "$chexd_pid" || true; chexd_pid=; }
-orth() { # METHOD PATH [curl args...]
-  local m=$1 p=$2; shift 2
-  curl -fsS -u "$USER_PW" -X "$m" "http://127.0.0.1:$HTTP_PORT$p" "$@"
-}
-start_orthanc() { # CONFIG
-  Orthanc "$1" >>"$tmp/orthanc.log" 2>&1 &
-  orthanc_pid=$!
-  for _ in $(seq 1 120); do
-    orth GET /system >/dev/null 2>&1 && return 0
-    kill -0 "$orthanc_pid" 2>/dev/null || fail "Orthanc exited at start"
-    sleep 0.25
-  done
-  fail "Orthanc REST not up after 30 s"
-}
-stop_orthanc() { kill -TERM "$orthanc_pid"; wait "$orthanc_pid" || fail "Orthanc exited non-zero"; orthanc_pid=; }
 store() { # FILE... -> one C-STORE association
   timeout 120 storescu -xy -aet CHEXTEST -aec ORTHANC 127.0.0.1 "$DICOM_PORT" "$@" >>"$tmp/storescu.log" 2>&1 ||
     fail "storescu failed or hung: $(tail -n 3 "$tmp/storescu.log")"
@@ -121,10 +61,10 @@ for f in sys.argv[3:]:
     print([x["ID"] for x in json.load(urllib.request.urlopen(req)) if x["Type"] == "Instance"][0])
 EOF
 }
-# wait_until DEADLINE_S WHAT PYTHON-EXPR ID...: polls /chexd/status (as `s`) and the
+# wait_plugin DEADLINE_S WHAT PYTHON-EXPR ID...: polls /chexd/status (as `s`) and the
 # chexd-status metadata of the instances (as `st`, id -> text; `ids` the list) until EXPR
 # is true, or fails with WHAT after DEADLINE_S.
-wait_until() {
+wait_plugin() {
   local deadline=$1 what=$2 expr=$3; shift 3
   "$PY" - "$USER_PW" "$HTTP_PORT" "$deadline" "$expr" "$@" <<'EOF' || fail "$what"
 import base64, json, sys, time, urllib.error, urllib.request
@@ -247,7 +187,7 @@ echo "orthanc-tls: chexd over TLS (test CA) with a token; Orthanc $(orth GET /sy
 store "$tmp"/ct/ct*.dcm
 store "$tmp/crA.dcm" "$tmp/crB.dcm" "$tmp/cr3.dcm"
 mapfile -t cr < <(ids_of "$tmp/crA.dcm" "$tmp/crB.dcm" "$tmp/cr3.dcm")
-wait_until 180 "A: the 3 CR after 300 CT not classified" \
+wait_plugin 180 "A: the 3 CR after 300 CT not classified" \
   'all(t == "ok" for t in st.values()) and s["pending"] == 0 and s["counters"]["skipped"] >= 300' "${cr[@]}"
 check_stored "${cr[0]}" "$tmp/crA.dcm"; check_stored "${cr[1]}" "$tmp/crB.dcm"
 "$PY" - "$USER_PW" "$HTTP_PORT" "$tmp/ct/ct000.dcm" <<'EOF'
@@ -274,15 +214,15 @@ stop_chexd
 t_down=$(date +%s)
 store "$tmp"/cr{4,5,6,7,8}.dcm
 mapfile -t crB < <(ids_of "$tmp"/cr{4,5,6,7,8}.dcm)
-wait_until 30 "B: instances not retrying while chexd is down" \
+wait_plugin 30 "B: instances not retrying while chexd is down" \
   's["retrying"] == 5 and s["in_memory"] <= 4 and all(t.startswith("retrying") for t in st.values())' "${crB[@]}"
 echo "orthanc-tls: B. chexd down: 5 CR retrying ('$(orth GET "/instances/${crB[0]}/metadata/chexd-status" | cut -c1-100)...')"
 sleep $(( 70 - ($(date +%s) - t_down) ))   # the outage itself (deliberate)
-wait_until 5 "B: an instance failed during the outage" \
+wait_plugin 5 "B: an instance failed during the outage" \
   's["failed"] == 0 and s["retrying"] == 5 and s["chexd"]["state"] == "retrying"' "${crB[@]}"
 start_chexd
 echo "orthanc-tls: B. chexd back after $(( $(date +%s) - t_down )) s down, nothing failed"
-wait_until 60 "B: not every instance classified after the outage" \
+wait_plugin 60 "B: not every instance classified after the outage" \
   'all(t == "ok" for t in st.values()) and s["pending"] + s["retrying"] == 0' "${crB[@]}"
 check_stored "${crB[4]}" "$tmp/cr8.dcm"
 echo "orthanc-tls: B. all 5 classified after the outage ($(elapsed))"
@@ -291,26 +231,26 @@ echo "orthanc-tls: B. all 5 classified after the outage ($(elapsed))"
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/plugin-token"
 store "$tmp/cr9.dcm"
 crC=$(ids_of "$tmp/cr9.dcm")
-wait_until 30 "C: a wrong token is not retried" \
+wait_plugin 30 "C: a wrong token is not retried" \
   'st[ids[0]].startswith("retrying") and s["chexd"]["consecutive_failures"] >= 1' "$crC"
 t_wrong=$(date +%s)
 echo "orthanc-tls: C. wrong token -> '$(orth GET "/instances/$crC/metadata/chexd-status" | cut -c1-110)...'"
 sleep $(( 20 - ($(date +%s) - t_wrong) ))   # the wrong-token interval (deliberate)
-wait_until 5 "C: the instance failed while the token was wrong" \
+wait_plugin 5 "C: the instance failed while the token was wrong" \
   'st[ids[0]].startswith("retrying") and s["failed"] == 0 and s["chexd"]["consecutive_failures"] >= 3' "$crC"
 cp "$tmp/secrets/token" "$tmp/plugin-token"
-wait_until 60 "C: not recovered after the token fix" 'st[ids[0]] == "ok"' "$crC"
+wait_plugin 60 "C: not recovered after the token fix" 'st[ids[0]] == "ok"' "$crC"
 echo "orthanc-tls: C. token file fixed after 20 s of 401s -> classified, no restart ($(elapsed))"
 
 # ---- D. Orthanc restarted with instances pending -------------------------------------------
 stop_chexd
 store "$tmp"/cr{10,11,12}.dcm
 mapfile -t crD < <(ids_of "$tmp"/cr{10,11,12}.dcm)
-wait_until 30 "D: instances not retrying" 's["retrying"] == 3' "${crD[@]}"
+wait_plugin 30 "D: instances not retrying" 's["retrying"] == 3' "${crD[@]}"
 stop_orthanc
 start_chexd
 start_orthanc "$tmp/orthanc.json"
-wait_until 60 "D: pending instances not classified after an Orthanc restart" \
+wait_plugin 60 "D: pending instances not classified after an Orthanc restart" \
   'all(t == "ok" for t in st.values()) and s["pending"] + s["retrying"] == 0' "${crD[@]}"
 grep -q "0 pending, 3 retrying, 0 failed" "$tmp/orthanc.log" || fail "D: the restart did not report 3 retrying"
 echo "orthanc-tls: D. Orthanc restarted with 3 instances waiting -> all 3 classified ($(elapsed))"
@@ -321,7 +261,7 @@ config "$tmp/orthanc-wrongca.json" "CAFile=\"$tmp/other/ca.pem\""
 start_orthanc "$tmp/orthanc-wrongca.json"
 store "$tmp/cr13.dcm"
 crE=$(ids_of "$tmp/cr13.dcm")
-wait_until 30 "E: a wrong CA is not reported" \
+wait_plugin 30 "E: a wrong CA is not reported" \
   '"TLS: the certificate of" in st[ids[0]] and "not trusted" in s["chexd"]["last_error"] and "certificate verify failed" in s["chexd"]["last_error"]' "$crE"
 grep -q "TLS: the certificate of $URL is not trusted (Chexd.CAFile $tmp/other/ca.pem)" "$tmp/orthanc.log" ||
   fail "E: the wrong CA is not in Orthanc's log"
@@ -333,7 +273,7 @@ config "$tmp/orthanc-insecure.json" 'Url="http://192.0.2.10:8080/v1/predict"'
 start_orthanc "$tmp/orthanc-insecure.json"
 store "$tmp/cr14.dcm"
 crF=$(ids_of "$tmp/cr14.dcm")
-wait_until 30 "F: clear-text URL not refused" \
+wait_plugin 30 "F: clear-text URL not refused" \
   's["chexd"]["state"] == "refused" and "refusing to send" in s["chexd"]["last_error"] and s["pending"] >= 1' "$crF"
 grep -q "chexd: refusing to send DICOM files and the token in clear text to http://192.0.2.10:8080" "$tmp/orthanc.log" ||
   fail "F: the refusal is not in Orthanc's log"
@@ -342,7 +282,7 @@ echo "orthanc-tls: F. http:// to 192.0.2.10 refused at start (log + /chexd/statu
 # ---- G. the right configuration: nothing was lost ----------------------------------------------
 stop_orthanc
 start_orthanc "$tmp/orthanc.json"
-wait_until 60 "G: instances of E and F not classified with the right configuration" \
+wait_plugin 60 "G: instances of E and F not classified with the right configuration" \
   'all(t == "ok" for t in st.values()) and s["pending"] + s["retrying"] + s["failed"] == 0' "$crE" "$crF"
 check_stored "$crF" "$tmp/cr14.dcm"
 echo "orthanc-tls: G. right CA and URL again -> both classified; nothing pending, nothing failed"
