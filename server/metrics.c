@@ -10,7 +10,8 @@
 
 static const char *const route_names[CHEX_ROUTE_COUNT] = {
     "/v1/predict", "/healthz", "/readyz", "/v1/model", "/v2/health/live", "/v2/health/ready",
-    "/metrics", "/v1/explain", "/", "/v2/models", "/v2/models/infer", "other"};
+    "/metrics", "/v1/explain", "/", "/v2/models", "/v2/models/infer", "/v1/models",
+    "/v1/models/reload", "other"};
 
 const char *chex_route_name(chex_route r)
 {

@@ -21,6 +21,8 @@ typedef enum {
     CHEX_ROUTE_WEB, /* the page at / (index.html, app.js, style.css) */
     CHEX_ROUTE_OIP,   /* GET /v2, /v2/models/{m}[/versions/{v}][/ready] */
     CHEX_ROUTE_INFER, /* POST /v2/models/{m}[/versions/{v}]/infer */
+    CHEX_ROUTE_MODELS, /* GET /v1/models */
+    CHEX_ROUTE_RELOAD, /* POST /v1/models/{m}/reload */
     CHEX_ROUTE_OTHER,
     CHEX_ROUTE_COUNT
 } chex_route;
