@@ -3,6 +3,8 @@
  * chex_served's count; loading happens outside it. */
 #include "server/registry.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +100,160 @@ static chex_served *served_load(const chex_registry *reg, int slot, const char *
     return sv;
 }
 
+/* Versions compare as numbers when both are (2 < 10), else as text. */
+static int version_cmp(const char *a, const char *b)
+{
+    char *ea, *eb;
+    unsigned long long va = strtoull(a, &ea, 10), vb = strtoull(b, &eb, 10);
+    if (*a && *b && !*ea && !*eb)
+        return va < vb ? -1 : va > vb;
+    return strcmp(a, b);
+}
+
+/* A name or version usable in a route: [A-Za-z0-9._-], not starting with '.'. */
+static int name_ok(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n >= max || s[0] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int add_slot(chex_registry *reg, const char *name, const char *version, const char *path,
+                    char *msg, size_t msglen)
+{
+    const char *dir = reg->cfg->model_repository;
+    for (int i = 0; i < reg->n; i++)
+        if (strcmp(reg->slots[i].name, name) == 0 && strcmp(reg->slots[i].version, version) == 0) {
+            snprintf(msg, msglen, "config: model_repository: %s: model %s is both %s.safetensors "
+                     "and a folder %s/", dir, name, name, name);
+            return -1;
+        }
+    if (reg->n == MAX_SLOTS) {
+        snprintf(msg, msglen, "config: model_repository: %s: more than %d model versions", dir,
+                 MAX_SLOTS);
+        return -1;
+    }
+    slot_t *s = &reg->slots[reg->n];
+    if ((size_t)snprintf(s->path, sizeof s->path, "%s", path) >= sizeof s->path) {
+        snprintf(msg, msglen, "config: model_repository: path too long under %s", dir);
+        return -1;
+    }
+    snprintf(s->name, sizeof s->name, "%s", name);
+    snprintf(s->version, sizeof s->version, "%s", version);
+    reg->n++;
+    return 0;
+}
+
+static int slot_cmp(const void *a, const void *b)
+{
+    const slot_t *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : version_cmp(x->version, y->version);
+}
+
+/* Fills the slots from model_repository: NAME/VERSION/model.safetensors and
+ * NAME.safetensors (version "1"), sorted by name and version. */
+static int scan_repository(chex_registry *reg, char *msg, size_t msglen)
+{
+    const char *dir = reg->cfg->model_repository;
+    DIR *top = opendir(dir);
+    if (!top) {
+        snprintf(msg, msglen, "config: model_repository: cannot open the folder %s: %s", dir,
+                 strerror(errno));
+        return -1;
+    }
+    char path[CHEX_PATH_MAX + 512];
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(top)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        size_t n = strlen(e->d_name);
+        static const char ext[] = ".safetensors";
+        if (n > sizeof ext - 1 && strcmp(e->d_name + n - (sizeof ext - 1), ext) == 0 &&
+            !is_dir(path)) {
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", (int)(n - (sizeof ext - 1)), e->d_name);
+            if (!name_ok(name, sizeof name)) {
+                snprintf(msg, msglen, "config: model_repository: %s: model name \"%s\" must be "
+                         "letters, digits, '.', '_' or '-'", dir, name);
+                rc = -1;
+            } else {
+                rc = add_slot(reg, name, "1", path, msg, msglen);
+            }
+            continue;
+        }
+        if (!is_dir(path))
+            continue; /* other files are not models */
+        if (!name_ok(e->d_name, 128)) {
+            snprintf(msg, msglen, "config: model_repository: %s: model name \"%s\" must be "
+                     "letters, digits, '.', '_' or '-'", dir, e->d_name);
+            rc = -1;
+            continue;
+        }
+        DIR *sub = opendir(path);
+        if (!sub) {
+            snprintf(msg, msglen, "config: model_repository: cannot open %s: %s", path,
+                     strerror(errno));
+            rc = -1;
+            continue;
+        }
+        struct dirent *v;
+        int versions = 0;
+        while (rc == 0 && (v = readdir(sub)) != NULL) {
+            char vdir[CHEX_PATH_MAX + 1024], file[CHEX_PATH_MAX + 1100];
+            snprintf(vdir, sizeof vdir, "%s/%s", path, v->d_name);
+            if (v->d_name[0] == '.' || !is_dir(vdir))
+                continue;
+            if (!name_ok(v->d_name, 32)) {
+                snprintf(msg, msglen, "config: model_repository: %s: version \"%s\" must be "
+                         "letters, digits, '.', '_' or '-' (at most 31)", path, v->d_name);
+                rc = -1;
+                break;
+            }
+            snprintf(file, sizeof file, "%s/model.safetensors", vdir);
+            struct stat st;
+            if (stat(file, &st) != 0) {
+                snprintf(msg, msglen, "config: model_repository: %s has no model.safetensors",
+                         vdir);
+                rc = -1;
+                break;
+            }
+            rc = add_slot(reg, e->d_name, v->d_name, file, msg, msglen);
+            versions++;
+        }
+        closedir(sub);
+        if (rc == 0 && versions == 0) {
+            snprintf(msg, msglen, "config: model_repository: %s has no VERSION/model.safetensors",
+                     path);
+            rc = -1;
+        }
+    }
+    closedir(top);
+    if (rc == 0 && reg->n == 0) {
+        snprintf(msg, msglen, "config: model_repository: %s holds no NAME.safetensors or "
+                 "NAME/VERSION/model.safetensors", dir);
+        rc = -1;
+    }
+    if (rc == 0)
+        qsort(reg->slots, (size_t)reg->n, sizeof reg->slots[0], slot_cmp);
+    return rc;
+}
+
 int chex_registry_open(chex_registry **out, const chex_config *cfg, int max_batch, char *msg,
                        size_t msglen)
 {
@@ -110,20 +266,33 @@ int chex_registry_open(chex_registry **out, const chex_config *cfg, int max_batc
     reg->cfg = cfg;
     reg->max_batch = max_batch;
     pthread_mutex_init(&reg->lock, NULL);
-    slot_t *s = &reg->slots[0];
-    snprintf(s->path, sizeof s->path, "%s", cfg->model);
-    snprintf(s->version, sizeof s->version, "1");
-    pthread_mutex_init(&s->reload_lock, NULL);
-    reg->n = 1;
-    chex_served *sv = served_load(reg, 0, s->path, msg, msglen);
-    if (!sv) {
-        chex_registry_free(reg);
-        return -1;
+    int repo = cfg->model_repository[0] != '\0';
+    if (repo) {
+        if (scan_repository(reg, msg, msglen) != 0) {
+            chex_registry_free(reg);
+            return -1;
+        }
+    } else {
+        /* The single model is named by its file's metadata (below). */
+        slot_t *s = &reg->slots[0];
+        snprintf(s->path, sizeof s->path, "%s", cfg->model);
+        snprintf(s->version, sizeof s->version, "1");
+        reg->n = 1;
     }
-    /* The single model is named by its file's metadata. */
-    snprintf(s->name, sizeof s->name, "%s", sv->p.info->name);
-    sv->refs = 1;
-    s->cur = sv;
+    for (int i = 0; i < reg->n; i++) /* after the sort: a mutex is not moved */
+        pthread_mutex_init(&reg->slots[i].reload_lock, NULL);
+    for (int i = 0; i < reg->n; i++) {
+        slot_t *s = &reg->slots[i];
+        chex_served *sv = served_load(reg, i, s->path, msg, msglen);
+        if (!sv) {
+            chex_registry_free(reg);
+            return -1;
+        }
+        if (!repo) /* sv->oip.name points at it */
+            snprintf(s->name, sizeof s->name, "%s", sv->p.info->name);
+        sv->refs = 1;
+        s->cur = sv;
+    }
     *out = reg;
     return 0;
 }
@@ -172,23 +341,18 @@ static int seg_is(const char *s, size_t n, const char *word)
     return strlen(word) == n && memcmp(s, word, n) == 0;
 }
 
-/* Versions compare as numbers when both are (2 < 10), else as text. */
-static int version_cmp(const char *a, const char *b)
-{
-    char *ea, *eb;
-    unsigned long long va = strtoull(a, &ea, 10), vb = strtoull(b, &eb, 10);
-    if (*a && *b && !*ea && !*eb)
-        return va < vb ? -1 : va > vb;
-    return strcmp(a, b);
-}
-
 int chex_registry_find(const chex_registry *reg, const char *name, size_t name_len,
                        const char *version, size_t version_len)
 {
     int best = -1;
+    if (!name) {
+        name = reg->slots[0].name;
+        name_len = strlen(name);
+        version = NULL;
+    }
     for (int i = 0; i < reg->n; i++) {
         const slot_t *s = &reg->slots[i];
-        if (!name || !seg_is(name, name_len, s->name))
+        if (!seg_is(name, name_len, s->name))
             continue;
         if (version) {
             if (seg_is(version, version_len, s->version))

@@ -1,7 +1,10 @@
 /* server/registry.h - the models chexd serves and their weights in force.
  *
  * One slot per served model version: the `model` file (one slot, named by
- * the file's metadata, version "1"). Each slot holds the loaded weights now
+ * the file's metadata, version "1"), or each model of `model_repository`
+ * (NAME/VERSION/model.safetensors, NAME.safetensors as version "1"), sorted
+ * by name and version. Models share the cores and the memory budget; each
+ * version has its own workspace. Each slot holds the loaded weights now
  * in force (a chex_served: model, pipeline, workspace). A reload loads the
  * slot's file again beside the weights in use, switches once the loader's
  * checks pass, and the old weights are freed when the last request holding
@@ -47,7 +50,8 @@ typedef struct {
 
 typedef struct chex_registry chex_registry;
 
-/* Loads what cfg serves (cfg->model) with a workspace for max_batch images
+/* Loads what cfg serves (cfg->model_repository when set, else cfg->model)
+ * with a workspace for max_batch images
  * each. cfg is borrowed and must outlive the registry. Returns 0, or -1 with
  * one line in msg naming the file. */
 int chex_registry_open(chex_registry **out, const chex_config *cfg, int max_batch, char *msg,
@@ -68,7 +72,8 @@ const char *chex_registry_name(const chex_registry *reg, int slot);
 const char *chex_registry_version(const chex_registry *reg, int slot);
 
 /* The slot serving name[0..name_len), version[0..version_len) (version NULL:
- * the newest version of that name). -1 when none. */
+ * the newest version of that name; name NULL: the newest version of the
+ * first name, the default of /v1 routes). -1 when none. */
 int chex_registry_find(const chex_registry *reg, const char *name, size_t name_len,
                        const char *version, size_t version_len);
 
