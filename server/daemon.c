@@ -1093,7 +1093,7 @@ static int pick_model(req *r, enum MHD_Result *ret)
     } else if (r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN ||
                r->route == CHEX_ROUTE_MODEL) {
         const char *name = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "model");
-        slot = name ? chex_registry_find(reg, name, strlen(name), NULL, 0) : 0;
+        slot = chex_registry_find(reg, name, name ? strlen(name) : 0, NULL, 0);
         if (slot < 0) {
             char shown[64];
             safe_copy(shown, sizeof shown, name);
