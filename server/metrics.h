@@ -30,6 +30,8 @@ typedef enum {
 const char *chex_route_name(chex_route r);
 
 void chex_metrics_init(const chex_model_info *info);
+/* chexd_model_info's model (the first served): after a reload, the new weights. */
+void chex_metrics_model(const chex_model_info *info);
 
 void chex_metrics_request(chex_route r, int status, double seconds);
 void chex_metrics_inference(double seconds, int batch_images);

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "server/log.h"
+#include "server/metrics.h"
 
 #define MAX_SLOTS 64
 #define MIB(x) ((double)(x) / 1048576.0)
@@ -491,6 +492,8 @@ int chex_registry_reload(chex_registry *reg, int slot, char *sha256, char *msg, 
              "reloads", n, NULL);
     if (sha256)
         snprintf(sha256, 65, "%s", nv->p.info->sha256);
+    if (slot == 0)
+        chex_metrics_model(nv->p.info);
     chex_registry_release(reg, old); /* the slot's reference */
     rc = 0;
 out:

@@ -35,7 +35,9 @@ grep -q 'model reload failed: keeping the weights in force' "$LOG" || fail "the 
 grep -q 'old weights freed' "$LOG" || fail "old weights never freed"
 curl -s -H 'Authorization: Bearer reload-s3cret' "$URL/metrics" >"$TMPD/metrics"
 grep -q 'chexd_requests_total{route="/v1/models/reload",status="200"}' "$TMPD/metrics" || fail "reloads not counted"
-ok "failed reload logged, old weights freed, reloads counted in /metrics"
+now=$(curl -s -H 'Authorization: Bearer reload-s3cret' "$URL/v1/models" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["models"][0]["versions"][0]["sha256"])')
+grep -q "chexd_model_info{.*sha256=\"$now\"" "$TMPD/metrics" || fail "chexd_model_info does not name the weights in force ($now)"
+ok "failed reload logged, old weights freed, reloads counted in /metrics, chexd_model_info names the weights in force"
 stop_daemon "$PID" || fail "chexd did not exit 0 after the reloads"
 
 # Memory: a limit that holds the weights in use but not a second copy beside
