@@ -53,6 +53,9 @@ static const key_def keys[] = {
      "libmicrohttpd connection thread pool size"},
     {"model", KT_STR, F(model), 0, 0, KF_NONEMPTY, NULL, NULL, "FILE",
      "safetensors weights file to load"},
+    {"model_repository", KT_STR, F(model_repository), 0, 0, 0, NULL, "", "DIR",
+     "folder of models served instead of model: NAME/VERSION/model.safetensors or "
+     "NAME.safetensors (empty = serve model)"},
     {"max_upload_bytes", KT_U64, F(max_upload_bytes), 1024, UINT64_C(1) << 30, 0, NULL,
      "33554432", "BYTES", "largest request body accepted; larger gets 413"},
     {"max_image_pixels", KT_U64, F(max_image_pixels), 1, 1000000000, 0, NULL, "50000000", "N",
@@ -598,6 +601,18 @@ static chex_config_err cross_check(const chex_config *cfg, const origin *orig, c
         origin_text(given, o, src, sizeof src);
         set_msg(msg, msglen, "config: %s: must be set together with %s, which is set (from %s)",
                 missing->key, given->key, src);
+        return CHEX_CONFIG_ERR_RANGE;
+    }
+    const key_def *mk = find_key("model"), *repo = find_key("model_repository");
+    const char *rv = cfield(cfg, repo);
+    if (orig && rv[0] != '\0' && orig[mk - keys].kind != ORIG_DEFAULT) {
+        char src[SRC_MAX], src2[SRC_MAX];
+        origin_text(repo, orig[repo - keys], src, sizeof src);
+        origin_text(mk, orig[mk - keys], src2, sizeof src2);
+        set_msg(msg, msglen,
+                "config: model_repository: set (from %s) together with model (from %s); they "
+                "are alternatives: set one",
+                src, src2);
         return CHEX_CONFIG_ERR_RANGE;
     }
     const key_def *px = find_key("max_image_pixels"), *side = find_key("min_image_side");

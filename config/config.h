@@ -34,6 +34,7 @@ typedef struct {
     int threads;                   /* OpenMP threads for inference (0 = all cores) */
     int http_threads;              /* libmicrohttpd connection thread pool */
     char model[CHEX_PATH_MAX];     /* safetensors path; default the demo model */
+    char model_repository[CHEX_PATH_MAX]; /* folder of models; set: served instead of model */
     uint64_t max_upload_bytes;
     uint64_t max_image_pixels;
     int min_image_side;

@@ -715,6 +715,16 @@ void chex_model_free(chex_model *m)
     free(m);
 }
 
+size_t chex_model_bytes(const chex_model *m)
+{
+    return m ? m->arena_floats * sizeof(float) + m->qarena_bytes : 0;
+}
+
+size_t chex_model_ws_bytes(const chex_model_ws *ws)
+{
+    return ws ? ws->bytes : 0;
+}
+
 const chex_model_info *chex_model_info_get(const chex_model *m)
 {
     return m ? &m->info : NULL;
@@ -834,7 +844,9 @@ chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_mod
         memset(ws->qmem, 0, qbott);
         ws->qbott = ws->qmem;
         ws->qscratch = ws->qmem + qbott;
+        ws->bytes += qbott + ws->qscratch_bytes * (size_t)ws->nthreads;
     }
+    ws->bytes += total * sizeof(float);
     *out = ws;
     return CHEX_MODEL_OK;
 }

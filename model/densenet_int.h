@@ -95,6 +95,7 @@ struct chex_model {
     int has_act_max;
     float act_max[MAX_QCONV];
     void *qarena;
+    size_t qarena_bytes;
     /* Rounded int8 weights from the file (chex calibrate's GPTQ), used by
      * chex_model_quantize instead of rounding the fp32 ones; the mapping
      * stays (its pages released) until then. */
@@ -129,6 +130,7 @@ struct chex_model_ws {
     uint8_t *qbott;      /* grouped u8 bottleneck (n, 32 groups, hw+2, hw+2, 4) */
     uint8_t *qscratch;   /* nthreads x qscratch_bytes */
     size_t qscratch_bytes;
+    size_t bytes;        /* of mem and qmem */
     double stage_ms[CHEX_MODEL_NSTAGES];
 };
 

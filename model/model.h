@@ -88,10 +88,16 @@ void chex_model_free(chex_model *m);
 /* Borrowed pointer, valid while m lives. */
 const chex_model_info *chex_model_info_get(const chex_model *m);
 
+/* Bytes the loaded weights hold: the fp32 arena (packed, folded and
+ * Winograd-transformed weights) and the int8 weights once quantised. */
+size_t chex_model_bytes(const chex_model *m);
+
 /* Scratch for batches of up to max_batch images. Caller owns it. */
 chex_model_err chex_model_ws_create(const chex_model *m, int max_batch, chex_model_ws **out);
 void chex_model_ws_free(chex_model_ws *ws);
 int chex_model_ws_max_batch(const chex_model_ws *ws);
+/* Bytes of a workspace's buffers. */
+size_t chex_model_ws_bytes(const chex_model_ws *ws);
 
 /* in:     (n, C, S, S) float32, already normalised (C, S from the info).
  * logits: (n, num_labels) or NULL.  probs: (n, num_labels) sigmoid (then

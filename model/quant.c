@@ -433,6 +433,7 @@ chex_model_err chex_model_quantize(chex_model *m, char *msg, size_t msglen)
     free(qtmp);
     free(sw);
     m->qarena = arena;
+    m->qarena_bytes = bytes;
     if (m->fmap) { /* the stored int8 weights are packed now */
         munmap(m->fmap, m->flen);
         m->fmap = NULL;

@@ -1,6 +1,7 @@
 /* server/chexd_main.c - bin/chexd: configuration, model, HTTP service, signals.
- * SIGHUP re-reads api_token_file and the TLS certificate and key (rotation
- * without dropping connections; a file that cannot be used keeps the old one).
+ * SIGHUP re-reads api_token_file, the TLS certificate and key, and the model
+ * files (rotation without dropping connections or requests; a file that
+ * cannot be used keeps the old one).
  * Exit status: 0 after a clean stop (SIGTERM/SIGINT) or --help/--version/
  * --check-config; 2 when start-up fails (config, model, port, TLS), with one
  * line on stderr. */
@@ -108,30 +109,30 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    chex_model *model = NULL;
-    chex_model_err me = chex_model_load(cfg.model, &model, msg, sizeof msg);
-    if (me != CHEX_MODEL_OK) {
-        fprintf(stderr, "chexd: model %s: %s\n", cfg.model, msg[0] ? msg : chex_model_strerror(me));
+    int max_batch = cfg.max_batch > 0 ? cfg.max_batch : 1;
+    if (max_batch > 256)
+        max_batch = 256;
+    chex_registry *reg = NULL;
+    if (chex_registry_open(&reg, &cfg, max_batch, msg, sizeof msg) != 0) {
+        fprintf(stderr, "chexd: %s\n", msg);
         close(fd);
         return 2;
     }
-    chex_pipeline pipe;
-    if (chex_pipeline_init(&pipe, model, &cfg, msg, sizeof msg) != 0) {
-        fprintf(stderr, "chexd: %s (model %s)\n", msg, cfg.model);
-        chex_model_free(model);
-        close(fd);
-        return 2;
-    }
-    const chex_model_info *info = pipe.info;
+    /* The first model's info, for the start-up line and /metrics. */
+    chex_served *first = chex_registry_acquire(reg, 0);
+    static chex_model_info info_copy;
+    info_copy = *first->p.info;
+    chex_registry_release(reg, first);
+    const chex_model_info *info = &info_copy;
     chex_metrics_init(info);
     if (info->demo)
         chex_log(CHEX_LOG_WARN, "DEMO WEIGHTS loaded: answers are not a diagnosis", "model",
                  info->name, "detail", chex_answer_demo_warning, NULL);
 
     chexd *d = NULL;
-    if (chexd_start(&d, &cfg, &pipe, fd, msg, sizeof msg) != 0) {
+    if (chexd_start(&d, &cfg, reg, fd, msg, sizeof msg) != 0) {
         fprintf(stderr, "chexd: %s\n", msg);
-        chex_model_free(model);
+        chex_registry_free(reg);
         return 2;
     }
     char port[16], batch[16], qd[16];
@@ -150,12 +151,12 @@ int main(int argc, char **argv)
             continue;
         if (sig != SIGHUP)
             break;
-        chex_log(CHEX_LOG_INFO, "SIGHUP: reloading the token and TLS certificate", NULL);
+        chex_log(CHEX_LOG_INFO, "SIGHUP: reloading the token, TLS certificate and models", NULL);
         chexd_reload(d);
     }
     chex_log(CHEX_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
     chexd_stop(d);
-    chex_model_free(model);
+    chex_registry_free(reg);
     chex_log(CHEX_LOG_INFO, "stopped", NULL);
     return 0;
 }

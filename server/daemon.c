@@ -48,6 +48,7 @@
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/oip.h"
+#include "server/registry.h"
 #include "server/security.h"
 #include "server/tlscert.h"
 #include "server/token.h"
@@ -91,6 +92,7 @@ struct req {
     char method[12];
     char path[96];
     chex_route route;
+    chex_served *sv; /* the weights this request runs on (held until completion) */
     double t0;
     int body;
     bytes raw;
@@ -125,6 +127,7 @@ struct req {
     int result_status; /* set before resume: 200, 500, 503 or 504 */
     char result_msg[160];
     req *qnext;
+    req *lnext; /* POST /v1/models/NAME/reload: the loader's queue */
     /* Memory budget. body_held: bytes of body buffers (HTTP thread while
      * reading, then the worker). work_*: decode scratch, tensors and answer,
      * reserved by the worker when it first takes the request. */
@@ -160,7 +163,8 @@ struct req {
 
 struct chexd {
     const chex_config *cfg;
-    const chex_pipeline *p;
+    chex_registry *reg; /* the served models (borrowed) */
+    int max_batch;
     struct MHD_Daemon *mhd;
     int listen_fd;
     int omp_threads;
@@ -178,8 +182,12 @@ struct chexd {
     int stop_worker, stop_reaper;
     pthread_t worker, reaper;
     int worker_started, reaper_started;
-    chex_model_ws *ws;
-    chex_pipeline_batch batch;
+    /* Model reloads asked over HTTP, run by the loader thread (loading
+     * takes the file's time; the HTTP threads keep serving). */
+    pthread_cond_t load_cond;
+    req *load_head, *load_tail;
+    int stop_loader, loader_started;
+    pthread_t loader;
     /* Memory: the budget requests share, how many requests hold a work
      * reservation (the worker waits for them to finish before refusing), and
      * what was resident at start. */
@@ -194,9 +202,6 @@ struct chexd {
     atomic_int draining;
     atomic_int active; /* requests between first callback and completion */
     atomic_int shed;   /* queued requests refused at shutdown */
-    /* The served model as the Open Inference Protocol shows it. */
-    chex_oip_model oip;
-    const char *oip_labels[CHEX_MODEL_MAX_LABELS];
 };
 
 /* ---------- small helpers ---------- */
@@ -227,6 +232,20 @@ static void make_request_id(char *out, size_t cap, struct MHD_Connection *c)
              r[6], r[7]);
 }
 
+/* /v1/models/NAME/reload: 1, *name_len set (may be NULL); NAME is url + 11. */
+static int reload_name(const char *url, size_t *name_len)
+{
+    static const char pre[] = "/v1/models/", suf[] = "/reload";
+    size_t n = strlen(url), lp = sizeof pre - 1, ls = sizeof suf - 1;
+    if (n <= lp + ls || strncmp(url, pre, lp) != 0 || strcmp(url + n - ls, suf) != 0)
+        return 0;
+    if (memchr(url + lp, '/', n - lp - ls))
+        return 0;
+    if (name_len)
+        *name_len = n - lp - ls;
+    return 1;
+}
+
 static chex_route route_of(const char *url)
 {
     static const struct {
@@ -239,6 +258,10 @@ static chex_route route_of(const char *url)
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if (strcmp(url, routes[i].path) == 0)
             return routes[i].r;
+    if (strcmp(url, "/v1/models") == 0)
+        return CHEX_ROUTE_MODELS;
+    if (reload_name(url, NULL))
+        return CHEX_ROUTE_RELOAD;
     chex_oip_path op;
     chex_oip_path_parse(&op, url);
     if (op.route == CHEX_OIP_ROUTE_INFER)
@@ -493,27 +516,27 @@ static uint64_t tensor_bytes(const chex_pipeline *p)
 
 /* Pixels of the heat map drawn for an image (its display size, longer side
  * at most max_overlay_side). */
-static uint64_t map_pixels(const chexd *d, const chex_pre_probe_info *in)
+static uint64_t map_pixels(const chex_pipeline *p, const chex_pre_probe_info *in)
 {
     int dw = 0, dh = 0;
-    chex_pre_display_dims(&d->p->opts, in->width, in->height, &dw, &dh);
+    chex_pre_display_dims(&p->opts, in->width, in->height, &dw, &dh);
     return (uint64_t)dw * (uint64_t)dh;
 }
 
 /* Worst-case bytes one image of r holds besides its body: the decode scratch
  * (given back right after decoding) and what is kept until the answer is
  * sent (tensor, display copy, heat map and answer). */
-static void image_need(const chexd *d, const req *r, const chex_pre_probe_info *in,
-                       uint64_t *scratch, uint64_t *keep)
+static void image_need(const req *r, const chex_pre_probe_info *in, uint64_t *scratch,
+                       uint64_t *keep)
 {
     /* decode_bytes counts the tensor, which stays until the answer is sent */
-    uint64_t tb = tensor_bytes(d->p);
+    uint64_t tb = tensor_bytes(&r->sv->p);
     *scratch = in->decode_bytes > tb ? in->decode_bytes - tb : 0;
     *keep = tb + ANSWER_JSON_BYTES;
     if (r->route == CHEX_ROUTE_EXPLAIN)
         *keep += in->display_bytes; /* the gray copy the overlay is drawn over */
     if (r->cam != CHEX_CAM_NONE)
-        *keep += map_pixels(d, in) * MAP_BYTES_PER_PIXEL;
+        *keep += map_pixels(&r->sv->p, in) * MAP_BYTES_PER_PIXEL;
 }
 
 /* Lock held. Takes up to max_batch images from the head of the queue into
@@ -523,9 +546,11 @@ static void image_need(const chexd *d, const req *r, const chex_pre_probe_info *
  * 503. Returns the number of images taken. */
 static int take_batch(chexd *d, req **who, int *idx)
 {
-    int maxb = d->batch.max_images, n = 0;
+    int maxb = d->max_batch, n = 0;
     while (d->head && n < maxb) {
         req *r = d->head;
+        if (n > 0 && r->sv != who[0]->sv)
+            break; /* one forward pass runs one set of weights */
         if (!r->work_taken) {
             if (chex_budget_try_reserve(&d->budget, r->work_need) != 0) {
                 if (n > 0)
@@ -569,12 +594,12 @@ static int take_batch(chexd *d, req **who, int *idx)
 
 /* Decodes and preprocesses image k of r (a pool thread; touches only that
  * image's slot). Returns the error, msg set. */
-static chex_pre_err decode_one(const chexd *d, req *r, int k, char *msg, size_t msglen)
+static chex_pre_err decode_one(req *r, int k, char *msg, size_t msglen)
 {
     if (r->failed) /* an earlier part failed: its answer is that error */
         return CHEX_PRE_OK;
     if (r->oip && r->oip->kind == CHEX_OIP_IN_TENSOR) { /* already preprocessed */
-        size_t per = chex_pipeline_tensor_floats(d->p);
+        size_t per = chex_pipeline_tensor_floats(&r->sv->p);
         chex_prepared *pp = &r->imgs[k];
         pp->tensor = malloc(per * sizeof(float));
         if (!pp->tensor) {
@@ -587,7 +612,7 @@ static chex_pre_err decode_one(const chexd *d, req *r, int k, char *msg, size_t 
     }
     bytes *b = &r->src[k];
     /* Only the explain overlay is drawn over the image (its display copy). */
-    return chex_pipeline_prepare_ex(d->p, b->buf ? b->buf : (const uint8_t *)"", b->len,
+    return chex_pipeline_prepare_ex(&r->sv->p, b->buf ? b->buf : (const uint8_t *)"", b->len,
                                     r->route == CHEX_ROUTE_EXPLAIN, &r->imgs[k], msg, msglen);
 }
 
@@ -605,6 +630,7 @@ static void fail_request(req *r, int status, const char *code, const char *msg)
  * from the kept source bytes. An error there is the request's answer. */
 static void build_dicom(const chexd *d, req *r)
 {
+    const chex_pipeline *p = &r->sv->p;
     const uint8_t *src[MAX_PARTS];
     size_t len[MAX_PARTS];
     for (int i = 0; i < r->nimg; i++) {
@@ -612,7 +638,7 @@ static void build_dicom(const chexd *d, req *r)
         len[i] = r->src[i].len;
     }
     int explain = r->route == CHEX_ROUTE_EXPLAIN;
-    chex_answer_dicom_in in = {d->p,     d->cfg->uid_root, explain,    r->body == BODY_MULTIPART,
+    chex_answer_dicom_in in = {p,        d->cfg->uid_root, explain,    r->body == BODY_MULTIPART,
                                r->nimg,  src,              len,        r->imgs,
                                r->probs, &r->opts,         r->cam_raw, r->cam_label};
     chex_answer_dicom_out o;
@@ -624,22 +650,23 @@ static void build_dicom(const chexd *d, req *r)
     r->ans = (char *)o.body;
     r->ans_len = o.len;
     snprintf(r->ans_ctype, sizeof r->ans_ctype, "%s", o.ctype);
-    r->ans_label = explain ? d->p->info->labels[r->cam_label[0]] : NULL;
+    r->ans_label = explain ? p->info->labels[r->cam_label[0]] : NULL;
 }
 
 /* The success answer of r: the overlay PNG (explain) or the JSON. Returns 0,
  * or -1 with msg. */
 static int build_success(const chexd *d, req *r, char *msg, size_t msglen)
 {
-    int nl = d->p->info->num_labels;
-    size_t rawf = chex_heatmap_raw_floats(d->p);
+    const chex_pipeline *p = &r->sv->p;
+    int nl = p->info->num_labels;
+    size_t rawf = chex_heatmap_raw_floats(p);
     if (r->want_dicom) {
         build_dicom(d, r);
         return 0;
     }
     if (r->route == CHEX_ROUTE_INFER) {
         chex_oip_answer a;
-        if (chex_oip_build_infer(&a, &d->oip, r->oip, r->probs) != CHEX_OIP_OK) {
+        if (chex_oip_build_infer(&a, &r->sv->oip, r->oip, r->probs) != CHEX_OIP_OK) {
             snprintf(msg, msglen, "out of memory");
             return -1;
         }
@@ -653,7 +680,7 @@ static int build_success(const chexd *d, req *r, char *msg, size_t msglen)
     }
     if (r->route == CHEX_ROUTE_EXPLAIN) {
         const chex_prepared *pp = &r->imgs[0];
-        float *map = chex_heatmap_map(d->p, pp, r->cam_raw, msg, msglen);
+        float *map = chex_heatmap_map(p, pp, r->cam_raw, msg, msglen);
         uint8_t *png = NULL;
         size_t len = 0;
         int rc = map ? chex_heatmap_png_overlay(&pp->display, map, &png, &len, msg, msglen) : -1;
@@ -663,23 +690,23 @@ static int build_success(const chexd *d, req *r, char *msg, size_t msglen)
         r->ans = (char *)png;
         r->ans_len = len;
         snprintf(r->ans_ctype, sizeof r->ans_ctype, "image/png");
-        r->ans_label = d->p->info->labels[r->cam_label[0]];
+        r->ans_label = p->info->labels[r->cam_label[0]];
         return 0;
     }
     json_t *arr = r->body == BODY_RAW ? NULL : json_array();
     json_t *single = NULL;
     for (int i = 0; i < r->nimg; i++) {
         const chex_prepared *pp = &r->imgs[i];
-        json_t *one = chex_answer_image(d->p, r->id, pp, r->probs + (size_t)i * nl, &r->opts);
+        json_t *one = chex_answer_image(p, r->id, pp, r->probs + (size_t)i * nl, &r->opts);
         if (one && r->cam != CHEX_CAM_NONE) {
-            float *map = chex_heatmap_map(d->p, pp, r->cam_raw + (size_t)i * rawf, msg, msglen);
+            float *map = chex_heatmap_map(p, pp, r->cam_raw + (size_t)i * rawf, msg, msglen);
             uint8_t *png = NULL;
             size_t len = 0;
             int rc = map ? chex_heatmap_png_gray(map, pp->display.width, pp->display.height, &png,
                                                  &len, msg, msglen)
                          : -1;
             free(map);
-            json_t *cj = rc == 0 ? chex_heatmap_json(d->p->info->labels[r->cam_label[i]],
+            json_t *cj = rc == 0 ? chex_heatmap_json(p->info->labels[r->cam_label[i]],
                                                      pp->image.width, pp->image.height,
                                                      pp->display.width, pp->display.height, png,
                                                      len)
@@ -749,7 +776,8 @@ static void build_answer(const chexd *d, req *r)
  * answers of the requests it finishes, resume. */
 static void run_batch(chexd *d, req **who, int *idx, int n)
 {
-    const chex_pipeline *p = d->p;
+    chex_served *sv = who[0]->sv; /* take_batch: one set of weights per batch */
+    const chex_pipeline *p = &sv->p;
     int nl = p->info->num_labels;
     char (*msgs)[256] = d->slot_msg;
     chex_pre_err st[256];
@@ -761,7 +789,7 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
     double td = now_ms();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(d->omp_threads)
     for (int i = 0; i < n; i++)
-        st[i] = decode_one(d, who[i], idx[i], msgs[i], sizeof msgs[i]);
+        st[i] = decode_one(who[i], idx[i], msgs[i], sizeof msgs[i]);
     /* Serially: give back the bodies and decode scratch, note failures. */
     int m = 0;
     for (int i = 0; i < n; i++) {
@@ -796,7 +824,7 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
     chex_model_err e = CHEX_MODEL_OK;
     if (m > 0) {
         double t0 = now_ms();
-        e = chex_pipeline_infer_batch(p, d->ws, &d->batch, imgs, m, probs);
+        e = chex_pipeline_infer_batch(p, sv->ws, &sv->batch, imgs, m, probs);
         double t1 = now_ms();
         if (e == CHEX_MODEL_OK) {
             chex_metrics_inference((t1 - t0) / 1e3, m);
@@ -808,10 +836,10 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
                 req *r = fwho[j];
                 if (r->cam == CHEX_CAM_NONE)
                     continue;
-                int label = chex_heatmap_resolve(d->p->info, r->cam, probs + (size_t)j * nl);
+                int label = chex_heatmap_resolve(p->info, r->cam, probs + (size_t)j * nl);
                 r->cam_label[fidx[j]] = label;
                 char cmsg[160];
-                if (chex_heatmap_take(p, d->ws, j * p->ncrops, label,
+                if (chex_heatmap_take(p, sv->ws, j * p->ncrops, label,
                                       r->cam_raw + (size_t)fidx[j] * rawf, cmsg,
                                       sizeof cmsg) != 0) {
                     r->result_status = 500;
@@ -860,10 +888,14 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
  * resident at start includes it. */
 static void warm_up(chexd *d)
 {
-    const chex_pipeline *p = d->p;
-    int rows = d->batch.max_images * p->ncrops;
-    memset(d->batch.input, 0, (size_t)rows * chex_pipeline_tensor_floats(p) * sizeof(float));
-    chex_model_forward(p->model, d->ws, d->batch.input, rows, NULL, d->batch.crop_probs);
+    for (int i = 0; i < chex_registry_count(d->reg); i++) {
+        chex_served *sv = chex_registry_acquire(d->reg, i);
+        const chex_pipeline *p = &sv->p;
+        int rows = sv->batch.max_images * p->ncrops;
+        memset(sv->batch.input, 0, (size_t)rows * chex_pipeline_tensor_floats(p) * sizeof(float));
+        chex_model_forward(p->model, sv->ws, sv->batch.input, rows, NULL, sv->batch.crop_probs);
+        chex_registry_release(d->reg, sv);
+    }
     pthread_mutex_lock(&d->lock);
     d->warm = 1;
     pthread_cond_broadcast(&d->cond);
@@ -888,7 +920,7 @@ static void *worker_main(void *arg)
          * at once with what queued while the worker was busy. */
         if (d->cfg->batch_window_ms > 0) {
             double deadline = d->head->t_enqueued + d->cfg->batch_window_ms;
-            while (d->head && d->pending_images < d->batch.max_images && !d->stop_worker &&
+            while (d->head && d->pending_images < d->max_batch && !d->stop_worker &&
                    now_ms() < deadline) {
                 double left = deadline - now_ms();
                 struct timespec ts;
@@ -948,7 +980,8 @@ static void *reaper_main(void *arg)
 static enum MHD_Result answer_model(req *r)
 {
     const chexd *d = r->d;
-    const chex_model_info *in = d->p->info;
+    const chex_pipeline *p = &r->sv->p;
+    const chex_model_info *in = p->info;
     json_t *labels = json_array();
     for (int i = 0; labels && i < in->num_labels; i++)
         json_array_append_new(labels, json_string(in->labels[i]));
@@ -961,8 +994,8 @@ static enum MHD_Result answer_model(req *r)
         "{s:s, s:s, s:o, s:{s:i, s:i, s:o, s:o}, s:s, s:i, s:s, s:b, s:i, s:i, s:i, s:s, s:s}",
         "name", in->name, "architecture", in->architecture, "labels", labels, "input",
         "channels", in->input_channels, "size", in->input_size, "mean", mean, "std", std,
-        "preprocess", in->preprocess, "crops_per_image", d->p->ncrops, "sha256", in->sha256,
-        "demo", in->demo ? 1 : 0, "threads", d->omp_threads, "max_batch", d->batch.max_images,
+        "preprocess", in->preprocess, "crops_per_image", p->ncrops, "sha256", in->sha256,
+        "demo", in->demo ? 1 : 0, "threads", d->omp_threads, "max_batch", d->max_batch,
         "queue_depth", d->cfg->queue_depth, "version", CHEXD_VERSION, "request_id", r->id);
     if (j) {
         json_object_set_new(j, "isa", json_string(chex_model_isa()));
@@ -971,7 +1004,7 @@ static enum MHD_Result answer_model(req *r)
         chex_pre_get_decoder_versions(&dv);
         json_object_set_new(j, "decoders",
                             json_pack("{s:s, s:s}", "openjpeg", dv.openjpeg, "charls", dv.charls));
-        json_object_set_new(j, "precision", json_string(d->p->precision == CHEX_PRECISION_INT8
+        json_object_set_new(j, "precision", json_string(p->precision == CHEX_PRECISION_INT8
                                                             ? "int8"
                                                             : "fp32"));
     }
@@ -1000,8 +1033,6 @@ static enum MHD_Result answer_ready(req *r)
     pthread_mutex_unlock(&d->lock);
     if (atomic_load(&d->draining))
         return send_error(r, 503, "shutting_down", "the server is shutting down");
-    if (!d->p->model)
-        return send_error(r, 503, "not_ready", "no model loaded");
     if (q >= d->cfg->queue_depth) {
         char msg[96];
         snprintf(msg, sizeof msg, "queue full (%d of %d)", q, d->cfg->queue_depth);
@@ -1047,30 +1078,84 @@ static enum MHD_Result answer_web(req *r)
                       body.content_type, NULL);
 }
 
-/* The served model named by an OIP path, or a 404 answer (*ret set). */
-static int oip_model_of(req *r, enum MHD_Result *ret)
+static int reject(req *r, enum MHD_Result *ret, int status, const char *code, const char *msg,
+                  const char *allow);
+
+/* "a, b" (the served names), or the versions of name[0..len) when it is served. */
+static void served_names(const chex_registry *reg, const char *name, size_t len, char *out,
+                         size_t cap)
 {
-    chex_oip_path op;
-    chex_oip_path_parse(&op, r->path);
-    if (op.route == CHEX_OIP_ROUTE_SERVER || chex_oip_path_matches(&op, &r->d->oip))
+    size_t o = 0;
+    out[0] = '\0';
+    for (int i = 0; i < chex_registry_count(reg) && o < cap; i++) {
+        const char *n = chex_registry_name(reg, i);
+        const char *shown = name ? chex_registry_version(reg, i) : n;
+        if (name && !seg_len_eq(name, len, n))
+            continue;
+        int dup = 0; /* a name with several versions is listed once */
+        for (int j = 0; !name && j < i; j++)
+            dup |= strcmp(chex_registry_name(reg, j), n) == 0;
+        if (dup)
+            continue;
+        int w = snprintf(out + o, cap - o, "%s%s", o ? ", " : "", shown);
+        o = w < 0 ? cap : o + (size_t)w;
+    }
+}
+
+/* Picks the model a request runs on and holds its weights in r->sv until
+ * completion: the /v2 path's model and version (the newest when none), or
+ * /v1's ?model=NAME (the first served model when absent). Returns 1, or 0
+ * with a 404 answered (*ret set). GET /v2 and routes without a model pass. */
+static int pick_model(req *r, enum MHD_Result *ret)
+{
+    const chex_registry *reg = r->d->reg;
+    char msg[512], names[256];
+    int slot;
+    if (r->route == CHEX_ROUTE_OIP || r->route == CHEX_ROUTE_INFER) {
+        chex_oip_path op;
+        chex_oip_path_parse(&op, r->path);
+        if (op.route == CHEX_OIP_ROUTE_SERVER)
+            return 1;
+        slot = chex_registry_find(reg, op.model, op.model_len, op.version, op.version_len);
+        if (slot < 0) {
+            served_names(reg, op.model, op.model_len, names, sizeof names);
+            if (names[0])
+                snprintf(msg, sizeof msg, "model %.*s has no version %.*s (served: %s)",
+                         (int)(op.model_len < 64 ? op.model_len : 64), op.model,
+                         (int)(op.version_len < 32 ? op.version_len : 32), op.version, names);
+            else {
+                served_names(reg, NULL, 0, names, sizeof names);
+                snprintf(msg, sizeof msg, "unknown model %.*s (served: %s)",
+                         (int)(op.model_len < 64 ? op.model_len : 64), op.model ? op.model : "",
+                         names);
+            }
+            *ret = send_error(r, 404, "not_found", msg);
+            return 0;
+        }
+    } else if (r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN ||
+               r->route == CHEX_ROUTE_MODEL) {
+        const char *name = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "model");
+        slot = chex_registry_find(reg, name, name ? strlen(name) : 0, NULL, 0);
+        if (slot < 0) {
+            char shown[64];
+            safe_copy(shown, sizeof shown, name);
+            served_names(reg, NULL, 0, names, sizeof names);
+            snprintf(msg, sizeof msg, "unknown model %s (served: %s)", shown, names);
+            if (r->route == CHEX_ROUTE_MODEL) {
+                *ret = send_error(r, 404, "not_found", msg);
+                return 0;
+            }
+            return reject(r, ret, 404, "not_found", msg, NULL) ? 0 : -1;
+        }
+    } else {
         return 1;
-    char msg[160];
-    if (op.model && seg_len_eq(op.model, op.model_len, r->d->oip.name))
-        snprintf(msg, sizeof msg, "model %s has no version %.*s (served: %s)", r->d->oip.name,
-                 (int)(op.version_len < 32 ? op.version_len : 32), op.version, r->d->oip.version);
-    else
-        snprintf(msg, sizeof msg, "unknown model %.*s (served: %s)",
-                 (int)(op.model_len < 64 ? op.model_len : 64), op.model ? op.model : "",
-                 r->d->oip.name);
-    *ret = send_error(r, 404, "not_found", msg);
-    return 0;
+    }
+    r->sv = chex_registry_acquire(r->d->reg, slot);
+    return 1;
 }
 
 static enum MHD_Result answer_oip(req *r)
 {
-    enum MHD_Result ret;
-    if (!oip_model_of(r, &ret))
-        return ret;
     chex_oip_path op;
     chex_oip_path_parse(&op, r->path);
     if (op.route == CHEX_OIP_ROUTE_SERVER)
@@ -1079,9 +1164,9 @@ static enum MHD_Result answer_oip(req *r)
     if (op.route == CHEX_OIP_ROUTE_READY) {
         if (atomic_load(&r->d->draining))
             return send_error(r, 503, "shutting_down", "the server is shutting down");
-        return send_json(r, 200, json_pack("{s:s, s:b}", "name", r->d->oip.name, "ready", 1));
+        return send_json(r, 200, json_pack("{s:s, s:b}", "name", r->sv->oip.name, "ready", 1));
     }
-    return send_body(r, 200, chex_oip_model_metadata(&r->d->oip), "application/json", NULL, 0);
+    return send_body(r, 200, chex_oip_model_metadata(&r->sv->oip), "application/json", NULL, 0);
 }
 
 static enum MHD_Result answer_get(req *r)
@@ -1101,6 +1186,8 @@ static enum MHD_Result answer_get(req *r)
         return answer_web(r);
     case CHEX_ROUTE_OIP:
         return answer_oip(r);
+    case CHEX_ROUTE_MODELS:
+        return send_json(r, 200, chex_registry_list(r->d->reg));
     default:
         return send_error(r, 404, "not_found", "no such route");
     }
@@ -1117,7 +1204,8 @@ static enum MHD_Result answer_predict(req *r)
         if (r->ans_ctype[0])
             return send_bytes(r, r->ans_status, body, r->ans_len, MHD_RESPMEM_MUST_FREE,
                               r->ans_ctype, r->ans_label);
-        return send_body(r, r->ans_status, body, "application/json", NULL, 0);
+        return send_body(r, r->ans_status, body, "application/json", NULL,
+                         r->ans_status == 503 ? 1 : 0);
     }
     if (r->result_status == 504) {
         char msg[128];
@@ -1245,7 +1333,7 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
                      r->route == CHEX_ROUTE_LIVE || r->route == CHEX_ROUTE_READY ||
                      r->route == CHEX_ROUTE_WEB;
     int post_route = r->route == CHEX_ROUTE_PREDICT || r->route == CHEX_ROUTE_EXPLAIN ||
-                     r->route == CHEX_ROUTE_INFER;
+                     r->route == CHEX_ROUTE_INFER || r->route == CHEX_ROUTE_RELOAD;
     if (post_route ? !is_post : !is_get) {
         char msg[96];
         const char *allow = post_route ? "POST" : "GET, HEAD";
@@ -1256,6 +1344,9 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
                                                        c, MHD_HEADER_KIND,
                                                        MHD_HTTP_HEADER_AUTHORIZATION)))
         return reject(r, ret, 401, "unauthorized", "missing or wrong bearer token", NULL);
+    int picked = pick_model(r, ret);
+    if (picked <= 0)
+        return picked == 0;
     if (is_get) {
         *ret = answer_get(r);
         return 1;
@@ -1264,15 +1355,26 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
     if (atomic_load(&d->draining)) {
         return reject(r, ret, 503, "shutting_down", "the server is shutting down", NULL);
     }
+    if (r->route == CHEX_ROUTE_RELOAD) {
+        size_t nlen = 0;
+        reload_name(r->path, &nlen);
+        if (chex_registry_find(d->reg, r->path + 11, nlen, NULL, 0) < 0) {
+            char names[256], msg[400];
+            served_names(d->reg, NULL, 0, names, sizeof names);
+            snprintf(msg, sizeof msg, "unknown model %.*s (served: %s)", (int)nlen, r->path + 11,
+                     names);
+            return reject(r, ret, 404, "not_found", msg, NULL);
+        }
+        return 0; /* a body is read and ignored; the final call queues the reload */
+    }
+    const chex_pipeline *p = &r->sv->p;
     char qmsg[1536];
     r->cam = CHEX_CAM_NONE;
     r->want_dicom = chex_answer_dicom_accepts(
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT));
     if (r->route == CHEX_ROUTE_INFER) {
-        if (!oip_model_of(r, ret))
-            return 1;
     } else if (r->route == CHEX_ROUTE_EXPLAIN) {
-        if (chex_heatmap_parse_label(d->p->info,
+        if (chex_heatmap_parse_label(p->info,
                                      MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "label"),
                                      1, &r->cam, qmsg, sizeof qmsg) != 0) {
             return reject(r, ret, 400, "bad_label", qmsg, NULL);
@@ -1281,11 +1383,11 @@ static int first_call(req *r, const char *method, enum MHD_Result *ret)
         if (chex_answer_opts_parse(&r->opts,
                                    MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "top"),
                                    MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold"),
-                                   d->p->info->num_labels, qmsg, sizeof qmsg) != 0) {
+                                   p->info->num_labels, qmsg, sizeof qmsg) != 0) {
             return reject(r, ret, 400, "bad_query", qmsg, NULL);
         }
         const char *cam = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cam");
-        if (cam && chex_heatmap_parse_label(d->p->info, cam, 1, &r->cam, qmsg, sizeof qmsg) != 0) {
+        if (cam && chex_heatmap_parse_label(p->info, cam, 1, &r->cam, qmsg, sizeof qmsg) != 0) {
             return reject(r, ret, 400, "bad_label", qmsg, NULL);
         }
     }
@@ -1427,8 +1529,8 @@ static int admit(req *r, uint64_t need)
  * parts, FP32 tensors go to the network as they are. */
 static enum MHD_Result finish_infer(req *r)
 {
-    chexd *d = r->d;
-    const chex_oip_model *m = &d->oip;
+    const chex_oip_model *m = &r->sv->oip;
+    const chex_pipeline *p = &r->sv->p;
     char msg[512];
     long long hl = -1;
     const char *hv =
@@ -1444,9 +1546,9 @@ static enum MHD_Result finish_infer(req *r)
     const chex_oip_buffers b = {items, MAX_PARTS, r->oip_scratch, slen};
     chex_oip_err e = chex_oip_parse_infer(r->oip, r->raw.buf ? r->raw.buf : (const uint8_t *)"",
                                           r->raw.len, hl, m, &b, msg, sizeof msg);
-    if (e == CHEX_OIP_OK && r->oip->kind == CHEX_OIP_IN_TENSOR && d->p->ncrops != 1) {
+    if (e == CHEX_OIP_OK && r->oip->kind == CHEX_OIP_IN_TENSOR && p->ncrops != 1) {
         snprintf(msg, sizeof msg, "input 'input' needs one tensor per image; this model's "
-                 "preprocess %s makes %d", d->p->info->preprocess, d->p->ncrops);
+                 "preprocess %s makes %d", p->info->preprocess, p->ncrops);
         e = CHEX_OIP_EREQUEST;
     }
     if (e != CHEX_OIP_OK) {
@@ -1463,7 +1565,7 @@ static enum MHD_Result finish_infer(req *r)
     uint64_t need = slen;
     for (int i = 0; i < n; i++) {
         if (r->oip->kind == CHEX_OIP_IN_TENSOR) {
-            need += tensor_bytes(d->p) + ANSWER_JSON_BYTES;
+            need += tensor_bytes(p) + ANSWER_JSON_BYTES;
             continue;
         }
         r->oip_items[i].buf = (uint8_t *)r->oip->images[i].data;
@@ -1472,7 +1574,7 @@ static enum MHD_Result finish_infer(req *r)
         char pmsg[256], full[320];
         chex_pre_err pe = chex_pre_probe(r->oip_items[i].buf ? r->oip_items[i].buf
                                                              : (const uint8_t *)"",
-                                         r->oip_items[i].len, &d->p->opts, &d->p->spec, &info,
+                                         r->oip_items[i].len, &p->opts, &p->spec, &info,
                                          pmsg, sizeof pmsg);
         if (pe != CHEX_PRE_OK) {
             if (pmsg[0] == '\0')
@@ -1481,7 +1583,7 @@ static enum MHD_Result finish_infer(req *r)
             return send_error(r, chex_answer_pre_status(pe), chex_answer_pre_code(pe), full);
         }
         uint64_t keep;
-        image_need(d, r, &info, &r->scratch[i], &keep);
+        image_need(r, &info, &r->scratch[i], &keep);
         need += r->scratch[i] + keep;
     }
     r->oip->images = NULL;
@@ -1495,7 +1597,6 @@ static enum MHD_Result finish_infer(req *r)
 
 static enum MHD_Result finish_upload(req *r)
 {
-    chexd *d = r->d;
     if (r->pp) {
         if (MHD_destroy_post_processor(r->pp) != MHD_YES)
             set_error(r, 400, "bad_multipart", "truncated multipart/form-data body");
@@ -1521,14 +1622,15 @@ static enum MHD_Result finish_upload(req *r)
         snprintf(msg, sizeof msg, "explain takes one image, the body has %d", n);
         return send_error(r, 400, "bad_multipart", msg);
     }
-    int nl = d->p->info->num_labels;
+    const chex_pipeline *p = &r->sv->p;
+    int nl = p->info->num_labels;
     r->imgs = calloc((size_t)n, sizeof *r->imgs);
     r->probs = calloc((size_t)n * (size_t)nl, sizeof(float));
     r->scratch = calloc((size_t)n, sizeof *r->scratch);
     if (!r->imgs || !r->probs || !r->scratch)
         return send_error(r, 500, "internal_error", "out of memory");
     if (r->cam != CHEX_CAM_NONE) {
-        r->cam_raw = malloc((size_t)n * chex_heatmap_raw_floats(d->p) * sizeof(float));
+        r->cam_raw = malloc((size_t)n * chex_heatmap_raw_floats(p) * sizeof(float));
         r->cam_label = calloc((size_t)n, sizeof(int));
         if (!r->cam_raw || !r->cam_label)
             return send_error(r, 500, "internal_error", "out of memory");
@@ -1538,8 +1640,8 @@ static enum MHD_Result finish_upload(req *r)
         char msg[256], full[300];
         chex_pre_probe_info info;
         chex_pre_err e =
-            chex_pre_probe(src[i].buf ? src[i].buf : (const uint8_t *)"", src[i].len, &d->p->opts,
-                           &d->p->spec, &info, msg, sizeof msg);
+            chex_pre_probe(src[i].buf ? src[i].buf : (const uint8_t *)"", src[i].len, &p->opts,
+                           &p->spec, &info, msg, sizeof msg);
         if (e != CHEX_PRE_OK) {
             if (msg[0] == '\0')
                 snprintf(msg, sizeof msg, "%s", chex_pre_strerror(e));
@@ -1550,7 +1652,7 @@ static enum MHD_Result finish_upload(req *r)
             return send_error(r, chex_answer_pre_status(e), chex_answer_pre_code(e), full);
         }
         uint64_t keep;
-        image_need(d, r, &info, &r->scratch[i], &keep);
+        image_need(r, &info, &r->scratch[i], &keep);
         need += r->scratch[i] + keep;
         if (r->want_dicom && strcmp(info.format, "dicom") != 0) {
             if (r->body == BODY_MULTIPART)
@@ -1596,6 +1698,87 @@ static enum MHD_Result enqueue(req *r)
     pthread_cond_signal(&d->cond);
     pthread_mutex_unlock(&d->lock);
     return MHD_YES;
+}
+
+/* ---------- model reloads ---------- */
+
+/* POST /v1/models/NAME/reload: handed to the loader thread, the connection
+ * suspended until its answer is built. */
+static enum MHD_Result queue_reload(req *r)
+{
+    chexd *d = r->d;
+    pthread_mutex_lock(&d->lock);
+    if (d->stop_loader) {
+        pthread_mutex_unlock(&d->lock);
+        return send_error(r, 503, "shutting_down", "the server is shutting down");
+    }
+    r->state = ST_QUEUED;
+    MHD_suspend_connection(r->conn);
+    if (d->load_tail)
+        d->load_tail->lnext = r;
+    else
+        d->load_head = r;
+    d->load_tail = r;
+    pthread_cond_signal(&d->load_cond);
+    pthread_mutex_unlock(&d->lock);
+    return MHD_YES;
+}
+
+/* Reloads every version of the model r names; the answer goes in r->ans. */
+static void run_reload(chexd *d, req *r)
+{
+    size_t nlen = 0;
+    reload_name(r->path, &nlen);
+    const char *name = r->path + 11;
+    json_t *done = json_array();
+    int status = 200;
+    char msg[1024] = "", one[768], sha[65] = "";
+    for (int i = 0; i < chex_registry_count(d->reg); i++) {
+        if (!seg_len_eq(name, nlen, chex_registry_name(d->reg, i)))
+            continue;
+        int rc = chex_registry_reload(d->reg, i, sha, one, sizeof one);
+        if (rc != 0) {
+            status = rc == -2 && status != 422 ? 503 : 422;
+            snprintf(msg, sizeof msg, "version %s: %s; still serving sha256 %s",
+                     chex_registry_version(d->reg, i), one, sha);
+        }
+        json_array_append_new(done, json_pack("{s:s, s:s, s:b}", "version",
+                                              chex_registry_version(d->reg, i), "sha256", sha,
+                                              "reloaded", rc == 0));
+    }
+    r->ans_status = status;
+    if (status == 200)
+        r->ans = chex_answer_dump(json_pack("{s:s%, s:o, s:s}", "model", name, nlen, "versions",
+                                            done, "request_id", r->id));
+    else {
+        json_decref(done);
+        r->ans = chex_answer_dump(chex_answer_error(status == 503 ? "memory_busy" : "reload_failed",
+                                                    msg, r->id));
+    }
+}
+
+static void *loader_main(void *arg)
+{
+    chexd *d = arg;
+    pthread_mutex_lock(&d->lock);
+    for (;;) {
+        while (!d->load_head && !d->stop_loader)
+            pthread_cond_wait(&d->load_cond, &d->lock);
+        req *r = d->load_head;
+        if (!r)
+            break;
+        d->load_head = r->lnext;
+        if (!d->load_head)
+            d->load_tail = NULL;
+        r->lnext = NULL;
+        pthread_mutex_unlock(&d->lock);
+        run_reload(d, r);
+        r->state = ST_RESUMED;
+        MHD_resume_connection(r->conn);
+        pthread_mutex_lock(&d->lock);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
 }
 
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
@@ -1649,6 +1832,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
          r->route == CHEX_ROUTE_INFER) &&
         r->body != BODY_NONE)
         return finish_upload(r);
+    if (r->route == CHEX_ROUTE_RELOAD)
+        return queue_reload(r);
     return MHD_YES;
 }
 
@@ -1698,6 +1883,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     pthread_mutex_unlock(&d->lock);
     free(r->oip);
     free(r->oip_scratch);
+    chex_registry_release(d->reg, r->sv);
     free(r);
     chex_metrics_in_flight(-1);
     atomic_fetch_sub(&d->active, 1);
@@ -1792,7 +1978,7 @@ static int set_budget(chexd *d, char *msg, size_t msglen)
                      "resident (model and libraries %.0f MiB, workspace for max_batch %d %.0f "
                      "MiB) + %.0f MiB for connections; give it at least %.0f",
                      d->cfg->memory_limit_mb, MIB(d->rss_start), MIB(d->rss_model),
-                     d->batch.max_images,
+                     d->max_batch,
                      MIB(d->rss_start > d->rss_model ? d->rss_start - d->rss_model : 0),
                      MIB(HTTP_RESERVE_BYTES), MIB(floor) + 5);
             return -1;
@@ -1808,9 +1994,7 @@ static int set_budget(chexd *d, char *msg, size_t msglen)
 
 static void free_daemon(chexd *d)
 {
-    if (d->ws)
-        chex_model_ws_free(d->ws);
-    chex_pipeline_batch_free(&d->batch);
+    chex_registry_set_budget(d->reg, NULL);
     chex_token_free(d->token);
     chex_tls_free(d->tls);
     chex_guard_stop(d->guard);
@@ -1821,10 +2005,11 @@ static void free_daemon(chexd *d)
     pthread_mutex_destroy(&d->lock);
     pthread_cond_destroy(&d->cond);
     pthread_cond_destroy(&d->reap_cond);
+    pthread_cond_destroy(&d->load_cond);
     free(d);
 }
 
-int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int listen_fd,
+int chexd_start(chexd **out, const chex_config *cfg, chex_registry *reg, int listen_fd,
                 char *msg, size_t msglen)
 {
     *out = NULL;
@@ -1835,15 +2020,13 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
         return -1;
     }
     d->cfg = cfg;
-    d->p = p;
-    for (int i = 0; i < p->info->num_labels; i++)
-        d->oip_labels[i] = p->info->labels[i];
-    d->oip = (chex_oip_model){p->info->name, "1", "chexd_densenet121", p->info->input_channels,
-                              p->info->input_size, p->info->num_labels, d->oip_labels};
+    d->reg = reg;
+    d->max_batch = chex_registry_max_batch(reg);
     d->listen_fd = listen_fd;
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->cond, NULL);
     pthread_cond_init(&d->reap_cond, NULL);
+    pthread_cond_init(&d->load_cond, NULL);
     d->omp_threads = cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
     d->rss_model = resident_bytes();
     if (chex_budget_init(&d->budget, 0) != 0) {
@@ -1880,19 +2063,6 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
     if (chex_guard_start(&d->guard, cfg->header_timeout_s, cfg->min_upload_bytes_per_s, msg,
                          msglen) != 0)
         goto fail;
-    int maxb = cfg->max_batch > 0 ? cfg->max_batch : 1;
-    if (maxb > 256)
-        maxb = 256;
-    if (chex_pipeline_batch_init(p, &d->batch, maxb) != 0) {
-        snprintf(msg, msglen, "out of memory for a batch of %d images", maxb);
-        goto fail;
-    }
-    chex_model_err me = chex_pipeline_ws_create(p, maxb * p->ncrops, &d->ws);
-    if (me != CHEX_MODEL_OK) {
-        snprintf(msg, msglen, "model workspace for %d tensors: %s", maxb * p->ncrops,
-                 chex_model_strerror(me));
-        goto fail;
-    }
     if (pthread_create(&d->worker, NULL, worker_main, d) != 0) {
         snprintf(msg, msglen, "cannot start the inference worker");
         goto fail;
@@ -1900,6 +2070,12 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
     d->worker_started = 1;
     if (set_budget(d, msg, msglen) != 0)
         goto fail;
+    chex_registry_set_budget(reg, &d->budget);
+    if (pthread_create(&d->loader, NULL, loader_main, d) != 0) {
+        snprintf(msg, msglen, "cannot start the model loader thread");
+        goto fail;
+    }
+    d->loader_started = 1;
     if (pthread_create(&d->reaper, NULL, reaper_main, d) != 0) {
         snprintf(msg, msglen, "cannot start the timeout thread");
         goto fail;
@@ -1946,12 +2122,15 @@ int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int
     return 0;
 fail:
     pthread_mutex_lock(&d->lock);
-    d->stop_worker = d->stop_reaper = 1;
+    d->stop_worker = d->stop_reaper = d->stop_loader = 1;
     pthread_cond_broadcast(&d->cond);
     pthread_cond_broadcast(&d->reap_cond);
+    pthread_cond_broadcast(&d->load_cond);
     pthread_mutex_unlock(&d->lock);
     if (d->worker_started)
         pthread_join(d->worker, NULL);
+    if (d->loader_started)
+        pthread_join(d->loader, NULL);
     if (d->reaper_started)
         pthread_join(d->reaper, NULL);
     close(listen_fd);
@@ -1990,6 +2169,11 @@ int chexd_reload(chexd *d)
                      "file", d->cfg->tls_cert_file, NULL);
         }
     }
+    /* Each model's file: loaded beside the weights in use, switched when it
+     * passes the checks (a failure is logged by the registry). */
+    for (int i = 0; i < chex_registry_count(d->reg); i++)
+        if (chex_registry_reload(d->reg, i, NULL, msg, sizeof msg) != 0)
+            bad = 1;
     return bad ? -1 : 0;
 }
 
@@ -2023,11 +2207,14 @@ int chexd_stop(chexd *d)
     }
     d->stop_worker = 1;
     d->stop_reaper = 1;
+    d->stop_loader = 1; /* after answering the reloads already asked */
     pthread_cond_broadcast(&d->cond);
     pthread_cond_broadcast(&d->reap_cond);
+    pthread_cond_broadcast(&d->load_cond);
     pthread_mutex_unlock(&d->lock);
     pthread_join(d->worker, NULL);
     pthread_join(d->reaper, NULL);
+    pthread_join(d->loader, NULL);
     /* Let the resumed connections send their answers. */
     double grace = now_ms() + 2000.0;
     while (atomic_load(&d->active) > 0 && now_ms() < grace)

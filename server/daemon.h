@@ -3,16 +3,17 @@
  *
  * Threads: libmicrohttpd's polling thread and connection pool decode and
  * preprocess; ONE worker thread runs the network with its own workspace;
- * a reaper thread answers 504 for requests that waited too long. The
- * chex_config, chex_model and chex_pipeline passed in are borrowed, read-only,
- * and must outlive the daemon. */
+ * a reaper thread answers 504 for requests that waited too long; a loader
+ * thread runs the reloads asked by POST /v1/models/NAME/reload. The
+ * chex_config and chex_registry passed in are borrowed and must outlive the
+ * daemon. */
 #ifndef CHEX_DAEMON_H
 #define CHEX_DAEMON_H
 
 #include <stddef.h>
 
 #include "config/config.h"
-#include "server/pipeline.h"
+#include "server/registry.h"
 
 typedef struct chexd chexd;
 
@@ -20,15 +21,19 @@ typedef struct chexd chexd;
  * or -1 with one line in msg ("cannot listen on ...: Address already in use"). */
 int chexd_listen(const char *addr, int port, char *msg, size_t msglen);
 
-/* Starts serving on listen_fd (taken over). Returns 0, or -1 with one line in
- * msg (TLS files unreadable, workspace allocation, libmicrohttpd start). */
-int chexd_start(chexd **out, const chex_config *cfg, const chex_pipeline *p, int listen_fd,
+/* Starts serving reg's models on listen_fd (taken over). Returns 0, or -1
+ * with one line in msg (TLS files unreadable, memory limit, libmicrohttpd
+ * start). reg is borrowed and must outlive the daemon; the daemon gives it
+ * the memory budget for reloads. */
+int chexd_start(chexd **out, const chex_config *cfg, chex_registry *reg, int listen_fd,
                 char *msg, size_t msglen);
 
-/* SIGHUP: re-reads api_token_file and the TLS certificate and key. Requests
- * checked afterwards need the new token; new TLS handshakes get the new
- * certificate, established connections keep going. A file that cannot be
- * used leaves the old secret in force and is logged. Returns 0, or -1 when
+/* SIGHUP: re-reads api_token_file, the TLS certificate and key, and every
+ * model's file. Requests checked afterwards need the new token; new TLS
+ * handshakes get the new certificate, established connections keep going;
+ * new requests run on the new weights while those in flight finish on the
+ * old (chex_registry_reload). A file that cannot be used leaves the old
+ * secret or weights in force and is logged. Returns 0, or -1 when
  * something was kept. Thread-safe with the HTTP threads. */
 int chexd_reload(chexd *d);
 

@@ -10,7 +10,8 @@
 
 static const char *const route_names[CHEX_ROUTE_COUNT] = {
     "/v1/predict", "/healthz", "/readyz", "/v1/model", "/v2/health/live", "/v2/health/ready",
-    "/metrics", "/v1/explain", "/", "/v2/models", "/v2/models/infer", "other"};
+    "/metrics", "/v1/explain", "/", "/v2/models", "/v2/models/infer", "/v1/models",
+    "/v1/models/reload", "other"};
 
 const char *chex_route_name(chex_route r)
 {
@@ -67,9 +68,16 @@ static void escape_label(char *dst, size_t cap, const char *src)
 
 void chex_metrics_init(const chex_model_info *info)
 {
+    chex_metrics_model(info);
+}
+
+void chex_metrics_model(const chex_model_info *info)
+{
+    pthread_mutex_lock(&M.lock);
     escape_label(M.name, sizeof M.name, info->name);
     snprintf(M.sha, sizeof M.sha, "%s", info->sha256);
     M.demo = info->demo;
+    pthread_mutex_unlock(&M.lock);
 }
 
 static void observe(histogram *h, double v)
@@ -173,10 +181,15 @@ char *chex_metrics_render(int queue_depth, const chex_metrics_memory *mem)
                           route_names[r], statuses[s], v);
         }
     histogram req, inf, batch;
+    char mname[sizeof M.name], msha[sizeof M.sha];
+    int mdemo;
     pthread_mutex_lock(&M.lock);
     req = M.req;
     inf = M.inf;
     batch = M.batch;
+    memcpy(mname, M.name, sizeof mname);
+    memcpy(msha, M.sha, sizeof msha);
+    mdemo = M.demo;
     pthread_mutex_unlock(&M.lock);
     render_hist(&b, &req);
     render_hist(&b, &inf);
@@ -190,8 +203,8 @@ char *chex_metrics_render(int queue_depth, const chex_metrics_memory *mem)
               "# TYPE chexd_images_classified_total counter\nchexd_images_classified_total %llu\n"
               "# HELP chexd_model_info The loaded model.\n# TYPE chexd_model_info gauge\n"
               "chexd_model_info{name=\"%s\",sha256=\"%s\",demo=\"%s\"} 1\n",
-              queue_depth, atomic_load(&M.in_flight), atomic_load(&M.images), M.name, M.sha,
-              M.demo ? "true" : "false");
+              queue_depth, atomic_load(&M.in_flight), atomic_load(&M.images), mname, msha,
+              mdemo ? "true" : "false");
     if (mem)
         sb_printf(&b,
                   "# HELP chexd_memory_reserved_bytes Bytes requests hold in the memory budget.\n"

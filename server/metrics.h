@@ -21,6 +21,8 @@ typedef enum {
     CHEX_ROUTE_WEB, /* the page at / (index.html, app.js, style.css) */
     CHEX_ROUTE_OIP,   /* GET /v2, /v2/models/{m}[/versions/{v}][/ready] */
     CHEX_ROUTE_INFER, /* POST /v2/models/{m}[/versions/{v}]/infer */
+    CHEX_ROUTE_MODELS, /* GET /v1/models */
+    CHEX_ROUTE_RELOAD, /* POST /v1/models/{m}/reload */
     CHEX_ROUTE_OTHER,
     CHEX_ROUTE_COUNT
 } chex_route;
@@ -28,6 +30,8 @@ typedef enum {
 const char *chex_route_name(chex_route r);
 
 void chex_metrics_init(const chex_model_info *info);
+/* chexd_model_info's model (the first served): after a reload, the new weights. */
+void chex_metrics_model(const chex_model_info *info);
 
 void chex_metrics_request(chex_route r, int status, double seconds);
 void chex_metrics_inference(double seconds, int batch_images);

@@ -680,6 +680,8 @@ chex_oip_err chex_oip_build_infer(chex_oip_answer *out, const chex_oip_model *m,
         goto nomem;
     if (r->has_id && json_object_set_new(root, "id", json_string(r->id)))
         goto nomem;
+    if (m->sha256 && json_object_set_new(root, "parameters", json_pack("{s:s}", "sha256", m->sha256)))
+        goto nomem;
     for (int q = 0; q < r->out_count; q++) {
         int k = r->out_order[q];
         long long pd[2] = {(long long)n, (long long)L}, ld[1] = {(long long)L};

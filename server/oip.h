@@ -43,6 +43,8 @@ typedef struct {
     int channels, size;   /* C, S of the input tensor */
     int num_labels;       /* L */
     const char *const *labels;
+    const char *sha256;   /* of the weights answering; the infer answer's
+                             parameters.sha256 (NULL: omitted) */
 } chex_oip_model;
 
 /* ---------- routes ---------- */
@@ -136,8 +138,8 @@ typedef struct {
     long long header_len;
 } chex_oip_answer;
 
-/* The infer answer: model_name, model_version, id (when given), outputs as
- * the request chose. probs is (r->n, m->num_labels). */
+/* The infer answer: model_name, model_version, id (when given),
+ * parameters.sha256 (when m->sha256 is set), outputs as the request chose. probs is (r->n, m->num_labels). */
 chex_oip_err chex_oip_build_infer(chex_oip_answer *out, const chex_oip_model *m,
                                   const chex_oip_request *r, const float *probs);
 

@@ -11,6 +11,9 @@
 #    from deploy/make-secrets.sh) answers the probes' paths over HTTPS without a token,
 #    refuses /v1/predict without it, and serving 2 x max_batch concurrent 1024x1024
 #    radiographs peaks (VmHWM) below the memory request and the systemd MemoryHigh;
+#  - deploy/k8s/kserve/inferenceservice.yaml: kserve-container running the image as is,
+#    PROTOCOL v2, HTTPS probes on /v2/health/*, deploy/k8s's Secrets, memory_limit_mb under
+#    the limit; chexd run with its settings passes the probes and answers v2 infer;
 #  - deploy/docker-compose.yml: chexd with TLS and a token from compose secrets, Orthanc
 #    with https:// CHEXD_URL naming the chexd service and port, the CA and the token;
 #    chexd run with the service's environment (secrets from deploy/make-secrets.sh at
@@ -256,4 +259,95 @@ print(f"memory: peak RSS (VmHWM) {hwm_mib:.0f} MiB serving {n} concurrent 1024x1
 assert hwm_mib <= req, f"peak RSS {hwm_mib:.0f} MiB exceeds the memory request {req:.0f} Mi"
 assert hwm_mib <= high, f"peak RSS {hwm_mib:.0f} MiB exceeds MemoryHigh {high:.0f} M"
 EOF
+# ---- KServe InferenceService (deploy/k8s/kserve) ----------------------------------------------
+"$PY" - "$tmp" <<'EOF' || fail "deploy/k8s/kserve/inferenceservice.yaml"
+import os, sys
+import yaml
+tmp = sys.argv[1]
+isvc = yaml.safe_load(open("deploy/k8s/kserve/inferenceservice.yaml"))
+dep = yaml.safe_load(open("deploy/k8s/deployment.yaml"))
+assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService", isvc["kind"]
+pred = isvc["spec"]["predictor"]
+c = pred["containers"][0]
+assert c["name"] == "kserve-container", "KServe's custom predictor container is kserve-container"
+dpod = dep["spec"]["template"]["spec"]
+dc = dpod["containers"][0]
+assert c["image"].split(":")[0] == dc["image"].split(":")[0], "not chexd's image"
+assert "command" not in c and "args" not in c, "the image must run unchanged (its ENTRYPOINT)"
+env = {e["name"]: e["value"] for e in c["env"]}
+denv = {e["name"]: e["value"] for e in dc["env"]}
+assert env["PROTOCOL"] == "v2", "KServe reads a custom container's protocol from PROTOCOL"
+ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+assert int(env["CHEXD_PORT"]) == ports["https"] and env["CHEXD_LISTEN"] == "0.0.0.0"
+probes = {}
+for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+    g = c[kind]["httpGet"]
+    assert g["scheme"] == "HTTPS" and g["port"] in ("https", ports["https"]), kind
+    assert g["path"].startswith("/v2/health/"), (kind, g["path"])
+    probes[kind] = g["path"]
+assert probes["readinessProbe"] == "/v2/health/ready", probes
+# TLS and token: the same Secrets as deploy/k8s, mounted the same way (files, 0440).
+mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+vols = {v["name"]: v for v in pred["volumes"]}
+dmounts = {m["mountPath"]: m for m in dc["volumeMounts"]}
+dvols = {v["name"]: v for v in dpod["volumes"]}
+for k in ("CHEXD_TLS_CERT_FILE", "CHEXD_TLS_KEY_FILE", "CHEXD_API_TOKEN_FILE"):
+    assert env[k] == denv[k], k
+    d = os.path.dirname(env[k])
+    assert mounts[d].get("readOnly"), d
+    v, dv = vols[mounts[d]["name"]]["secret"], dvols[dmounts[d]["name"]]["secret"]
+    assert v["secretName"] == dv["secretName"] and v["defaultMode"] == 0o440, (k, v)
+sc = pred["securityContext"]
+assert sc["runAsNonRoot"] and sc["runAsUser"] == 10001 and sc["fsGroup"] == 10001, sc
+assert c["securityContext"]["readOnlyRootFilesystem"] and not c["securityContext"]["allowPrivilegeEscalation"]
+# Resources match memory_limit_mb: the budget fits under the limit with 64 MiB to spare.
+def mib(q):
+    for u, f in {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}.items():
+        if q.endswith(u):
+            return float(q[:-2]) * f
+    return float(q) / 2**20
+res = c["resources"]
+lim = mib(res["limits"]["memory"])
+assert int(env["CHEXD_MEMORY_LIMIT_MB"]) + 64 <= lim, ("memory_limit_mb vs the memory limit", env["CHEXD_MEMORY_LIMIT_MB"], lim)
+assert int(env["CHEXD_THREADS"]) == int(float(res["limits"]["cpu"])), "CHEXD_THREADS must equal the CPU limit"
+grace = pred["terminationGracePeriodSeconds"]
+assert float(c["lifecycle"]["preStop"]["exec"]["command"][-1]) + int(env["CHEXD_SHUTDOWN_TIMEOUT_MS"]) / 1000 < grace
+with open(os.path.join(tmp, "kserve.env"), "w") as f:
+    for k, v in env.items():
+        if k in ("CHEXD_TLS_CERT_FILE", "CHEXD_TLS_KEY_FILE", "CHEXD_API_TOKEN_FILE"):
+            v = os.path.join(tmp, "secrets", {"tls.crt": "chexd.crt", "tls.key": "chexd.key"}.get(os.path.basename(v), "token"))
+        if k.startswith("CHEXD_") and k not in ("CHEXD_MODEL", "CHEXD_PORT", "CHEXD_LISTEN"):
+            f.write(f"{k}={v}\n")
+with open(os.path.join(tmp, "kserve.probes"), "w") as f:
+    f.write("\n".join(sorted(set(probes.values()))) + "\n")
+print(f"kserve: kserve-container, PROTOCOL v2, probes {sorted(set(probes.values()))}, deploy/k8s's Secrets, "
+      f"memory_limit_mb {env['CHEXD_MEMORY_LIMIT_MB']} under {lim:.0f} Mi")
+EOF
+mapfile -t senv <"$tmp/kserve.env"
+port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+env "${senv[@]}" "$BIN/chexd" --listen 127.0.0.1 --port "$port" --model "$MODEL" >"$tmp/kserve-chexd.log" 2>&1 &
+chexd_pid=$!
+for _ in $(seq 1 240); do
+  [ "$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/v2/health/ready")" = 200 ] && break
+  kill -0 "$chexd_pid" 2>/dev/null || { cat "$tmp/kserve-chexd.log" >&2; fail "chexd with the InferenceService's settings exited"; }
+  sleep 0.25
+done
+while read -r path; do
+  [ "$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port$path")" = 200 ] || fail "kserve probe path $path is not 200 over HTTPS"
+done <"$tmp/kserve.probes"
+[ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$tmp/secrets/ca.pem" "https://127.0.0.1:$port/v2/models/chexnet-demo")" = 401 ] ||
+  fail "kserve chexd: /v2/models/chexnet-demo without the token is not 401"
+{ printf '{"inputs":[{"name":"image","shape":[1],"datatype":"BYTES","parameters":{"content_type":"base64"},"data":["'
+  base64 -w0 tests/data/00000001_000.png; printf '"]}]}'; } >"$tmp/infer.json"
+curl -sf -H "Authorization: Bearer $(cat "$tmp/secrets/token")" --cacert "$tmp/secrets/ca.pem" \
+  -H 'Content-Type: application/json' --data-binary @"$tmp/infer.json" \
+  "https://127.0.0.1:$port/v2/models/chexnet-demo/infer" >"$tmp/infer.out" || fail "kserve chexd: v2 infer over HTTPS with the token"
+"$PY" -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+o = {x["name"]: x for x in j["outputs"]}
+assert j["model_name"] == "chexnet-demo" and o["probabilities"]["shape"] == [1, 14], j' "$tmp/infer.out" || fail "kserve infer answer"
+kill -TERM "$chexd_pid"; wait "$chexd_pid" || fail "kserve chexd exited non-zero on SIGTERM"; chexd_pid=
+echo "kserve: chexd with the InferenceService's settings: HTTPS probes on /v2/health/*, v2 infer with the token (CA-verified), 401 without"
+
 echo "service files: ok"

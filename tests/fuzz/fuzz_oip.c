@@ -15,7 +15,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char *const labels[] = {"A", "Bb", "Ccc"};
-static const chex_oip_model model = {"m", "1", "p", 1, 2, 3, labels};
+static const chex_oip_model model = {"m", "1", "p", 1, 2, 3, labels, NULL};
 
 static int inside(const uint8_t *p, size_t n, const uint8_t *base, size_t len)
 {

@@ -35,7 +35,8 @@ free_port() {
   "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# start_daemon NAME [chexd flags...]: sets PORT, PID, LOG, URL. Retries with
+# start_daemon NAME [chexd flags...]: sets PORT, PID, LOG, URL. Serves the demo
+# model unless the flags give --model-repository. Retries with
 # another port when the chosen one was taken meanwhile.
 start_daemon() {
   local name=$1; shift
@@ -43,7 +44,9 @@ start_daemon() {
   LOG=$TMPD/$name.log
   for try in 1 2 3 4 5; do
     PORT=$(free_port)
-    "$CHEXD" --model "$DEMO" --listen 127.0.0.1 --port "$PORT" "$@" 2>"$LOG" &
+    local model=(--model "$DEMO") # model_repository is its alternative
+    case " $* " in *" --model-repository "*) model=() ;; esac
+    "$CHEXD" "${model[@]}" --listen 127.0.0.1 --port "$PORT" "$@" 2>"$LOG" &
     PID=$!
     PIDS+=("$PID")
     local i

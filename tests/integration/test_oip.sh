@@ -25,7 +25,27 @@ PY
   "$DATA/00000001_000.png" "$TMPD/tensor.f32" >/dev/null
 PYTHONPATH=$ROOT/tests/integration "$PY" "$ROOT/tests/integration/oip.py" "$URL" oip-s3cret \
   "$TMPD/tensor.f32" || { tail -20 "$LOG" >&2; fail "oip.py"; }
-curl -s -H 'Authorization: Bearer oip-s3cret' "$URL/metrics" \
-  | grep -q 'chexd_requests_total{route="/v2/models/infer",status="200"}' || fail "infer not counted"
+metrics=$(curl -s -H 'Authorization: Bearer oip-s3cret' "$URL/metrics")
+grep -q 'chexd_requests_total{route="/v2/models/infer",status="200"}' <<<"$metrics" || fail "infer not counted"
 ok "/v2 infer requests counted in /metrics"
 stop_daemon "$PID" || fail "chexd did not exit 0 on SIGTERM"
+
+# 503 under a full queue (oip_busy.py): queue_depth 1, max_batch 1 and the
+# demo weights with the tencrop preset keep a 16-image /v1 request in the
+# queue's one place for 15 forward passes; the daemon is killed afterwards.
+"$PY" - "$DEMO" "$TMPD/tencrop.safetensors" <<'PY' || fail "tencrop model"
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+h["__metadata__"]["preprocess"] = "tencrop"
+hb = json.dumps(h).encode()
+hb += b" " * (-len(hb) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+PY
+start_daemon busy --model "$TMPD/tencrop.safetensors" --api-token-file "$TMPD/token" \
+  --queue-depth 1 --max-batch 1 --batch-window-ms 0
+name=$(curl -sf -H 'Authorization: Bearer oip-s3cret' "$URL/v1/model" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["name"])')
+PYTHONPATH=$ROOT/tests/integration "$PY" "$ROOT/tests/integration/oip_busy.py" "$PORT" "$name" oip-s3cret \
+  || { tail -20 "$LOG" >&2; fail "oip_busy.py"; }
+{ kill -9 "$PID"; wait "$PID"; } 2>/dev/null || true

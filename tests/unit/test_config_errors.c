@@ -424,6 +424,24 @@ static void test_tls_pair(void **state)
     assert_string_equal(cfg.tls_cert_file, "");
 }
 
+static void test_model_or_repository(void **state)
+{
+    fixture *fx = *state;
+    char *f1[] = {"chexd", "--model", "m.safetensors", NULL};
+    char *e1[] = {"CHEXD_MODEL_REPOSITORY=repo", NULL};
+    expect(CHEX_CONFIG_ERR_RANGE, f1, e1, "config: model_repository:",
+           "(from env CHEXD_MODEL_REPOSITORY)", "model (from flag --model)", "alternatives", NULL);
+    expect_file(fx, "{\"model\": \"m.safetensors\", \"model_repository\": \"repo\"}",
+                CHEX_CONFIG_ERR_RANGE, "config: model_repository:", "alternatives");
+    /* the repository alone: model keeps its default and is not served */
+    char *f2[] = {"chexd", "--model-repository", "repo", NULL};
+    chex_config cfg;
+    char msg[256];
+    assert_int_equal(chex_config_load(&cfg, 3, f2, NOENV, DEMO, msg, sizeof msg),
+                     CHEX_CONFIG_OK);
+    assert_string_equal(cfg.model_repository, "repo");
+}
+
 static void test_pixels_below_min_side(void **state)
 {
     (void)state;
@@ -492,6 +510,7 @@ int main(void)
         T(test_unreadable_file),
         T(test_invalid_json),
         T(test_tls_pair),
+        T(test_model_or_repository),
         T(test_pixels_below_min_side),
         T(test_message_buffer),
         T(test_strerror),

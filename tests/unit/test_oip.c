@@ -17,7 +17,8 @@
 #include "tests/unit/helpers/guard.h"
 
 static const char *const labels3[] = {"Atelectasis", "Cardiomegaly", "Effusion"};
-static const chex_oip_model model = {"chexnet-demo", "1", "chexd_densenet121", 1, 2, 3, labels3};
+static const chex_oip_model model = {"chexnet-demo", "1", "chexd_densenet121", 1, 2, 3, labels3,
+                                     "0123abcd"};
 
 enum { MAXIMG = 8 };
 static chex_oip_bytes images[MAXIMG];
@@ -338,6 +339,8 @@ static void test_answer_json(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "model_name")), "chexnet-demo");
     assert_string_equal(json_string_value(json_object_get(j, "model_version")), "1");
     assert_string_equal(json_string_value(json_object_get(j, "id")), "abc");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(j, "parameters"), "sha256")), "0123abcd");
     json_t *outs = json_object_get(j, "outputs");
     assert_int_equal(json_array_size(outs), 2);
     json_t *p = json_array_get(outs, 0);
