@@ -19,7 +19,9 @@
 #include <zlib.h>
 
 #include "preprocessing/codecs.h"
+#include "preprocessing/dicom.h"
 #include "tests/unit/helpers/guard.h"
+#include "tests/unit/helpers/testimg.h"
 
 #define CORPUS "tests/fuzz/corpus/"
 
@@ -254,8 +256,45 @@ static void test_inflate(void **state)
         assert_null(out);
         chex_guard_free(&t);
     }
+    /* the size alone, and the head, through the same guarded input */
+    size_t sz = 0, got = 0;
+    assert_int_equal(chex_deflate_size(g.data, g.len, 2u << 20, &sz, msg, sizeof msg),
+                     CHEX_PRE_OK);
+    assert_int_equal(sz, n);
+    assert_int_equal(chex_deflate_size(g.data, g.len, n - 1, &sz, msg, sizeof msg),
+                     CHEX_PRE_ERR_TOO_LARGE);
+    assert_non_null(strstr(msg, "inflates to more than"));
+    uint8_t head[1000];
+    memset(head, 0xAA, sizeof head);
+    assert_int_equal(chex_deflate_head(g.data, g.len, head, sizeof head, &got, msg, sizeof msg),
+                     CHEX_PRE_OK);
+    assert_int_equal(got, sizeof head);
+    assert_memory_equal(head, zeros, sizeof head);
     chex_guard_free(&g);
     free(zeros);
+}
+
+/* A deflate bomb made by the test helper really inflates to what it says
+ * (so the tests refusing it refuse a real bomb). */
+static void test_inflate_bomb(void **state)
+{
+    (void)state;
+    chex_test_membuf m =
+        chex_test_deflate_bomb("tests/data/dicom-compressed/crmono1_deflate.dcm", 5u << 20);
+    chex_dicom_info d;
+    char msg[256];
+    assert_int_equal(chex_dicom_parse(m.buf, m.len, &d, msg, sizeof msg), CHEX_PRE_OK);
+    uint8_t *out = NULL;
+    size_t n = 0;
+    assert_int_equal(chex_deflate_inflate(m.buf + d.dataset_offset, m.len - d.dataset_offset,
+                                          64u << 20, &out, &n, msg, sizeof msg),
+                     CHEX_PRE_OK);
+    assert_true(n > (5u << 20));
+    for (size_t i = n - (5u << 20); i < n; i++)
+        if (out[i])
+            fail_msg("bomb byte %zu is %d", i, out[i]);
+    free(out);
+    free(m.buf);
 }
 
 static void test_not_streams(void **state)
@@ -286,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_jpeg_lossless), cmocka_unit_test(test_jpegls),
         cmocka_unit_test(test_j2k),           cmocka_unit_test(test_rle_packbits),
         cmocka_unit_test(test_rle_real),      cmocka_unit_test(test_inflate),
+        cmocka_unit_test(test_inflate_bomb),
         cmocka_unit_test(test_not_streams),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
