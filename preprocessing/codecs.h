@@ -60,6 +60,14 @@ chex_pre_err chex_j2k_probe(const uint8_t *frame, size_t len, chex_codec_frame *
 chex_pre_err chex_j2k_decode(uint16_t *out, size_t out_cap, const uint8_t *frame, size_t len,
                              chex_codec_frame *f, char *msg, size_t msglen);
 const char *chex_j2k_library_version(void); /* "OpenJPEG 2.5.0" */
+/* Tiles the SIZ marker segment declares (ceil((Xsiz - XTOsiz) / XTsiz) x the
+ * same for Y), read from the raw codestream or JP2's jp2c box without
+ * OpenJPEG; 0 when no SIZ is found. Streams with more than CHEX_J2K_MAX_TILES
+ * are UNSUPPORTED (OpenJPEG's header reader takes about 10 KB per tile;
+ * DICOM encoders write one tile). */
+#define CHEX_J2K_MAX_TILES 1024u
+#define CHEX_J2K_TILE_BYTES 16384u /* heap per tile, with margin */
+uint64_t chex_j2k_tiles(const uint8_t *frame, size_t len);
 
 /* DICOM RLE Lossless (PS3.5 Annex G): a 64-byte header (segment count and 15
  * little-endian offsets), one PackBits segment per byte plane, most significant

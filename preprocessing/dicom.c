@@ -1196,14 +1196,17 @@ static uint64_t codec_bytes(chex_dicom_codec codec, uint64_t w, uint64_t h, uint
 }
 
 /* Precision and signedness a JPEG 2000 frame's codestream declares, read from
- * its first fragment (the main header is there); 0 when unreadable. */
-static int j2k_header(const chex_dicom_info *d, chex_codec_frame *f)
+ * its first fragment (the main header is there); 0 when unreadable. *tiles
+ * gets the tiles its SIZ declares (0 when not found). */
+static int j2k_header(const chex_dicom_info *d, chex_codec_frame *f, uint64_t *tiles)
 {
     const uint8_t *p;
     size_t fl;
-    if (first_fragment(d, &p, &fl) != 0 || chex_j2k_probe(p, fl, f, NULL, 0) != CHEX_PRE_OK)
+    *tiles = 0;
+    if (first_fragment(d, &p, &fl) != 0)
         return 0;
-    return 1;
+    *tiles = chex_j2k_tiles(p, fl);
+    return chex_j2k_probe(p, fl, f, NULL, 0) == CHEX_PRE_OK;
 }
 
 static chex_pre_err probe_parsed(const chex_dicom_info *dp, int bs, const chex_pre_opts *opts,
@@ -1252,11 +1255,21 @@ static chex_pre_err probe_parsed(const chex_dicom_info *dp, int bs, const chex_p
             return err;
         chex_codec_frame f;
         info->bit_depth = bs;
-        if (codec == CHEX_DICOM_CODEC_J2K && j2k_header(&d, &f))
+        uint64_t tiles = 0;
+        if (codec == CHEX_DICOM_CODEC_J2K && j2k_header(&d, &f, &tiles))
             info->bit_depth = f.precision;
+        if (tiles > CHEX_J2K_MAX_TILES) {
+            chex_pre_msg(msg, msglen,
+                         "DICOM %s: JPEG 2000 stream with %llu tiles is not supported (at most %u)",
+                         d.ids.transfer_syntax, (unsigned long long)tiles,
+                         (unsigned)CHEX_J2K_MAX_TILES);
+            return CHEX_PRE_ERR_UNSUPPORTED;
+        }
         uint64_t w = (uint64_t)d.columns, h = (uint64_t)d.rows;
-        /* frame copy, uint16 frame, decoder, table of 2^16 stored values */
+        /* frame copy, uint16 frame, decoder (and its per-tile state), table of
+         * 2^16 stored values */
         info->decode_bytes = n + 2 * w * h + codec_bytes(codec, w, h, n) +
+                             tiles * CHEX_J2K_TILE_BYTES +
                              ((uint64_t)1 << 16) * sizeof(float) + 4096u;
     } else if (d.encapsulated) {
         size_t n = 0;

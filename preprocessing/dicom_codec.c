@@ -84,6 +84,16 @@ chex_pre_err chex_dicom_decode_frame(const chex_dicom_info *info, const chex_pre
                      info->rows, info->samples_per_pixel);
         err = CHEX_PRE_ERR_MALFORMED;
     }
+    /* JPEG 2000's precision wins over Bits Stored (see dicom.c); the others'
+     * samples are read through Bits Stored / High Bit, so wider ones than
+     * Bits Allocated would lose their high bits */
+    if (err == CHEX_PRE_OK && codec != CHEX_DICOM_CODEC_J2K &&
+        f->precision > info->bits_allocated) {
+        chex_pre_msg(msg, msglen,
+                     "DICOM malformed: %s frame has %d-bit samples, Bits Allocated is %d",
+                     info->ids.transfer_syntax, f->precision, info->bits_allocated);
+        err = CHEX_PRE_ERR_MALFORMED;
+    }
     if (err == CHEX_PRE_OK)
         err = chex_pre_check_dims((uint64_t)f->width, (uint64_t)f->height, opts, "DICOM frame",
                                   msg, msglen);
