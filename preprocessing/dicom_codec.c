@@ -11,9 +11,9 @@
 #include "preprocessing/dicom.h"
 #include "preprocessing/pre_internal.h"
 
-/* HTJ2K (.4.201-.4.203) is left out: OpenJPEG 2.5.0 has an HTJ2K decoder, but
- * Debian 12 has no HTJ2K encoder or sample to test it against, so those files
- * get the 415 that names their syntax. */
+/* HTJ2K (.4.201-.4.203, JPEG 2000 Part 15 codestreams) goes through OpenJPEG
+ * 2.5.0's HTJ2K decoder; tests/reference/test_dicom_compressed.py checks it
+ * against OpenJPH's ojph_expand (Debian's openjph-tools). */
 static const struct {
     const char *uid;
     chex_dicom_codec codec;
@@ -26,6 +26,9 @@ static const struct {
     {"1.2.840.10008.1.2.4.81", CHEX_DICOM_CODEC_JPEG_LS},
     {"1.2.840.10008.1.2.4.90", CHEX_DICOM_CODEC_J2K},
     {"1.2.840.10008.1.2.4.91", CHEX_DICOM_CODEC_J2K},
+    {"1.2.840.10008.1.2.4.201", CHEX_DICOM_CODEC_J2K},
+    {"1.2.840.10008.1.2.4.202", CHEX_DICOM_CODEC_J2K},
+    {"1.2.840.10008.1.2.4.203", CHEX_DICOM_CODEC_J2K},
     {"1.2.840.10008.1.2.5", CHEX_DICOM_CODEC_RLE},
 };
 

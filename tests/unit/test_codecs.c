@@ -144,6 +144,9 @@ static void test_j2k(void **state)
     check_equal(CORPUS "fuzz_j2k/s10_lossless.j2k", chex_j2k_probe, chex_j2k_decode, 10);
     check_equal(CORPUS "fuzz_j2k/s16_lossless.j2k", chex_j2k_probe, chex_j2k_decode, 16);
     check_equal(CORPUS "fuzz_j2k/s16_lossless.jp2", chex_j2k_probe, chex_j2k_decode, 16);
+    /* HTJ2K (Part 15) codestreams of the same crop, made by OpenJPH's ojph_compress */
+    check_equal(CORPUS "fuzz_j2k/s8_htj2k.j2c", chex_j2k_probe, chex_j2k_decode, 8);
+    check_equal(CORPUS "fuzz_j2k/s16_htj2k.j2c", chex_j2k_probe, chex_j2k_decode, 16);
 }
 
 /* Crafted streams (crafted_* in the fuzz_jpegls and fuzz_j2k corpora, made
