@@ -125,8 +125,6 @@ static chex_pre_err read_sof(jls_ctx *c, const uint8_t *p, size_t n)
         return bad(c, "has a precision outside 2..16 bits");
     if (c->ncomp < 1 || c->ncomp > MAX_COMPS || n < 6 + 3 * (size_t)c->ncomp)
         return bad(c, "has a bad component count in SOF3");
-    if (c->width == 0) /* T.81 B.2.2: X is 1..65535 */
-        return bad(c, "has a width of 0 in SOF3");
     if (c->height == 0) {
         chex_pre_msg(c->msg, c->msglen,
                      "%s stream with the height in a DNL marker is not supported", NAME);
