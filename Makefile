@@ -149,14 +149,21 @@ asan: deps-test
 	$(MAKE) asan-build
 	$(ASAN_ENV) bash tests/run_all.sh unit integration
 
+comma := ,
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 FUZZ_EXTRA_fuzz_safetensors := model/safetensors.c model/model_err.c
 FUZZ_EXTRA_fuzz_oip := server/oip.c
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -fopenmp
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(PRE_SRC) $(wildcard preprocessing/*.h) $(SRV_SRC)
+# preprocessing/ is compiled once for every target (same coverage instrumentation
+# without libFuzzer's main: fuzzer-no-link), each target links those objects
+FUZZ_PRE_OBJS := $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(PRE_SRC))
+$(BUILD)/fuzz/obj/%.o: %.c $(wildcard preprocessing/*.h)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(PRE_SRC) $(FUZZ_EXTRA_$*) -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
+	$(FUZZ_CC) $(subst fuzzer$(comma),fuzzer-no-link$(comma),$(FUZZ_CFLAGS)) -c -o $@ $<
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_PRE_OBJS) $(wildcard preprocessing/*.h tests/fuzz/*.h) $(SRV_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_PRE_OBJS) $(FUZZ_EXTRA_$*) -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
 fuzz: $(FUZZ_BINS)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) BUILD=$(BUILD) bash tests/fuzz/run.sh $(FUZZ_BINS)
 

@@ -60,6 +60,14 @@ chex_pre_err chex_j2k_probe(const uint8_t *frame, size_t len, chex_codec_frame *
 chex_pre_err chex_j2k_decode(uint16_t *out, size_t out_cap, const uint8_t *frame, size_t len,
                              chex_codec_frame *f, char *msg, size_t msglen);
 const char *chex_j2k_library_version(void); /* "OpenJPEG 2.5.0" */
+/* Tiles the SIZ marker segment declares (ceil((Xsiz - XTOsiz) / XTsiz) x the
+ * same for Y), read from the raw codestream or JP2's jp2c box without
+ * OpenJPEG; 0 when no SIZ is found. Streams with more than CHEX_J2K_MAX_TILES
+ * are UNSUPPORTED (OpenJPEG's header reader takes about 10 KB per tile;
+ * DICOM encoders write one tile). */
+#define CHEX_J2K_MAX_TILES 1024u
+#define CHEX_J2K_TILE_BYTES 16384u /* heap per tile, with margin */
+uint64_t chex_j2k_tiles(const uint8_t *frame, size_t len);
 
 /* DICOM RLE Lossless (PS3.5 Annex G): a 64-byte header (segment count and 15
  * little-endian offsets), one PackBits segment per byte plane, most significant
@@ -76,10 +84,22 @@ chex_pre_err chex_rle_decode(uint16_t *out, size_t out_cap, const uint8_t *frame
                              char *msg, size_t msglen);
 
 /* Deflated Explicit VR Little Endian (1.2.840.10008.1.2.1.99): raw deflate
- * (RFC 1951, no zlib header) of the data set. Inflates src[0..len) into a
- * malloc'd buffer (*out, *out_len; caller frees) of at most max_out bytes:
- * more -> TOO_LARGE (nothing returned), corrupt or truncated stream -> MALFORMED.
- * preprocessing/deflate.c */
+ * (RFC 1951, no zlib header) of the data set. preprocessing/deflate.c
+ * Errors of all three: more than max_out bytes -> TOO_LARGE, corrupt or
+ * truncated stream -> MALFORMED, NOMEM, ARG; msg gets one line. */
+
+/* The inflated size of src[0..len) into *out_len, counted through a 16 KiB
+ * scratch on the stack: no heap beyond zlib's state (about 45 KiB), and a
+ * stream inflating past max_out (a deflate bomb) stops there. */
+chex_pre_err chex_deflate_size(const uint8_t *src, size_t len, size_t max_out, size_t *out_len,
+                               char *msg, size_t msglen);
+/* The first min(cap, inflated size) bytes into dst[0..cap), *got their count;
+ * the rest of the stream is not read (nor checked). */
+chex_pre_err chex_deflate_head(const uint8_t *src, size_t len, uint8_t *dst, size_t cap,
+                               size_t *got, char *msg, size_t msglen);
+/* The whole inflated data set in a malloc'd buffer (*out, *out_len; caller
+ * frees) of exactly its size (chex_deflate_size first: peak heap *out_len plus
+ * zlib's state); nothing returned on error. */
 chex_pre_err chex_deflate_inflate(const uint8_t *src, size_t len, size_t max_out, uint8_t **out,
                                   size_t *out_len, char *msg, size_t msglen);
 

@@ -60,7 +60,7 @@
 #define TS_JPEG_EXTENDED "1.2.840.10008.1.2.4.51"
 
 static chex_pre_err parse_dataset(const uint8_t *buf, size_t len, size_t pos, chex_dicom_info *o,
-                                  int encapsulated_ts, char *msg, size_t msglen);
+                                  int encapsulated_ts, size_t total, char *msg, size_t msglen);
 
 static uint16_t le16(const uint8_t *p)
 {
@@ -104,14 +104,19 @@ static const char *ts_name(const char *uid)
 
 /* ---- value helpers ---- */
 
+/* Length of value v[0..n) without trailing spaces/NULs, at most cap - 1. */
+static size_t trimmed_len(const uint8_t *v, size_t n, size_t cap)
+{
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\0'))
+        n--;
+    return n > cap - 1 ? cap - 1 : n;
+}
+
 /* Copies a string value without trailing spaces/NULs, bytes outside printable
  * ASCII replaced by '?' (answers are JSON, which must be valid UTF-8). */
 static void copy_str(char *dst, size_t cap, const uint8_t *v, size_t n)
 {
-    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\0'))
-        n--;
-    if (n > cap - 1)
-        n = cap - 1;
+    n = trimmed_len(v, n, cap);
     for (size_t i = 0; i < n; i++)
         dst[i] = (v[i] >= 0x20 && v[i] < 0x7F) ? (char)v[i] : '?';
     dst[n] = '\0';
@@ -121,10 +126,7 @@ static void copy_str(char *dst, size_t cap, const uint8_t *v, size_t n)
  * spaces/NULs dropped, control characters other than ESC (ISO 2022) -> '?'. */
 static void copy_raw(char *dst, size_t cap, const uint8_t *v, size_t n)
 {
-    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\0'))
-        n--;
-    if (n > cap - 1)
-        n = cap - 1;
+    n = trimmed_len(v, n, cap);
     for (size_t i = 0; i < n; i++)
         dst[i] = (v[i] >= 0x20 || v[i] == 0x1B) ? (char)v[i] : '?';
     dst[n] = '\0';
@@ -517,14 +519,21 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
                      ts, ts_name(ts), TS_EXPLICIT_LE);
         return CHEX_PRE_ERR_UNSUPPORTED;
     }
-    return parse_dataset(buf, len, pos, o, encapsulated_ts, msg, msglen);
+    return parse_dataset(buf, len, pos, o, encapsulated_ts, len, msg, msglen);
 }
 
 chex_pre_err chex_dicom_parse_inflated(const chex_dicom_info *meta, const uint8_t *ds, size_t len,
                                        chex_dicom_info *o, char *msg, size_t msglen)
 {
-    if (!meta || !o || (!ds && len)) {
-        chex_pre_msg(msg, msglen, "chex_dicom_parse_inflated: NULL argument");
+    return chex_dicom_parse_inflated_head(meta, ds, len, len, o, msg, msglen);
+}
+
+chex_pre_err chex_dicom_parse_inflated_head(const chex_dicom_info *meta, const uint8_t *ds,
+                                            size_t len, size_t total, chex_dicom_info *o,
+                                            char *msg, size_t msglen)
+{
+    if (!meta || !o || (!ds && len) || total < len) {
+        chex_pre_msg(msg, msglen, "chex_dicom_parse_inflated: NULL argument or total < len");
         return CHEX_PRE_ERR_ARG;
     }
     chex_dicom_info m = *meta;
@@ -535,13 +544,14 @@ chex_pre_err chex_dicom_parse_inflated(const chex_dicom_info *meta, const uint8_
     o->number_of_frames = 1;
     o->rescale_slope = 1.0;
     o->ids = m.ids;
-    return parse_dataset(ds, len, 0, o, 0, msg, msglen);
+    return parse_dataset(ds, len, 0, o, 0, total, msg, msglen);
 }
 
 /* The data set from pos: explicit or implicit VR LE (o->implicit_vr), pixel
- * data native or, when encapsulated_ts, in fragment items. */
+ * data native or, when encapsulated_ts, in fragment items. buf[0..len) may be
+ * the head of a data set of total bytes: native Pixel Data must fit in total. */
 static chex_pre_err parse_dataset(const uint8_t *buf, size_t len, size_t pos, chex_dicom_info *o,
-                                  int encapsulated_ts, char *msg, size_t msglen)
+                                  int encapsulated_ts, size_t total, char *msg, size_t msglen)
 {
     const char *ts = o->ids.transfer_syntax;
     chex_pre_err err;
@@ -606,7 +616,7 @@ static chex_pre_err parse_dataset(const uint8_t *buf, size_t len, size_t pos, ch
                              "syntax %s",
                              ts);
                 err = CHEX_PRE_ERR_MALFORMED;
-            } else if (value_fits(len, &e, msg, msglen)) {
+            } else if (value_fits(total, &e, msg, msglen)) {
                 o->pixel_data = buf + e.value;
                 o->pixel_len = e.vlen;
             } else {
@@ -1051,66 +1061,87 @@ static size_t inflate_limit(const chex_pre_opts *opts)
     return max_out > SIZE_MAX ? SIZE_MAX : (size_t)max_out;
 }
 
-/* Peak heap of chex_deflate_inflate for a stream of clen bytes inflating to
- * n: its buffer's growth (old and new block during a realloc) plus zlib's
- * state and window; *final gets the size of the buffer it returns. */
-static uint64_t inflate_peak(size_t clen, size_t n, size_t max_out, uint64_t *final)
-{
-    uint64_t cap = clen < max_out / 4 ? 4 * (uint64_t)clen + 4096 : max_out, peak;
-    if (cap > max_out)
-        cap = max_out;
-    peak = cap;
-    while (cap <= n && cap < max_out) {
-        uint64_t ncap = cap > max_out / 2 ? max_out : 2 * cap;
-        peak = cap + ncap > peak ? cap + ncap : peak;
-        cap = ncap;
-    }
-    *final = cap;
-    return peak + 65536u;
-}
+/* Deflated Explicit VR LE: the most of the inflated data set the probe reads
+ * (heap taken before the memory budget's reservation): the attributes before
+ * Pixel Data must lie in its first DEFLATE_HEAD_MAX bytes. */
+#define DEFLATE_HEAD_MAX ((size_t)4 << 20)
+/* zlib's inflate state and window, with margin */
+#define INFLATE_STATE_BYTES 65536u
 
-/* Deflated Explicit VR LE: inflates the data set and parses it into *d, which
- * then points into *inflated (caller frees); *n gets the inflated size. */
+/* Deflated Explicit VR LE: parses the data set into *d, which then points into
+ * *inflated (caller frees, also on error); *n gets the inflated size. The
+ * size is counted first (a deflate bomb stops at inflate_limit with nothing
+ * allocated). head_only (the probe): only the data set's head up to Pixel
+ * Data is inflated, at most DEFLATE_HEAD_MAX bytes, growing from 64 KiB;
+ * d->pixel_data then must not be read. Else the whole data set. */
 static chex_pre_err inflate_dataset(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
-                                    chex_dicom_info *d, uint8_t **inflated, size_t *n,
-                                    char *msg, size_t msglen)
+                                    int head_only, chex_dicom_info *d, uint8_t **inflated,
+                                    size_t *n, char *msg, size_t msglen)
 {
     *n = 0;
     if (d->dataset_offset > len) {
         chex_pre_msg(msg, msglen, "DICOM malformed: data set offset past the end");
         return CHEX_PRE_ERR_MALFORMED;
     }
-    chex_pre_err err = chex_deflate_inflate(buf + d->dataset_offset, len - d->dataset_offset,
-                                            inflate_limit(opts), inflated, n, msg, msglen);
-    if (err != CHEX_PRE_OK)
-        return err;
+    const uint8_t *src = buf + d->dataset_offset;
+    size_t clen = len - d->dataset_offset;
     chex_dicom_info meta = *d;
-    err = chex_dicom_parse_inflated(&meta, *inflated, *n, d, msg, msglen);
-    if (err != CHEX_PRE_OK) {
+    if (!head_only) {
+        chex_pre_err err = chex_deflate_inflate(src, clen, inflate_limit(opts), inflated, n, msg,
+                                                msglen);
+        if (err == CHEX_PRE_OK)
+            err = chex_dicom_parse_inflated(&meta, *inflated, *n, d, msg, msglen);
+        return err;
+    }
+    chex_pre_err err = chex_deflate_size(src, clen, inflate_limit(opts), n, msg, msglen);
+    size_t have = *n < 65536 ? *n : 65536;
+    while (err == CHEX_PRE_OK) {
         free(*inflated);
-        *inflated = NULL;
+        *inflated = malloc(have ? have : 1);
+        if (!*inflated) {
+            chex_pre_msg(msg, msglen, "out of memory");
+            return CHEX_PRE_ERR_NOMEM;
+        }
+        size_t got = 0;
+        err = chex_deflate_head(src, clen, *inflated, have, &got, msg, msglen);
+        if (err != CHEX_PRE_OK)
+            break;
+        err = chex_dicom_parse_inflated_head(&meta, *inflated, got, *n, d, msg, msglen);
+        if (have == *n || (err == CHEX_PRE_OK && d->pixel_data))
+            break;
+        if (have == DEFLATE_HEAD_MAX) {
+            chex_pre_msg(msg, msglen,
+                         "DICOM Deflated Explicit VR Little Endian data set has more than %zu "
+                         "bytes of attributes before Pixel Data (the most chexd inflates before "
+                         "reserving memory)",
+                         DEFLATE_HEAD_MAX);
+            return CHEX_PRE_ERR_TOO_LARGE;
+        }
+        have = have > *n / 2 ? *n : 2 * have;
+        if (have > DEFLATE_HEAD_MAX)
+            have = DEFLATE_HEAD_MAX;
+        err = CHEX_PRE_OK;
     }
     return err;
 }
 
 /* Parses and checks everything the header says; *bs and *hb get Bits
- * Stored and High Bit with their defaults. A deflated data set (deflate_len
- * bytes from the end of the meta group) is inflated into *inflated (caller
- * frees, also on error; NULL otherwise), *inflated_len its size, and *d
- * points into it. */
+ * Stored and High Bit with their defaults. A deflated data set is inflated
+ * (only its head when head_only, see inflate_dataset) into *inflated (caller
+ * frees, also on error; NULL otherwise), *inflated_len its whole size, and
+ * *d points into it. */
 static chex_pre_err check_header(const uint8_t *buf, size_t len, const chex_pre_opts *opts,
                                  chex_dicom_info *d, int *bs_out, int *hb_out,
-                                 uint8_t **inflated, size_t *inflated_len, size_t *deflate_len,
+                                 uint8_t **inflated, size_t *inflated_len, int head_only,
                                  char *msg, size_t msglen)
 {
     *inflated = NULL;
-    *inflated_len = *deflate_len = 0;
+    *inflated_len = 0;
     chex_pre_err err = chex_dicom_parse(buf, len, d, msg, msglen);
     if (err != CHEX_PRE_OK)
         return err;
     if (d->deflated) {
-        *deflate_len = d->dataset_offset <= len ? len - d->dataset_offset : 0;
-        err = inflate_dataset(buf, len, opts, d, inflated, inflated_len, msg, msglen);
+        err = inflate_dataset(buf, len, opts, head_only, d, inflated, inflated_len, msg, msglen);
         if (err != CHEX_PRE_OK)
             return err;
     }
@@ -1194,14 +1225,17 @@ static uint64_t codec_bytes(chex_dicom_codec codec, uint64_t w, uint64_t h, uint
 }
 
 /* Precision and signedness a JPEG 2000 frame's codestream declares, read from
- * its first fragment (the main header is there); 0 when unreadable. */
-static int j2k_header(const chex_dicom_info *d, chex_codec_frame *f)
+ * its first fragment (the main header is there); 0 when unreadable. *tiles
+ * gets the tiles its SIZ declares (0 when not found). */
+static int j2k_header(const chex_dicom_info *d, chex_codec_frame *f, uint64_t *tiles)
 {
     const uint8_t *p;
     size_t fl;
-    if (first_fragment(d, &p, &fl) != 0 || chex_j2k_probe(p, fl, f, NULL, 0) != CHEX_PRE_OK)
+    *tiles = 0;
+    if (first_fragment(d, &p, &fl) != 0)
         return 0;
-    return 1;
+    *tiles = chex_j2k_tiles(p, fl);
+    return chex_j2k_probe(p, fl, f, NULL, 0) == CHEX_PRE_OK;
 }
 
 static chex_pre_err probe_parsed(const chex_dicom_info *dp, int bs, const chex_pre_opts *opts,
@@ -1212,22 +1246,19 @@ chex_pre_err chex_pre_probe_dicom(const uint8_t *buf, size_t len, const chex_pre
 {
     chex_dicom_info d;
     int bs = 0, hb = 0;
-    uint8_t *inflated = NULL;
-    size_t inflated_len = 0, deflate_len = 0;
-    chex_pre_err err = check_header(buf, len, opts, &d, &bs, &hb, &inflated, &inflated_len,
-                                    &deflate_len, msg, msglen);
+    uint8_t *inflated = NULL; /* the data set's head only */
+    size_t inflated_len = 0;
+    chex_pre_err err = check_header(buf, len, opts, &d, &bs, &hb, &inflated, &inflated_len, 1,
+                                    msg, msglen);
     if (err == CHEX_PRE_OK)
         err = probe_parsed(&d, bs, opts, info, msg, msglen);
     int deflated = inflated != NULL;
     free(inflated);
     if (err != CHEX_PRE_OK || !deflated)
         return err;
-    /* the inflated data set stays while the frame decodes; the inflation's
-     * peak comes first */
-    uint64_t final = 0,
-             peak = inflate_peak(deflate_len, inflated_len, inflate_limit(opts), &final);
-    info->decode_bytes =
-        peak > final + info->decode_bytes ? peak : final + info->decode_bytes;
+    /* the decode inflates the whole data set into one buffer of its size,
+     * which stays while the frame decodes */
+    info->decode_bytes += (uint64_t)inflated_len + INFLATE_STATE_BYTES;
     return CHEX_PRE_OK;
 }
 
@@ -1253,11 +1284,21 @@ static chex_pre_err probe_parsed(const chex_dicom_info *dp, int bs, const chex_p
             return err;
         chex_codec_frame f;
         info->bit_depth = bs;
-        if (codec == CHEX_DICOM_CODEC_J2K && j2k_header(&d, &f))
+        uint64_t tiles = 0;
+        if (codec == CHEX_DICOM_CODEC_J2K && j2k_header(&d, &f, &tiles))
             info->bit_depth = f.precision;
+        if (tiles > CHEX_J2K_MAX_TILES) {
+            chex_pre_msg(msg, msglen,
+                         "DICOM %s: JPEG 2000 stream with %llu tiles is not supported (at most %u)",
+                         d.ids.transfer_syntax, (unsigned long long)tiles,
+                         (unsigned)CHEX_J2K_MAX_TILES);
+            return CHEX_PRE_ERR_UNSUPPORTED;
+        }
         uint64_t w = (uint64_t)d.columns, h = (uint64_t)d.rows;
-        /* frame copy, uint16 frame, decoder, table of 2^16 stored values */
+        /* frame copy, uint16 frame, decoder (and its per-tile state), table of
+         * 2^16 stored values */
         info->decode_bytes = n + 2 * w * h + codec_bytes(codec, w, h, n) +
+                             tiles * CHEX_J2K_TILE_BYTES +
                              ((uint64_t)1 << 16) * sizeof(float) + 4096u;
     } else if (d.encapsulated) {
         size_t n = 0;
@@ -1303,9 +1344,9 @@ chex_pre_err chex_pre_decode_dicom(const uint8_t *buf, size_t len, const chex_pr
     chex_dicom_info d;
     int bs = 0, hb = 0;
     uint8_t *inflated = NULL; /* Deflated syntax: the data set d points into */
-    size_t inflated_len = 0, deflate_len = 0;
-    chex_pre_err err = check_header(buf, len, opts, &d, &bs, &hb, &inflated, &inflated_len,
-                                    &deflate_len, msg, msglen);
+    size_t inflated_len = 0;
+    chex_pre_err err = check_header(buf, len, opts, &d, &bs, &hb, &inflated, &inflated_len, 0,
+                                    msg, msglen);
     if (err == CHEX_PRE_OK)
         err = decode_parsed(&d, bs, hb, opts, rows, meta, msg, msglen);
     free(inflated);

@@ -93,6 +93,14 @@ chex_pre_err chex_dicom_parse(const uint8_t *buf, size_t len, chex_dicom_info *o
  * out->pixel_data points into ds. Same errors as chex_dicom_parse. */
 chex_pre_err chex_dicom_parse_inflated(const chex_dicom_info *meta, const uint8_t *ds, size_t len,
                                        chex_dicom_info *out, char *msg, size_t msglen);
+/* The same on the head of that data set: ds[0..len) are its first len of
+ * total bytes (chex_deflate_head). Parsing stops at Pixel Data as always, so
+ * the head must reach past its element header; its value must fit in total.
+ * out->pixel_len is then the value's size, but out->pixel_data may point at
+ * bytes not in ds (do not read them). */
+chex_pre_err chex_dicom_parse_inflated_head(const chex_dicom_info *meta, const uint8_t *ds,
+                                            size_t len, size_t total, chex_dicom_info *out,
+                                            char *msg, size_t msglen);
 
 /* Compressed pixel data: which decoder a transfer syntax needs. */
 typedef enum {

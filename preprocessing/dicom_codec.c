@@ -11,9 +11,9 @@
 #include "preprocessing/dicom.h"
 #include "preprocessing/pre_internal.h"
 
-/* HTJ2K (.4.201-.4.203) is left out: OpenJPEG 2.5.0 has an HTJ2K decoder, but
- * Debian 12 has no HTJ2K encoder or sample to test it against, so those files
- * get the 415 that names their syntax. */
+/* HTJ2K (.4.201-.4.203, JPEG 2000 Part 15 codestreams) goes through OpenJPEG
+ * 2.5.0's HTJ2K decoder; tests/reference/test_dicom_compressed.py checks it
+ * against OpenJPH's ojph_expand (Debian's openjph-tools). */
 static const struct {
     const char *uid;
     chex_dicom_codec codec;
@@ -26,6 +26,9 @@ static const struct {
     {"1.2.840.10008.1.2.4.81", CHEX_DICOM_CODEC_JPEG_LS},
     {"1.2.840.10008.1.2.4.90", CHEX_DICOM_CODEC_J2K},
     {"1.2.840.10008.1.2.4.91", CHEX_DICOM_CODEC_J2K},
+    {"1.2.840.10008.1.2.4.201", CHEX_DICOM_CODEC_J2K},
+    {"1.2.840.10008.1.2.4.202", CHEX_DICOM_CODEC_J2K},
+    {"1.2.840.10008.1.2.4.203", CHEX_DICOM_CODEC_J2K},
     {"1.2.840.10008.1.2.5", CHEX_DICOM_CODEC_RLE},
 };
 
@@ -82,6 +85,16 @@ chex_pre_err chex_dicom_decode_frame(const chex_dicom_info *info, const chex_pre
                      "per Pixel say %dx%d with %d",
                      info->ids.transfer_syntax, f->width, f->height, f->spp, info->columns,
                      info->rows, info->samples_per_pixel);
+        err = CHEX_PRE_ERR_MALFORMED;
+    }
+    /* JPEG 2000's precision wins over Bits Stored (see dicom.c); the others'
+     * samples are read through Bits Stored / High Bit, so wider ones than
+     * Bits Allocated would lose their high bits */
+    if (err == CHEX_PRE_OK && codec != CHEX_DICOM_CODEC_J2K &&
+        f->precision > info->bits_allocated) {
+        chex_pre_msg(msg, msglen,
+                     "DICOM malformed: %s frame has %d-bit samples, Bits Allocated is %d",
+                     info->ids.transfer_syntax, f->precision, info->bits_allocated);
         err = CHEX_PRE_ERR_MALFORMED;
     }
     if (err == CHEX_PRE_OK)

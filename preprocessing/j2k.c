@@ -86,6 +86,54 @@ static void on_quiet(const char *m, void *user)
     (void)user;
 }
 
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The codestream inside a JP2 file: the contents of its top-level jp2c box. */
+static const uint8_t *jp2_codestream(const uint8_t *p, size_t len, size_t *cs_len)
+{
+    size_t pos = 0;
+    while (len - pos >= 8) {
+        uint64_t box = be32(p + pos), hdr = 8;
+        if (box == 1) {
+            if (len - pos < 16)
+                return NULL;
+            box = (uint64_t)be32(p + pos + 8) << 32 | be32(p + pos + 12);
+            hdr = 16;
+        } else if (box == 0) {
+            box = len - pos;
+        }
+        if (box < hdr || box > len - pos)
+            return NULL;
+        if (memcmp(p + pos + 4, "jp2c", 4) == 0) {
+            *cs_len = (size_t)(box - hdr);
+            return p + pos + hdr;
+        }
+        pos += (size_t)box;
+    }
+    return NULL;
+}
+
+uint64_t chex_j2k_tiles(const uint8_t *frame, size_t len)
+{
+    static const uint8_t jp2_sig[12] = {0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20, 0x0D, 0x0A, 0x87, 0x0A};
+    if (!frame)
+        return 0;
+    if (len >= 12 && memcmp(frame, jp2_sig, 12) == 0)
+        frame = jp2_codestream(frame, len, &len);
+    /* SOC, SIZ: Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz */
+    if (!frame || len < 40 || frame[0] != 0xFF || frame[1] != 0x4F || frame[2] != 0xFF ||
+        frame[3] != 0x51)
+        return 0;
+    uint32_t xs = be32(frame + 8), ys = be32(frame + 12), xt = be32(frame + 24),
+             yt = be32(frame + 28), xto = be32(frame + 32), yto = be32(frame + 36);
+    if (xt == 0 || yt == 0 || xto >= xs || yto >= ys)
+        return 0;
+    return ((uint64_t)(xs - xto) + xt - 1) / xt * (((uint64_t)(ys - yto) + yt - 1) / yt);
+}
+
 typedef struct {
     memsrc src;
     errbuf err;
@@ -130,6 +178,17 @@ static chex_pre_err ctx_open(j2k_ctx *c, const uint8_t *frame, size_t len, chex_
                  frame[3] != 0x51))
         return bad(c, "starts with neither a JP2 signature nor SOC+SIZ (FF 4F FF 51)", msg,
                    msglen);
+    /* OpenJPEG's header reader allocates state for every tile (about 10 KB
+     * each): 65535 one-pixel tiles of a 255 x 257 image take 640 MB and
+     * seconds before a sample is read */
+    uint64_t tiles = chex_j2k_tiles(frame, len);
+    if (tiles > CHEX_J2K_MAX_TILES) {
+        chex_pre_msg(msg, msglen,
+                     "%s stream with %llu tiles is not supported (at most %u: OpenJPEG holds "
+                     "state for every tile)",
+                     NAME, (unsigned long long)tiles, (unsigned)CHEX_J2K_MAX_TILES);
+        return CHEX_PRE_ERR_UNSUPPORTED;
+    }
     c->src.buf = frame;
     c->src.len = len;
     c->codec = opj_create_decompress(jp2 ? OPJ_CODEC_JP2 : OPJ_CODEC_J2K);

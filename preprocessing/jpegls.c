@@ -3,7 +3,11 @@
  *
  * CharLS reads only the buffer it is given (set_source_buffer with len) and
  * reports corrupt data as an error code; a stream not ending in EOI is refused
- * before CharLS sees it (see open_stream); every path destroys the decoder. It writes samples of <= 8 bits as bytes and wider ones as uint16;
+ * before CharLS sees it (see open_stream), and so is one shorter than one bit
+ * per line (the least T.87 can code a line in); CharLS's work is then bounded
+ * by the frame's pixels, which the caller checked against its limits. Every
+ * path destroys the decoder. It writes samples of <= 8 bits as bytes and
+ * wider ones as uint16;
  * 8-bit frames are decoded into the start of the caller's buffer and widened
  * in place from the end. Interleave mode none comes out planar and is
  * reordered to pixel-interleaved through a temporary copy.
@@ -77,6 +81,17 @@ static chex_pre_err open_stream(const uint8_t *frame, size_t len, charls_jpegls_
                      (unsigned long)fi.width, (unsigned long)fi.height, (int)fi.component_count,
                      (int)fi.bits_per_sample);
         return CHEX_PRE_ERR_UNSUPPORTED;
+    }
+    /* T.87 codes every line in at least one bit (a run reaching the end of
+     * the line still writes one); a stream too short for its height is
+     * refused before CharLS decodes (up to the pixel limit) from it */
+    if ((uint64_t)len * 8 < (uint64_t)fi.height) {
+        charls_jpegls_decoder_destroy(d);
+        chex_pre_msg(msg, msglen,
+                     "DICOM malformed: %s stream of %zu bytes cannot hold %lu lines (every line "
+                     "takes at least one bit)",
+                     NAME, len, (unsigned long)fi.height);
+        return CHEX_PRE_ERR_MALFORMED;
     }
     f->width = (int)fi.width;
     f->height = (int)fi.height;

@@ -13,7 +13,7 @@ wanted() {
   [ ${#want[@]} -eq 0 ] && return 0
   local w; for w in "${want[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1
 }
-passed=0; failed=0; failures=()
+passed=0; failed=0; failures=(); times=()
 run_one() { # name, command...
   local name=$1; shift
   local t0=$SECONDS
@@ -23,6 +23,7 @@ run_one() { # name, command...
   else
     failed=$((failed + 1)); failures+=("$name"); echo "--- FAIL $name ($((SECONDS - t0)) s)"
   fi
+  times+=("$((SECONDS - t0)) $name")
 }
 if wanted unit; then
   for t in tests/unit/test_*.c; do
@@ -41,6 +42,9 @@ for dir in tests/*/; do
   done
 done
 echo
+echo "slowest suites (s):"
+printf '%s\n' "${times[@]}" | sort -rn | head -10 | sed 's/^/  /'
+echo "total: $SECONDS s"
 if [ $failed -gt 0 ]; then
   echo "failed suites: ${failures[*]}"
 fi

@@ -136,8 +136,11 @@ DEFAULTS = {
         "1.2.840.10008.1.2.4.81", # JPEG-LS Near-Lossless
         "1.2.840.10008.1.2.4.90", # JPEG 2000 Lossless
         "1.2.840.10008.1.2.4.91", # JPEG 2000
+        "1.2.840.10008.1.2.4.201", # HTJ2K Lossless
+        "1.2.840.10008.1.2.4.202", # HTJ2K Lossless RPCL
+        "1.2.840.10008.1.2.4.203", # HTJ2K
         "1.2.840.10008.1.2.5",    # RLE Lossless
-        # not .4.51 (chexd reads 8-bit JPEG Extended only) nor HTJ2K: transcoded
+        # not .4.51 (chexd reads 8-bit JPEG Extended only): transcoded
     ],
     "TranscodeTo": "1.2.840.10008.1.2.1",
     "StoreSR": True,

@@ -4,7 +4,8 @@
 # transfer syntax and "frames"/"frame", equal to `chex classify`; 12-bit JPEG
 # Extended -> 415 naming the syntax; truncated and corrupted streams of each
 # decoder -> 400 malformed_image naming the syntax, and the daemon keeps
-# answering; a two-frame JPEG Lossless answers frames 2, frame 1 (the first
+# answering; a deflate bomb (2.5 MB inflating to 2 GiB) -> 413 image_too_large;
+# JPEG-LS samples wider than Bits Allocated -> 400; a two-frame JPEG Lossless answers frames 2, frame 1 (the first
 # frame classified); /v1/model and --version name OpenJPEG and CharLS.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 start_daemon compressed
@@ -75,10 +76,36 @@ for src, what in (("crmono1_jpll_sv1.dcm", "JPEG Lossless"), ("crmono1_jls_lossl
         assert s == 400 and j["error"]["code"] == "malformed_image", (src, kind, s, j)
         assert what in j["error"]["message"], (what, j)
         print(f"ok - {src} {kind}: 400 malformed_image: {j['error']['message'][:80]}")
+# a JPEG-LS frame of 16-bit samples under Bits Allocated 8: its high bits would be lost
+ds = pydicom.dcmread(os.path.join(data, "crmono1_jls_lossless.dcm"))
+ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+p = os.path.join(tmp, "jls_ba8.dcm")
+ds.save_as(p)
+s, j = post(open(p, "rb").read())
+assert s == 400 and j["error"]["code"] == "malformed_image", (s, j)
+assert "16-bit samples, Bits Allocated is 8" in j["error"]["message"], j
+print(f"ok - JPEG-LS 16-bit frame, Bits Allocated 8: 400 {j['error']['message'][:80]}")
 raw = open(os.path.join(data, "crmono1_deflate.dcm"), "rb").read()
 s, j = post(raw[: len(raw) // 2])
 assert s == 400 and j["error"]["code"] == "malformed_image" and "Deflated" in j["error"]["message"], (s, j)
 print(f"ok - crmono1_deflate truncated: 400 {j['error']['message'][:80]}")
+
+# a deflate bomb: the same data set followed by 2 GiB of zeros, 2.5 MB on the
+# wire (one full-flushed MiB of zeros deflates to the same bytes every time,
+# so the block is repeated); the probe refuses it before reserving memory
+import struct, zlib
+off = 132 + 12 + struct.unpack("<I", raw[140:144])[0]  # after (0002,0000) and the meta group
+ds_bytes = zlib.decompress(raw[off:], -15)
+z = zlib.compressobj(9, zlib.DEFLATED, -15)
+head = z.compress(ds_bytes) + z.flush(zlib.Z_FULL_FLUSH)
+block = z.compress(bytes(1 << 20)) + z.flush(zlib.Z_FULL_FLUSH)
+assert z.compress(bytes(1 << 20)) + z.flush(zlib.Z_FULL_FLUSH) == block
+bomb = raw[:off] + head + block * 2047 + z.flush(zlib.Z_FINISH)
+assert len(bomb) < 4 << 20, len(bomb)
+s, j = post(bomb)
+assert s == 413 and j["error"]["code"] == "image_too_large", (s, j)
+assert "Deflated Explicit VR Little Endian data set inflates to more than" in j["error"]["message"], j
+print(f"ok - deflate bomb ({len(bomb)} bytes, 2 GiB inflated): 413 {j['error']['message'][:90]}")
 
 # two frames, no offset table: the first one is classified
 ds = pydicom.dcmread(os.path.join(data, "crmono1_jpll_sv1.dcm"))

@@ -4,7 +4,9 @@
     test_dicom_compressed.py WORKDIR CODEC_DRIVER CHEX MODEL
 
 For every case: REF = the same pixels decoded by an independent tool
-(dcmdjpeg, dcmdjpls, dcmdrle, dcmconv +te; opj_decompress for JPEG 2000,
+(dcmdjpeg, dcmdjpls, dcmdrle, dcmconv +te; OpenJPH's ojph_expand for lossless
+HTJ2K; opj_decompress for JPEG 2000 and lossy HTJ2K, which must then be
+within a few units of ojph_expand's decode;
 re-wrapped here as Explicit VR LE with the codestream's precision and
 signedness, the rule chexd follows). Checks:
   1. codec_driver's integer samples == REF's first frame, sample for sample
@@ -29,13 +31,21 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 WORK, DRIVER, CHEX, MODEL = sys.argv[1:5]
 DATA = "tests/data/dicom-compressed"
-LOSSY = {"1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.51"}
-J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
+LOSSY = {"1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.51",
+         "1.2.840.10008.1.2.4.203"}
+# HTJ2K lossless (.201, .202 RPCL) and lossy-allowed (.203), JPEG 2000 Part 15
+HTJ2K = {"1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
+J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"} | HTJ2K
 JPEG = {"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.51"}
 JLS = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
 RLE = "1.2.840.10008.1.2.5"
 DEFLATE = "1.2.840.10008.1.2.1.99"
 failures = []
+
+# pydicom 2.3 predates the HTJ2K UIDs: register them so it writes such files
+from pydicom._uid_dict import UID_dictionary  # noqa: E402
+for _u, _n in zip(sorted(HTJ2K), ("HTJ2K Lossless", "HTJ2K Lossless RPCL", "HTJ2K")):
+    UID_dictionary.setdefault(_u, (_n, "Transfer Syntax", "", "", ""))
 
 
 def run(args):
@@ -67,16 +77,28 @@ def reference(path, ref):
         cs = ref + ".j2k"
         with open(cs, "wb") as f:
             f.write(first_frame(ds))
-        raw = ref + ".rawl"
-        out = subprocess.run(["opj_decompress", "-i", cs, "-o", raw], check=True,
-                             capture_output=True, text=True).stdout
         dump = subprocess.run(["opj_dump", "-i", cs], check=True, capture_output=True,
                               text=True).stdout
         prec = int(dump.split("prec=")[1].split()[0])
         sgnd = int(dump.split("sgnd=")[1].split()[0])
-        del out
-        dt = ("<i2" if sgnd else "<u2") if prec > 8 else ("i1" if sgnd else "u1")
-        a = np.fromfile(raw, dtype=dt).astype(np.int64)
+        if ts in HTJ2K and ts != "1.2.840.10008.1.2.4.203":
+            # lossless HTJ2K: OpenJPH's own decoder, independent of OpenJPEG
+            a = read_pgm(ojph_expand(cs, ref + ".pgm"))
+        else:
+            raw = ref + ".rawl"
+            run(["opj_decompress", "-i", cs, "-o", raw])
+            dt = ("<i2" if sgnd else "<u2") if prec > 8 else ("i1" if sgnd else "u1")
+            a = np.fromfile(raw, dtype=dt).astype(np.int64)
+            if ts in HTJ2K:
+                # lossy: the 9/7 wavelet in floats, the two decoders round apart by
+                # a few units of 2^-14 of the range (measured: 1 at 8/12 bits, 3 at 16)
+                d = np.abs(read_pgm(ojph_expand(cs, ref + ".pgm")).ravel() - a).max()
+                tol = max(1, 2 ** (prec - 14))
+                print(f"     {os.path.basename(path)}: opj_decompress vs ojph_expand max "
+                      f"|diff| {d} (<= {tol})")
+                if d > tol:
+                    fail(f"{os.path.basename(path)}: opj_decompress and ojph_expand differ "
+                         f"by {d}")
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.BitsAllocated = 16
         ds.BitsStored = prec
@@ -93,6 +115,34 @@ def reference(path, ref):
     else:
         raise ValueError(f"no reference decoder for {ts}")
     return ts
+
+
+def ojph_expand(cs, out):
+    # ojph_expand wants a .j2c name
+    j2c = cs + ".j2c"
+    shutil.copyfile(cs, j2c)
+    run(["ojph_expand", "-i", j2c, "-o", out])
+    return out
+
+
+def read_pgm(path):
+    """Samples of a binary PGM (P5, maxval > 255: big-endian 16-bit), flat int64."""
+    b = open(path, "rb").read()
+    toks, i = [], 2
+    while len(toks) < 3:
+        while b[i:i + 1].isspace():
+            i += 1
+        if b[i:i + 1] == b"#":
+            i = b.index(b"\n", i) + 1
+            continue
+        j = i
+        while not b[j:j + 1].isspace():
+            j += 1
+        toks.append(int(b[i:j]))
+        i = j
+    w, h, mx = toks
+    dt = ">u2" if mx > 255 else "u1"
+    return np.frombuffer(b[i + 1:], dtype=dt)[:w * h].astype(np.int64)
 
 
 def driver_samples(path):
@@ -235,6 +285,19 @@ def generate():
             p = os.path.join(WORK, f"{sname}_{tag}.dcm")
             encapsulated(src, cs, ts, p)
             cases.append(p)
+        # HTJ2K (OpenJPH's ojph_compress): lossless, lossless RPCL, lossy
+        if sname != "src12s":  # PGM carries unsigned samples only
+            for tag, extra, ts in (
+                    ("htj2k", ["-reversible", "true", "-prog_order", "LRCP"],
+                     "1.2.840.10008.1.2.4.201"),
+                    ("htj2k_rpcl", ["-reversible", "true", "-prog_order", "RPCL"],
+                     "1.2.840.10008.1.2.4.202"),
+                    ("htj2k_lossy", ["-qstep", "0.002"], "1.2.840.10008.1.2.4.203")):
+                cs = os.path.join(WORK, f"{sname}_{tag}.j2c")
+                run(["ojph_compress", "-i", src_pgm, "-o", cs] + extra)
+                p = os.path.join(WORK, f"{sname}_{tag}.dcm")
+                encapsulated(src, cs, ts, p)
+                cases.append(p)
     return cases
 
 

@@ -4,11 +4,12 @@
 # re-encodings, see its PROVENANCE.md) and variants generated here from the
 # shared radiographs (8/12/16-bit, signed with rescale, MONOCHROME1/2, with and
 # without window; JPEG Lossless every predictor, with and without restart
-# intervals; JPEG-LS lossless/near; RLE; deflate; JPEG 2000 lossless/lossy)
+# intervals; JPEG-LS lossless/near; RLE; deflate; JPEG 2000 lossless/lossy;
+# HTJ2K lossless, lossless RPCL and lossy made by OpenJPH's ojph_compress)
 # are (1) decoded to integer samples by preprocessing/codecs.h (codec_driver)
-# and compared with dcmtk's dcmdjpeg/dcmdjpls/dcmdrle or OpenJPEG's
-# opj_decompress, sample for sample; (2) classified by `bin/chex classify`
-# next to the reference decode re-written as uncompressed DICOM, probabilities
+# and compared with dcmtk's dcmdjpeg/dcmdjpls/dcmdrle, OpenJPH's ojph_expand
+# (lossless HTJ2K) or OpenJPEG's opj_decompress, sample for sample; (2)
+# classified by `bin/chex classify` next to the reference decode re-written as uncompressed DICOM, probabilities
 # within 1e-6 (lossless syntaxes) or 1e-5 (lossy ones).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

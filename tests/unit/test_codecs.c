@@ -19,7 +19,9 @@
 #include <zlib.h>
 
 #include "preprocessing/codecs.h"
+#include "preprocessing/dicom.h"
 #include "tests/unit/helpers/guard.h"
+#include "tests/unit/helpers/testimg.h"
 
 #define CORPUS "tests/fuzz/corpus/"
 
@@ -142,6 +144,84 @@ static void test_j2k(void **state)
     check_equal(CORPUS "fuzz_j2k/s10_lossless.j2k", chex_j2k_probe, chex_j2k_decode, 10);
     check_equal(CORPUS "fuzz_j2k/s16_lossless.j2k", chex_j2k_probe, chex_j2k_decode, 16);
     check_equal(CORPUS "fuzz_j2k/s16_lossless.jp2", chex_j2k_probe, chex_j2k_decode, 16);
+    /* HTJ2K (Part 15) codestreams of the same crop, made by OpenJPH's ojph_compress */
+    check_equal(CORPUS "fuzz_j2k/s8_htj2k.j2c", chex_j2k_probe, chex_j2k_decode, 8);
+    check_equal(CORPUS "fuzz_j2k/s16_htj2k.j2c", chex_j2k_probe, chex_j2k_decode, 16);
+}
+
+/* Crafted streams (crafted_* in the fuzz_jpegls and fuzz_j2k corpora, made
+ * from the seeds next to them): each ends with the error it names (or
+ * decodes, for a restart interval longer than the image), read guarded; none
+ * loops, none allocates for what its header claims beyond the probe's frame. */
+static const struct {
+    const char *file;
+    chex_pre_err probe, decode; /* decode: when the probe passes */
+    const char *says;           /* in the message of the failing call */
+} crafted[] = {
+    {"fuzz_jpegls/crafted_no_eoi.jls", CHEX_PRE_ERR_MALFORMED, 0, "no EOI marker"},
+    {"fuzz_jpegls/crafted_trunc_eoi.jls", CHEX_PRE_OK, CHEX_PRE_ERR_MALFORMED, "JPEG-LS stream data"},
+    {"fuzz_jpegls/crafted_eoi_mid.jls", CHEX_PRE_OK, CHEX_PRE_ERR_MALFORMED, "JPEG-LS stream data"},
+    {"fuzz_jpegls/crafted_big_header.jls", CHEX_PRE_OK, CHEX_PRE_ERR_MALFORMED, "JPEG-LS stream data"},
+    {"fuzz_jpegls/crafted_too_short.jls", CHEX_PRE_ERR_MALFORMED, 0,
+     "914 bytes cannot hold 30000 lines"},
+    {"fuzz_jpegls/crafted_dri_huge.jls", CHEX_PRE_OK, CHEX_PRE_OK, NULL},
+    {"fuzz_jpegls/crafted_dri_one.jls", CHEX_PRE_OK, CHEX_PRE_ERR_MALFORMED, "restart"},
+    {"fuzz_jpegls/crafted_no_scan.jls", CHEX_PRE_ERR_MALFORMED, 0, "End Of Image"},
+    {"fuzz_jpegls/crafted_ff_fill.jls", CHEX_PRE_OK, CHEX_PRE_ERR_MALFORMED, "JPEG-LS stream data"},
+    {"fuzz_jpegls/crafted_ones_fill.jls", CHEX_PRE_OK, CHEX_PRE_ERR_MALFORMED,
+     "JPEG-LS stream data"},
+    {"fuzz_j2k/crafted_tiles65535.j2k", CHEX_PRE_ERR_UNSUPPORTED, 0, "65535 tiles"},
+    {"fuzz_j2k/crafted_tiles65535.jp2", CHEX_PRE_ERR_UNSUPPORTED, 0, "65535 tiles"},
+    {"fuzz_j2k/crafted_tiles1025.j2k", CHEX_PRE_ERR_UNSUPPORTED, 0, "1025 tiles"},
+    {"fuzz_j2k/crafted_tiles1024.j2k", CHEX_PRE_OK, CHEX_PRE_OK, NULL},
+};
+
+static void test_crafted(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof crafted / sizeof crafted[0]; i++) {
+        char p[256];
+        snprintf(p, sizeof p, CORPUS "%s", crafted[i].file);
+        int j2k = strstr(p, "fuzz_j2k/") != NULL;
+        probe_fn probe = j2k ? chex_j2k_probe : chex_jpegls_probe;
+        decode_fn decode = j2k ? chex_j2k_decode : chex_jpegls_decode;
+        size_t len;
+        uint8_t *raw = load(p, &len);
+        chex_guard_buf g;
+        assert_int_equal(chex_guard_alloc(&g, raw, len), 0);
+        free(raw);
+        char msg[256] = "";
+        chex_codec_frame f;
+        chex_pre_err e = probe(g.data, g.len, &f, msg, sizeof msg), want = crafted[i].probe;
+        if (e == CHEX_PRE_OK && want == CHEX_PRE_OK) {
+            size_t n = (size_t)f.width * (size_t)f.height * (size_t)f.spp;
+            uint16_t *out = malloc(n * sizeof *out);
+            assert_non_null(out);
+            e = decode(out, n, g.data, g.len, &f, msg, sizeof msg);
+            want = crafted[i].decode;
+            free(out);
+        }
+        if (e != want)
+            fail_msg("%s: %d, want %d (%s)", p, (int)e, (int)want, msg);
+        if (crafted[i].says && !strstr(msg, crafted[i].says))
+            fail_msg("%s: message \"%s\" does not say \"%s\"", p, msg, crafted[i].says);
+        chex_guard_free(&g);
+    }
+    /* a restart interval longer than the image changes nothing */
+    chex_codec_frame f1, f2;
+    uint16_t *a = decode_file(CORPUS "fuzz_jpegls/shared_crmono1_jls_near2.bin",
+                              chex_jpegls_probe, chex_jpegls_decode, &f1);
+    uint16_t *b = decode_file(CORPUS "fuzz_jpegls/crafted_dri_huge.jls", chex_jpegls_probe,
+                              chex_jpegls_decode, &f2);
+    assert_memory_equal(a, b, (size_t)f1.width * (size_t)f1.height * sizeof *a);
+    free(a);
+    free(b);
+    /* the tile count is read from SIZ, raw or in JP2's jp2c box */
+    size_t len;
+    uint8_t *raw = load(CORPUS "fuzz_j2k/s16_lossless.jp2", &len);
+    assert_int_equal(chex_j2k_tiles(raw, len), 1);
+    assert_int_equal(chex_j2k_tiles(raw, 40), 0);
+    free(raw);
 }
 
 static void test_rle_packbits(void **state)
@@ -254,8 +334,45 @@ static void test_inflate(void **state)
         assert_null(out);
         chex_guard_free(&t);
     }
+    /* the size alone, and the head, through the same guarded input */
+    size_t sz = 0, got = 0;
+    assert_int_equal(chex_deflate_size(g.data, g.len, 2u << 20, &sz, msg, sizeof msg),
+                     CHEX_PRE_OK);
+    assert_int_equal(sz, n);
+    assert_int_equal(chex_deflate_size(g.data, g.len, n - 1, &sz, msg, sizeof msg),
+                     CHEX_PRE_ERR_TOO_LARGE);
+    assert_non_null(strstr(msg, "inflates to more than"));
+    uint8_t head[1000];
+    memset(head, 0xAA, sizeof head);
+    assert_int_equal(chex_deflate_head(g.data, g.len, head, sizeof head, &got, msg, sizeof msg),
+                     CHEX_PRE_OK);
+    assert_int_equal(got, sizeof head);
+    assert_memory_equal(head, zeros, sizeof head);
     chex_guard_free(&g);
     free(zeros);
+}
+
+/* A deflate bomb made by the test helper really inflates to what it says
+ * (so the tests refusing it refuse a real bomb). */
+static void test_inflate_bomb(void **state)
+{
+    (void)state;
+    chex_test_membuf m =
+        chex_test_deflate_bomb("tests/data/dicom-compressed/crmono1_deflate.dcm", 5u << 20);
+    chex_dicom_info d;
+    char msg[256];
+    assert_int_equal(chex_dicom_parse(m.buf, m.len, &d, msg, sizeof msg), CHEX_PRE_OK);
+    uint8_t *out = NULL;
+    size_t n = 0;
+    assert_int_equal(chex_deflate_inflate(m.buf + d.dataset_offset, m.len - d.dataset_offset,
+                                          64u << 20, &out, &n, msg, sizeof msg),
+                     CHEX_PRE_OK);
+    assert_true(n > (5u << 20));
+    for (size_t i = n - (5u << 20); i < n; i++)
+        if (out[i])
+            fail_msg("bomb byte %zu is %d", i, out[i]);
+    free(out);
+    free(m.buf);
 }
 
 static void test_not_streams(void **state)
@@ -302,6 +419,8 @@ int main(void)
         cmocka_unit_test(test_jpeg_lossless), cmocka_unit_test(test_jpegls),
         cmocka_unit_test(test_j2k),           cmocka_unit_test(test_rle_packbits),
         cmocka_unit_test(test_rle_real),      cmocka_unit_test(test_inflate),
+        cmocka_unit_test(test_inflate_bomb),
+        cmocka_unit_test(test_crafted),
         cmocka_unit_test(test_not_streams),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

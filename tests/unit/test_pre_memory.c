@@ -132,27 +132,6 @@ static chex_test_membuf make_jpeg(const float *g, int w, int h, int colour, int 
     return m;
 }
 
-/* A real radiograph, nearest-upscaled to w x h gray floats. */
-static float *radiograph(int w, int h)
-{
-    size_t len;
-    uint8_t *b = chex_test_read_file("tests/data/00000002_000.png", &len);
-    assert_non_null(b);
-    chex_pre_opts o = {.max_pixels = 1u << 26, .min_side = 1};
-    chex_pre_image img;
-    char msg[128];
-    assert_int_equal(chex_pre_decode(b, len, &o, &img, msg, sizeof msg), CHEX_PRE_OK);
-    float *g = malloc((size_t)w * (size_t)h * sizeof(float));
-    assert_non_null(g);
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++)
-            g[(size_t)y * w + x] =
-                img.pix[(size_t)(y * img.height / h) * img.width + (size_t)(x * img.width / w)];
-    chex_pre_image_free(&img);
-    free(b);
-    return g;
-}
-
 /* ---- the check ---- */
 
 static const chex_pre_spec SPECS[3] = {
@@ -226,17 +205,17 @@ static void test_png(void **state)
     (void)state;
     check_file("tests/data/00000002_000.png"); /* 8-bit gray */
     check_file("tests/data/h0001.png");        /* 8-bit RGB */
-    const int W = 2200, H = 1700; /* display copy scaled to 2048 */
-    float *g = radiograph(W, H);
+    const int W = 2200, H = 1000; /* display copy scaled to 2048 x 931 */
+    float *g = chex_test_gray_of("tests/data/00000002_000.png", W, H);
     static const struct {
         const char *name;
         int ctype, depth, interlace;
     } v[] = {
-        {"gray16 2200x1700", PNG_COLOR_TYPE_GRAY, 16, 0},
-        {"rgb8 2200x1700", PNG_COLOR_TYPE_RGB, 8, 0},
-        {"rgba16 2200x1700", PNG_COLOR_TYPE_RGBA, 16, 0},
-        {"gray16 adam7 2200x1700", PNG_COLOR_TYPE_GRAY, 16, 1},
-        {"rgba8 adam7 2200x1700", PNG_COLOR_TYPE_RGBA, 8, 1},
+        {"gray16 2200x1000", PNG_COLOR_TYPE_GRAY, 16, 0},
+        {"rgb8 2200x1000", PNG_COLOR_TYPE_RGB, 8, 0},
+        {"rgba16 2200x1000", PNG_COLOR_TYPE_RGBA, 16, 0},
+        {"gray16 adam7 2200x1000", PNG_COLOR_TYPE_GRAY, 16, 1},
+        {"rgba8 adam7 2200x1000", PNG_COLOR_TYPE_RGBA, 8, 1},
     };
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         chex_test_membuf m = chex_test_make_png(g, W, H, v[i].ctype, v[i].depth, v[i].interlace);
@@ -250,13 +229,13 @@ static void test_jpeg(void **state)
 {
     (void)state;
     check_file("tests/data/16747_3_1.jpg"); /* baseline RGB */
-    const int W = 2200, H = 1700; /* display copy scaled to 2048 */
-    float *g = radiograph(W, H);
+    const int W = 2200, H = 1000; /* display copy scaled to 2048 x 931 */
+    float *g = chex_test_gray_of("tests/data/00000002_000.png", W, H);
     chex_test_membuf m = make_jpeg(g, W, H, 0, 0);
-    check("gray jpeg 2200x1700", m.buf, m.len);
+    check("gray jpeg 2200x1000", m.buf, m.len);
     free(m.buf);
     m = make_jpeg(g, W, H, 1, TJFLAG_PROGRESSIVE);
-    check("progressive 420 2200x1700", m.buf, m.len);
+    check("progressive 420 2200x1000", m.buf, m.len);
     free(m.buf);
     free(g);
 }
@@ -282,6 +261,62 @@ static void test_dicom_compressed(void **state)
     check_file("tests/data/dicom-compressed/crmono1_deflate.dcm");  /* Deflated */
 }
 
+/* Deflated Explicit VR LE: the probe (run before the memory budget's
+ * reservation) takes zlib's state and the data set's head, never the
+ * inflated data set; a deflate bomb is refused by the probe and by prepare
+ * without taking memory for what it inflates to. */
+static void test_deflate_probe(void **state)
+{
+    (void)state;
+    chex_pre_opts opts = {.max_pixels = 1u << 22, .min_side = 1, .max_overlay_side = 2048};
+    char msg[256];
+    chex_pre_probe_info info;
+    const char *path = "tests/data/dicom-compressed/crmono1_deflate.dcm";
+    size_t len;
+    uint8_t *b = chex_test_read_file(path, &len);
+    assert_non_null(b);
+    chex_guard_buf g;
+    assert_int_equal(chex_guard_alloc(&g, b, len), 0);
+    free(b);
+    cur_bytes = peak_bytes = 0;
+    counting = 1;
+    chex_pre_err e = chex_pre_probe(g.data, g.len, &opts, &SPECS[0], &info, msg, sizeof msg);
+    counting = 0;
+    assert_int_equal(e, CHEX_PRE_OK);
+    print_message("%-24s probe peak %lld bytes (data set inflates to about 388 kB)\n",
+                  "crmono1_deflate.dcm", peak_bytes);
+    assert_true(peak_bytes < 192 * 1024);
+    chex_guard_free(&g);
+
+    /* 1 GiB of zeros after Pixel Data, about 1 MB deflated; the cap is
+     * 4 * max_pixels + 64 MiB = 80 MiB */
+    chex_test_membuf m = chex_test_deflate_bomb(path, (size_t)1 << 30);
+    assert_int_equal(chex_guard_alloc(&g, m.buf, m.len), 0);
+    free(m.buf);
+    print_message("deflate bomb: %zu bytes\n", g.len);
+    assert_true(g.len < (2u << 20));
+    cur_bytes = peak_bytes = 0;
+    counting = 1;
+    e = chex_pre_probe(g.data, g.len, &opts, &SPECS[0], &info, msg, sizeof msg);
+    counting = 0;
+    assert_int_equal(e, CHEX_PRE_ERR_TOO_LARGE);
+    assert_non_null(strstr(msg, "Deflated Explicit VR Little Endian data set inflates to more than"));
+    assert_true(peak_bytes < 128 * 1024);
+    size_t n = (size_t)SPECS[0].channels * SPECS[0].size * SPECS[0].size;
+    float *out = malloc(n * sizeof *out);
+    assert_non_null(out);
+    chex_pre_image meta;
+    cur_bytes = peak_bytes = 0;
+    counting = 1;
+    e = chex_pre_prepare(g.data, g.len, &opts, &SPECS[0], out, NULL, &meta, NULL, msg,
+                         sizeof msg);
+    counting = 0;
+    assert_int_equal(e, CHEX_PRE_ERR_TOO_LARGE);
+    assert_true(peak_bytes < 128 * 1024);
+    free(out);
+    chex_guard_free(&g);
+}
+
 int main(void)
 {
     install_hooks();
@@ -290,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_jpeg),
         cmocka_unit_test(test_dicom),
         cmocka_unit_test(test_dicom_compressed),
+        cmocka_unit_test(test_deflate_probe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
