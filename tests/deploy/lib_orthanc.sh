@@ -59,10 +59,10 @@ orthanc_test_cleanup() {
     echo "--- chexd log (tail)" >&2; tail -n 20 "$tmp/chexd.log" >&2 2>/dev/null || true
   fi
   for pid in $orthanc_pid $extra_pids; do
-    kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
   done
   [ -n "$chexd_pid" ] && kill "$chexd_pid" 2>/dev/null && kill -CONT "$chexd_pid" 2>/dev/null &&
-    wait "$chexd_pid" 2>/dev/null
+    wait "$chexd_pid" 2>/dev/null || true
   rm -rf "$tmp"
   return $rc
 }

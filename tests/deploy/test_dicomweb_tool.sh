@@ -54,8 +54,9 @@ cleanup() {
       echo "--- $f (tail)" >&2; tail -n 25 "$tmp/$f" >&2 2>/dev/null || true
     done
   fi
-  for p in $tool_pid $gate_pid $pacs_pid $archive_pid; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-  [ -n "$chexd_pid" ] && kill -KILL "$chexd_pid" 2>/dev/null && wait "$chexd_pid" 2>/dev/null
+  # (a killed process's status, e.g. 137, must not become the test's under set -e)
+  for p in $tool_pid $gate_pid $pacs_pid $archive_pid; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+  [ -n "$chexd_pid" ] && kill -KILL "$chexd_pid" 2>/dev/null && wait "$chexd_pid" 2>/dev/null || true
   rm -rf "$tmp"
   return $rc
 }
