@@ -759,7 +759,9 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
     float probs[256 * CHEX_MODEL_MAX_LABELS];
 
     double td = now_ms();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(d->omp_threads)
+    /* One image (an idle daemon): no team here, so a large DICOM frame's
+     * decode has the whole team for its bands (chex_pre_opts.threads). */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(d->omp_threads) if (n > 1)
     for (int i = 0; i < n; i++)
         st[i] = decode_one(d, who[i], idx[i], msgs[i], sizeof msgs[i]);
     /* Serially: give back the bodies and decode scratch, note failures. */

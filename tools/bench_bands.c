@@ -1,0 +1,100 @@
+/* tools/bench_bands.c - wall time of chex_pre_prepare on one image with
+ * several opts.threads values (large DICOM frames are resampled in bands,
+ * preprocessing/stream.h), runs interleaved so that every thread count sees
+ * the same machine load; prints the median of each and its ratio to the
+ * first. Not built by make (docs/PERFORMANCE.md says how):
+ *   cc -O2 -std=c11 -D_GNU_SOURCE -fopenmp -I. -o bench_bands tools/bench_bands.c \
+ *      build/libchex_pre.a -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
+ *   bench_bands [--display SIDE] IMAGE PRESET RUNS THREADS...
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "preprocessing/preprocess.h"
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    int i = 1, display = -1;
+    if (argc > 2 && strcmp(argv[1], "--display") == 0) {
+        display = atoi(argv[2]);
+        i = 3;
+    }
+    if (argc - i < 4) {
+        fprintf(stderr, "usage: %s [--display SIDE] IMAGE PRESET RUNS THREADS...\n", argv[0]);
+        return 2;
+    }
+    FILE *f = fopen(argv[i], "rb");
+    if (!f) {
+        fprintf(stderr, "cannot read %s\n", argv[i]);
+        return 1;
+    }
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    rewind(f);
+    uint8_t *buf = malloc((size_t)len);
+    if (!buf || fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        fprintf(stderr, "cannot read %s\n", argv[i]);
+        return 1;
+    }
+    fclose(f);
+    chex_pre_spec spec = {.channels = 3, .size = 224, .mean = {0.485f, 0.456f, 0.406f},
+                          .std = {0.229f, 0.224f, 0.225f}};
+    snprintf(spec.preset, sizeof spec.preset, "%s", argv[i + 1]);
+    int runs = atoi(argv[i + 2]), nt = argc - i - 3;
+    if (runs < 1 || chex_pre_ncrops(&spec) < 1) {
+        fprintf(stderr, "bad RUNS or PRESET\n");
+        return 2;
+    }
+    float *out = malloc((size_t)chex_pre_ncrops(&spec) * 3 * 224 * 224 * sizeof(float));
+    double *ms = malloc((size_t)nt * (size_t)runs * sizeof(double));
+    if (!out || !ms)
+        return 1;
+    for (int r = -1; r < runs; r++) /* r == -1: warm-up */
+        for (int t = 0; t < nt; t++) {
+            chex_pre_opts opts = {.max_pixels = 100000000, .min_side = 1,
+                                  .max_overlay_side = display, .threads = atoi(argv[i + 3 + t])};
+            chex_pre_image meta;
+            chex_pre_display disp;
+            char msg[256];
+            double t0 = now_ms();
+            chex_pre_err e = chex_pre_prepare(buf, (size_t)len, &opts, &spec, out, NULL, &meta,
+                                              display >= 0 ? &disp : NULL, msg, sizeof msg);
+            double t1 = now_ms();
+            if (e != CHEX_PRE_OK) {
+                fprintf(stderr, "%s\n", msg);
+                return 1;
+            }
+            if (display >= 0)
+                free(disp.pix);
+            if (r >= 0)
+                ms[(size_t)t * (size_t)runs + (size_t)r] = t1 - t0;
+        }
+    double base = 0;
+    for (int t = 0; t < nt; t++) {
+        qsort(ms + (size_t)t * (size_t)runs, (size_t)runs, sizeof(double), cmp);
+        double med = ms[(size_t)t * (size_t)runs + (size_t)runs / 2];
+        if (t == 0)
+            base = med;
+        printf("threads %s: median %.2f ms of %d (min %.2f), %.2fx the first\n", argv[i + 3 + t],
+               med, runs, ms[(size_t)t * (size_t)runs], med / base);
+    }
+    free(ms);
+    free(out);
+    free(buf);
+    return 0;
+}
