@@ -1,8 +1,8 @@
 /* tools/bench_bands.c - wall time of chex_pre_prepare on one image with
  * several opts.threads values (large DICOM frames are resampled in bands,
  * preprocessing/stream.h), runs interleaved so that every thread count sees
- * the same machine load; prints the median of each and its ratio to the
- * first. Not built by make (docs/PERFORMANCE.md says how):
+ * the same machine load; prints the median of each, its ratio to the
+ * first and the process CPU time a run (all threads, spinning included). Not built by make (docs/PERFORMANCE.md says how):
  *   cc -O2 -std=c11 -D_GNU_SOURCE -fopenmp -I. -o bench_bands tools/bench_bands.c \
  *      build/libchex_pre.a -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
  *   bench_bands [--display SIDE] IMAGE PRESET RUNS THREADS...
@@ -18,6 +18,13 @@ static double now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static double cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
@@ -62,7 +69,8 @@ int main(int argc, char **argv)
     }
     float *out = malloc((size_t)chex_pre_ncrops(&spec) * 3 * 224 * 224 * sizeof(float));
     double *ms = malloc((size_t)nt * (size_t)runs * sizeof(double));
-    if (!out || !ms)
+    double *cpu = calloc((size_t)nt, sizeof(double));
+    if (!out || !ms || !cpu)
         return 1;
     for (int r = -1; r < runs; r++) /* r == -1: warm-up */
         for (int t = 0; t < nt; t++) {
@@ -71,18 +79,20 @@ int main(int argc, char **argv)
             chex_pre_image meta;
             chex_pre_display disp;
             char msg[256];
-            double t0 = now_ms();
+            double c0 = cpu_ms(), t0 = now_ms();
             chex_pre_err e = chex_pre_prepare(buf, (size_t)len, &opts, &spec, out, NULL, &meta,
                                               display >= 0 ? &disp : NULL, msg, sizeof msg);
-            double t1 = now_ms();
+            double t1 = now_ms(), c1 = cpu_ms();
             if (e != CHEX_PRE_OK) {
                 fprintf(stderr, "%s\n", msg);
                 return 1;
             }
             if (display >= 0)
                 free(disp.pix);
-            if (r >= 0)
+            if (r >= 0) {
                 ms[(size_t)t * (size_t)runs + (size_t)r] = t1 - t0;
+                cpu[t] += c1 - c0;
+            }
         }
     double base = 0;
     for (int t = 0; t < nt; t++) {
@@ -90,10 +100,12 @@ int main(int argc, char **argv)
         double med = ms[(size_t)t * (size_t)runs + (size_t)runs / 2];
         if (t == 0)
             base = med;
-        printf("threads %s: median %.2f ms of %d (min %.2f), %.2fx the first\n", argv[i + 3 + t],
-               med, runs, ms[(size_t)t * (size_t)runs], med / base);
+        printf("threads %s: median %.2f ms of %d (min %.2f), %.2fx the first; CPU %.2f ms a run\n",
+               argv[i + 3 + t], med, runs, ms[(size_t)t * (size_t)runs], med / base,
+               cpu[t] / runs);
     }
     free(ms);
+    free(cpu);
     free(out);
     free(buf);
     return 0;
