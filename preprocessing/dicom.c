@@ -830,13 +830,13 @@ static float output_value(double v, int window, double lo, double range, int mon
 }
 
 /* min..max of the frame's modality values: lo and hi - lo. In nb parts on
- * as many threads, combined in order with the same comparisons as one pass
- * (the first of equal extremes wins, as there), so the same doubles. */
-static void frame_extremes(const sampler *s, int use_lut, size_t npix, int nb, double *lo_out,
-                           double *range_out)
+ * nt threads, combined in order with the same comparisons as one pass (the
+ * first of equal extremes wins, as there), so the same doubles. */
+static void frame_extremes(const sampler *s, int use_lut, size_t npix, int nb, int nt,
+                           double *lo_out, double *range_out)
 {
     double plo[CHEX_PRE_MAX_BANDS], phi[CHEX_PRE_MAX_BANDS];
-#pragma omp parallel for schedule(static, 1) num_threads(nb) if (nb > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nb > 1)
     for (int t = 0; t < nb; t++) {
         size_t i0 = npix * (size_t)t / (size_t)nb, i1 = npix * (size_t)(t + 1) / (size_t)nb;
         if (use_lut) {
@@ -947,12 +947,13 @@ chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_fr
      * function as the per-pixel path (so the same floats), and min..max
      * from the stored values' own extremes (the rescale is monotonic). */
     int use_lut = f->samples_per_pixel == 1 && bs <= CHEX_DICOM_LUT_BITS;
-    /* a large frame in stream mode: its rows in bands, one thread each */
+    /* a large frame in stream mode: its rows in nb bands on nt threads */
     int nb = rows->img || omp_in_parallel() ? 1 : chex_pre_band_count(rows->threads, f->width,
                                                                       f->height);
+    int nt = nb > 1 ? (rows->threads < nb ? rows->threads : nb) : 1;
     double lo = 0.0, range = 0.0;
     if (!window) /* min..max: a first pass over the samples, no buffer */
-        frame_extremes(&s, use_lut, npix, nb, &lo, &range);
+        frame_extremes(&s, use_lut, npix, nb, nt, &lo, &range);
     meta->width = f->width;
     meta->height = f->height;
     meta->channels = 1;
@@ -976,7 +977,7 @@ chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_fr
         return e;
     }
     if (lut) {
-#pragma omp parallel for schedule(static) num_threads(nb) if (nb > 1)
+#pragma omp parallel for schedule(dynamic, 1024) num_threads(nt) if (nb > 1)
         for (uint32_t u = 0; u < (1u << bs); u++) {
             double v = stored_value(&s, u << s.shift) * s.slope + s.intercept;
             lut[u] = output_value(v, window, lo, range, mono1, d);
@@ -985,7 +986,7 @@ chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_fr
     frame_rows fr = {.d = d, .s = &s, .lut = lut, .window = window, .mono1 = mono1, .lo = lo,
                      .range = range};
     if (nb > 1) {
-        e = chex_pre_rows_banded(rows, nb, frame_row, &fr, msg, msglen);
+        e = chex_pre_rows_banded(rows, nb, nt, frame_row, &fr, msg, msglen);
     } else {
         for (int y = 0; y < f->height; y++) {
             frame_row(&fr, y, chex_pre_rows_next(rows)[0]);

@@ -148,8 +148,8 @@ struct chex_pre_rows_s;
  * only read (native Pixel Data is passed straight from the request body).
  * In stream mode, a frame of chex_pre_band_count(rows->threads, w, h) > 1
  * bands (>= 1 megapixel), outside an active OpenMP parallel region, is done
- * on that many threads: the min..max pass in parts, the table, and the rows
- * through chex_pre_rows_banded; bit-identical to one thread.
+ * on up to rows->threads threads: the min..max pass in parts, the table,
+ * and the rows through chex_pre_rows_banded; bit-identical to one thread.
  * MALFORMED when the frame does not match Rows/Columns or its sample layout is
  * impossible; errors of chex_pre_rows_begin and chex_pre_rows_banded. */
 chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *info, const chex_dicom_frame *frame,

@@ -229,7 +229,9 @@ int chex_pre_band_count(int threads, int w, int h)
 {
     if (threads <= 1 || (uint64_t)w * (uint64_t)h < CHEX_PRE_BAND_MIN_PIXELS)
         return 1;
-    int n = threads < CHEX_PRE_MAX_BANDS ? threads : CHEX_PRE_MAX_BANDS;
+    int n = threads < CHEX_PRE_MAX_BANDS / CHEX_PRE_BANDS_PER_THREAD
+                ? threads * CHEX_PRE_BANDS_PER_THREAD
+                : CHEX_PRE_MAX_BANDS;
     int most = h / CHEX_PRE_BAND_MIN_ROWS;
     n = n < most ? n : most;
     return n > 1 ? n : 1;
@@ -312,11 +314,11 @@ static void band_run(const chex_pre_rows *r, band *b, chex_pre_row_fn row, void 
     }
 }
 
-chex_pre_err chex_pre_rows_banded(chex_pre_rows *r, int nbands, chex_pre_row_fn row, void *ctx,
-                                  char *msg, size_t msglen)
+chex_pre_err chex_pre_rows_banded(chex_pre_rows *r, int nbands, int nthreads,
+                                  chex_pre_row_fn row, void *ctx, char *msg, size_t msglen)
 {
     if (r->img || r->channels != 1 || r->raw_values || r->y != 0 || nbands < 1 ||
-        nbands > CHEX_PRE_MAX_BANDS) {
+        nbands > CHEX_PRE_MAX_BANDS || nthreads < 1) {
         chex_pre_msg(msg, msglen, "chex_pre_rows_banded: not a fresh one-channel stream");
         return CHEX_PRE_ERR_ARG;
     }
@@ -367,7 +369,9 @@ chex_pre_err chex_pre_rows_banded(chex_pre_rows *r, int nbands, chex_pre_row_fn 
                 b->lo = b->dst.first_row;
         }
     }
-#pragma omp parallel for schedule(static, 1) num_threads(nbands)
+    /* bands in order to whichever thread is free: a thread the system
+     * delays holds up one band, not half the image */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads < nbands ? nthreads : nbands)
     for (int t = 0; t < nbands; t++)
         band_run(r, &bs[t], row, ctx);
     if (xrv)

@@ -111,29 +111,35 @@ void chex_pre_rows_free(chex_pre_rows *r);
 /* Banded stream mode, for large one-channel images whose rows can be made
  * in any order (DICOM frames in memory): instead of the next/commit loop,
  * after chex_pre_rows_begin, the image's rows are cut into nbands bands of
- * consecutive rows, one per OpenMP thread (a team of nbands; inside an
- * active parallel region it is serialised, still correct). Each output row
- * of every resampler (the preset's, xrv's, the display copy's) belongs to
- * the band holding the last input row it reads; a band's thread makes with
- * row(ctx, y, dst) (dst: width floats) every row its outputs read (the
+ * consecutive rows, handed in order to a team of min(nthreads, nbands)
+ * OpenMP threads, each taking the next band when it is free (inside an
+ * active parallel region the team is one thread: still correct). Each
+ * output row of every resampler (the preset's, xrv's, the display copy's)
+ * belongs to the band holding the last input row it reads; a band makes
+ * with row(ctx, y, dst) (dst: width floats) every row its outputs read (the
  * filter's support above its first row is made again by the band before),
  * runs the width pass on them and the height pass of its output rows, with
  * the same float operations as the next/commit loop: the result is
- * bit-identical to it. xrv's lo/hi are each band's rows' extremes, combined.
- * row is called concurrently, from nbands threads. Then
- * chex_pre_rows_finish as usual. Requires stream mode, channels 1, no
- * raw_values, no row pushed yet (else ARG); NOMEM. */
+ * bit-identical to it whatever nbands and nthreads. xrv's lo/hi are each
+ * band's own rows' extremes, combined in band order. row is called
+ * concurrently from the team. Then chex_pre_rows_finish as usual. Requires
+ * stream mode, channels 1, no raw_values, no row pushed yet, 1 <= nbands <=
+ * CHEX_PRE_MAX_BANDS, nthreads >= 1 (else ARG); NOMEM. */
 typedef void (*chex_pre_row_fn)(void *ctx, int y, float *dst);
-chex_pre_err chex_pre_rows_banded(chex_pre_rows *r, int nbands, chex_pre_row_fn row, void *ctx,
-                                  char *msg, size_t msglen);
+chex_pre_err chex_pre_rows_banded(chex_pre_rows *r, int nbands, int nthreads,
+                                  chex_pre_row_fn row, void *ctx, char *msg, size_t msglen);
 
-/* Bands chex_pre_rows_banded is worth for a w x h image given `threads`: 1
- * below CHEX_PRE_BAND_MIN_PIXELS pixels (the team's start-up would cost
- * more than it saves) or threads <= 1, else threads, at most one band per
+/* Bands chex_pre_rows_banded is worth for a w x h image on `threads`
+ * threads: 1 below CHEX_PRE_BAND_MIN_PIXELS pixels (starting the team would
+ * cost more than it saves) or for threads <= 1, else
+ * CHEX_PRE_BANDS_PER_THREAD a thread (so that a thread the system delays
+ * holds up a small band: each band boundary costs the filter's support in
+ * recomputed rows, ~1 % of a DX's rows), at most one band per
  * CHEX_PRE_BAND_MIN_ROWS rows and CHEX_PRE_MAX_BANDS. */
 #define CHEX_PRE_BAND_MIN_PIXELS (UINT64_C(1) << 20)
+#define CHEX_PRE_BANDS_PER_THREAD 2
 #define CHEX_PRE_BAND_MIN_ROWS 64
-#define CHEX_PRE_MAX_BANDS 64
+#define CHEX_PRE_MAX_BANDS 256
 int chex_pre_band_count(int threads, int w, int h);
 /* Heap bytes chex_pre_rows_banded allocates on top of chex_pre_rows_bytes
  * for nbands bands (0 for nbands <= 1), display band streams included. */

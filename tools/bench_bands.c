@@ -2,11 +2,13 @@
  * several opts.threads values (large DICOM frames are resampled in bands,
  * preprocessing/stream.h), runs interleaved so that every thread count sees
  * the same machine load; prints the median of each, its ratio to the
- * first and the process CPU time a run (all threads, spinning included). Not built by make (docs/PERFORMANCE.md says how):
+ * first, the process CPU time a run (all threads, spinning included) and
+ * the busiest team thread's CPU time a run (the wall time on idle cores). Not built by make (docs/PERFORMANCE.md says how):
  *   cc -O2 -std=c11 -D_GNU_SOURCE -fopenmp -I. -o bench_bands tools/bench_bands.c \
  *      build/libchex_pre.a -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
  *   bench_bands [--display SIDE] IMAGE PRESET RUNS THREADS...
  */
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,20 @@ static double cpu_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* CPU time of each of the team's n threads (libgomp keeps the same pool
+ * threads for the same team size), so that the busiest thread's share of a
+ * run, what its wall time would be on n idle cores, can be told apart from
+ * the time the machine's other load took. */
+static void team_cpu(int n, double *ms)
+{
+#pragma omp parallel num_threads(n)
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        ms[omp_get_thread_num()] = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    }
 }
 
 static int cmp(const void *a, const void *b)
@@ -70,7 +86,8 @@ int main(int argc, char **argv)
     float *out = malloc((size_t)chex_pre_ncrops(&spec) * 3 * 224 * 224 * sizeof(float));
     double *ms = malloc((size_t)nt * (size_t)runs * sizeof(double));
     double *cpu = calloc((size_t)nt, sizeof(double));
-    if (!out || !ms || !cpu)
+    double *crit = malloc((size_t)nt * (size_t)runs * sizeof(double));
+    if (!out || !ms || !cpu || !crit)
         return 1;
     for (int r = -1; r < runs; r++) /* r == -1: warm-up */
         for (int t = 0; t < nt; t++) {
@@ -79,10 +96,18 @@ int main(int argc, char **argv)
             chex_pre_image meta;
             chex_pre_display disp;
             char msg[256];
+            int team = atoi(argv[i + 3 + t]);
+            team = team < 1 ? 1 : team > 64 ? 64 : team;
+            double before[64], after[64];
+            team_cpu(team, before);
             double c0 = cpu_ms(), t0 = now_ms();
             chex_pre_err e = chex_pre_prepare(buf, (size_t)len, &opts, &spec, out, NULL, &meta,
                                               display >= 0 ? &disp : NULL, msg, sizeof msg);
             double t1 = now_ms(), c1 = cpu_ms();
+            team_cpu(team, after);
+            double busiest = 0;
+            for (int k = 0; k < team; k++)
+                busiest = after[k] - before[k] > busiest ? after[k] - before[k] : busiest;
             if (e != CHEX_PRE_OK) {
                 fprintf(stderr, "%s\n", msg);
                 return 1;
@@ -92,6 +117,7 @@ int main(int argc, char **argv)
             if (r >= 0) {
                 ms[(size_t)t * (size_t)runs + (size_t)r] = t1 - t0;
                 cpu[t] += c1 - c0;
+                crit[(size_t)t * (size_t)runs + (size_t)r] = busiest;
             }
         }
     double base = 0;
@@ -100,12 +126,15 @@ int main(int argc, char **argv)
         double med = ms[(size_t)t * (size_t)runs + (size_t)runs / 2];
         if (t == 0)
             base = med;
-        printf("threads %s: median %.2f ms of %d (min %.2f), %.2fx the first; CPU %.2f ms a run\n",
+        qsort(crit + (size_t)t * (size_t)runs, (size_t)runs, sizeof(double), cmp);
+        printf("threads %s: median %.2f ms of %d (min %.2f), %.2fx the first; CPU %.2f ms a "
+               "run, busiest thread's CPU median %.2f ms\n",
                argv[i + 3 + t], med, runs, ms[(size_t)t * (size_t)runs], med / base,
-               cpu[t] / runs);
+               cpu[t] / runs, crit[(size_t)t * (size_t)runs + (size_t)runs / 2]);
     }
     free(ms);
     free(cpu);
+    free(crit);
     free(out);
     free(buf);
     return 0;

@@ -7,7 +7,8 @@
  * a sigmoid window, 8-bit, and the JPEG-LS and
  * JPEG 2000 radiographs of tests/data/dicom-compressed), with no display,
  * a scaled display and a full-size one. Then chex_pre_rows_banded itself on
- * small odd images cut into 1..7 bands (bands thinner than the filter),
+ * small odd images cut into 1..8 bands on 1..3 threads (bands thinner than
+ * the filter),
  * against the row-by-row path; the band count rules; the probe's bytes. */
 #include <math.h>
 #include <setjmp.h>
@@ -109,7 +110,7 @@ static void compare_threads(const char *name, const uint8_t *data, size_t len, i
             result one;
             prepare(&g, &spec, 1, max_side, want_display, &one);
             if (p == 0 && dm == 0)
-                assert_true(chex_pre_band_count(4, one.meta.width, one.meta.height) == 4);
+                assert_true(chex_pre_band_count(4, one.meta.width, one.meta.height) > 4);
             for (int t = 2; t <= 4; t += light ? 2 : 1) {
                 result many;
                 prepare(&g, &spec, t, max_side, want_display, &many);
@@ -230,9 +231,10 @@ static void img_row(void *ctx, int y, float *dst)
     memcpy(dst, ir->img + (size_t)y * (size_t)ir->w, (size_t)ir->w * sizeof(float));
 }
 
-/* nb 0: row by row (next/commit); else chex_pre_rows_banded in nb bands. */
+/* nb 0: row by row (next/commit); else chex_pre_rows_banded in nb bands on
+ * nt threads. */
 static void run_rows(const float *img, int w, int h, const chex_pre_spec *spec, int want_display,
-                     int max_side, int nb, float *out, chex_pre_crop *crops,
+                     int max_side, int nb, int nt, float *out, chex_pre_crop *crops,
                      chex_pre_display *disp)
 {
     chex_pre_rows r;
@@ -252,7 +254,7 @@ static void run_rows(const float *img, int w, int h, const chex_pre_spec *spec, 
         }
     } else {
         img_rows ir = {img, w};
-        if (chex_pre_rows_banded(&r, nb, img_row, &ir, msg, sizeof msg) != CHEX_PRE_OK)
+        if (chex_pre_rows_banded(&r, nb, nt, img_row, &ir, msg, sizeof msg) != CHEX_PRE_OK)
             fail_msg("%dx%d %s %d bands: %s", w, h, spec->preset, nb, msg);
     }
     chex_pre_rows_finish(&r, 0, 0.0f, 0.0f);
@@ -277,9 +279,9 @@ static void test_rows_banded(void **state)
                     assert_true(a && b);
                     chex_pre_crop ca[10], cb[10];
                     chex_pre_display da = {0}, db = {0};
-                    run_rows(img, w, h, &spec, dm > 0, max_side, 0, a, ca, &da);
-                    for (int nb = 1; nb <= 7; nb++) {
-                        run_rows(img, w, h, &spec, dm > 0, max_side, nb, b, cb, &db);
+                    run_rows(img, w, h, &spec, dm > 0, max_side, 0, 1, a, ca, &da);
+                    for (int nb = 1; nb <= 9; nb += 1 + nb / 4) {
+                        run_rows(img, w, h, &spec, dm > 0, max_side, nb, 1 + nb % 3, b, cb, &db);
                         if (memcmp(a, b, n * sizeof(float)) != 0)
                             fail_msg("%dx%d %s C %d display %d: %d bands differ", w, h,
                                      spec.preset, C, dm, nb);
@@ -314,16 +316,18 @@ static void test_rows_banded_refuses(void **state)
     assert_int_equal(chex_pre_rows_begin(&r, 64, 64, 3, msg, sizeof msg), CHEX_PRE_OK);
     float img[64 * 64] = {0};
     img_rows ir = {img, 64};
-    assert_int_equal(chex_pre_rows_banded(&r, 2, img_row, &ir, msg, sizeof msg),
+    assert_int_equal(chex_pre_rows_banded(&r, 2, 2, img_row, &ir, msg, sizeof msg),
                      CHEX_PRE_ERR_ARG); /* three channels */
     chex_pre_rows_free(&r);
     memset(&r, 0, sizeof r);
     r.spec = &spec;
     r.out = out;
     assert_int_equal(chex_pre_rows_begin(&r, 64, 64, 1, msg, sizeof msg), CHEX_PRE_OK);
-    assert_int_equal(chex_pre_rows_banded(&r, 0, img_row, &ir, msg, sizeof msg),
+    assert_int_equal(chex_pre_rows_banded(&r, 0, 2, img_row, &ir, msg, sizeof msg),
                      CHEX_PRE_ERR_ARG);
-    assert_int_equal(chex_pre_rows_banded(&r, CHEX_PRE_MAX_BANDS + 1, img_row, &ir, msg,
+    assert_int_equal(chex_pre_rows_banded(&r, 2, 0, img_row, &ir, msg, sizeof msg),
+                     CHEX_PRE_ERR_ARG);
+    assert_int_equal(chex_pre_rows_banded(&r, CHEX_PRE_MAX_BANDS + 1, 2, img_row, &ir, msg,
                                           sizeof msg),
                      CHEX_PRE_ERR_ARG);
     chex_pre_rows_free(&r);
@@ -334,14 +338,15 @@ static void test_rows_banded_refuses(void **state)
 static void test_band_count(void **state)
 {
     (void)state;
+    const int k = CHEX_PRE_BANDS_PER_THREAD;
     assert_int_equal(chex_pre_band_count(0, 3000, 2500), 1);
     assert_int_equal(chex_pre_band_count(1, 3000, 2500), 1);
-    assert_int_equal(chex_pre_band_count(2, 3000, 2500), 2);
-    assert_int_equal(chex_pre_band_count(8, 3000, 2500), 8);
-    assert_int_equal(chex_pre_band_count(1000, 3000, 2500), 2500 / CHEX_PRE_BAND_MIN_ROWS);
-    assert_int_equal(chex_pre_band_count(1000, 8192, 8192), CHEX_PRE_MAX_BANDS);
+    assert_int_equal(chex_pre_band_count(2, 3000, 2500), 2 * k);
+    assert_int_equal(chex_pre_band_count(8, 3000, 2500), 8 * k);
+    assert_int_equal(chex_pre_band_count(64, 3000, 2500), 2500 / CHEX_PRE_BAND_MIN_ROWS);
+    assert_int_equal(chex_pre_band_count(1000, 30000, 30000), CHEX_PRE_MAX_BANDS);
     assert_int_equal(chex_pre_band_count(4, 1023, 1024), 1); /* under a megapixel */
-    assert_int_equal(chex_pre_band_count(4, 1024, 1024), 4);
+    assert_int_equal(chex_pre_band_count(2, 1024, 1024), 2 * k);
     assert_int_equal(chex_pre_band_count(64, 8192, 130), 2); /* 64 rows a band at least */
     assert_int_equal(chex_pre_band_count(4, 16384, 64), 1);
 }
@@ -368,7 +373,7 @@ static void test_probe_bytes(void **state)
         assert_int_equal(chex_pre_probe(m.buf, m.len, &o4, &spec, &i4, msg, sizeof msg),
                          CHEX_PRE_OK);
         assert_int_equal(i4.decode_bytes - i1.decode_bytes,
-                         chex_pre_rows_band_bytes(&spec, w, h, 512, 4));
+                         chex_pre_rows_band_bytes(&spec, w, h, 512, chex_pre_band_count(4, w, h)));
         assert_true(i4.decode_bytes > i1.decode_bytes);
         assert_int_equal(i4.display_bytes, i1.display_bytes);
     }
