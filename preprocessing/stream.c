@@ -262,14 +262,23 @@ static void band_outputs(const int *first, const int *count, int n, int origin, 
     *o1 = t + 1 == nbands ? n : outputs_before(first, count, n, origin, y1);
 }
 
+typedef struct {
+    float *row, *nrow;
+    chex_pre_stream st, dst;
+    chex_pre_xrv_stream xs;
+    int y0, y1;  /* image rows [y0, y1) are this band's */
+    int lo;      /* first image row it reads */
+} band;
+
 uint64_t chex_pre_rows_band_bytes(const chex_pre_spec *spec, int w, int h, int max_display_side,
                                   int nbands)
 {
     chex_pre_geom g;
     if (nbands <= 1 || chex_pre_geom_make(spec, w, h, &g, NULL, 0) != CHEX_PRE_OK)
         return 0;
-    /* per band: the row, its band streams' rings; one lane table */
-    uint64_t b = (uint64_t)w * sizeof(float) + MALLOC_SLACK;
+    /* per band: its state, the row, its band streams' rings (and 1 KiB for
+     * OpenMP's team bookkeeping) */
+    uint64_t b = sizeof(band) + 1024u + (uint64_t)w * sizeof(float) + MALLOC_SLACK;
     if (g.preset == CHEX_PRESET_XRV) {
         int taps = chex_pre_xrv_taps(g.rw, g.ow);
         taps = taps > 0 ? taps : 1;
@@ -288,14 +297,6 @@ uint64_t chex_pre_rows_band_bytes(const chex_pre_spec *spec, int w, int h, int m
              2u * MALLOC_SLACK;
     return (uint64_t)nbands * b + MALLOC_SLACK;
 }
-
-typedef struct {
-    float *row, *nrow;
-    chex_pre_stream st, dst;
-    chex_pre_xrv_stream xs;
-    int y0, y1;  /* image rows [y0, y1) are this band's */
-    int lo;      /* first image row it reads */
-} band;
 
 static void band_run(const chex_pre_rows *r, band *b, chex_pre_row_fn row, void *ctx)
 {
