@@ -2,8 +2,10 @@
  * several opts.threads values (large DICOM frames are resampled in bands,
  * preprocessing/stream.h), runs interleaved so that every thread count sees
  * the same machine load; prints the median of each, its ratio to the
- * first, the process CPU time a run (all threads, spinning included) and
- * the busiest team thread's CPU time a run (the wall time on idle cores). Not built by make (docs/PERFORMANCE.md says how):
+ * first, the process CPU time a run (all threads, spinning included), the
+ * busiest team thread's CPU time a run (the wall time on idle cores) and a
+ * control: the same team splitting as much plain arithmetic perfectly,
+ * interleaved with the decodes (what the machine let threads gain then). Not built by make (docs/PERFORMANCE.md says how):
  *   cc -O2 -std=c11 -D_GNU_SOURCE -fopenmp -I. -o bench_bands tools/bench_bands.c \
  *      build/libchex_pre.a -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
  *   bench_bands [--display SIDE] IMAGE PRESET RUNS THREADS...
@@ -42,6 +44,23 @@ static void team_cpu(int n, double *ms)
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
         ms[omp_get_thread_num()] = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
     }
+}
+
+/* The control: n threads sharing `iters` iterations of plain arithmetic,
+ * a perfect split of about as much work as one decode, in the same run:
+ * what the machine lets n threads gain at that time scale. */
+static double control(int n, long iters)
+{
+    double t0 = now_ms(), sink = 0;
+#pragma omp parallel num_threads(n) reduction(+ : sink)
+    {
+        double y = 0;
+        for (long k = 0; k < iters / n; k++)
+            y += (double)k * 1e-9;
+        sink += y;
+    }
+    double t1 = now_ms();
+    return sink < 0 ? 0 : t1 - t0;
 }
 
 static int cmp(const void *a, const void *b)
@@ -87,9 +106,11 @@ int main(int argc, char **argv)
     double *ms = malloc((size_t)nt * (size_t)runs * sizeof(double));
     double *cpu = calloc((size_t)nt, sizeof(double));
     double *crit = malloc((size_t)nt * (size_t)runs * sizeof(double));
-    if (!out || !ms || !cpu || !crit)
+    double *ctl = malloc((size_t)nt * (size_t)runs * sizeof(double));
+    long iters = 1000000;
+    if (!out || !ms || !cpu || !crit || !ctl)
         return 1;
-    for (int r = -1; r < runs; r++) /* r == -1: warm-up */
+    for (int r = -2; r < runs; r++) /* r < 0: warm-up */
         for (int t = 0; t < nt; t++) {
             chex_pre_opts opts = {.max_pixels = 100000000, .min_side = 1,
                                   .max_overlay_side = display, .threads = atoi(argv[i + 3 + t])};
@@ -114,27 +135,36 @@ int main(int argc, char **argv)
             }
             if (display >= 0)
                 free(disp.pix);
+            if (r == -1 && t == 0) /* control iterations: as long as this decode */
+                iters = (long)((double)iters * (t1 - t0) / control(1, iters));
             if (r >= 0) {
+                ctl[(size_t)t * (size_t)runs + (size_t)r] = control(team, iters);
                 ms[(size_t)t * (size_t)runs + (size_t)r] = t1 - t0;
                 cpu[t] += c1 - c0;
                 crit[(size_t)t * (size_t)runs + (size_t)r] = busiest;
             }
         }
-    double base = 0;
+    double base = 0, cbase = 0;
     for (int t = 0; t < nt; t++) {
+        qsort(ctl + (size_t)t * (size_t)runs, (size_t)runs, sizeof(double), cmp);
+        double cmed = ctl[(size_t)t * (size_t)runs + (size_t)runs / 2];
+        if (t == 0)
+            cbase = cmed;
         qsort(ms + (size_t)t * (size_t)runs, (size_t)runs, sizeof(double), cmp);
         double med = ms[(size_t)t * (size_t)runs + (size_t)runs / 2];
         if (t == 0)
             base = med;
         qsort(crit + (size_t)t * (size_t)runs, (size_t)runs, sizeof(double), cmp);
         printf("threads %s: median %.2f ms of %d (min %.2f), %.2fx the first; CPU %.2f ms a "
-               "run, busiest thread's CPU median %.2f ms\n",
+               "run, busiest thread's CPU median %.2f ms; control %.2f ms, %.2fx\n",
                argv[i + 3 + t], med, runs, ms[(size_t)t * (size_t)runs], med / base,
-               cpu[t] / runs, crit[(size_t)t * (size_t)runs + (size_t)runs / 2]);
+               cpu[t] / runs, crit[(size_t)t * (size_t)runs + (size_t)runs / 2], cmed,
+               cmed / cbase);
     }
     free(ms);
     free(cpu);
     free(crit);
+    free(ctl);
     free(out);
     free(buf);
     return 0;
