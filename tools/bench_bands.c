@@ -8,7 +8,8 @@
  * interleaved with the decodes (what the machine let threads gain then). Not built by make (docs/PERFORMANCE.md says how):
  *   cc -O2 -std=c11 -D_GNU_SOURCE -fopenmp -I. -o bench_bands tools/bench_bands.c \
  *      build/libchex_pre.a -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
- *   bench_bands [--display SIDE] IMAGE PRESET RUNS THREADS...
+ *   bench_bands [--display SIDE] [--gap MS] IMAGE PRESET RUNS THREADS...
+ * --gap: the team idles that long before each decode (as between requests).
  */
 #include <omp.h>
 #include <stdio.h>
@@ -71,13 +72,16 @@ static int cmp(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    int i = 1, display = -1;
-    if (argc > 2 && strcmp(argv[1], "--display") == 0) {
-        display = atoi(argv[2]);
-        i = 3;
+    int i = 1, display = -1, gap_ms = 0;
+    for (; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
+        if (strcmp(argv[i], "--display") == 0)
+            display = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--gap") == 0) /* idle ms before each decode */
+            gap_ms = atoi(argv[i + 1]);
     }
     if (argc - i < 4) {
-        fprintf(stderr, "usage: %s [--display SIDE] IMAGE PRESET RUNS THREADS...\n", argv[0]);
+        fprintf(stderr, "usage: %s [--display SIDE] [--gap MS] IMAGE PRESET RUNS THREADS...\n",
+                argv[0]);
         return 2;
     }
     FILE *f = fopen(argv[i], "rb");
@@ -120,6 +124,10 @@ int main(int argc, char **argv)
             int team = atoi(argv[i + 3 + t]);
             team = team < 1 ? 1 : team > 64 ? 64 : team;
             double before[64], after[64];
+            if (gap_ms > 0) {
+                struct timespec gap = {gap_ms / 1000, (long)(gap_ms % 1000) * 1000000L};
+                nanosleep(&gap, NULL);
+            }
             team_cpu(team, before);
             double c0 = cpu_ms(), t0 = now_ms();
             chex_pre_err e = chex_pre_prepare(buf, (size_t)len, &opts, &spec, out, NULL, &meta,
