@@ -48,7 +48,7 @@ static const key_def keys[] = {
      "IPv4 or IPv6 address to bind (a literal, not a host name)"},
     {"port", KT_INT, F(port), 1, 65535, 0, NULL, "8080", "PORT", "TCP port to listen on"},
     {"threads", KT_INT, F(threads), 0, 256, 0, NULL, "0", "N",
-     "OpenMP threads for inference (0 = all cores)"},
+     "OpenMP threads for inference and for one large DICOM decoded alone (0 = all cores)"},
     {"http_threads", KT_INT, F(http_threads), 1, 256, 0, NULL, "4", "N",
      "libmicrohttpd connection thread pool size"},
     {"model", KT_STR, F(model), 0, 0, KF_NONEMPTY, NULL, NULL, "FILE",

@@ -31,7 +31,8 @@ const char *chex_config_strerror(chex_config_err e);
 typedef struct {
     char listen[64];               /* address to bind, "127.0.0.1" */
     int port;                      /* 8080 */
-    int threads;                   /* OpenMP threads for inference (0 = all cores) */
+    int threads;                   /* OpenMP threads for inference and for one large
+                                      DICOM decoded alone (0 = all cores) */
     int http_threads;              /* libmicrohttpd connection thread pool */
     char model[CHEX_PATH_MAX];     /* safetensors path; default the demo model */
     char model_repository[CHEX_PATH_MAX]; /* folder of models; set: served instead of model */

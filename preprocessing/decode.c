@@ -178,6 +178,7 @@ chex_pre_err chex_pre_prepare(const uint8_t *buf, size_t len, const chex_pre_opt
     rows.spec = spec;
     rows.display = display;
     rows.max_display_side = opts->max_overlay_side;
+    rows.threads = opts->threads;
     rows.out = out;
     rows.crops = crops;
     e = dec(buf, len, opts, &rows, meta, msg, msglen);

@@ -16,6 +16,7 @@
 #include "preprocessing/dicom.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -751,9 +752,9 @@ static double stored_value(const sampler *s, uint32_t raw)
 }
 
 /* Smallest and largest stored value (as stored_value gives them) of the
- * first n samples: one plain loop per sample width, which the compiler
+ * samples [i0, i1): one plain loop per sample width, which the compiler
  * vectorises (a DX frame is 7.5 million samples). */
-static void stored_extremes(const sampler *s, size_t n, double *vmin, double *vmax)
+static void stored_extremes(const sampler *s, size_t i0, size_t i1, double *vmin, double *vmax)
 {
     const chex_dicom_frame *f = s->f;
     const int shift = s->shift;
@@ -761,14 +762,14 @@ static void stored_extremes(const sampler *s, size_t n, double *vmin, double *vm
     int32_t lo = INT32_MAX, hi = INT32_MIN;
     if (f->bytes == 2) {
         const uint8_t *p = f->data;
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = i0; i < i1; i++) {
             uint32_t u = ((uint32_t)le16(p + 2 * i) >> shift) & mask;
             int32_t v = (int32_t)(u ^ sign) - (int32_t)sign; /* sign == 0: v == u */
             lo = v < lo ? v : lo;
             hi = v > hi ? v : hi;
         }
     } else {
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = i0; i < i1; i++) {
             uint32_t u = (raw_sample(f, i) >> shift) & mask;
             int32_t v = (int32_t)(u ^ sign) - (int32_t)sign;
             lo = v < lo ? v : lo;
@@ -838,6 +839,83 @@ static float output_value(double v, int window, double lo, double range, int mon
     return (float)(mono1 ? 1.0 - o : o);
 }
 
+/* min..max of the frame's modality values: lo and hi - lo. In nb parts on
+ * nt threads, combined in order with the same comparisons as one pass (the
+ * first of equal extremes wins, as there), so the same doubles. */
+static void frame_extremes(const sampler *s, int use_lut, size_t npix, int nb, int nt,
+                           double *lo_out, double *range_out)
+{
+    double plo[CHEX_PRE_MAX_BANDS], phi[CHEX_PRE_MAX_BANDS];
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nb > 1)
+    for (int t = 0; t < nb; t++) {
+        size_t i0 = npix * (size_t)t / (size_t)nb, i1 = npix * (size_t)(t + 1) / (size_t)nb;
+        if (use_lut) {
+            stored_extremes(s, i0, i1, &plo[t], &phi[t]);
+        } else {
+            double lo = INFINITY, hi = -INFINITY;
+            for (size_t i = i0; i < i1; i++) {
+                double v = modality_value(s, i);
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+            }
+            plo[t] = lo;
+            phi[t] = hi;
+        }
+    }
+    double lo, hi;
+    if (use_lut) {
+        /* stored extremes (integers, exact), then the monotonic rescale */
+        double smin_v = plo[0], smax_v = phi[0];
+        for (int t = 1; t < nb; t++) {
+            smin_v = plo[t] < smin_v ? plo[t] : smin_v;
+            smax_v = phi[t] > smax_v ? phi[t] : smax_v;
+        }
+        double a = smin_v * s->slope + s->intercept, b = smax_v * s->slope + s->intercept;
+        lo = a < b ? a : b;
+        hi = a < b ? b : a;
+    } else {
+        lo = INFINITY;
+        hi = -INFINITY;
+        for (int t = 0; t < nb; t++) {
+            lo = plo[t] < lo ? plo[t] : lo;
+            hi = phi[t] > hi ? phi[t] : hi;
+        }
+    }
+    *lo_out = lo;
+    *range_out = hi - lo;
+}
+
+/* What a frame's row y is made of: a table of the stored values or, past
+ * 16 bits or for 3 samples per pixel, each pixel's modality value mapped. */
+typedef struct {
+    const chex_dicom_info *d;
+    const sampler *s;
+    const float *lut;
+    int window, mono1;
+    double lo, range;
+} frame_rows;
+
+static void frame_row(void *ctx, int y, float *dst)
+{
+    const frame_rows *fr = ctx;
+    const sampler *s = fr->s;
+    const chex_dicom_frame *f = s->f;
+    const size_t W = (size_t)f->width;
+    if (fr->lut && f->bytes == 2) {
+        const float *lut = fr->lut;
+        const uint8_t *p = f->data + (size_t)y * W * 2;
+        for (size_t x = 0; x < W; x++)
+            dst[x] = lut[((uint32_t)le16(p + 2 * x) >> s->shift) & s->mask];
+    } else if (fr->lut) {
+        for (size_t x = 0; x < W; x++)
+            dst[x] = fr->lut[(raw_sample(f, (size_t)y * W + x) >> s->shift) & s->mask];
+    } else {
+        for (size_t x = 0; x < W; x++)
+            dst[x] = output_value(modality_value(s, (size_t)y * W + x), fr->window, fr->lo,
+                                  fr->range, fr->mono1, fr->d);
+    }
+}
+
 chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_frame *f,
                                    chex_pre_rows *rows, chex_pre_image *meta, char *msg,
                                    size_t msglen)
@@ -868,7 +946,7 @@ chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_fr
         return CHEX_PRE_ERR_MALFORMED;
     }
     int mono1 = strcmp(d->ids.photometric, "MONOCHROME1") == 0;
-    const size_t W = (size_t)f->width, H = (size_t)f->height, npix = W * H;
+    const size_t npix = (size_t)f->width * (size_t)f->height;
     /* A window of width < 1 (LINEAR) or <= 0 means no usable window. */
     int window =
         d->has_window && isfinite(d->window_center) && isfinite(d->window_width) &&
@@ -879,25 +957,13 @@ chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_fr
      * function as the per-pixel path (so the same floats), and min..max
      * from the stored values' own extremes (the rescale is monotonic). */
     int use_lut = f->samples_per_pixel == 1 && bs <= CHEX_DICOM_LUT_BITS;
+    /* a large frame in stream mode: its rows in nb bands on nt threads */
+    int nb = rows->img || omp_in_parallel() ? 1 : chex_pre_band_count(rows->threads, f->width,
+                                                                      f->height);
+    int nt = nb > 1 ? (rows->threads < nb ? rows->threads : nb) : 1;
     double lo = 0.0, range = 0.0;
-    if (!window) { /* min..max: a first pass over the samples, no buffer */
-        double hi = -INFINITY;
-        lo = INFINITY;
-        if (use_lut) {
-            double smin_v, smax_v;
-            stored_extremes(&s, npix, &smin_v, &smax_v);
-            double a = smin_v * s.slope + s.intercept, b = smax_v * s.slope + s.intercept;
-            lo = a < b ? a : b;
-            hi = a < b ? b : a;
-        } else {
-            for (size_t i = 0; i < npix; i++) {
-                double v = modality_value(&s, i);
-                lo = v < lo ? v : lo;
-                hi = v > hi ? v : hi;
-            }
-        }
-        range = hi - lo;
-    }
+    if (!window) /* min..max: a first pass over the samples, no buffer */
+        frame_extremes(&s, use_lut, npix, nb, nt, &lo, &range);
     meta->width = f->width;
     meta->height = f->height;
     meta->channels = 1;
@@ -921,27 +987,25 @@ chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *d, const chex_dicom_fr
         return e;
     }
     if (lut) {
+#pragma omp parallel for schedule(dynamic, 1024) num_threads(nt) if (nb > 1)
         for (uint32_t u = 0; u < (1u << bs); u++) {
             double v = stored_value(&s, u << s.shift) * s.slope + s.intercept;
             lut[u] = output_value(v, window, lo, range, mono1, d);
         }
     }
-    for (size_t y = 0; y < H; y++) {
-        float *dst = chex_pre_rows_next(rows)[0];
-        if (lut && f->bytes == 2) {
-            const uint8_t *p = f->data + y * W * 2;
-            for (size_t x = 0; x < W; x++)
-                dst[x] = lut[((uint32_t)le16(p + 2 * x) >> s.shift) & s.mask];
-        } else if (lut) {
-            for (size_t x = 0; x < W; x++)
-                dst[x] = lut[(raw_sample(f, y * W + x) >> s.shift) & s.mask];
-        } else {
-            for (size_t x = 0; x < W; x++)
-                dst[x] = output_value(modality_value(&s, y * W + x), window, lo, range, mono1, d);
+    frame_rows fr = {.d = d, .s = &s, .lut = lut, .window = window, .mono1 = mono1, .lo = lo,
+                     .range = range};
+    if (nb > 1) {
+        e = chex_pre_rows_banded(rows, nb, nt, frame_row, &fr, msg, msglen);
+    } else {
+        for (int y = 0; y < f->height; y++) {
+            frame_row(&fr, y, chex_pre_rows_next(rows)[0]);
+            chex_pre_rows_commit(rows);
         }
-        chex_pre_rows_commit(rows);
     }
     free(lut);
+    if (e != CHEX_PRE_OK)
+        return e;
     chex_pre_rows_finish(rows, 0, 0.0f, 0.0f);
     return CHEX_PRE_OK;
 }

@@ -154,8 +154,12 @@ struct chex_pre_rows_s;
  * samples; MONOCHROME1 inverted) per row, fills meta (size, "dicom",
  * bit_depth = bits_stored, scaling, ids) and finishes rows. frame->data is
  * only read (native Pixel Data is passed straight from the request body).
+ * In stream mode, a frame of chex_pre_band_count(rows->threads, w, h) > 1
+ * bands (>= 1 megapixel), outside an active OpenMP parallel region, is done
+ * on up to rows->threads threads: the min..max pass in parts, the table,
+ * and the rows through chex_pre_rows_banded; bit-identical to one thread.
  * MALFORMED when the frame does not match Rows/Columns or its sample layout is
- * impossible; errors of chex_pre_rows_begin. */
+ * impossible; errors of chex_pre_rows_begin and chex_pre_rows_banded. */
 chex_pre_err chex_dicom_frame_rows(const chex_dicom_info *info, const chex_dicom_frame *frame,
                                    struct chex_pre_rows_s *rows, chex_pre_image *meta, char *msg,
                                    size_t msglen);

@@ -47,6 +47,13 @@ typedef struct {
     chex_png16_scaling png16_scaling;
     int max_overlay_side;  /* display copy's longer side (config max_overlay_side);
                               <= 0 means the image's own size */
+    int threads;           /* chex_pre_prepare: most OpenMP threads one large
+                              DICOM frame (>= 1 megapixel, any transfer syntax
+                              once decoded) is resampled on, in bands of rows,
+                              bit-identical to one thread; <= 1 (default 0):
+                              the calling thread only. Called from inside an
+                              active parallel region, one thread is used. PNG
+                              and JPEG always decode on the calling thread. */
 } chex_pre_opts;
 
 /* Identifiers of a DICOM source, copied out of the file (never patient data). */

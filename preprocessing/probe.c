@@ -50,5 +50,10 @@ chex_pre_err chex_pre_probe(const uint8_t *buf, size_t len, const chex_pre_opts 
     info->decode_bytes += chex_pre_rows_bytes(spec, info->width, info->height, info->channels,
                                               opts->max_overlay_side, &info->display_bytes) +
                           tensors;
+    /* large DICOM frames are resampled in bands (chex_pre_rows_banded) */
+    if (strcmp(info->format, "dicom") == 0)
+        info->decode_bytes += chex_pre_rows_band_bytes(
+            spec, info->width, info->height, opts->max_overlay_side,
+            chex_pre_band_count(opts->threads, info->width, info->height));
     return CHEX_PRE_OK;
 }

@@ -146,6 +146,13 @@ size_t chex_pre_stream_bytes(const chex_pre_axis *ax, const chex_pre_axis *ay, i
 int chex_pre_stream_init(chex_pre_stream *s, const chex_pre_axis *ax, const chex_pre_axis *ay,
                          int nc, int x0, int y0, float *out)
 {
+    return chex_pre_stream_init_band(s, ax, ay, nc, x0, y0, out, 0, ay->out);
+}
+
+int chex_pre_stream_init_band(chex_pre_stream *s, const chex_pre_axis *ax,
+                              const chex_pre_axis *ay, int nc, int x0, int y0, float *out,
+                              int o0, int o1)
+{
     memset(s, 0, sizeof *s);
     s->ax = ax;
     s->ay = ay;
@@ -153,6 +160,8 @@ int chex_pre_stream_init(chex_pre_stream *s, const chex_pre_axis *ax, const chex
     s->x0 = x0;
     s->y0 = y0;
     s->out = out;
+    s->next_out = o0;
+    s->end_out = o1;
     s->ring_rows = ay->taps > 0 ? ay->taps : 1;
     s->ring = malloc((size_t)s->ring_rows * (size_t)nc * (size_t)ax->out * sizeof(float));
     s->rows = malloc((size_t)s->ring_rows * sizeof *s->rows);
@@ -161,27 +170,38 @@ int chex_pre_stream_init(chex_pre_stream *s, const chex_pre_axis *ax, const chex
         return -1;
     }
     /* outputs that need no row at all */
-    while (s->next_out < ay->out && ay->count[s->next_out] == 0) {
+    while (s->next_out < o1 && ay->count[s->next_out] == 0) {
         for (int c = 0; c < nc; c++)
             memset(out + ((size_t)c * ay->out + s->next_out) * ax->out, 0,
                    (size_t)ax->out * sizeof(float));
         s->next_out++;
     }
+    /* the first row an output of the band reads (none: past the region) */
+    s->first_row = ay->in;
+    for (int i = s->next_out; i < o1; i++)
+        if (ay->count[i] > 0 && ay->first[i] < s->first_row)
+            s->first_row = ay->first[i];
     return 0;
+}
+
+int chex_pre_stream_wants(const chex_pre_stream *s, int y)
+{
+    int r = y - s->y0;
+    return r >= s->first_row && r < s->ay->in && s->next_out < s->end_out;
 }
 
 void chex_pre_stream_push(chex_pre_stream *s, int y, const float *const *planes)
 {
     const chex_pre_axis *ax = s->ax, *ay = s->ay;
     int r = y - s->y0;
-    if (r < 0 || r >= ay->in || s->next_out >= ay->out)
+    if (!chex_pre_stream_wants(s, y))
         return;
     const int ow = ax->out, nc = s->nc, R = s->ring_rows;
     float *slot = s->ring + (size_t)(r % R) * (size_t)nc * (size_t)ow;
     for (int c = 0; c < nc; c++)
         hpass(slot + (size_t)c * (size_t)ow, planes[c] + s->x0, ax);
     /* every output whose last row is r (or earlier) is complete */
-    while (s->next_out < ay->out) {
+    while (s->next_out < s->end_out) {
         int i = s->next_out, n = ay->count[i];
         if (n > 0 && ay->first[i] + n - 1 > r)
             break;
@@ -199,7 +219,7 @@ void chex_pre_stream_push(chex_pre_stream *s, int y, const float *const *planes)
 
 int chex_pre_stream_done(const chex_pre_stream *s)
 {
-    return s->next_out >= s->ay->out;
+    return s->next_out >= s->end_out;
 }
 
 void chex_pre_stream_free(chex_pre_stream *s)

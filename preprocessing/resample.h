@@ -58,15 +58,27 @@ typedef struct {
     const float **rows; /* (ring_rows) scratch for the height pass */
     int ring_rows;
     int next_out;     /* next output row to produce */
+    int end_out;      /* output rows [.., end_out) are this stream's */
+    int first_row;    /* first region row (from y0) any of them reads */
 } chex_pre_stream;
 
 /* 0, or -1 when out of memory. Output rows whose count is 0 are zeros. */
 int chex_pre_stream_init(chex_pre_stream *s, const chex_pre_axis *ax, const chex_pre_axis *ay,
                          int nc, int x0, int y0, float *out);
+/* A band: the same engine producing only output rows [o0, o1) of out (the
+ * whole plane's layout), from the source rows they read (pushed in order;
+ * others are ignored). Each output row is computed exactly as the whole
+ * stream computes it, so bands of one plane run on separate threads and
+ * together write the same floats. 0 <= o0 <= o1 <= ay->out. */
+int chex_pre_stream_init_band(chex_pre_stream *s, const chex_pre_axis *ax,
+                              const chex_pre_axis *ay, int nc, int x0, int y0, float *out,
+                              int o0, int o1);
 /* Source row y (rows must come in order 0, 1, 2, ...; those outside
  * [y0, y0 + ay->in) are ignored): planes[c] points at its first sample
  * (x = 0) of channel c. */
 void chex_pre_stream_push(chex_pre_stream *s, int y, const float *const *planes);
+/* 1 when chex_pre_stream_push(s, y, ..) would use row y. */
+int chex_pre_stream_wants(const chex_pre_stream *s, int y);
 /* 1 once every output row has been written. */
 int chex_pre_stream_done(const chex_pre_stream *s);
 void chex_pre_stream_free(chex_pre_stream *s);

@@ -232,16 +232,29 @@ size_t chex_pre_xrv_stream_bytes(int side, int S, int nc)
 chex_pre_err chex_pre_xrv_stream_init(chex_pre_xrv_stream *s, const chex_pre_axis_weights *a,
                                       int nc, int x0, int y0)
 {
+    return chex_pre_xrv_stream_init_band(s, a, nc, x0, y0, NULL, 0, a->out, 0, a->in);
+}
+
+chex_pre_err chex_pre_xrv_stream_init_band(chex_pre_xrv_stream *s,
+                                           const chex_pre_axis_weights *a, int nc, int x0,
+                                           int y0, double *out, int o0, int o1, int mm_lo,
+                                           int mm_hi)
+{
     memset(s, 0, sizeof *s);
-    if (nc < 1 || nc > 3)
+    if (nc < 1 || nc > 3 || o0 < 0 || o0 > o1 || o1 > a->out)
         return CHEX_PRE_ERR_ARG;
     const int S = a->out, R = a->taps > 0 ? a->taps : 1;
     s->a = a;
     s->nc = nc;
     s->x0 = x0;
     s->y0 = y0;
+    s->next_out = o0;
+    s->end_out = o1;
+    s->mm_lo = mm_lo;
+    s->mm_hi = mm_hi;
     s->ring = malloc(sizeof(double) * (size_t)R * (size_t)nc * (size_t)S);
-    s->out = malloc(sizeof(double) * (size_t)nc * (size_t)S * (size_t)S);
+    s->own_out = out == NULL;
+    s->out = out ? out : malloc(sizeof(double) * (size_t)nc * (size_t)S * (size_t)S);
     s->rows = malloc(sizeof *s->rows * (size_t)R);
     if (!s->ring || !s->out || !s->rows) {
         chex_pre_xrv_stream_free(s);
@@ -252,13 +265,26 @@ chex_pre_err chex_pre_xrv_stream_init(chex_pre_xrv_stream *s, const chex_pre_axi
         s->hi[c] = -INFINITY;
     }
     /* outputs that see only padding */
-    while (s->next_out < S && a->count[s->next_out] == 0) {
+    while (s->next_out < o1 && a->count[s->next_out] == 0) {
         for (int c = 0; c < nc; c++)
             xrv_vpass(s->out + ((size_t)c * (size_t)S + (size_t)s->next_out) * (size_t)S, NULL,
                       NULL, 0, S);
         s->next_out++;
     }
+    /* the first row an output of the band reads (none: past the region) */
+    s->first_row = a->in;
+    for (int o = s->next_out; o < o1; o++)
+        if (a->count[o] > 0 && a->first[o] < s->first_row)
+            s->first_row = a->first[o];
     return CHEX_PRE_OK;
+}
+
+int chex_pre_xrv_stream_wants(const chex_pre_xrv_stream *s, int y)
+{
+    int r = y - s->y0;
+    if (r < 0 || r >= s->a->in)
+        return 0;
+    return (r >= s->mm_lo && r < s->mm_hi) || (r >= s->first_row && s->next_out < s->end_out);
 }
 
 void chex_pre_xrv_stream_push(chex_pre_xrv_stream *s, int y, const float *const *planes)
@@ -268,19 +294,23 @@ void chex_pre_xrv_stream_push(chex_pre_xrv_stream *s, int y, const float *const 
     int r = y - s->y0;
     if (r < 0 || r >= side)
         return;
-    double *slot = s->ring + (size_t)(r % R) * (size_t)nc * (size_t)S;
-    for (int c = 0; c < nc; c++) {
-        const float *row = planes[c] + s->x0;
-        float lo = s->lo[c], hi = s->hi[c];
-        for (int x = 0; x < side; x++) {
-            lo = row[x] < lo ? row[x] : lo;
-            hi = row[x] > hi ? row[x] : hi;
+    if (r >= s->mm_lo && r < s->mm_hi)
+        for (int c = 0; c < nc; c++) {
+            const float *row = planes[c] + s->x0;
+            float lo = s->lo[c], hi = s->hi[c];
+            for (int x = 0; x < side; x++) {
+                lo = row[x] < lo ? row[x] : lo;
+                hi = row[x] > hi ? row[x] : hi;
+            }
+            s->lo[c] = lo;
+            s->hi[c] = hi;
         }
-        s->lo[c] = lo;
-        s->hi[c] = hi;
-        xrv_hpass(slot + (size_t)c * (size_t)S, row, a);
-    }
-    while (s->next_out < S) {
+    if (r < s->first_row || s->next_out >= s->end_out)
+        return;
+    double *slot = s->ring + (size_t)(r % R) * (size_t)nc * (size_t)S;
+    for (int c = 0; c < nc; c++)
+        xrv_hpass(slot + (size_t)c * (size_t)S, planes[c] + s->x0, a);
+    while (s->next_out < s->end_out) {
         int o = s->next_out, n = a->count[o];
         if (n > 0 && a->first[o] + n - 1 > r)
             break;
@@ -298,7 +328,8 @@ void chex_pre_xrv_stream_push(chex_pre_xrv_stream *s, int y, const float *const 
 void chex_pre_xrv_stream_free(chex_pre_xrv_stream *s)
 {
     free(s->ring);
-    free(s->out);
+    if (s->own_out)
+        free(s->out);
     free(s->rows);
     s->ring = s->out = NULL;
     s->rows = NULL;

@@ -76,15 +76,31 @@ typedef struct {
     double *out;      /* (nc, S, S), unclipped */
     const double **rows;
     int next_out;
+    int end_out;       /* output rows [.., end_out) are this stream's */
+    int first_row;     /* first region row (from y0) any of them reads */
+    int mm_lo, mm_hi;  /* region rows [mm_lo, mm_hi) count in lo/hi */
+    int own_out;       /* out was allocated by init */
     float lo[3], hi[3];
 } chex_pre_xrv_stream;
 
 /* nc 1..3. NOMEM (nothing to free beyond chex_pre_xrv_stream_free). */
 chex_pre_err chex_pre_xrv_stream_init(chex_pre_xrv_stream *s, const chex_pre_axis_weights *a,
                                       int nc, int x0, int y0);
+/* A band of the same engine: only output rows [o0, o1) of out (borrowed,
+ * (nc, S, S) as the whole stream's), from the region rows they read, and
+ * lo/hi over region rows [mm_lo, mm_hi) only. Each output row is computed
+ * exactly as the whole stream computes it; bands covering [0, S) and whose
+ * [mm_lo, mm_hi) cover the region give, with their lo/hi combined by
+ * min/max, the whole stream's result. ARG, NOMEM. */
+chex_pre_err chex_pre_xrv_stream_init_band(chex_pre_xrv_stream *s,
+                                           const chex_pre_axis_weights *a, int nc, int x0,
+                                           int y0, double *out, int o0, int o1, int mm_lo,
+                                           int mm_hi);
 /* Source row y (0, 1, 2, ... in order; rows outside the region are
  * ignored); planes[c][x] is sample x of plane c. */
 void chex_pre_xrv_stream_push(chex_pre_xrv_stream *s, int y, const float *const *planes);
+/* 1 when chex_pre_xrv_stream_push(s, y, ..) would use row y. */
+int chex_pre_xrv_stream_wants(const chex_pre_xrv_stream *s, int y);
 void chex_pre_xrv_stream_free(chex_pre_xrv_stream *s);
 /* Heap bytes chex_pre_xrv_stream_init allocates for side -> S. */
 size_t chex_pre_xrv_stream_bytes(int side, int S, int nc);

@@ -4,6 +4,7 @@
 #include "preprocessing/stream.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -145,35 +146,69 @@ float *const *chex_pre_rows_next(chex_pre_rows *r)
     return r->planes;
 }
 
+/* What one row goes through, on the calling thread (the rows' own state) or
+ * on one band's thread (its own buffers and band streams). */
+typedef struct {
+    float *const *planes;     /* the row, channels planes */
+    float *lum;               /* (width) colour -> gray */
+    float *nrow;              /* xrv: (wc, width) normalised row */
+    chex_pre_stream *st, *dst;
+    chex_pre_xrv_stream *xs;
+    int copy_lo, copy_hi;     /* unscaled display: rows copied */
+} lane;
+
 /* The xrv preset's row: torchxrayvision's normalisation in float, as the
  * reference (tensor.c xrv_norm) computes it, over the region's columns; raw
  * values go as they are. */
-static void xrv_push(chex_pre_rows *r)
+static void xrv_push(const chex_pre_rows *r, const lane *l, int y)
 {
     if (r->raw_values) {
-        chex_pre_xrv_stream_push(&r->xs, r->y, (const float *const *)r->planes);
+        chex_pre_xrv_stream_push(l->xs, y, (const float *const *)l->planes);
         return;
     }
     const chex_pre_spec *spec = r->spec;
     const int x0 = r->geom.x0, x1 = r->geom.x0 + r->geom.rw;
     const float *nr[3];
     for (int c = 0; c < r->wc; c++) {
-        float *o = r->nrow + (size_t)c * (size_t)r->width;
+        float *o = l->nrow + (size_t)c * (size_t)r->width;
         const float m = spec->mean[c], sd = spec->std[c];
         if (r->channels == 3 && r->wc == 1) {
-            const float *R = r->planes[0], *G = r->planes[1], *B = r->planes[2];
+            const float *R = l->planes[0], *G = l->planes[1], *B = l->planes[2];
             for (int x = x0; x < x1; x++) {
                 float vr = (R[x] - m) / sd, vg = (G[x] - m) / sd, vb = (B[x] - m) / sd;
                 o[x] = (vr + vg + vb) / 3.0f;
             }
         } else {
-            const float *p = r->planes[r->channels == 3 ? c : 0];
+            const float *p = l->planes[r->channels == 3 ? c : 0];
             for (int x = x0; x < x1; x++)
                 o[x] = (p[x] - m) / sd;
         }
         nr[c] = o;
     }
-    chex_pre_xrv_stream_push(&r->xs, r->y, nr);
+    chex_pre_xrv_stream_push(l->xs, y, nr);
+}
+
+static void commit_row(const chex_pre_rows *r, const lane *l, int y)
+{
+    const int xrv = r->geom.preset == CHEX_PRESET_XRV;
+    if (xrv && y >= r->geom.y0 && y < r->geom.y0 + r->geom.rh)
+        xrv_push(r, l, y);
+    const float *gray = l->planes[0];
+    if (r->channels == 3 && ((!xrv && r->wc == 1) || r->display)) {
+        const float *R = l->planes[0], *G = l->planes[1], *B = l->planes[2];
+        for (int x = 0; x < r->width; x++)
+            l->lum[x] = R[x] * 0.299f + G[x] * 0.587f + B[x] * 0.114f;
+        gray = l->lum;
+    }
+    if (!xrv)
+        chex_pre_stream_push(l->st, y, r->wc == 3 ? (const float *const *)l->planes : &gray);
+    if (r->display) {
+        if (r->disp_scaled)
+            chex_pre_stream_push(l->dst, y, &gray);
+        else if (y >= l->copy_lo && y < l->copy_hi)
+            memcpy(r->display->pix + (size_t)y * (size_t)r->width, gray,
+                   (size_t)r->width * sizeof(float));
+    }
 }
 
 void chex_pre_rows_commit(chex_pre_rows *r)
@@ -182,26 +217,186 @@ void chex_pre_rows_commit(chex_pre_rows *r)
         r->y++;
         return;
     }
-    const int xrv = r->geom.preset == CHEX_PRESET_XRV;
-    if (xrv && r->y >= r->geom.y0 && r->y < r->geom.y0 + r->geom.rh)
-        xrv_push(r);
-    const float *gray = r->planes[0];
-    if (r->channels == 3 && ((!xrv && r->wc == 1) || r->display)) {
-        const float *R = r->planes[0], *G = r->planes[1], *B = r->planes[2];
-        for (int x = 0; x < r->width; x++)
-            r->lum[x] = R[x] * 0.299f + G[x] * 0.587f + B[x] * 0.114f;
-        gray = r->lum;
-    }
-    if (!xrv)
-        chex_pre_stream_push(&r->st, r->y, r->wc == 3 ? (const float *const *)r->planes : &gray);
-    if (r->display) {
-        if (r->disp_scaled)
-            chex_pre_stream_push(&r->dst, r->y, &gray);
-        else
-            memcpy(r->display->pix + (size_t)r->y * (size_t)r->width, gray,
-                   (size_t)r->width * sizeof(float));
-    }
+    lane l = {.planes = r->planes, .lum = r->lum, .nrow = r->nrow, .st = &r->st,
+              .dst = &r->dst, .xs = &r->xs, .copy_lo = 0, .copy_hi = r->height};
+    commit_row(r, &l, r->y);
     r->y++;
+}
+
+/* ---- bands ---- */
+
+int chex_pre_band_count(int threads, int w, int h)
+{
+    if (threads <= 1 || (uint64_t)w * (uint64_t)h < CHEX_PRE_BAND_MIN_PIXELS)
+        return 1;
+    int n = threads < CHEX_PRE_MAX_BANDS / CHEX_PRE_BANDS_PER_THREAD
+                ? threads * CHEX_PRE_BANDS_PER_THREAD
+                : CHEX_PRE_MAX_BANDS;
+    int most = h / CHEX_PRE_BAND_MIN_ROWS;
+    n = n < most ? n : most;
+    return n > 1 ? n : 1;
+}
+
+/* Band t of nbands over image rows [y0, y1) gets the output rows [*o0, *o1)
+ * of an axis (region starting at image row origin) whose key, the last input
+ * row an output reads (that of the output before when it reads none), is in
+ * [y0, y1): keys never decrease, so bands are consecutive and cover every
+ * output once. */
+static int outputs_before(const int *first, const int *count, int n, int origin, int y)
+{
+    int k = 0, key = -1;
+    while (k < n) {
+        if (count[k] > 0)
+            key = origin + first[k] + count[k] - 1;
+        if (key >= y)
+            break;
+        k++;
+    }
+    return k;
+}
+
+static void band_outputs(const int *first, const int *count, int n, int origin, int t,
+                         int nbands, int y0, int y1, int *o0, int *o1)
+{
+    *o0 = t == 0 ? 0 : outputs_before(first, count, n, origin, y0);
+    *o1 = t + 1 == nbands ? n : outputs_before(first, count, n, origin, y1);
+}
+
+typedef struct {
+    float *row, *nrow;
+    chex_pre_stream st, dst;
+    chex_pre_xrv_stream xs;
+    int y0, y1;  /* image rows [y0, y1) are this band's */
+    int lo;      /* first image row it reads */
+} band;
+
+uint64_t chex_pre_rows_band_bytes(const chex_pre_spec *spec, int w, int h, int max_display_side,
+                                  int nbands)
+{
+    chex_pre_geom g;
+    if (nbands <= 1 || chex_pre_geom_make(spec, w, h, &g, NULL, 0) != CHEX_PRE_OK)
+        return 0;
+    /* per band: its state, the row, its band streams' rings (and 1 KiB for
+     * OpenMP's team bookkeeping) */
+    uint64_t b = sizeof(band) + 1024u + (uint64_t)w * sizeof(float) + MALLOC_SLACK;
+    if (g.preset == CHEX_PRESET_XRV) {
+        int taps = chex_pre_xrv_taps(g.rw, g.ow);
+        taps = taps > 0 ? taps : 1;
+        b += (uint64_t)spec->channels * (uint64_t)w * sizeof(float) + MALLOC_SLACK;
+        b += (uint64_t)taps * ((uint64_t)spec->channels * (uint64_t)g.ow * sizeof(double) +
+                               sizeof(double *)) +
+             2u * MALLOC_SLACK;
+    } else {
+        b += chex_pre_stream_bytes_for(g.ow, chex_pre_axis_torch_aa_taps(g.rh, g.oh), 1) +
+             2u * MALLOC_SLACK;
+    }
+    int dw, dh;
+    chex_pre_display_size(w, h, max_display_side, &dw, &dh);
+    if (dw != w || dh != h)
+        b += chex_pre_stream_bytes_for(dw, chex_pre_axis_torch_aa_taps(h, dh), 1) +
+             2u * MALLOC_SLACK;
+    return (uint64_t)nbands * b + MALLOC_SLACK;
+}
+
+static void band_run(const chex_pre_rows *r, band *b, chex_pre_row_fn row, void *ctx)
+{
+    const int xrv = r->geom.preset == CHEX_PRESET_XRV;
+    float *planes[1] = {b->row};
+    lane l = {.planes = planes, .lum = NULL, .nrow = b->nrow, .st = &b->st, .dst = &b->dst,
+              .xs = &b->xs, .copy_lo = b->y0, .copy_hi = b->y1};
+    for (int y = b->lo; y < b->y1; y++) {
+        int want = xrv ? chex_pre_xrv_stream_wants(&b->xs, y) : chex_pre_stream_wants(&b->st, y);
+        if (r->display)
+            want = want || (r->disp_scaled ? chex_pre_stream_wants(&b->dst, y) : y >= b->y0);
+        if (!want)
+            continue;
+        row(ctx, y, b->row);
+        commit_row(r, &l, y);
+    }
+}
+
+chex_pre_err chex_pre_rows_banded(chex_pre_rows *r, int nbands, int nthreads,
+                                  chex_pre_row_fn row, void *ctx, char *msg, size_t msglen)
+{
+    if (r->img || r->channels != 1 || r->raw_values || r->y != 0 || nbands < 1 ||
+        nbands > CHEX_PRE_MAX_BANDS || nthreads < 1) {
+        chex_pre_msg(msg, msglen, "chex_pre_rows_banded: not a fresh one-channel stream");
+        return CHEX_PRE_ERR_ARG;
+    }
+    const chex_pre_geom *g = &r->geom;
+    const int xrv = g->preset == CHEX_PRESET_XRV, H = r->height;
+    band *bs = calloc((size_t)nbands, sizeof *bs);
+    chex_pre_err e = CHEX_PRE_OK;
+    if (!bs)
+        goto nomem;
+    for (int t = 0; t < nbands; t++) {
+        band *b = &bs[t];
+        b->y0 = (int)((int64_t)H * t / nbands);
+        b->y1 = (int)((int64_t)H * (t + 1) / nbands);
+        b->row = malloc((size_t)r->width * sizeof(float));
+        if (!b->row)
+            goto nomem;
+        b->lo = b->y0;
+        if (xrv) {
+            const chex_pre_axis_weights *a = &r->xa;
+            int o0, o1;
+            band_outputs(a->first, a->count, a->out, g->y0, t, nbands, b->y0, b->y1, &o0, &o1);
+            b->nrow = malloc((size_t)r->wc * (size_t)r->width * sizeof(float));
+            if (!b->nrow || chex_pre_xrv_stream_init_band(&b->xs, a, r->wc, g->x0, g->y0,
+                                                          r->xs.out, o0, o1, b->y0 - g->y0,
+                                                          b->y1 - g->y0) != CHEX_PRE_OK)
+                goto nomem;
+            if (b->xs.next_out < o1 && g->y0 + b->xs.first_row < b->lo)
+                b->lo = g->y0 + b->xs.first_row;
+        } else {
+            const chex_pre_axis *ay = &r->ay;
+            int o0, o1;
+            band_outputs(ay->first, ay->count, ay->out, g->y0, t, nbands, b->y0, b->y1, &o0,
+                         &o1);
+            if (chex_pre_stream_init_band(&b->st, &r->ax, ay, 1, g->x0, g->y0, r->res, o0, o1))
+                goto nomem;
+            if (b->st.next_out < o1 && g->y0 + b->st.first_row < b->lo)
+                b->lo = g->y0 + b->st.first_row;
+        }
+        if (r->display && r->disp_scaled) {
+            const chex_pre_axis *day = &r->day;
+            int o0, o1;
+            band_outputs(day->first, day->count, day->out, 0, t, nbands, b->y0, b->y1, &o0,
+                         &o1);
+            if (chex_pre_stream_init_band(&b->dst, &r->dax, day, 1, 0, 0, r->display->pix, o0,
+                                          o1))
+                goto nomem;
+            if (b->dst.next_out < o1 && b->dst.first_row < b->lo)
+                b->lo = b->dst.first_row;
+        }
+    }
+    /* bands in order to whichever thread is free: a thread the system
+     * delays holds up one band, not half the image */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads < nbands ? nthreads : nbands)
+    for (int t = 0; t < nbands; t++)
+        band_run(r, &bs[t], row, ctx);
+    if (xrv)
+        for (int t = 0; t < nbands; t++)
+            for (int c = 0; c < r->wc; c++) {
+                r->xs.lo[c] = bs[t].xs.lo[c] < r->xs.lo[c] ? bs[t].xs.lo[c] : r->xs.lo[c];
+                r->xs.hi[c] = bs[t].xs.hi[c] > r->xs.hi[c] ? bs[t].xs.hi[c] : r->xs.hi[c];
+            }
+    r->y = H;
+    goto done;
+nomem:
+    chex_pre_msg(msg, msglen, "out of memory preparing a %dx%d image in %d bands", r->width, H,
+                 nbands);
+    e = CHEX_PRE_ERR_NOMEM;
+done:
+    for (int t = 0; bs && t < nbands; t++) {
+        free(bs[t].row);
+        free(bs[t].nrow);
+        chex_pre_stream_free(&bs[t].st);
+        chex_pre_stream_free(&bs[t].dst);
+        chex_pre_xrv_stream_free(&bs[t].xs);
+    }
+    free(bs);
+    return e;
 }
 
 static void apply_map(float *v, size_t n, float off, float range)

@@ -73,6 +73,9 @@ typedef struct chex_pre_rows_s {
     int raw_values;             /* rows carry raw values whose map comes
                                    with chex_pre_rows_finish (16-bit gray
                                    PNG, minmax) */
+    int threads;                /* stream mode: most threads a decoder may
+                                   split the rows over (chex_pre_rows_banded);
+                                   <= 1: the calling thread only */
     /* state */
     int width, height, channels, y;
     float *planes[3];           /* where the current row goes */
@@ -104,6 +107,44 @@ void chex_pre_rows_commit(chex_pre_rows *r);
  * tensors and crops into r->out and r->crops. */
 void chex_pre_rows_finish(chex_pre_rows *r, int with_map, float off, float range);
 void chex_pre_rows_free(chex_pre_rows *r);
+
+/* Banded stream mode, for large one-channel images whose rows can be made
+ * in any order (DICOM frames in memory): instead of the next/commit loop,
+ * after chex_pre_rows_begin, the image's rows are cut into nbands bands of
+ * consecutive rows, handed in order to a team of min(nthreads, nbands)
+ * OpenMP threads, each taking the next band when it is free (inside an
+ * active parallel region the team is one thread: still correct). Each
+ * output row of every resampler (the preset's, xrv's, the display copy's)
+ * belongs to the band holding the last input row it reads; a band makes
+ * with row(ctx, y, dst) (dst: width floats) every row its outputs read (the
+ * filter's support above its first row is made again by the band before),
+ * runs the width pass on them and the height pass of its output rows, with
+ * the same float operations as the next/commit loop: the result is
+ * bit-identical to it whatever nbands and nthreads. xrv's lo/hi are each
+ * band's own rows' extremes, combined in band order. row is called
+ * concurrently from the team. Then chex_pre_rows_finish as usual. Requires
+ * stream mode, channels 1, no raw_values, no row pushed yet, 1 <= nbands <=
+ * CHEX_PRE_MAX_BANDS, nthreads >= 1 (else ARG); NOMEM. */
+typedef void (*chex_pre_row_fn)(void *ctx, int y, float *dst);
+chex_pre_err chex_pre_rows_banded(chex_pre_rows *r, int nbands, int nthreads,
+                                  chex_pre_row_fn row, void *ctx, char *msg, size_t msglen);
+
+/* Bands chex_pre_rows_banded is worth for a w x h image on `threads`
+ * threads: 1 below CHEX_PRE_BAND_MIN_PIXELS pixels (starting the team would
+ * cost more than it saves) or for threads <= 1, else
+ * CHEX_PRE_BANDS_PER_THREAD a thread (so that a thread the system delays
+ * holds up a small band: each band boundary costs the filter's support in
+ * recomputed rows, ~1 % of a DX's rows), at most one band per
+ * CHEX_PRE_BAND_MIN_ROWS rows and CHEX_PRE_MAX_BANDS. */
+#define CHEX_PRE_BAND_MIN_PIXELS (UINT64_C(1) << 20)
+#define CHEX_PRE_BANDS_PER_THREAD 2
+#define CHEX_PRE_BAND_MIN_ROWS 64
+#define CHEX_PRE_MAX_BANDS 256
+int chex_pre_band_count(int threads, int w, int h);
+/* Heap bytes chex_pre_rows_banded allocates on top of chex_pre_rows_bytes
+ * for nbands bands (0 for nbands <= 1), display band streams included. */
+uint64_t chex_pre_rows_band_bytes(const chex_pre_spec *spec, int w, int h, int max_display_side,
+                                  int nbands);
 
 /* Upper bound of the heap bytes a stream-mode chex_pre_rows allocates for a
  * w x h image of `channels`, display copy excepted (*display_bytes gets it:

@@ -787,9 +787,15 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
     float probs[256 * CHEX_MODEL_MAX_LABELS];
 
     double td = now_ms();
+    /* One image (an idle daemon): decoded outside any region, so a large
+     * DICOM frame's bands get the worker's team (chex_pre_opts.threads); a
+     * nested region would get a serialised or freshly created team. */
+    if (n == 1)
+        st[0] = decode_one(who[0], idx[0], msgs[0], sizeof msgs[0]);
+    else
 #pragma omp parallel for schedule(dynamic, 1) num_threads(d->omp_threads)
-    for (int i = 0; i < n; i++)
-        st[i] = decode_one(who[i], idx[i], msgs[i], sizeof msgs[i]);
+        for (int i = 0; i < n; i++)
+            st[i] = decode_one(who[i], idx[i], msgs[i], sizeof msgs[i]);
     /* Serially: give back the bodies and decode scratch, note failures. */
     int m = 0;
     for (int i = 0; i < n; i++) {

@@ -2,6 +2,7 @@
  * Shared by bin/chexd and bin/chex; see pipeline.h for the threading rules. */
 #include "server/pipeline.h"
 
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,8 @@ int chex_pipeline_init(chex_pipeline *p, chex_model *m, const chex_config *cfg, 
     p->opts.max_pixels = cfg->max_image_pixels;
     p->opts.min_side = cfg->min_image_side;
     p->opts.max_overlay_side = cfg->max_overlay_side;
+    /* one large DICOM frame decoded alone may use every inference thread */
+    p->opts.threads = cfg->threads > 0 ? cfg->threads : omp_get_num_procs();
     if (strcmp(cfg->png16_scaling, "sbit") == 0)
         p->opts.png16_scaling = CHEX_PNG16_SBIT;
     else if (strcmp(cfg->png16_scaling, "full") == 0)

@@ -13,7 +13,7 @@ REPEAT=${BENCH_REPEAT:-10}
 make -s BUILD="$BUILD" BIN="${BIN:-bin}" "$BUILD/libchex_pre.a"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-$CC -O2 -std=c11 -D_GNU_SOURCE -I. -o "$work/driver" tests/reference/preprocess_driver.c \
+$CC -O2 -std=c11 -D_GNU_SOURCE -fopenmp -I. -o "$work/driver" tests/reference/preprocess_driver.c \
   "$BUILD/libchex_pre.a" -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
 "$PY" - "$work/xray16.png" <<'PYEOF'
 import sys, os

@@ -8,7 +8,7 @@ make -s BUILD="$BUILD" BIN="$BIN" "$BUILD/libchex_pre.a"
 # Under make asan the library is instrumented: the driver links the runtimes.
 san=()
 [ "${CHEX_ASAN:-0}" = 1 ] && san=(-fsanitize=address,undefined)
-${CC:-gcc} "${san[@]}" -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I. -o "$TMPD/preprocess_driver" \
+${CC:-gcc} "${san[@]}" -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fopenmp -I. -o "$TMPD/preprocess_driver" \
   tests/reference/preprocess_driver.c "$BUILD/libchex_pre.a" -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
 printf 'oip-s3cret\n' >"$TMPD/token"
 start_daemon oip --api-token-file "$TMPD/token" --max-upload-bytes 8388608

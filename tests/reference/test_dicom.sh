@@ -87,7 +87,7 @@ int main(int argc, char **argv)
     return 0;
 }
 EOF
-$CC -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I. -o "$work/dicom_driver" \
+$CC -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fopenmp -I. -o "$work/dicom_driver" \
   "$work/dicom_driver.c" "$BUILD/libchex_pre.a" -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
 
 "$PY" tests/data/make_dicom_variants.py "$work/v" --full

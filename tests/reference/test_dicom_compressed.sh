@@ -22,7 +22,7 @@ make -s BUILD="$BUILD" BIN="$BIN" MODELS="$MODELS" "$BUILD/libchex_pre.a" "$BIN/
   "$MODELS/chexnet-demo.safetensors"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-$CC -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I. tests/reference/codec_driver.c \
+$CC -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fopenmp -I. tests/reference/codec_driver.c \
   "$BUILD/libchex_pre.a" -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm \
   -o "$work/codec_driver"
 "$PY" tests/reference/test_dicom_compressed.py "$work" "$work/codec_driver" "$BIN/chex" \

@@ -10,6 +10,6 @@ CC=${CC:-gcc}
 make -s BUILD="$BUILD" BIN="${BIN:-bin}" "$BUILD/libchex_pre.a"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-$CC -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I. -o "$work/preprocess_driver" \
+$CC -O2 -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fopenmp -I. -o "$work/preprocess_driver" \
   tests/reference/preprocess_driver.c "$BUILD/libchex_pre.a" -lpng16 -ljpeg -lturbojpeg -lopenjp2 -lcharls -ljansson -lz -lm
 "$PY" tests/reference/test_preprocess.py "$work/preprocess_driver" "$work"

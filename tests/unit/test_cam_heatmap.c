@@ -20,7 +20,7 @@
 #include "model/cam.h"
 #include "server/heatmap.h"
 
-static const chex_pre_opts OPTS = {1u << 26, 1, CHEX_PNG16_MINMAX, 0};
+static const chex_pre_opts OPTS = {1u << 26, 1, CHEX_PNG16_MINMAX, 0, 0};
 
 static chex_pre_image decode(const uint8_t *png, size_t len)
 {

@@ -5,7 +5,8 @@
  * the probe's figure, for PNG 8/16-bit gray/RGB/RGBA, Adam7 interlaced PNG,
  * baseline and progressive JPEG, native, JPEG Baseline and compressed DICOM
  * (JPEG Lossless, JPEG-LS, JPEG 2000, RLE, Deflated), with and
- * without the display copy, on real radiographs scaled to detector size. */
+ * without the display copy, on real radiographs scaled to detector size;
+ * a native DICOM of that size also resampled in bands on 2 and 4 threads. */
 #include <malloc.h>
 #include <png.h>
 #include <setjmp.h>
@@ -142,12 +143,14 @@ static const chex_pre_spec SPECS[3] = {
     {.channels = 1, .size = 224, .preset = "xrv", .mean = {0.5f}, .std = {1.0f / 2048.0f}},
 };
 
-static void check(const char *name, const uint8_t *data, size_t len)
+/* threads: opts.threads (large DICOM frames in bands on as many threads) */
+static void check_threads(const char *name, const uint8_t *data, size_t len, int threads)
 {
     chex_guard_buf g;
     assert_int_equal(chex_guard_alloc(&g, data, len), 0);
     chex_pre_opts opts = {.max_pixels = 50000000, .min_side = 8,
-                          .png16_scaling = CHEX_PNG16_MINMAX, .max_overlay_side = 2048};
+                          .png16_scaling = CHEX_PNG16_MINMAX, .max_overlay_side = 2048,
+                          .threads = threads};
     for (int s = 0; s < 3; s++) {
         const chex_pre_spec *spec = &SPECS[s];
         chex_pre_probe_info info;
@@ -188,6 +191,11 @@ static void check(const char *name, const uint8_t *data, size_t len)
         }
     }
     chex_guard_free(&g);
+}
+
+static void check(const char *name, const uint8_t *data, size_t len)
+{
+    check_threads(name, data, len, 0);
 }
 
 static void check_file(const char *path)
@@ -247,6 +255,25 @@ static void test_dicom(void **state)
     check_file("tests/data/dicom/cr_minmax.dcm");         /* native, no window */
     check_file("tests/data/siim-pneumothorax-sample.dcm"); /* JPEG Baseline */
     check_file("tests/data/dicom/jpeg_fragments.dcm");
+    /* a detector-size 12-bit frame resampled in bands (display scaled to
+     * 2048 too) */
+    const int W = 2200, H = 1700;
+    float *g = radiograph(W, H);
+    int32_t *v = malloc((size_t)W * H * sizeof *v);
+    assert_non_null(v);
+    for (size_t i = 0; i < (size_t)W * H; i++)
+        v[i] = (int32_t)(g[i] * 4095.0f + 0.5f);
+    chex_test_dicom d = {.w = W, .h = H, .bits_allocated = 16, .bits_stored = 12,
+                         .high_bit = 11, .photometric = "MONOCHROME2"};
+    chex_test_membuf m = chex_test_make_dicom(&d, v);
+    for (int t = 1; t <= 4; t *= 2) {
+        char name[64];
+        snprintf(name, sizeof name, "dx12 2200x1700 %d thr", t);
+        check_threads(name, m.buf, m.len, t);
+    }
+    free(m.buf);
+    free(v);
+    free(g);
 }
 
 static void test_dicom_compressed(void **state)

@@ -3,6 +3,7 @@
 
 #include <png.h>
 #include <setjmp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -167,5 +168,118 @@ chex_test_membuf chex_test_deflate_bomb(const char *path, size_t extra)
     free(zeros);
     free(ds);
     free(src);
+    return m;
+}
+
+static void put(chex_test_membuf *m, const void *p, size_t n)
+{
+    if (m->len + n > m->cap) {
+        m->cap = (m->len + n) * 2;
+        m->buf = realloc(m->buf, m->cap);
+        if (!m->buf)
+            abort();
+    }
+    memcpy(m->buf + m->len, p, n);
+    m->len += n;
+}
+
+/* One Explicit VR LE element; OB/OW/UN with the long header. Values of odd
+ * length are padded (space for text VRs, 0 for UI and binary). */
+static void elem(chex_test_membuf *m, uint16_t group, uint16_t el, const char *vr,
+                 const void *v, size_t n)
+{
+    int lng = strcmp(vr, "OB") == 0 || strcmp(vr, "OW") == 0;
+    size_t padded = n + (n & 1);
+    uint8_t h[12] = {(uint8_t)group, (uint8_t)(group >> 8), (uint8_t)el, (uint8_t)(el >> 8),
+                     (uint8_t)vr[0], (uint8_t)vr[1]};
+    if (lng) {
+        h[8] = (uint8_t)padded;
+        h[9] = (uint8_t)(padded >> 8);
+        h[10] = (uint8_t)(padded >> 16);
+        h[11] = (uint8_t)(padded >> 24);
+        put(m, h, 12);
+    } else {
+        h[6] = (uint8_t)padded;
+        h[7] = (uint8_t)(padded >> 8);
+        put(m, h, 8);
+    }
+    put(m, v, n);
+    if (n & 1) {
+        uint8_t pad = strcmp(vr, "UI") == 0 || strcmp(vr, "OB") == 0 ? 0 : ' ';
+        put(m, &pad, 1);
+    }
+}
+
+static void elem_str(chex_test_membuf *m, uint16_t group, uint16_t el, const char *vr,
+                     const char *s)
+{
+    elem(m, group, el, vr, s, strlen(s));
+}
+
+static void elem_us(chex_test_membuf *m, uint16_t el, int v)
+{
+    uint8_t b[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+    elem(m, 0x0028, el, "US", b, 2);
+}
+
+static void elem_ds(chex_test_membuf *m, uint16_t el, double v)
+{
+    char s[32];
+    snprintf(s, sizeof s, "%.10g", v);
+    elem_str(m, 0x0028, el, "DS", s);
+}
+
+chex_test_membuf chex_test_make_dicom(const chex_test_dicom *d, const int32_t *values)
+{
+    static const char SOP_CLASS[] = "1.2.840.10008.5.1.4.1.1.1.1"; /* DX For Presentation */
+    static const char SOP_INST[] = "1.2.826.0.1.3680043.8.498.1";
+    static const char TS[] = "1.2.840.10008.1.2.1";
+    chex_test_membuf meta = {0}, m = {0};
+    uint8_t version[2] = {0, 1};
+    elem(&meta, 0x0002, 0x0001, "OB", version, 2);
+    elem_str(&meta, 0x0002, 0x0002, "UI", SOP_CLASS);
+    elem_str(&meta, 0x0002, 0x0003, "UI", SOP_INST);
+    elem_str(&meta, 0x0002, 0x0010, "UI", TS);
+    uint8_t pre[132] = {0};
+    memcpy(pre + 128, "DICM", 4);
+    put(&m, pre, sizeof pre);
+    uint8_t gl[4] = {(uint8_t)meta.len, (uint8_t)(meta.len >> 8), (uint8_t)(meta.len >> 16),
+                     (uint8_t)(meta.len >> 24)};
+    elem(&m, 0x0002, 0x0000, "UL", gl, 4);
+    put(&m, meta.buf, meta.len);
+    free(meta.buf);
+    elem_str(&m, 0x0008, 0x0016, "UI", SOP_CLASS);
+    elem_str(&m, 0x0008, 0x0018, "UI", SOP_INST);
+    elem_str(&m, 0x0008, 0x0060, "CS", "DX");
+    elem_us(&m, 0x0002, 1);
+    elem_str(&m, 0x0028, 0x0004, "CS", d->photometric);
+    elem_us(&m, 0x0010, d->h);
+    elem_us(&m, 0x0011, d->w);
+    elem_us(&m, 0x0100, d->bits_allocated);
+    elem_us(&m, 0x0101, d->bits_stored);
+    elem_us(&m, 0x0102, d->high_bit);
+    elem_us(&m, 0x0103, d->is_signed);
+    if (d->window_width != 0) {
+        elem_ds(&m, 0x1050, d->window_center);
+        elem_ds(&m, 0x1051, d->window_width);
+    }
+    if (d->slope != 0) {
+        elem_ds(&m, 0x1052, d->intercept);
+        elem_ds(&m, 0x1053, d->slope);
+    }
+    if (d->voi_function)
+        elem_str(&m, 0x0028, 0x1056, "CS", d->voi_function);
+    const size_t n = (size_t)d->w * (size_t)d->h, bytes = (size_t)d->bits_allocated / 8;
+    uint8_t *px = malloc(n * bytes + 1);
+    if (!px)
+        abort();
+    const uint32_t mask = d->bits_stored >= 32 ? 0xFFFFFFFFu : (1u << d->bits_stored) - 1u;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = ((uint32_t)values[i] & mask) << (d->high_bit + 1 - d->bits_stored);
+        for (size_t k = 0; k < bytes; k++)
+            px[i * bytes + k] = (uint8_t)(u >> (8 * k));
+    }
+    elem(&m, 0x7FE0, 0x0010, bytes == 1 ? "OB" : "OW", px, n * bytes);
+    free(px);
     return m;
 }

@@ -28,4 +28,18 @@ float *chex_test_gray_of(const char *path, int w, int h);
  * GiB-sized bomb is built in milliseconds. Aborts on failure (tests only). */
 chex_test_membuf chex_test_deflate_bomb(const char *path, size_t extra);
 
+/* A native single-frame DICOM (Explicit VR Little Endian, part 10) of w x h
+ * stored values: samples are bits_allocated 8, 16 or 32 wide, little-endian,
+ * stored value v placed at high_bit (v << (high_bit + 1 - bits_stored),
+ * masked to bits_stored; signed values in two's complement). photometric
+ * "MONOCHROME1"/"MONOCHROME2"; slope 0: no Rescale elements; window_width 0:
+ * no window; voi_function NULL: none. Aborts on failure (tests only). */
+typedef struct {
+    int w, h, bits_allocated, bits_stored, high_bit, is_signed;
+    const char *photometric;
+    double slope, intercept, window_center, window_width;
+    const char *voi_function;
+} chex_test_dicom;
+chex_test_membuf chex_test_make_dicom(const chex_test_dicom *d, const int32_t *values);
+
 #endif
