@@ -27,17 +27,20 @@
 
 extern char **environ;
 
-/* Idle OpenMP team threads must not spin on the cores the decoders and the
- * HTTP threads need (docs/PERFORMANCE.md has the measurement). libgomp reads
- * its environment in a constructor, before main, so when the user set
- * neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT chexd sets the policy and
- * executes itself again (same pid, same arguments); if that exec fails it
- * carries on with the runtime's default. */
+/* Idle OpenMP team threads may spin only briefly: long enough to catch the
+ * next barrier of the same forward pass (DenseNet has hundreds; sleeping at
+ * each cost ~7 ms per batch-1 forward on an idle machine), not so long that
+ * they take the cores the decoders and the HTTP threads need (libgomp's
+ * default spins up to 300,000 iterations; docs/PERFORMANCE.md has the
+ * measurements). libgomp reads its environment in a constructor, before
+ * main, so when the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT chexd
+ * sets GOMP_SPINCOUNT and executes itself again (same pid, same arguments);
+ * if that exec fails it carries on with the runtime's default. */
 static void set_omp_wait_policy(char **argv)
 {
     if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"))
         return;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0)
+    if (setenv("GOMP_SPINCOUNT", "10000", 1) != 0)
         return;
     execv("/proc/self/exe", argv);
 }
