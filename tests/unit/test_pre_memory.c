@@ -258,7 +258,7 @@ static void test_dicom(void **state)
     /* a detector-size 12-bit frame resampled in bands (display scaled to
      * 2048 too) */
     const int W = 2200, H = 1700;
-    float *g = radiograph(W, H);
+    float *g = chex_test_gray_of("tests/data/00000002_000.png", W, H);
     int32_t *v = malloc((size_t)W * H * sizeof *v);
     assert_non_null(v);
     for (size_t i = 0; i < (size_t)W * H; i++)
