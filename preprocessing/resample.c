@@ -34,16 +34,69 @@ int chex_pre_axis_torch_aa_taps(int in, int out)
     return (int)ceilf(support) * 2 + 1;
 }
 
+/* Output i's input range as PyTorch's _compute_indices_weights_aa computes it
+ * (before the clamp to taps, which the caller applies). */
+static void aa_range(int in, int out, int i, long *xmin, long *xsize)
+{
+    float scale = (float)in / (float)out;
+    float support = scale >= 1.0f ? (float)(1.0 * (double)scale) : 1.0f;
+    float center = (float)((double)scale * (i + 0.5));
+    long lo = (long)((double)(center - support) + 0.5);
+    if (lo < 0)
+        lo = 0;
+    long hi = (long)((double)(center + support) + 0.5);
+    if (hi > in)
+        hi = in;
+    *xmin = lo;
+    *xsize = hi - lo;
+}
+
+/* first/count of output i of a torch aa axis, as the table holds them */
+static void aa_first_count(int in, int out, int taps, int i, int *first, int *count)
+{
+    long xmin, xsize;
+    aa_range(in, out, i, &xmin, &xsize);
+    if (xsize > taps)
+        xsize = taps;
+    *first = (int)(xmin < in ? xmin : in);
+    *count = (int)(xsize > 0 ? xsize : 0);
+}
+
+/* Most outputs of one axis a single input row is summed into at once (the
+ * streaming engine's accumulators): 1 + the largest k - i such that output k
+ * starts (its first row) before output i, i < k, ends (its last row). first
+ * and first + count - 1 never decrease, so both walks move forward only. */
+int chex_pre_axis_torch_aa_live(int in, int out)
+{
+    const int taps = chex_pre_axis_torch_aa_taps(in, out);
+    int live = 1, i = 0, fi, ci;
+    aa_first_count(in, out, taps, 0, &fi, &ci);
+    for (int k = 0; k < out; k++) {
+        int fk, ck;
+        aa_first_count(in, out, taps, k, &fk, &ck);
+        if (ck == 0)
+            continue;
+        /* oldest output still being summed when row fk arrives */
+        while (i < k && (ci == 0 || fi + ci - 1 < fk)) {
+            i++;
+            aa_first_count(in, out, taps, i, &fi, &ci);
+        }
+        if (k - i + 1 > live)
+            live = k - i + 1;
+    }
+    return live;
+}
+
 /* Mirrors PyTorch's _compute_indices_weights_aa / _compute_weights_aa for float
  * tensors, including where it rounds through double and back to float. */
 int chex_pre_axis_torch_aa(chex_pre_axis *a, int in, int out)
 {
     memset(a, 0, sizeof *a);
     float scale = (float)in / (float)out;
-    float support = scale >= 1.0f ? (float)(1.0 * (double)scale) : 1.0f;
     a->in = in;
     a->out = out;
     a->taps = chex_pre_axis_torch_aa_taps(in, out);
+    a->live = chex_pre_axis_torch_aa_live(in, out);
     a->first = malloc((size_t)out * sizeof(int));
     a->count = malloc((size_t)out * sizeof(int));
     a->w = malloc((size_t)out * (size_t)a->taps * sizeof(float));
@@ -54,13 +107,8 @@ int chex_pre_axis_torch_aa(chex_pre_axis *a, int in, int out)
     float invscale = scale >= 1.0f ? (float)(1.0 / (double)scale) : 1.0f;
     for (int i = 0; i < out; i++) {
         float center = (float)((double)scale * (i + 0.5));
-        long xmin = (long)((double)(center - support) + 0.5);
-        if (xmin < 0)
-            xmin = 0;
-        long xmax = (long)((double)(center + support) + 0.5);
-        if (xmax > in)
-            xmax = in;
-        long xsize = xmax - xmin;
+        long xmin, xsize;
+        aa_range(in, out, i, &xmin, &xsize);
         if (xsize > a->taps)
             xsize = a->taps;
         float *w = a->w + (size_t)i * (size_t)a->taps;
@@ -95,52 +143,127 @@ static void hpass(float *trow, const float *row, const chex_pre_axis *ax)
     }
 }
 
-/* One height-pass row from n width-pass rows rows[0..n). */
-static void vpass(float *orow, const float *const *rows, const float *w, int n, int ow)
+/* The height pass, one input row at a time: acc = row * w (the first row of
+ * an output), then acc += row * w for the next ones, in row order. Each
+ * product and each sum is rounded to float on its own (no fused
+ * multiply-add), so the AVX-512 versions give the scalar ones' floats. */
+static void vset_scalar(float *restrict acc, const float *restrict row, float w, int n)
 {
-    if (n <= 0) {
-        memset(orow, 0, (size_t)ow * sizeof(float));
-        return;
-    }
-    const float *s = rows[0];
-    for (int x = 0; x < ow; x++)
-        orow[x] = s[x] * w[0];
-    for (int j = 1; j < n; j++) {
-        const float *sr = rows[j];
-        float wj = w[j];
-        for (int x = 0; x < ow; x++)
-            orow[x] += sr[x] * wj;
+    for (int x = 0; x < n; x++)
+        acc[x] = row[x] * w;
+}
+
+static void vadd_scalar(float *restrict acc, const float *restrict row, float w, int n)
+{
+    for (int x = 0; x < n; x++)
+        acc[x] += row[x] * w;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define RND (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+/* _round_ forms: the compiler never fuses them into an FMA */
+__attribute__((target("avx512f"))) static void vset_avx512(float *restrict acc,
+                                                           const float *restrict row, float w,
+                                                           int n)
+{
+    const __m512 wv = _mm512_set1_ps(w);
+    int x = 0;
+    for (; x + 16 <= n; x += 16)
+        _mm512_storeu_ps(acc + x, _mm512_mul_round_ps(_mm512_loadu_ps(row + x), wv, RND));
+    if (x < n) {
+        __mmask16 m = (__mmask16)((1u << (n - x)) - 1u);
+        _mm512_mask_storeu_ps(acc + x, m,
+                              _mm512_mul_round_ps(_mm512_maskz_loadu_ps(m, row + x), wv, RND));
     }
 }
 
-void chex_pre_resample_naive(float *dst, const float *src, int nc, size_t splane, int sw, int x0,
-                             int y0, const chex_pre_axis *ax, const chex_pre_axis *ay, float *tmp,
-                             const float **rows)
+__attribute__((target("avx512f"))) static void vadd_avx512(float *restrict acc,
+                                                           const float *restrict row, float w,
+                                                           int n)
 {
-    const int ow = ax->out, oh = ay->out, rh = ay->in;
+    const __m512 wv = _mm512_set1_ps(w);
+    int x = 0;
+    for (; x + 16 <= n; x += 16) {
+        __m512 p = _mm512_mul_round_ps(_mm512_loadu_ps(row + x), wv, RND);
+        _mm512_storeu_ps(acc + x, _mm512_add_round_ps(_mm512_loadu_ps(acc + x), p, RND));
+    }
+    if (x < n) {
+        __mmask16 m = (__mmask16)((1u << (n - x)) - 1u);
+        __m512 p = _mm512_mul_round_ps(_mm512_maskz_loadu_ps(m, row + x), wv, RND);
+        _mm512_mask_storeu_ps(acc + x, m,
+                              _mm512_add_round_ps(_mm512_maskz_loadu_ps(m, acc + x), p, RND));
+    }
+}
+#endif
+
+typedef void (*vrow_fn)(float *restrict, const float *restrict, float, int);
+
+static int use_avx512(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    static int cached = -1; /* racy but idempotent: every thread computes the same */
+    if (cached < 0)
+        cached = __builtin_cpu_supports("avx512f") && !getenv("CHEX_PRE_SCALAR");
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+static void vrow(float *acc, const float *row, float w, int n, int first)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (use_avx512()) {
+        (first ? vset_avx512 : vadd_avx512)(acc, row, w, n);
+        return;
+    }
+#endif
+    (first ? vset_scalar : vadd_scalar)(acc, row, w, n);
+}
+
+void chex_pre_vrow_scalar(float *acc, const float *row, float w, int n, int first)
+{
+    (first ? vset_scalar : vadd_scalar)(acc, row, w, n);
+}
+
+void chex_pre_vrow(float *acc, const float *row, float w, int n, int first)
+{
+    vrow(acc, row, w, n, first);
+}
+
+void chex_pre_resample_naive(float *dst, const float *src, int nc, size_t splane, int sw, int x0,
+                             int y0, const chex_pre_axis *ax, const chex_pre_axis *ay, float *tmp)
+{
+    const int ow = ax->out, oh = ay->out, rw = ax->in;
     for (int c = 0; c < nc; c++) {
         const float *plane = src + (size_t)c * splane;
-        for (int y = 0; y < rh; y++)
-            hpass(tmp + (size_t)y * (size_t)ow, plane + (size_t)(y0 + y) * (size_t)sw + x0, ax);
         float *oplane = dst + (size_t)c * (size_t)oh * (size_t)ow;
         for (int i = 0; i < oh; i++) {
-            for (int j = 0; j < ay->count[i]; j++)
-                rows[j] = tmp + (size_t)(ay->first[i] + j) * (size_t)ow;
-            vpass(oplane + (size_t)i * (size_t)ow, rows, ay->w + (size_t)i * (size_t)ay->taps,
-                  ay->count[i], ow);
+            const int n = ay->count[i];
+            const float *w = ay->w + (size_t)i * (size_t)ay->taps;
+            float *orow = oplane + (size_t)i * (size_t)ow;
+            if (n <= 0) {
+                memset(orow, 0, (size_t)ow * sizeof(float));
+                continue;
+            }
+            for (int j = 0; j < n; j++)
+                vrow(tmp, plane + (size_t)(y0 + ay->first[i] + j) * (size_t)sw + x0, w[j], rw,
+                     j == 0);
+            hpass(orow, tmp, ax);
         }
     }
 }
 
-size_t chex_pre_stream_bytes_for(int ow, int ytaps, int nc)
+size_t chex_pre_stream_bytes_for(int rw, int live, int nc)
 {
-    size_t r = ytaps > 0 ? (size_t)ytaps : 1;
-    return r * (size_t)nc * (size_t)ow * sizeof(float) + r * sizeof(float *);
+    size_t r = live > 0 ? (size_t)live : 1;
+    return r * (size_t)nc * (size_t)rw * sizeof(float);
 }
 
 size_t chex_pre_stream_bytes(const chex_pre_axis *ax, const chex_pre_axis *ay, int nc)
 {
-    return chex_pre_stream_bytes_for(ax->out, ay->taps, nc);
+    return chex_pre_stream_bytes_for(ax->in, ay->live, nc);
 }
 
 int chex_pre_stream_init(chex_pre_stream *s, const chex_pre_axis *ax, const chex_pre_axis *ay,
@@ -162,10 +285,9 @@ int chex_pre_stream_init_band(chex_pre_stream *s, const chex_pre_axis *ax,
     s->out = out;
     s->next_out = o0;
     s->end_out = o1;
-    s->ring_rows = ay->taps > 0 ? ay->taps : 1;
-    s->ring = malloc((size_t)s->ring_rows * (size_t)nc * (size_t)ax->out * sizeof(float));
-    s->rows = malloc((size_t)s->ring_rows * sizeof *s->rows);
-    if (!s->ring || !s->rows) {
+    s->live = ay->live > 0 ? ay->live : 1;
+    s->acc = malloc((size_t)s->live * (size_t)nc * (size_t)ax->in * sizeof(float));
+    if (!s->acc) {
         chex_pre_stream_free(s);
         return -1;
     }
@@ -196,22 +318,31 @@ void chex_pre_stream_push(chex_pre_stream *s, int y, const float *const *planes)
     int r = y - s->y0;
     if (!chex_pre_stream_wants(s, y))
         return;
-    const int ow = ax->out, nc = s->nc, R = s->ring_rows;
-    float *slot = s->ring + (size_t)(r % R) * (size_t)nc * (size_t)ow;
-    for (int c = 0; c < nc; c++)
-        hpass(slot + (size_t)c * (size_t)ow, planes[c] + s->x0, ax);
-    /* every output whose last row is r (or earlier) is complete */
+    const int rw = ax->in, ow = ax->out, nc = s->nc, L = s->live;
+    /* row r into every output that reads it; first never decreases, so
+     * those are consecutive from next_out */
+    for (int i = s->next_out; i < s->end_out && ay->first[i] <= r; i++) {
+        int n = ay->count[i], j = r - ay->first[i];
+        if (j >= n)
+            continue;
+        float *slot = s->acc + (size_t)(i % L) * (size_t)nc * (size_t)rw;
+        float w = ay->w[(size_t)i * (size_t)ay->taps + (size_t)j];
+        for (int c = 0; c < nc; c++)
+            vrow(slot + (size_t)c * (size_t)rw, planes[c] + s->x0, w, rw, j == 0);
+    }
+    /* every output whose last row is r (or earlier) is complete: its width
+     * pass */
     while (s->next_out < s->end_out) {
         int i = s->next_out, n = ay->count[i];
         if (n > 0 && ay->first[i] + n - 1 > r)
             break;
-        const float **rows = s->rows;
+        const float *slot = s->acc + (size_t)(i % L) * (size_t)nc * (size_t)rw;
         for (int c = 0; c < nc; c++) {
-            for (int j = 0; j < n; j++)
-                rows[j] = s->ring + ((size_t)((ay->first[i] + j) % R) * (size_t)nc + (size_t)c) *
-                                        (size_t)ow;
-            vpass(s->out + ((size_t)c * (size_t)ay->out + (size_t)i) * (size_t)ow, rows,
-                  ay->w + (size_t)i * (size_t)ay->taps, n, ow);
+            float *orow = s->out + ((size_t)c * (size_t)ay->out + (size_t)i) * (size_t)ow;
+            if (n > 0)
+                hpass(orow, slot + (size_t)c * (size_t)rw, ax);
+            else
+                memset(orow, 0, (size_t)ow * sizeof(float));
         }
         s->next_out++;
     }
@@ -224,8 +355,6 @@ int chex_pre_stream_done(const chex_pre_stream *s)
 
 void chex_pre_stream_free(chex_pre_stream *s)
 {
-    free(s->ring);
-    free(s->rows);
-    s->ring = NULL;
-    s->rows = NULL;
+    free(s->acc);
+    s->acc = NULL;
 }

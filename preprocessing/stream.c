@@ -54,7 +54,7 @@ uint64_t chex_pre_rows_bytes(const chex_pre_spec *spec, int w, int h, int channe
         int tx = chex_pre_axis_torch_aa_taps(g.rw, g.ow);
         int ty = chex_pre_axis_torch_aa_taps(g.rh, g.oh);
         n += chex_pre_axis_bytes(g.ow, tx) + chex_pre_axis_bytes(g.oh, ty);
-        n += chex_pre_stream_bytes_for(g.ow, ty, wc);
+        n += chex_pre_stream_bytes_for(g.rw, chex_pre_axis_torch_aa_live(g.rh, g.oh), wc);
     }
     n += (uint64_t)wc * (uint64_t)g.ow * (uint64_t)g.oh * sizeof(float);
     int dw, dh;
@@ -62,7 +62,7 @@ uint64_t chex_pre_rows_bytes(const chex_pre_spec *spec, int w, int h, int channe
     if (dw != w || dh != h) {
         int dtx = chex_pre_axis_torch_aa_taps(w, dw), dty = chex_pre_axis_torch_aa_taps(h, dh);
         n += chex_pre_axis_bytes(dw, dtx) + chex_pre_axis_bytes(dh, dty);
-        n += chex_pre_stream_bytes_for(dw, dty, 1);
+        n += chex_pre_stream_bytes_for(w, chex_pre_axis_torch_aa_live(h, dh), 1);
     }
     *display_bytes = (uint64_t)dw * (uint64_t)dh * sizeof(float) + MALLOC_SLACK;
     return n + 16u * MALLOC_SLACK;
@@ -287,13 +287,13 @@ uint64_t chex_pre_rows_band_bytes(const chex_pre_spec *spec, int w, int h, int m
                                sizeof(double *)) +
              2u * MALLOC_SLACK;
     } else {
-        b += chex_pre_stream_bytes_for(g.ow, chex_pre_axis_torch_aa_taps(g.rh, g.oh), 1) +
+        b += chex_pre_stream_bytes_for(g.rw, chex_pre_axis_torch_aa_live(g.rh, g.oh), 1) +
              2u * MALLOC_SLACK;
     }
     int dw, dh;
     chex_pre_display_size(w, h, max_display_side, &dw, &dh);
     if (dw != w || dh != h)
-        b += chex_pre_stream_bytes_for(dw, chex_pre_axis_torch_aa_taps(h, dh), 1) +
+        b += chex_pre_stream_bytes_for(w, chex_pre_axis_torch_aa_live(h, dh), 1) +
              2u * MALLOC_SLACK;
     return (uint64_t)nbands * b + MALLOC_SLACK;
 }

@@ -118,7 +118,7 @@ void chex_pre_rows_free(chex_pre_rows *r);
  * belongs to the band holding the last input row it reads; a band makes
  * with row(ctx, y, dst) (dst: width floats) every row its outputs read (the
  * filter's support above its first row is made again by the band before),
- * runs the width pass on them and the height pass of its output rows, with
+ * runs them through the resampler for its own output rows only, with
  * the same float operations as the next/commit loop: the result is
  * bit-identical to it whatever nbands and nthreads. xrv's lo/hi are each
  * band's own rows' extremes, combined in band order. row is called

@@ -144,7 +144,7 @@ chex_pre_err chex_pre_geom_make(const chex_pre_spec *spec, int W, int H, chex_pr
         }
         g->ow = g->oh = S;
     }
-    /* the width pass's intermediate is rh x ow per channel */
+    /* refuses absurd aspect ratios: a bound on the resize's work (rh x ow) */
     if ((long)g->rh * g->ow > MAX_RESIZED_PIXELS * 4) {
         chex_pre_msg(msg, msglen, "%dx%d image: aspect ratio too extreme to resize", W, H);
         return CHEX_PRE_ERR_UNUSABLE;
@@ -295,7 +295,6 @@ chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spe
      * resized once and replicated in emit_crop. */
     const float *src = img->pix;
     float *lum = NULL, *res = NULL, *tmp = NULL;
-    const float **rows = NULL;
     int wc = img->channels;
     if (img->channels == 3 && C == 1) {
         lum = malloc(plane * sizeof(float));
@@ -314,11 +313,10 @@ chex_pre_err chex_pre_tensor(const chex_pre_image *img, const chex_pre_spec *spe
     if (chex_pre_axis_torch_aa(&ax, g.rw, g.ow) != 0 || chex_pre_axis_torch_aa(&ay, g.rh, g.oh) != 0)
         goto done;
     res = malloc((size_t)wc * (size_t)g.ow * (size_t)g.oh * sizeof(float));
-    tmp = malloc((size_t)g.rh * (size_t)g.ow * sizeof(float));
-    rows = malloc((size_t)ay.taps * sizeof *rows);
-    if (!res || !tmp || !rows)
+    tmp = malloc((size_t)g.rw * sizeof(float));
+    if (!res || !tmp)
         goto done;
-    chex_pre_resample_naive(res, src, wc, plane, W, g.x0, g.y0, &ax, &ay, tmp, rows);
+    chex_pre_resample_naive(res, src, wc, plane, W, g.x0, g.y0, &ax, &ay, tmp);
     chex_pre_emit(out, crops, res, wc, &g, spec);
     e = CHEX_PRE_OK;
 done:
@@ -327,7 +325,6 @@ done:
     free(lum);
     free(res);
     free(tmp);
-    free(rows);
     chex_pre_axis_free(&ax);
     chex_pre_axis_free(&ay);
     return e;
