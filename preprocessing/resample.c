@@ -34,28 +34,21 @@ int chex_pre_axis_torch_aa_taps(int in, int out)
     return (int)ceilf(support) * 2 + 1;
 }
 
-/* Output i's input range as PyTorch's _compute_indices_weights_aa computes it
- * (before the clamp to taps, which the caller applies). */
-static void aa_range(int in, int out, int i, long *xmin, long *xsize)
+/* first/count of output i of a torch aa axis with `taps` weights, as
+ * PyTorch's _compute_indices_weights_aa computes the input range (count
+ * clamped to taps; first < in whenever count > 0). */
+static void aa_first_count(int in, int out, int taps, int i, int *first, int *count)
 {
     float scale = (float)in / (float)out;
     float support = scale >= 1.0f ? (float)(1.0 * (double)scale) : 1.0f;
     float center = (float)((double)scale * (i + 0.5));
-    long lo = (long)((double)(center - support) + 0.5);
-    if (lo < 0)
-        lo = 0;
-    long hi = (long)((double)(center + support) + 0.5);
-    if (hi > in)
-        hi = in;
-    *xmin = lo;
-    *xsize = hi - lo;
-}
-
-/* first/count of output i of a torch aa axis, as the table holds them */
-static void aa_first_count(int in, int out, int taps, int i, int *first, int *count)
-{
-    long xmin, xsize;
-    aa_range(in, out, i, &xmin, &xsize);
+    long xmin = (long)((double)(center - support) + 0.5);
+    if (xmin < 0)
+        xmin = 0;
+    long xmax = (long)((double)(center + support) + 0.5);
+    if (xmax > in)
+        xmax = in;
+    long xsize = xmax - xmin;
     if (xsize > taps)
         xsize = taps;
     *first = (int)(xmin < in ? xmin : in);
@@ -107,24 +100,22 @@ int chex_pre_axis_torch_aa(chex_pre_axis *a, int in, int out)
     float invscale = scale >= 1.0f ? (float)(1.0 / (double)scale) : 1.0f;
     for (int i = 0; i < out; i++) {
         float center = (float)((double)scale * (i + 0.5));
-        long xmin, xsize;
-        aa_range(in, out, i, &xmin, &xsize);
-        if (xsize > a->taps)
-            xsize = a->taps;
+        int first, n;
+        aa_first_count(in, out, a->taps, i, &first, &n);
         float *w = a->w + (size_t)i * (size_t)a->taps;
         float total = 0.0f;
-        for (long j = 0; j < xsize; j++) {
-            float arg = (float)(((double)((float)(j + xmin) - center) + 0.5) * (double)invscale);
+        for (int j = 0; j < n; j++) {
+            float arg = (float)(((double)((float)(j + first) - center) + 0.5) * (double)invscale);
             w[j] = aa_filter(arg);
             total += w[j];
         }
-        for (long j = 0; j < xsize; j++)
+        for (int j = 0; j < n; j++)
             if (total != 0.0f)
                 w[j] /= total;
-        for (long j = xsize < 0 ? 0 : xsize; j < a->taps; j++)
+        for (int j = n; j < a->taps; j++)
             w[j] = 0.0f;
-        a->first[i] = (int)(xmin < in ? xmin : in);
-        a->count[i] = (int)(xsize > 0 ? xsize : 0);
+        a->first[i] = first;
+        a->count[i] = n;
     }
     return 0;
 }
@@ -197,8 +188,6 @@ __attribute__((target("avx512f"))) static void vadd_avx512(float *restrict acc,
 }
 #endif
 
-typedef void (*vrow_fn)(float *restrict, const float *restrict, float, int);
-
 static int use_avx512(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -211,17 +200,6 @@ static int use_avx512(void)
 #endif
 }
 
-static void vrow(float *acc, const float *row, float w, int n, int first)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (use_avx512()) {
-        (first ? vset_avx512 : vadd_avx512)(acc, row, w, n);
-        return;
-    }
-#endif
-    (first ? vset_scalar : vadd_scalar)(acc, row, w, n);
-}
-
 void chex_pre_vrow_scalar(float *acc, const float *row, float w, int n, int first)
 {
     (first ? vset_scalar : vadd_scalar)(acc, row, w, n);
@@ -229,7 +207,13 @@ void chex_pre_vrow_scalar(float *acc, const float *row, float w, int n, int firs
 
 void chex_pre_vrow(float *acc, const float *row, float w, int n, int first)
 {
-    vrow(acc, row, w, n, first);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (use_avx512()) {
+        (first ? vset_avx512 : vadd_avx512)(acc, row, w, n);
+        return;
+    }
+#endif
+    chex_pre_vrow_scalar(acc, row, w, n, first);
 }
 
 void chex_pre_resample_naive(float *dst, const float *src, int nc, size_t splane, int sw, int x0,
@@ -248,8 +232,8 @@ void chex_pre_resample_naive(float *dst, const float *src, int nc, size_t splane
                 continue;
             }
             for (int j = 0; j < n; j++)
-                vrow(tmp, plane + (size_t)(y0 + ay->first[i] + j) * (size_t)sw + x0, w[j], rw,
-                     j == 0);
+                chex_pre_vrow(tmp, plane + (size_t)(y0 + ay->first[i] + j) * (size_t)sw + x0,
+                              w[j], rw, j == 0);
             hpass(orow, tmp, ax);
         }
     }
@@ -328,7 +312,7 @@ void chex_pre_stream_push(chex_pre_stream *s, int y, const float *const *planes)
         float *slot = s->acc + (size_t)(i % L) * (size_t)nc * (size_t)rw;
         float w = ay->w[(size_t)i * (size_t)ay->taps + (size_t)j];
         for (int c = 0; c < nc; c++)
-            vrow(slot + (size_t)c * (size_t)rw, planes[c] + s->x0, w, rw, j == 0);
+            chex_pre_vrow(slot + (size_t)c * (size_t)rw, planes[c] + s->x0, w, rw, j == 0);
     }
     /* every output whose last row is r (or earlier) is complete: its width
      * pass */
