@@ -134,7 +134,8 @@ struct req {
     uint64_t clen; /* Content-Length of a raw body, 0 when not announced */
     uint64_t body_held;
     uint64_t work_need, work_held;
-    int work_taken;   /* counted in d->holders until completion */
+    uint64_t work_more; /* reserved before images are taken (an infer body just parsed) */
+    int work_taken;     /* counted in d->holders until completion */
     uint64_t *scratch; /* (nimg) decode scratch of each image, given back after decode */
     bytes *src;        /* (nimg) the encoded images: raw or parts */
     /* Set by the worker only (serially): the first decode error. */
@@ -152,9 +153,13 @@ struct req {
     chex_oip_request *oip;
     char oip_hlen[24];
     /* POST .../infer: its images point into the body or oip_scratch
-     * (borrowed: never freed through src), its FP32 tensors too. */
+     * (borrowed: never freed through src), its FP32 tensors too. The
+     * scratch is a body buffer (counted in body_held) once parsing starts. */
     bytes oip_items[MAX_PARTS];
-    uint8_t *oip_scratch;
+    bytes oip_scratch;
+    size_t oip_slen;    /* bytes the scratch needs, reserved before the parse */
+    long long oip_hl;   /* Inference-Header-Content-Length, -1 when absent */
+    int parse_pending;  /* queued unparsed: the worker parses it first */
     int src_borrowed;
     /* Answer, for the log line. */
     int status;
@@ -543,19 +548,24 @@ static void image_need(const req *r, const chex_pre_probe_info *in, uint64_t *sc
  * who/idx, reserving each request's work bytes when it is first taken. A
  * head that does not fit waits while other requests hold reservations (they
  * give them back when their answers are sent), otherwise it is refused with
- * 503. Returns the number of images taken. */
-static int take_batch(chexd *d, req **who, int *idx)
+ * 503. An unparsed infer request at the head, with nothing taken yet, is
+ * unlinked into *parse once its parse scratch is reserved. Returns the
+ * number of images taken. */
+static int take_batch(chexd *d, req **who, int *idx, req **parse)
 {
     int maxb = d->max_batch, n = 0;
+    *parse = NULL;
     while (d->head && n < maxb) {
         req *r = d->head;
-        if (n > 0 && r->sv != who[0]->sv)
+        if (n > 0 && (r->sv != who[0]->sv || r->parse_pending))
             break; /* one forward pass runs one set of weights */
-        if (!r->work_taken) {
-            if (chex_budget_try_reserve(&d->budget, r->work_need) != 0) {
+        if (!r->work_taken || r->work_more) {
+            uint64_t want = r->work_taken ? r->work_more : r->work_need;
+            if (chex_budget_try_reserve(&d->budget, want) != 0) {
                 if (n > 0)
                     break;
-                if (d->holders > 0 && !d->stop_worker) {
+                /* Others than r hold memory: wait for them to give it back. */
+                if (d->holders - r->work_taken > 0 && !d->stop_worker) {
                     struct timespec ts;
                     clock_gettime(CLOCK_REALTIME, &ts);
                     ts.tv_nsec += 50 * 1000000L;
@@ -570,9 +580,16 @@ static int take_batch(chexd *d, req **who, int *idx)
                 resume_with(r, 503, "memory");
                 continue;
             }
+            if (!r->work_taken)
+                d->holders++;
             r->work_taken = 1;
-            r->work_held = r->work_need;
-            d->holders++;
+            r->work_held += want;
+            r->work_more = 0;
+        }
+        if (r->parse_pending) {
+            unlink_locked(d, r);
+            *parse = r;
+            return 0;
         }
         while (r->next_img < r->nimg && n < maxb) {
             who[n] = r;
@@ -740,8 +757,6 @@ static int build_success(const chexd *d, req *r, char *msg, size_t msglen)
     return 0;
 }
 
-/* Builds r's whole answer body on the worker's pool, then frees what only
- * the computation needed (tensors, pixels, maps). */
 /* An error answer body: the /v2 routes' {"error": msg}, else chexd's own. */
 static char *error_body(const req *r, const char *code, const char *msg)
 {
@@ -750,6 +765,8 @@ static char *error_body(const req *r, const char *code, const char *msg)
     return chex_answer_dump(chex_answer_error(code, msg, r->id));
 }
 
+/* Builds r's whole answer body on the worker's pool, then frees what only
+ * the computation needed (tensors, pixels, maps). */
 static void build_answer(const chexd *d, req *r)
 {
     char msg[256];
@@ -770,6 +787,19 @@ static void build_answer(const chexd *d, req *r)
         chex_pipeline_prepared_free(&r->imgs[i]);
     free(r->cam_raw);
     r->cam_raw = NULL;
+}
+
+/* Gives back what r holds beyond its answer body (kept until it is sent)
+ * and hands r to its HTTP thread. */
+static void resume_answered(chexd *d, req *r)
+{
+    uint64_t keep = r->ans ? r->ans_len : 0;
+    if (r->work_held > keep) {
+        chex_budget_release(&d->budget, r->work_held - keep);
+        r->work_held = keep;
+    }
+    r->state = ST_RESUMED;
+    MHD_resume_connection(r->conn);
 }
 
 /* One batch, outside the lock: parallel decode, one forward pass, heat maps,
@@ -877,17 +907,119 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
 #pragma omp parallel for schedule(dynamic, 1) num_threads(d->omp_threads)
     for (int j = 0; j < nd; j++)
         build_answer(d, done[j]);
-    for (int j = 0; j < nd; j++) {
-        req *r = done[j];
-        /* What remains held is the answer body until it is sent. */
-        uint64_t keep = r->ans ? r->ans_len : 0;
-        if (r->work_held > keep) {
-            chex_budget_release(&d->budget, r->work_held - keep);
-            r->work_held = keep;
-        }
-        r->state = ST_RESUMED;
-        MHD_resume_connection(r->conn);
+    for (int j = 0; j < nd; j++)
+        resume_answered(d, done[j]);
+}
+
+static int admit(req *r, uint64_t need);
+
+/* Worker, no lock; r is out of the queue with its parse scratch reserved.
+ * Parses r's infer body and reads each image's header (JSON and base64 are
+ * CPU work: kept off libmicrohttpd's threads). Returns 0 with the bytes
+ * still to reserve in r->work_more (r goes back to the queue's head), or -1
+ * when r has been answered with its error. */
+static int parse_infer(chexd *d, req *r)
+{
+    const chex_oip_model *m = &r->sv->oip;
+    const chex_pipeline *p = &r->sv->p;
+    char msg[sizeof r->fail_msg];
+    int st = 400;
+    const char *code = "bad_request";
+    r->parse_pending = 0;
+    chex_oip_bytes items[MAX_PARTS];
+    /* The scratch is taken like a body buffer: a kept one (resident, so no
+     * page faults while base64 fills it) or a fresh mapping; its reservation
+     * moves from the work bytes to the body bytes. */
+    size_t kcap = 0; /* oip_slen > 0: the bound counts a float at least */
+    uint8_t *k = chex_bodycache_take(&d->bodies, r->oip_slen, &kcap);
+    if (k) {
+        chex_budget_release(&d->budget, r->oip_slen);
+    } else {
+        kcap = r->oip_slen;
+        k = chex_bodybuf_map(r->oip_slen);
     }
+    if (k) {
+        r->work_held -= r->oip_slen;
+        r->work_need -= r->oip_slen;
+        r->body_held += kcap;
+        r->oip_scratch = (bytes){k, 0, kcap};
+    }
+    r->oip = calloc(1, sizeof *r->oip);
+    if (!r->oip_scratch.buf || !r->oip) {
+        st = 500;
+        code = "internal_error";
+        snprintf(msg, sizeof msg, "out of memory");
+        goto fail;
+    }
+    const chex_oip_buffers b = {items, MAX_PARTS, r->oip_scratch.buf, r->oip_slen};
+    chex_oip_err e = chex_oip_parse_infer(r->oip, r->raw.buf ? r->raw.buf : (const uint8_t *)"",
+                                          r->raw.len, r->oip_hl, m, &b, msg, sizeof msg);
+    if (e == CHEX_OIP_OK && r->oip->kind == CHEX_OIP_IN_TENSOR && p->ncrops != 1) {
+        snprintf(msg, sizeof msg, "input 'input' needs one tensor per image; this model's "
+                 "preprocess %s makes %d", p->info->preprocess, p->ncrops);
+        e = CHEX_OIP_EREQUEST;
+    }
+    if (e != CHEX_OIP_OK) {
+        st = e == CHEX_OIP_EREQUEST ? 400 : e == CHEX_OIP_ETOOBIG ? 413 : 500;
+        if (e == CHEX_OIP_ENOMEM)
+            snprintf(msg, sizeof msg, "out of memory");
+        goto fail;
+    }
+    int n = r->oip->n;
+    r->imgs = calloc((size_t)n, sizeof *r->imgs);
+    r->probs = calloc((size_t)n * (size_t)m->num_labels, sizeof(float));
+    r->scratch = calloc((size_t)n, sizeof *r->scratch);
+    if (!r->imgs || !r->probs || !r->scratch) {
+        st = 500;
+        code = "internal_error";
+        snprintf(msg, sizeof msg, "out of memory");
+        goto fail;
+    }
+    uint64_t need = 0;
+    for (int i = 0; i < n; i++) {
+        if (r->oip->kind == CHEX_OIP_IN_TENSOR) {
+            need += tensor_bytes(p) + ANSWER_JSON_BYTES;
+            continue;
+        }
+        r->oip_items[i].buf = (uint8_t *)r->oip->images[i].data;
+        r->oip_items[i].len = r->oip->images[i].len;
+        chex_pre_probe_info info;
+        char pmsg[256];
+        chex_pre_err pe = chex_pre_probe(r->oip_items[i].buf ? r->oip_items[i].buf
+                                                             : (const uint8_t *)"",
+                                         r->oip_items[i].len, &p->opts, &p->spec, &info,
+                                         pmsg, sizeof pmsg);
+        if (pe != CHEX_PRE_OK) {
+            if (pmsg[0] == '\0')
+                snprintf(pmsg, sizeof pmsg, "%s", chex_pre_strerror(pe));
+            snprintf(msg, sizeof msg, "input 'image' element %d: %s", i, pmsg);
+            st = chex_answer_pre_status(pe);
+            code = chex_answer_pre_code(pe);
+            goto fail;
+        }
+        uint64_t keep;
+        image_need(r, &info, &r->scratch[i], &keep);
+        need += r->scratch[i] + keep;
+    }
+    r->oip->images = NULL; /* items is this frame's; oip_items keeps them */
+    if (admit(r, need) != 0) {
+        st = 413;
+        code = "image_too_large";
+        snprintf(msg, sizeof msg, "%s", r->err_msg);
+        goto fail;
+    }
+    r->work_more = need;
+    r->src = r->oip_items;
+    r->src_borrowed = 1;
+    r->nimg = n;
+    return 0;
+fail:
+    if (r->oip)
+        r->oip->images = NULL;
+    fail_request(r, st, code, msg);
+    build_answer(d, r);
+    resume_answered(d, r);
+    return -1;
 }
 
 /* Touches the whole workspace once (a full batch of zeros) so that what is
@@ -937,7 +1069,24 @@ static void *worker_main(void *arg)
                 pthread_cond_timedwait(&d->cond, &d->lock, &ts);
             }
         }
-        int n = take_batch(d, who, idx);
+        req *parse;
+        int n = take_batch(d, who, idx, &parse);
+        if (parse) {
+            d->worker_busy = 1;
+            pthread_mutex_unlock(&d->lock);
+            int ok = parse_infer(d, parse) == 0;
+            pthread_mutex_lock(&d->lock);
+            d->worker_busy = 0;
+            if (ok) { /* back at the head, its images now counted */
+                parse->qnext = d->head;
+                d->head = parse;
+                if (!d->tail)
+                    d->tail = parse;
+                d->queued++;
+                d->pending_images += parse->nimg;
+            }
+            continue;
+        }
         if (n == 0)
             continue;
         d->worker_busy = 1;
@@ -1530,74 +1679,22 @@ static int admit(req *r, uint64_t need)
     return -1;
 }
 
-/* Final callback of POST .../infer: parse the OIP request; its images go
- * through the same probe, budget, queue and worker decode as /v1/predict's
- * parts, FP32 tensors go to the network as they are. */
+/* Final callback of POST .../infer: only the header length is read here;
+ * the worker parses the body (parse_infer) once its scratch is reserved.
+ * Its images then go through the same probe, budget, queue and worker decode
+ * as /v1/predict's parts; FP32 tensors go to the network as they are. */
 static enum MHD_Result finish_infer(req *r)
 {
-    const chex_oip_model *m = &r->sv->oip;
-    const chex_pipeline *p = &r->sv->p;
     char msg[512];
-    long long hl = -1;
     const char *hv =
         MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
-    if (hv && (hl = chex_oip_header_length(hv, r->raw.len, msg, sizeof msg)) < 0)
+    r->oip_hl = -1;
+    if (hv && (r->oip_hl = chex_oip_header_length(hv, r->raw.len, msg, sizeof msg)) < 0)
         return send_error(r, 400, "bad_request", msg);
-    chex_oip_bytes items[MAX_PARTS];
-    size_t slen = chex_oip_scratch_bound(r->raw.len, m, MAX_PARTS);
-    r->oip_scratch = malloc(slen ? slen : 1);
-    r->oip = calloc(1, sizeof *r->oip);
-    if (!r->oip_scratch || !r->oip)
-        return send_error(r, 500, "internal_error", "out of memory");
-    const chex_oip_buffers b = {items, MAX_PARTS, r->oip_scratch, slen};
-    chex_oip_err e = chex_oip_parse_infer(r->oip, r->raw.buf ? r->raw.buf : (const uint8_t *)"",
-                                          r->raw.len, hl, m, &b, msg, sizeof msg);
-    if (e == CHEX_OIP_OK && r->oip->kind == CHEX_OIP_IN_TENSOR && p->ncrops != 1) {
-        snprintf(msg, sizeof msg, "input 'input' needs one tensor per image; this model's "
-                 "preprocess %s makes %d", p->info->preprocess, p->ncrops);
-        e = CHEX_OIP_EREQUEST;
-    }
-    if (e != CHEX_OIP_OK) {
-        int st = e == CHEX_OIP_EREQUEST ? 400 : e == CHEX_OIP_ETOOBIG ? 413 : 500;
-        return send_error(r, st, "bad_request", e == CHEX_OIP_ENOMEM ? "out of memory" : msg);
-    }
-    int n = r->oip->n;
-    r->imgs = calloc((size_t)n, sizeof *r->imgs);
-    r->probs = calloc((size_t)n * (size_t)m->num_labels, sizeof(float));
-    r->scratch = calloc((size_t)n, sizeof *r->scratch);
-    if (!r->imgs || !r->probs || !r->scratch)
-        return send_error(r, 500, "internal_error", "out of memory");
-    /* The base64 scratch stays until the answer is sent. */
-    uint64_t need = slen;
-    for (int i = 0; i < n; i++) {
-        if (r->oip->kind == CHEX_OIP_IN_TENSOR) {
-            need += tensor_bytes(p) + ANSWER_JSON_BYTES;
-            continue;
-        }
-        r->oip_items[i].buf = (uint8_t *)r->oip->images[i].data;
-        r->oip_items[i].len = r->oip->images[i].len;
-        chex_pre_probe_info info;
-        char pmsg[256], full[320];
-        chex_pre_err pe = chex_pre_probe(r->oip_items[i].buf ? r->oip_items[i].buf
-                                                             : (const uint8_t *)"",
-                                         r->oip_items[i].len, &p->opts, &p->spec, &info,
-                                         pmsg, sizeof pmsg);
-        if (pe != CHEX_PRE_OK) {
-            if (pmsg[0] == '\0')
-                snprintf(pmsg, sizeof pmsg, "%s", chex_pre_strerror(pe));
-            snprintf(full, sizeof full, "input 'image' element %d: %s", i, pmsg);
-            return send_error(r, chex_answer_pre_status(pe), chex_answer_pre_code(pe), full);
-        }
-        uint64_t keep;
-        image_need(r, &info, &r->scratch[i], &keep);
-        need += r->scratch[i] + keep;
-    }
-    r->oip->images = NULL;
-    if (admit(r, need) != 0)
+    r->oip_slen = chex_oip_scratch_bound(r->raw.len, &r->sv->oip, MAX_PARTS);
+    if (admit(r, r->oip_slen) != 0)
         return send_error(r, 413, "image_too_large", r->err_msg);
-    r->src = r->oip_items;
-    r->src_borrowed = 1;
-    r->nimg = n;
+    r->parse_pending = 1;
     return enqueue(r);
 }
 
@@ -1869,6 +1966,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (r->pp)
         MHD_destroy_post_processor(r->pp);
     body_free(r, &r->raw);
+    body_free(r, &r->oip_scratch);
     for (int i = 0; i < r->nparts; i++)
         body_free(r, &r->parts[i]);
     for (int i = 0; i < r->nimg; i++)
@@ -1888,7 +1986,6 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     pthread_cond_signal(&d->cond);
     pthread_mutex_unlock(&d->lock);
     free(r->oip);
-    free(r->oip_scratch);
     chex_registry_release(d->reg, r->sv);
     free(r);
     chex_metrics_in_flight(-1);

@@ -1,10 +1,12 @@
 /* server/oip.c - Open Inference Protocol requests and answers (see oip.h).
- * The JSON header is parsed with jansson from exactly its own bytes; binary
- * data is walked with explicit bounds, so nothing reads past the body. */
+ * The JSON header is parsed with jansson from exactly its own bytes (long
+ * base64 strings decoded here first, see b64_find_spans); binary data is
+ * walked with explicit bounds, so nothing reads past the body. */
 #include "server/oip.h"
 
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -108,11 +110,18 @@ int chex_oip_path_matches(const chex_oip_path *p, const chex_oip_model *m)
 
 /* ---------- infer request ---------- */
 
+/* Base64 decodes to at most 3/4 of its characters. A tensor's values are
+ * counted against its data before any is written, and each takes at least two
+ * bytes of JSON ("0,") or four of binary: at most 2 * body_len bytes. */
 size_t chex_oip_scratch_bound(size_t body_len, const chex_oip_model *m, int max_images)
 {
     size_t t = (size_t)(max_images > 0 ? max_images : 0) * (size_t)m->channels *
                (size_t)m->size * (size_t)m->size * sizeof(float);
-    return (body_len > t ? body_len : t) + sizeof(float);
+    size_t b64 = body_len / 4 * 3 + 3;
+    size_t vals = body_len <= SIZE_MAX / 2 ? 2 * body_len : SIZE_MAX;
+    if (vals < t)
+        t = vals;
+    return (b64 > t ? b64 : t) + sizeof(float);
 }
 
 long long chex_oip_header_length(const char *value, size_t body_len, char *msg, size_t msglen)
@@ -179,6 +188,190 @@ static long long b64_decode(uint8_t *out, size_t cap, const char *in, size_t len
         }
     }
     return (long long)o;
+}
+
+/* ---------- long base64 strings, decoded straight from the body ----------
+ * A JSON request carries each image as one base64 string of megabytes.
+ * jansson would copy it into a buffer grown by doubling and check every byte
+ * as UTF-8, which took most of such a request's CPU (a 15 MB DICOM: ~0.7 s).
+ * So strings of at least B64_LONG base64 characters are decoded from the body
+ * into the scratch before jansson runs, and jansson reads, in their place, a
+ * short marker naming the decoded span (B64_MARK, a private-use character
+ * no base64 string holds, then the span's index). A string with an escape or
+ * any other character is left to jansson and b64_leaf, as are spans past
+ * B64_MAX_SPANS, so every error keeps its message. */
+#define B64_LONG 1024
+#define B64_MAX_SPANS 64
+#define B64_MARK "\xef\xa3\xbf" "chexd-b64 " /* U+F8FF, as jansson returns it */
+
+typedef struct {
+    size_t start, end;  /* the string's content [start, end): end is its closing quote */
+    size_t off, len;    /* decoded bytes in the scratch */
+} b64_span;
+
+typedef struct {
+    b64_span sp[B64_MAX_SPANS];
+    int n;
+    size_t used; /* scratch bytes the spans take */
+} b64_spans;
+
+/* 0..63 for a base64 character (standard and URL-safe), 64 for '=', 255
+ * for anything else. */
+static uint8_t b64_table[256];
+static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
+
+static void b64_table_init(void)
+{
+    memset(b64_table, 255, sizeof b64_table);
+    for (int c = 0; c < 256; c++) {
+        int v = b64_val((unsigned char)c);
+        if (v >= 0)
+            b64_table[c] = (uint8_t)v;
+    }
+    b64_table['='] = 64;
+}
+
+/* Decodes the base64 run starting at j[s] (j[0..n)) into out[0..cap) when it
+ * is a whole string: only base64 characters, optional '=' padding, then the
+ * closing quote. Returns the decoded length and sets *end to the quote's
+ * index, or -1 (not such a string, or out too small). */
+static long long b64_run(uint8_t *out, size_t cap, const uint8_t *j, size_t n, size_t s,
+                         size_t *end)
+{
+    const uint8_t *t = b64_table;
+    size_t i = s, o = 0;
+    /* Four characters give three bytes; the checks are one OR per group. */
+    while (n - i >= 4) {
+        uint8_t a = t[j[i]], b = t[j[i + 1]], c = t[j[i + 2]], d = t[j[i + 3]];
+        if ((a | b | c | d) & 0xC0)
+            break;
+        if (cap - o < 3)
+            return -1;
+        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | d;
+        out[o] = (uint8_t)(v >> 16);
+        out[o + 1] = (uint8_t)(v >> 8);
+        out[o + 2] = (uint8_t)v;
+        o += 3;
+        i += 4;
+    }
+    uint32_t acc = 0;
+    int k = 0;
+    while (i < n && t[j[i]] < 64) {
+        acc = acc << 6 | t[j[i]];
+        k++;
+        i++;
+    }
+    if (k == 1 || (size_t)(k ? k - 1 : 0) > cap - o)
+        return -1;
+    if (k == 2)
+        out[o++] = (uint8_t)(acc >> 4);
+    else if (k == 3) {
+        out[o++] = (uint8_t)(acc >> 10);
+        out[o++] = (uint8_t)(acc >> 2);
+    }
+    while (i < n && j[i] == '=')
+        i++;
+    if (i >= n || j[i] != '"')
+        return -1;
+    *end = i;
+    return (long long)o;
+}
+
+/* Index just past the string whose content starts at j[s] (its closing
+ * quote + 1), or n when it is not closed. */
+static size_t skip_string(const uint8_t *j, size_t n, size_t s)
+{
+    for (size_t i = s; i < n; i++) {
+        if (j[i] == '\\')
+            i++;
+        else if (j[i] == '"')
+            return i + 1;
+    }
+    return n;
+}
+
+/* Finds the long base64 strings of the JSON text j[0..n) and decodes them
+ * into scratch[0..cap). Outside strings a quote always opens one. */
+static void b64_find_spans(b64_spans *out, const uint8_t *j, size_t n, uint8_t *scratch,
+                           size_t cap)
+{
+    pthread_once(&b64_once, b64_table_init);
+    out->n = 0;
+    out->used = 0;
+    size_t i = 0;
+    while (i < n) {
+        const uint8_t *q = memchr(j + i, '"', n - i);
+        if (!q)
+            return;
+        size_t s = (size_t)(q - j) + 1, end = 0;
+        long long len = -1;
+        if (out->n < B64_MAX_SPANS && n - s >= B64_LONG)
+            len = b64_run(scratch + out->used, cap - out->used, j, n, s, &end);
+        if (len >= 0 && end - s >= B64_LONG) {
+            out->sp[out->n++] = (b64_span){s, end, out->used, (size_t)len};
+            out->used += (size_t)len;
+            i = end + 1;
+        } else {
+            i = skip_string(j, n, s);
+        }
+    }
+}
+
+/* jansson's reader: the JSON text with each span's content replaced by its
+ * marker. */
+typedef struct {
+    const uint8_t *j;
+    size_t n, pos;
+    const b64_spans *spans;
+    int next;
+    char mark[40];
+    size_t mlen, moff;
+} b64_feed;
+
+static size_t b64_feed_read(void *buffer, size_t buflen, void *data)
+{
+    b64_feed *f = data;
+    uint8_t *o = buffer;
+    size_t out = 0;
+    while (out < buflen) {
+        if (f->moff < f->mlen) {
+            size_t k = f->mlen - f->moff < buflen - out ? f->mlen - f->moff : buflen - out;
+            memcpy(o + out, f->mark + f->moff, k);
+            f->moff += k;
+            out += k;
+            continue;
+        }
+        size_t stop = f->next < f->spans->n ? f->spans->sp[f->next].start : f->n;
+        if (f->pos < stop) {
+            size_t k = stop - f->pos < buflen - out ? stop - f->pos : buflen - out;
+            memcpy(o + out, f->j + f->pos, k);
+            f->pos += k;
+            out += k;
+            continue;
+        }
+        if (f->next >= f->spans->n)
+            break;
+        f->mlen = (size_t)snprintf(f->mark, sizeof f->mark, "%s%d", B64_MARK, f->next);
+        f->moff = 0;
+        f->pos = f->spans->sp[f->next].end;
+        f->next++;
+    }
+    return out;
+}
+
+/* The span a marker string names, or NULL when s is no marker. */
+static const b64_span *b64_marked(const b64_spans *spans, const char *s, size_t len)
+{
+    size_t ml = sizeof B64_MARK - 1;
+    if (!spans || len <= ml || len > ml + 3 || memcmp(s, B64_MARK, ml) != 0)
+        return NULL;
+    int k = 0;
+    for (size_t i = ml; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return NULL;
+        k = k * 10 + (s[i] - '0');
+    }
+    return k < spans->n ? &spans->sp[k] : NULL;
 }
 
 /* Number of leaves of a (possibly nested) data array, -1 if a leaf is an
@@ -291,6 +484,7 @@ static chex_oip_err read_input(input_desc *in, const json_t *j, size_t k, char *
 typedef struct {
     uint8_t *scratch;
     size_t cap, used;
+    const b64_spans *spans;
     chex_oip_bytes *images;
     const char *name;
     char *msg;
@@ -305,6 +499,12 @@ static int b64_leaf(const json_t *leaf, long long index, void *vctx)
         c->err = fail(CHEX_OIP_EREQUEST, c->msg, c->msglen,
                       "input '%s': data[%lld] is not a base64 string", c->name, index);
         return 1;
+    }
+    const b64_span *sp = b64_marked(c->spans, json_string_value(leaf), json_string_length(leaf));
+    if (sp) {
+        c->images[index].data = c->scratch + sp->off;
+        c->images[index].len = sp->len;
+        return 0;
     }
     long long n = b64_decode(c->scratch + c->used, c->cap - c->used, json_string_value(leaf),
                              json_string_length(leaf));
@@ -325,7 +525,8 @@ static int b64_leaf(const json_t *leaf, long long index, void *vctx)
 }
 
 static chex_oip_err parse_images(chex_oip_request *out, const input_desc *in,
-                                 const chex_oip_buffers *buf, char *msg, size_t msglen)
+                                 const chex_oip_buffers *buf, const b64_spans *spans, char *msg,
+                                 size_t msglen)
 {
     if (strcmp(in->datatype, "BYTES") != 0)
         return fail(CHEX_OIP_EREQUEST, msg, msglen,
@@ -348,8 +549,8 @@ static chex_oip_err parse_images(chex_oip_request *out, const input_desc *in,
             return fail(CHEX_OIP_EREQUEST, msg, msglen,
                         "input 'image': data holds %lld elements, shape [%lld] needs %lld",
                         k < 0 ? 0 : k, n, n);
-        b64_ctx c = {buf->scratch, buf->scratch_len, 0, buf->images, "image", msg, msglen,
-                     CHEX_OIP_OK};
+        b64_ctx c = {buf->scratch, buf->scratch_len, spans->used, spans, buf->images, "image",
+                     msg, msglen, CHEX_OIP_OK};
         long long idx = 0;
         if (leaf_walk(in->data, &idx, b64_leaf, &c))
             return c.err;
@@ -427,12 +628,8 @@ static chex_oip_err parse_tensor(chex_oip_request *out, const input_desc *in,
                     "input 'input': %lld tensors, at most %d per request", n, buf->max_images);
     size_t per = (size_t)m->channels * (size_t)m->size * (size_t)m->size;
     size_t count = (size_t)n * per;
-    uintptr_t base = (uintptr_t)buf->scratch;
-    size_t pad = (sizeof(float) - base % sizeof(float)) % sizeof(float);
-    if (buf->scratch_len < pad || (buf->scratch_len - pad) / sizeof(float) < count)
-        return fail(CHEX_OIP_ETOOBIG, msg, msglen,
-                    "input 'input': %zu values exceed the request buffer", count);
-    float *dst = (float *)(void *)(buf->scratch + pad);
+    /* The data is counted before the scratch is checked (its bound relies
+     * on values the body really holds). */
     if (in->data) {
         long long k = leaf_count(in->data, 0);
         if (k < 0 || (size_t)k != count)
@@ -440,16 +637,24 @@ static chex_oip_err parse_tensor(chex_oip_request *out, const input_desc *in,
                         "input 'input': data holds %lld values, shape [%lld, %d, %d, %d] "
                         "needs %zu",
                         k < 0 ? 0 : k, n, m->channels, m->size, m->size, count);
+    } else if ((size_t)in->binary_size != count * 4) {
+        return fail(CHEX_OIP_EREQUEST, msg, msglen,
+                    "input 'input': binary_data_size %lld, shape [%lld, %d, %d, %d] needs "
+                    "%zu bytes",
+                    in->binary_size, n, m->channels, m->size, m->size, count * 4);
+    }
+    uintptr_t base = (uintptr_t)buf->scratch;
+    size_t pad = (sizeof(float) - base % sizeof(float)) % sizeof(float);
+    if (buf->scratch_len < pad || (buf->scratch_len - pad) / sizeof(float) < count)
+        return fail(CHEX_OIP_ETOOBIG, msg, msglen,
+                    "input 'input': %zu values exceed the request buffer", count);
+    float *dst = (float *)(void *)(buf->scratch + pad);
+    if (in->data) {
         f32_ctx c = {dst, msg, msglen};
         long long idx = 0;
         if (leaf_walk(in->data, &idx, f32_leaf, &c))
             return CHEX_OIP_EREQUEST;
     } else {
-        if ((size_t)in->binary_size != count * 4)
-            return fail(CHEX_OIP_EREQUEST, msg, msglen,
-                        "input 'input': binary_data_size %lld, shape [%lld, %d, %d, %d] needs "
-                        "%zu bytes",
-                        in->binary_size, n, m->channels, m->size, m->size, count * 4);
         for (size_t i = 0; i < count; i++) {
             const uint8_t *p = in->bin + 4 * i;
             uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
@@ -536,8 +741,8 @@ static chex_oip_err parse_outputs(chex_oip_request *out, const json_t *root, cha
 
 static chex_oip_err parse_root(chex_oip_request *out, const json_t *root, const uint8_t *body,
                                size_t body_len, size_t hlen, int has_tail,
-                               const chex_oip_model *m, const chex_oip_buffers *buf, char *msg,
-                               size_t msglen)
+                               const chex_oip_model *m, const chex_oip_buffers *buf,
+                               const b64_spans *spans, char *msg, size_t msglen)
 {
     if (!json_is_object(root))
         return fail(CHEX_OIP_EREQUEST, msg, msglen, "the request is not a JSON object");
@@ -546,7 +751,8 @@ static chex_oip_err parse_root(chex_oip_request *out, const json_t *root, const 
         if (!json_is_string(id))
             return fail(CHEX_OIP_EREQUEST, msg, msglen, "id is not a string");
         if (json_string_length(id) >= CHEX_OIP_ID_MAX ||
-            strlen(json_string_value(id)) != json_string_length(id))
+            strlen(json_string_value(id)) != json_string_length(id) ||
+            b64_marked(spans, json_string_value(id), json_string_length(id)))
             return fail(CHEX_OIP_EREQUEST, msg, msglen,
                         "id is longer than %d bytes or holds a NUL", CHEX_OIP_ID_MAX - 1);
         memcpy(out->id, json_string_value(id), json_string_length(id) + 1);
@@ -598,7 +804,7 @@ static chex_oip_err parse_root(chex_oip_request *out, const json_t *root, const 
                     "%zu bytes after the JSON header are not claimed by any binary_data_size",
                     body_len - off);
     if (strcmp(chosen.name, "image") == 0)
-        return parse_images(out, &chosen, buf, msg, msglen);
+        return parse_images(out, &chosen, buf, spans, msg, msglen);
     return parse_tensor(out, &chosen, m, buf, msg, msglen);
 }
 
@@ -616,13 +822,16 @@ chex_oip_err chex_oip_parse_infer(chex_oip_request *out, const uint8_t *body, si
     size_t hlen = header_len >= 0 ? (size_t)header_len : body_len;
     if (hlen == 0)
         return fail(CHEX_OIP_EREQUEST, msg, msglen, "the request has no JSON header");
+    b64_spans spans;
+    b64_find_spans(&spans, body, hlen, buf->scratch, buf->scratch_len);
+    b64_feed feed = {body, hlen, 0, &spans, 0, "", 0, 0};
     json_error_t jerr;
-    json_t *root = json_loadb((const char *)body, hlen, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_load_callback(b64_feed_read, &feed, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return fail(CHEX_OIP_EREQUEST, msg, msglen, "the JSON header is not valid JSON: %s",
                     jerr.text);
-    chex_oip_err e =
-        parse_root(out, root, body, body_len, hlen, header_len >= 0, m, buf, msg, msglen);
+    chex_oip_err e = parse_root(out, root, body, body_len, hlen, header_len >= 0, m, buf, &spans,
+                                msg, msglen);
     json_decref(root);
     if (e) {
         out->images = NULL;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench, real-size section: a 3000x2500 12-bit DX DICOM (15 MB) and the
-# same pixels as a 16-bit PNG, made from a shared radiograph by
+# same pixels as a 16-bit PNG (and the DICOM base64 in an Open Inference
+# Protocol JSON body, /v2/.../infer), made from a shared radiograph by
 # tools/make_realsize.py, served by chexd with memory_limit_mb 300. Prints, in
 # one run: daemon requests/s with 8 keep-alive connections (wrk, a C client,
 # so no Python competes for the cores) for each image next to the network's
@@ -34,9 +35,9 @@ wrk.headers["Content-Type"] = "$2"
 LUA
   echo "$TMPD/$(basename "$1").lua"
 }
-load() { # FILE CTYPE -> "requests/s non2xx"
+load() { # FILE CTYPE [PATH] -> "requests/s non2xx"
   local out
-  out=$(wrk -t 1 -c 8 -d "${secs}s" --timeout 30s -s "$(lua "$1" "$2")" "$URL/v1/predict")
+  out=$(wrk -t 1 -c 8 -d "${secs}s" --timeout 30s -s "$(lua "$1" "$2")" "$URL${3:-/v1/predict}")
   echo "$out" | awk '/^Requests\/sec:/ {r=$2} /Non-2xx/ {n=$NF} /Socket errors/ {e=$0} END {printf "%s %d\n", r, n}'
 }
 idle() { # FILE CTYPE -> median ms of single requests on the idle daemon
@@ -86,12 +87,22 @@ decode=$(curl -s -H "Content-Type: application/dicom" --data-binary @"$TMPD/dx.d
   "$PY" -c 'import json,sys; t=json.load(sys.stdin)["timing_ms"]; print(" ".join("%s=%.1f" % kv for kv in sorted(t.items())))' 2>/dev/null || echo "?")
 read -r rps_dcm bad_dcm < <(load "$TMPD/dx.dcm" application/dicom)
 read -r rps_png bad_png < <(load "$TMPD/dx.png" image/png)
+model=$(curl -s "$URL/v1/model" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["name"])')
+"$PY" - "$TMPD/dx.dcm" "$TMPD/dx.json" <<'PY'
+import base64, json, sys
+b = open(sys.argv[1], "rb").read()
+json.dump({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                       "parameters": {"content_type": "base64"},
+                       "data": [base64.b64encode(b).decode()]}]}, open(sys.argv[2], "w"))
+PY
+read -r rps_oip bad_oip < <(load "$TMPD/dx.json" application/json "/v2/models/$model/infer")
 hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$PID/status")
 mem=$(curl -s "$URL/metrics" | awk '/^chexd_memory_reserved_peak_bytes / {p=$2} /^chexd_memory_refusals_total / {r=$2} END {printf "%.0f %d", p / 1048576, r}')
 stop_daemon "$PID" >/dev/null 2>&1 || true
 
 "$PY" - "$net_ips" "$net_b1" "$rps_dcm" "$bad_dcm" "$rps_png" "$bad_png" "$idle_dcm" "$idle_png" \
-  "$hwm" $mem "$decode" "$(stat -c %s "$TMPD/dx.dcm")" "$(stat -c %s "$TMPD/dx.png")" "$upload_dcm" <<'PY'
+  "$hwm" $mem "$decode" "$(stat -c %s "$TMPD/dx.dcm")" "$(stat -c %s "$TMPD/dx.png")" "$upload_dcm" \
+  "$rps_oip" "$bad_oip" <<'PY'
 import sys
 a = sys.argv[1:]
 net, b1 = float(a[0]), float(a[1])
@@ -105,6 +116,8 @@ print("%-34s %10.2f %10.2f %7.2fx  (target >= 0.7x; non-2xx %d)" % (
     "DICOM, 8 conns, req/s vs b8 img/s", rd, net, rd / net, bd))
 print("%-34s %10.2f %10.2f %7.2fx  (target >= 0.4x; non-2xx %d)" % (
     "16-bit PNG, 8 conns, req/s", rp, net, rp / net, bp))
+print("%-34s %10.2f %10.2f %7.2fx  (non-2xx %d)" % (
+    "DICOM base64 in /v2 infer JSON", float(a[15]), net, float(a[15]) / net, int(a[16])))
 print("%-34s %10.1f %10.1f %7.2fx  (target <= 1.5x)" % ("idle DICOM ms vs b1 forward ms", idd, b1, idd / b1))
 print("%-34s %10.1f %10.1f %7.2fx" % ("idle 16-bit PNG ms", idp, b1, idp / b1))
 print("%-34s %10.1f %10.1f %7.2fx  (curl to a sink that only reads)" % ("DICOM upload alone ms", float(a[14]), b1, float(a[14]) / b1))

@@ -1,7 +1,9 @@
 /* tests/fuzz/fuzz_oip.c - libFuzzer target: chex_oip_parse_infer on arbitrary
  * bodies, both as plain JSON and with the first byte choosing an
  * Inference-Header-Content-Length. libFuzzer's input is an exact-size heap
- * copy, so ASan catches any read past len. Checks: the message is always
+ * copy, so ASan catches any read past len; the scratch is a heap block of
+ * exactly chex_oip_scratch_bound bytes, so a bound too small is caught too.
+ * Checks: the message is always
  * terminated, every image lies inside the body or the scratch buffer, a
  * parsed tensor is finite, and an accepted request builds an answer. */
 #include <math.h>
@@ -22,12 +24,12 @@ static int inside(const uint8_t *p, size_t n, const uint8_t *base, size_t len)
     return p >= base && n <= len && (size_t)(p - base) <= len - n;
 }
 
-static void one(const uint8_t *body, size_t len, long long hl)
+enum { MAXIMG = 4 };
+
+static void check(const uint8_t *body, size_t len, long long hl, uint8_t *scratch, size_t slen)
 {
-    enum { MAXIMG = 4 };
     chex_oip_bytes images[MAXIMG];
-    static uint8_t scratch[1024];
-    const chex_oip_buffers b = {images, MAXIMG, scratch, sizeof scratch};
+    const chex_oip_buffers b = {images, MAXIMG, scratch, slen};
     chex_oip_request r;
     char msg[256];
     memset(msg, 'x', sizeof msg);
@@ -41,7 +43,7 @@ static void one(const uint8_t *body, size_t len, long long hl)
     if (r.kind == CHEX_OIP_IN_IMAGES) {
         for (int i = 0; i < r.n; i++)
             if (!inside(r.images[i].data, r.images[i].len, body, len) &&
-                !inside(r.images[i].data, r.images[i].len, scratch, sizeof scratch))
+                !inside(r.images[i].data, r.images[i].len, scratch, slen))
                 __builtin_trap();
     } else {
         for (int i = 0; i < r.n * 4; i++)
@@ -57,6 +59,16 @@ static void one(const uint8_t *body, size_t len, long long hl)
             __builtin_trap();
         free(a.body);
     }
+}
+
+static void one(const uint8_t *body, size_t len, long long hl)
+{
+    size_t slen = chex_oip_scratch_bound(len, &model, MAXIMG);
+    uint8_t *scratch = malloc(slen);
+    if (!scratch)
+        return;
+    check(body, len, hl, scratch, slen);
+    free(scratch);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -72,11 +72,27 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: image/png' \
   --data-binary @"$TMPD/trunc.png" "$URL/v1/predict")
 [ "$code" = 400 ] || fail "truncated PNG: $code"
 wait_released "after a 400"
+# /v2 infer bodies are parsed on the worker after their scratch is reserved:
+# a JSON (base64) 200, a malformed JSON 400 and an element that is no image
+# (415 from its header probe) each give everything back.
+PYTHONPATH=$ROOT/tests/integration "$PY" - "$URL" "$DATA/00000001_000.png" <<'PY' || fail "/v2 infer"
+import json, sys, urllib.request
+import oipclient as oc
+base, png = sys.argv[1], open(sys.argv[2], "rb").read()
+model = json.load(urllib.request.urlopen(base + "/v1/model"))["name"]
+for doc, want in ((oc.images_json([png])[0], 200),
+                  ({"inputs": [{"name": "image"}]}, 400),
+                  (oc.images_json([b"not an image"])[0], 415)):
+    a = oc.infer(base, model, doc)
+    if a.status != want:
+        raise SystemExit("FAIL: /v2 infer wanted %d, got %d %r" % (want, a.status, a.body[:200]))
+PY
+wait_released "after /v2 infer 200, 400 and 415"
 "$PY" "$MH" gone "$PORT"
 wait_released "after a client gone mid-upload"
 in_flight=$(metric chexd_in_flight_requests)
 [ "$in_flight" = 1 ] || fail "in flight after the client left: $in_flight (the /metrics request itself is 1)"
-ok "normal radiograph 200 afterwards; budget back to 0 after 200, 400 and a client gone mid-upload"
+ok "normal radiograph 200 afterwards; budget back to 0 after 200, 400, /v2 infer (200, 400, 415) and a client gone mid-upload"
 vm=$(awk '/^VmHWM:/ {print $2}' "/proc/$PID/status")
 [ "$vm" -le $((400 * 1024)) ] || fail "VmHWM $vm kB over 400 MB at the end"
 stop_daemon "$PID" || fail "exit status"

@@ -69,6 +69,118 @@ static void test_json_images(void **state)
     assert_int_equal(parse_str(&r, req, msg, sizeof msg), CHEX_OIP_OK);
 }
 
+/* Base64 of in[0..n) into out (NUL-terminated); url: URL-safe alphabet, no
+ * padding; slash_escape: each '/' written as JSON's "\/". */
+static size_t b64_encode(char *out, const uint8_t *in, size_t n, int url, int slash_escape)
+{
+    const char *std = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *safe = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const char *a = url ? safe : std;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n)
+            v |= in[i + 2];
+        int chars = i + 2 < n ? 4 : i + 1 < n ? 3 : 2;
+        for (int k = 0; k < 4; k++) {
+            char c = k < chars ? a[(v >> (18 - 6 * k)) & 63] : '=';
+            if (c == '=' && url)
+                break;
+            if (c == '/' && slash_escape)
+                out[o++] = '\\';
+            out[o++] = c;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+/* Images of a few KB (decoded from the body before jansson runs), next to a
+ * short one and one with "\/" escapes (left to jansson): each decodes to its
+ * bytes, under a guard page and truncated near every string's end. */
+static void test_json_long_images(void **state)
+{
+    (void)state;
+    enum { N1 = 3000, N2 = 3001, N3 = 2999 };
+    static uint8_t src[N1 + N2 + N3 + 5];
+    static char req[20000], e1[5000], e2[5000], e3[5000];
+    static uint8_t big[16384];
+    for (size_t i = 0; i < sizeof src; i++)
+        src[i] = (uint8_t)(i * 2654435761u >> 13);
+    b64_encode(e1, src, N1, 0, 0);
+    b64_encode(e2, src + N1, N2, 1, 0);
+    b64_encode(e3, src + N1 + N2, N3, 0, 1);
+    assert_non_null(strstr(e3, "\\/"));
+    int n = snprintf(req, sizeof req,
+                     "{\"inputs\":[{\"name\":\"image\",\"shape\":[4],\"datatype\":\"BYTES\","
+                     "\"parameters\":{\"content_type\":\"base64\"},"
+                     "\"data\":[\"%s\", [\"%s\"], \"aGVsbG8=\", \"%s\"]}],\"id\":\"x\"}",
+                     e1, e2, e3);
+    assert_true(n > 0 && (size_t)n < sizeof req);
+    chex_oip_bytes im[MAXIMG];
+    const chex_oip_buffers b = {im, MAXIMG, big, sizeof big};
+    chex_oip_request r;
+    char msg[256];
+    chex_guard_buf g;
+    assert_int_equal(chex_guard_alloc(&g, req, (size_t)n), 0);
+    assert_int_equal(chex_oip_parse_infer(&r, g.data, g.len, -1, &model, &b, msg, sizeof msg),
+                     CHEX_OIP_OK);
+    assert_int_equal(r.n, 4);
+    assert_int_equal(r.images[0].len, N1);
+    assert_memory_equal(r.images[0].data, src, N1);
+    assert_int_equal(r.images[1].len, N2);
+    assert_memory_equal(r.images[1].data, src + N1, N2);
+    assert_int_equal(r.images[2].len, 5);
+    assert_memory_equal(r.images[2].data, "hello", 5);
+    assert_int_equal(r.images[3].len, N3);
+    assert_memory_equal(r.images[3].data, src + N1 + N2, N3);
+    const chex_oip_buffers exact = {im, MAXIMG, big, chex_oip_scratch_bound((size_t)n, &model, 1)};
+    assert_true(exact.scratch_len <= sizeof big);
+    assert_int_equal(chex_oip_parse_infer(&r, g.data, g.len, -1, &model, &exact, msg, sizeof msg),
+                     CHEX_OIP_OK);
+    chex_guard_free(&g);
+    /* Cut inside or right after each long string: an error, nothing read past the end. */
+    const char *ends[] = {e1, e2, e3};
+    for (int k = 0; k < 3; k++) {
+        size_t at = (size_t)(strstr(req, ends[k]) - req) + strlen(ends[k]);
+        for (size_t cut = at - 8; cut <= at + 3; cut++) {
+            assert_int_equal(chex_guard_alloc(&g, req, cut), 0);
+            assert_int_not_equal(
+                chex_oip_parse_infer(&r, g.data, g.len, -1, &model, &b, msg, sizeof msg),
+                CHEX_OIP_OK);
+            chex_guard_free(&g);
+        }
+    }
+    /* A long string with one bad character is still named invalid base64. */
+    e1[1500] = '!';
+    n = snprintf(req, sizeof req,
+                 "{\"inputs\":[{\"name\":\"image\",\"shape\":[1],\"datatype\":\"BYTES\","
+                 "\"parameters\":{\"content_type\":\"base64\"},\"data\":[\"%s\"]}]}",
+                 e1);
+    assert_int_equal(chex_oip_parse_infer(&r, (const uint8_t *)req, (size_t)n, -1, &model, &b,
+                                          msg, sizeof msg),
+                     CHEX_OIP_EREQUEST);
+    assert_non_null(strstr(msg, "data[0] is not valid base64"));
+    /* Decoded images past the scratch: 413's error, from either path. */
+    e1[1500] = 'A';
+    const chex_oip_buffers small = {im, MAXIMG, big, 2000};
+    assert_int_equal(chex_oip_parse_infer(&r, (const uint8_t *)req, (size_t)n, -1, &model,
+                                          &small, msg, sizeof msg),
+                     CHEX_OIP_ETOOBIG);
+    /* A long id is refused, not read as an image's marker. */
+    n = snprintf(req, sizeof req,
+                 "{\"id\":\"%s\",\"inputs\":[{\"name\":\"image\",\"shape\":[1],"
+                 "\"datatype\":\"BYTES\",\"parameters\":{\"content_type\":\"base64\"},"
+                 "\"data\":[\"aGVsbG8=\"]}]}",
+                 e1);
+    assert_int_equal(chex_oip_parse_infer(&r, (const uint8_t *)req, (size_t)n, -1, &model, &b,
+                                          msg, sizeof msg),
+                     CHEX_OIP_EREQUEST);
+    assert_non_null(strstr(msg, "id is longer"));
+}
+
 /* JSON header + tail: image BYTES [2] as length-prefixed elements. */
 static size_t binary_images(uint8_t *out, const char *extra_outputs, long long *hl)
 {
@@ -314,8 +426,26 @@ static void test_scratch_too_small(void **state)
     assert_int_equal(chex_oip_parse_infer(&r, (const uint8_t *)req, strlen(req), -1, &model, &b,
                                           msg, sizeof msg),
                      CHEX_OIP_ETOOBIG);
-    assert_true(chex_oip_scratch_bound(strlen(req), &model, MAXIMG) >= strlen(req));
-    assert_true(chex_oip_scratch_bound(0, &model, MAXIMG) >= MAXIMG * 4 * sizeof(float));
+    /* The bound suffices, even for the densest tensor JSON and a scratch
+     * that needs padding to align its floats. */
+    char tj[512];
+    int n = snprintf(tj, sizeof tj, "%s", "{\"inputs\":[{\"name\":\"input\",\"shape\":[8,1,2,2],"
+                                          "\"datatype\":\"FP32\",\"data\":[0");
+    for (int i = 1; i < 32; i++)
+        n += snprintf(tj + n, sizeof tj - (size_t)n, ",0");
+    n += snprintf(tj + n, sizeof tj - (size_t)n, "]}]}");
+    static uint8_t room[4096];
+    size_t bound = chex_oip_scratch_bound((size_t)n, &model, MAXIMG);
+    const chex_oip_buffers tb = {images, MAXIMG, room + 1, bound};
+    assert_int_equal(chex_oip_parse_infer(&r, (const uint8_t *)tj, (size_t)n, -1, &model, &tb,
+                                          msg, sizeof msg),
+                     CHEX_OIP_OK);
+    assert_int_equal(r.n, 8);
+    const chex_oip_buffers ib = {images, MAXIMG, room, chex_oip_scratch_bound(strlen(req), &model,
+                                                                             MAXIMG)};
+    assert_int_equal(chex_oip_parse_infer(&r, (const uint8_t *)req, strlen(req), -1, &model, &ib,
+                                          msg, sizeof msg),
+                     CHEX_OIP_OK);
 }
 
 static void test_answer_json(void **state)
@@ -473,6 +603,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_images),
+        cmocka_unit_test(test_json_long_images),
         cmocka_unit_test(test_binary_images),
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_tensor_json_and_binary),
