@@ -44,6 +44,14 @@ void chex_bodycache_destroy(chex_bodycache *c)
     pthread_mutex_destroy(&c->lock);
 }
 
+/* Lock held: removes entry i, keeping the others in the order given. */
+static void drop(chex_bodycache *c, int i)
+{
+    c->bytes -= c->e[i].cap;
+    memmove(&c->e[i], &c->e[i + 1], (size_t)(c->n - 1 - i) * sizeof c->e[0]);
+    c->n--;
+}
+
 uint8_t *chex_bodycache_take(chex_bodycache *c, size_t want, size_t *cap)
 {
     uint8_t *p = NULL;
@@ -56,8 +64,7 @@ uint8_t *chex_bodycache_take(chex_bodycache *c, size_t want, size_t *cap)
     if (best >= 0) {
         p = c->e[best].p;
         *cap = c->e[best].cap;
-        c->bytes -= *cap;
-        c->e[best] = c->e[--c->n];
+        drop(c, best);
         c->hits++;
     } else {
         c->misses++;
@@ -70,18 +77,23 @@ void chex_bodycache_give(chex_bodycache *c, uint8_t *p, size_t cap)
 {
     if (!p)
         return;
+    chex_bodycache_entry out[CHEX_BODYCACHE_MAX + 1];
+    int nout = 0;
     pthread_mutex_lock(&c->lock);
-    int kept = c->n < CHEX_BODYCACHE_MAX && cap <= c->max_bytes && c->bytes <= c->max_bytes - cap;
-    if (kept) {
-        c->e[c->n].p = p;
-        c->e[c->n].cap = cap;
-        c->n++;
+    if (cap <= c->max_bytes) {
+        while (c->n > 0 && (c->n == CHEX_BODYCACHE_MAX || c->bytes > c->max_bytes - cap)) {
+            out[nout++] = c->e[0];
+            drop(c, 0);
+        }
+        c->e[c->n++] = (chex_bodycache_entry){p, cap};
         c->bytes += cap;
+    } else {
+        out[nout++] = (chex_bodycache_entry){p, cap};
     }
     pthread_mutex_unlock(&c->lock);
-    if (!kept) {
-        chex_bodybuf_unmap(p, cap);
-        chex_budget_release(c->budget, cap);
+    for (int i = 0; i < nout; i++) {
+        chex_bodybuf_unmap(out[i].p, out[i].cap);
+        chex_budget_release(c->budget, out[i].cap);
     }
 }
 
@@ -100,8 +112,7 @@ uint64_t chex_bodycache_reclaim(void *ctx, uint64_t bytes)
         if (big >= 0) {
             p = c->e[big].p;
             cap = c->e[big].cap;
-            c->bytes -= cap;
-            c->e[big] = c->e[--c->n];
+            drop(c, big);
         }
         pthread_mutex_unlock(&c->lock);
         if (!p)

@@ -28,15 +28,17 @@
 #define CHEX_BODYCACHE_MAX 16
 
 typedef struct {
+    uint8_t *p;
+    size_t cap;
+} chex_bodycache_entry;
+
+typedef struct {
     pthread_mutex_t lock;
     chex_budget *budget;
     uint64_t max_bytes; /* bytes the cache may keep */
     uint64_t bytes;     /* bytes kept now (reserved in the budget) */
     int n;
-    struct {
-        uint8_t *p;
-        size_t cap;
-    } e[CHEX_BODYCACHE_MAX];
+    chex_bodycache_entry e[CHEX_BODYCACHE_MAX]; /* oldest given first */
     unsigned long long hits, misses;
 } chex_bodycache;
 
@@ -58,7 +60,9 @@ void chex_bodycache_destroy(chex_bodycache *c);
 uint8_t *chex_bodycache_take(chex_bodycache *c, size_t want, size_t *cap);
 
 /* Gives back buffer p of cap bytes whose reservation the caller holds: kept
- * (the reservation becomes the cache's) or unmapped and released. */
+ * (the reservation becomes the cache's), the oldest kept buffers unmapped and
+ * released to make room (the newest is the size now being uploaded), or, when
+ * cap alone is over max_bytes, unmapped and released. */
 void chex_bodycache_give(chex_bodycache *c, uint8_t *p, size_t cap);
 
 /* Unmaps kept buffers, largest first, until at least bytes were released or

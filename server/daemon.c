@@ -1008,6 +1008,10 @@ static int parse_infer(chexd *d, req *r)
         snprintf(msg, sizeof msg, "%s", r->err_msg);
         goto fail;
     }
+    /* A body that is all JSON has been decoded into the scratch: its buffer
+     * goes back now rather than at completion. */
+    if (r->oip_hl < 0)
+        body_free(r, &r->raw);
     r->work_more = need;
     r->src = r->oip_items;
     r->src_borrowed = 1;

@@ -111,18 +111,32 @@ static void reservation_reclaims_kept_buffers(void **state)
 static void cache_bounds_hold(void **state)
 {
     fixture *f = *state;
-    /* Over max_bytes (32 MiB): the third 12 MiB buffer is unmapped and
-     * released at once. */
+    /* Over max_bytes (32 MiB): the third 12 MiB buffer is kept and the
+     * first, the oldest, unmapped and released. */
     for (int i = 0; i < 3; i++)
         chex_bodycache_give(&f->c, held(f, 12 * MIB, (uint8_t)i), 12 * MIB);
     assert_int_equal(chex_bodycache_bytes(&f->c), 24 * MIB);
     assert_int_equal(chex_budget_reserved(&f->b), 24 * MIB);
-    chex_bodycache_reclaim(&f->c, UINT64_MAX);
-    /* Over the entry count: the rest are released. */
+    size_t cap;
+    for (int i = 1; i <= 2; i++) {
+        uint8_t *q = chex_bodycache_take(&f->c, 12 * MIB, &cap);
+        assert_non_null(q);
+        assert_int_equal(q[0], i);
+        chex_bodybuf_unmap(q, cap);
+        chex_budget_release(&f->b, cap);
+    }
+    assert_null(chex_bodycache_take(&f->c, 12 * MIB, &cap));
+    /* A buffer over max_bytes by itself is never kept. */
+    chex_bodycache_give(&f->c, held(f, 33 * MIB, 0), 33 * MIB);
+    assert_int_equal(chex_budget_reserved(&f->b), 0);
+    /* Over the entry count: the oldest are released. Sizes that stopped
+     * coming (2 MiB) make room for the new ones (1 MiB). */
+    chex_bodycache_give(&f->c, held(f, 2 * MIB, 9), 2 * MIB);
     for (int i = 0; i < CHEX_BODYCACHE_MAX + 4; i++)
         chex_bodycache_give(&f->c, held(f, 1 * MIB, 0), 1 * MIB);
     assert_int_equal(chex_bodycache_bytes(&f->c), (uint64_t)CHEX_BODYCACHE_MAX * MIB);
     assert_int_equal(chex_budget_reserved(&f->b), (uint64_t)CHEX_BODYCACHE_MAX * MIB);
+    assert_null(chex_bodycache_take(&f->c, 2 * MIB, &cap));
 }
 
 static void grown_buffer_keeps_its_bytes(void **state)
