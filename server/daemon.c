@@ -557,8 +557,10 @@ static int take_batch(chexd *d, req **who, int *idx, req **parse)
     *parse = NULL;
     while (d->head && n < maxb) {
         req *r = d->head;
+        /* One forward pass runs one set of weights; an unparsed request is
+         * parsed before the next batch. */
         if (n > 0 && (r->sv != who[0]->sv || r->parse_pending))
-            break; /* one forward pass runs one set of weights */
+            break;
         if (!r->work_taken || r->work_more) {
             uint64_t want = r->work_taken ? r->work_more : r->work_need;
             if (chex_budget_try_reserve(&d->budget, want) != 0) {
