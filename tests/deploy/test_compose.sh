@@ -128,6 +128,10 @@ assert worst <= 1e-6, worst
 assert a["dicom"]["modality"] == "DX"
 print(f"compose: DX C-STOREd to Orthanc -> chexd answer stored, = chex classify in the chexd image (max diff {worst:.1e})")
 EOF
+  # The image loads DICOMweb (STOW-RS forwarding of results): QIDO-RS finds the study.
+  study=$("$PY" -c 'import sys, pydicom; print(pydicom.dcmread(sys.argv[1]).StudyInstanceUID)' "$tmp/dx.dcm")
+  orth "/dicom-web/studies?StudyInstanceUID=$study" | grep -q "$study" || fail "DICOMweb (QIDO-RS) in the Orthanc image"
+  echo "compose: the Orthanc image serves DICOMweb (QIDO-RS finds the stored study)"
   ! grep -q "Traceback\|EMPTY password" "$tmp/orthanc.log" || fail "errors in Orthanc's log"
   for s in orthanc chexd; do
     kill -TERM "${pid[$s]}"; rc=0; wait "${pid[$s]}" || rc=$?; unset "pid[$s]"

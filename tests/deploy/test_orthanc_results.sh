@@ -54,13 +54,13 @@ config() { # OUT DB-DIR [KEY=JSON ...]: the shipped orthanc.json, test ports/sto
     "$tmp/token" "$@" >"$out" <<EOF
 import json, sys
 cfg = json.load(open(sys.argv[1]))
+assert "/usr/share/orthanc/plugins/libOrthancDicomWeb.so" in cfg["Plugins"], "shipped orthanc.json loads DICOMweb"
 db, user_pw, plugin, token = sys.argv[2:6]
 user, pw = user_pw.split(":", 1)
 cfg.update({
     "Name": "CHEXD-AI", "StorageDirectory": db, "IndexDirectory": db,
     "HttpPort": $HTTP_PORT, "DicomPort": $DICOM_PORT, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
     "AuthenticationEnabled": True, "RegisteredUsers": {user: pw}, "PythonScript": plugin,
-    "Plugins": cfg["Plugins"] + ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
     "DicomModalities": {"PACS": ["PACS", "127.0.0.1", $PACS_DICOM],
                         "ARCHIVE": ["ARCHIVE", "127.0.0.1", $ARCHIVE_DICOM]},
     "DicomWeb": {"Enable": True, "Root": "/dicom-web/",
