@@ -162,6 +162,65 @@ static int b64_val(unsigned char c)
     return -1;
 }
 
+/* 0..63 for a base64 character (standard and URL-safe), 255 for any other. */
+static uint8_t b64_table[256];
+static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
+
+static void b64_table_init(void)
+{
+    memset(b64_table, 255, sizeof b64_table);
+    for (int c = 0; c < 256; c++) {
+        int v = b64_val((unsigned char)c);
+        if (v >= 0)
+            b64_table[c] = (uint8_t)v;
+    }
+}
+
+/* Decodes the run of base64 characters that starts in[0..len) into
+ * out[0..cap), *used set to the characters read (the run ends at len or at
+ * the first other character). Returns the decoded length, -1 when the run
+ * ends with a lone character (no whole byte), -2 when out is too small. */
+static long long b64_prefix(uint8_t *out, size_t cap, const uint8_t *in, size_t len,
+                            size_t *used)
+{
+    pthread_once(&b64_once, b64_table_init);
+    const uint8_t *t = b64_table;
+    size_t i = 0, o = 0;
+    /* Four characters give three bytes; the checks are one OR per group. */
+    while (len - i >= 4) {
+        uint8_t a = t[in[i]], b = t[in[i + 1]], c = t[in[i + 2]], d = t[in[i + 3]];
+        if ((a | b | c | d) & 0xC0)
+            break;
+        if (cap - o < 3)
+            return -2;
+        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | d;
+        out[o] = (uint8_t)(v >> 16);
+        out[o + 1] = (uint8_t)(v >> 8);
+        out[o + 2] = (uint8_t)v;
+        o += 3;
+        i += 4;
+    }
+    uint32_t acc = 0;
+    int k = 0;
+    while (i < len && t[in[i]] < 64) {
+        acc = acc << 6 | t[in[i]];
+        k++;
+        i++;
+    }
+    if (k == 1)
+        return -1;
+    if ((size_t)(k ? k - 1 : 0) > cap - o)
+        return -2;
+    if (k == 2)
+        out[o++] = (uint8_t)(acc >> 4);
+    else if (k == 3) {
+        out[o++] = (uint8_t)(acc >> 10);
+        out[o++] = (uint8_t)(acc >> 2);
+    }
+    *used = i;
+    return (long long)o;
+}
+
 /* Standard or URL-safe base64, padding optional. Returns the decoded length,
  * -1 on a bad character, -2 when out[0..cap) is too small. */
 static long long b64_decode(uint8_t *out, size_t cap, const char *in, size_t len)
@@ -173,21 +232,9 @@ static long long b64_decode(uint8_t *out, size_t cap, const char *in, size_t len
     size_t need = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
     if (need > cap)
         return -2;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64_val((unsigned char)in[i]);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-        }
-    }
-    return (long long)o;
+    size_t used = 0;
+    long long n = b64_prefix(out, cap, (const uint8_t *)in, len, &used);
+    return n >= 0 && used == len ? n : -1;
 }
 
 /* ---------- long base64 strings, decoded straight from the body ----------
@@ -215,22 +262,6 @@ typedef struct {
     size_t used; /* scratch bytes the spans take */
 } b64_spans;
 
-/* 0..63 for a base64 character (standard and URL-safe), 64 for '=', 255
- * for anything else. */
-static uint8_t b64_table[256];
-static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
-
-static void b64_table_init(void)
-{
-    memset(b64_table, 255, sizeof b64_table);
-    for (int c = 0; c < 256; c++) {
-        int v = b64_val((unsigned char)c);
-        if (v >= 0)
-            b64_table[c] = (uint8_t)v;
-    }
-    b64_table['='] = 64;
-}
-
 /* Decodes the base64 run starting at j[s] (j[0..n)) into out[0..cap) when it
  * is a whole string: only base64 characters, optional '=' padding, then the
  * closing quote. Returns the decoded length and sets *end to the quote's
@@ -238,43 +269,15 @@ static void b64_table_init(void)
 static long long b64_run(uint8_t *out, size_t cap, const uint8_t *j, size_t n, size_t s,
                          size_t *end)
 {
-    const uint8_t *t = b64_table;
-    size_t i = s, o = 0;
-    /* Four characters give three bytes; the checks are one OR per group. */
-    while (n - i >= 4) {
-        uint8_t a = t[j[i]], b = t[j[i + 1]], c = t[j[i + 2]], d = t[j[i + 3]];
-        if ((a | b | c | d) & 0xC0)
-            break;
-        if (cap - o < 3)
-            return -1;
-        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | d;
-        out[o] = (uint8_t)(v >> 16);
-        out[o + 1] = (uint8_t)(v >> 8);
-        out[o + 2] = (uint8_t)v;
-        o += 3;
-        i += 4;
-    }
-    uint32_t acc = 0;
-    int k = 0;
-    while (i < n && t[j[i]] < 64) {
-        acc = acc << 6 | t[j[i]];
-        k++;
-        i++;
-    }
-    if (k == 1 || (size_t)(k ? k - 1 : 0) > cap - o)
-        return -1;
-    if (k == 2)
-        out[o++] = (uint8_t)(acc >> 4);
-    else if (k == 3) {
-        out[o++] = (uint8_t)(acc >> 10);
-        out[o++] = (uint8_t)(acc >> 2);
-    }
+    size_t used = 0;
+    long long len = b64_prefix(out, cap, j + s, n - s, &used);
+    size_t i = s + used;
     while (i < n && j[i] == '=')
         i++;
-    if (i >= n || j[i] != '"')
+    if (len < 0 || i >= n || j[i] != '"')
         return -1;
     *end = i;
-    return (long long)o;
+    return len;
 }
 
 /* Index just past the string whose content starts at j[s] (its closing
@@ -295,7 +298,6 @@ static size_t skip_string(const uint8_t *j, size_t n, size_t s)
 static void b64_find_spans(b64_spans *out, const uint8_t *j, size_t n, uint8_t *scratch,
                            size_t cap)
 {
-    pthread_once(&b64_once, b64_table_init);
     out->n = 0;
     out->used = 0;
     size_t i = 0;
