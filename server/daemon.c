@@ -544,6 +544,26 @@ static void image_need(const req *r, const chex_pre_probe_info *in, uint64_t *sc
         *keep += map_pixels(&r->sv->p, in) * MAP_BYTES_PER_PIXEL;
 }
 
+/* Reads the header of r's image i (bytes b) and adds what it needs to *need
+ * (its decode scratch goes in r->scratch[i]). On error msg has the probe's
+ * message (or the error's text). */
+static chex_pre_err probe_image(req *r, const bytes *b, int i, chex_pre_probe_info *info,
+                                uint64_t *need, char *msg, size_t msglen)
+{
+    const chex_pipeline *p = &r->sv->p;
+    chex_pre_err e = chex_pre_probe(b->buf ? b->buf : (const uint8_t *)"", b->len, &p->opts,
+                                    &p->spec, info, msg, msglen);
+    if (e != CHEX_PRE_OK) {
+        if (msg[0] == '\0')
+            snprintf(msg, msglen, "%s", chex_pre_strerror(e));
+        return e;
+    }
+    uint64_t keep;
+    image_need(r, info, &r->scratch[i], &keep);
+    *need += r->scratch[i] + keep;
+    return CHEX_PRE_OK;
+}
+
 /* Lock held. Takes up to max_batch images from the head of the queue into
  * who/idx, reserving each request's work bytes when it is first taken. A
  * head that does not fit waits while other requests hold reservations (they
@@ -987,21 +1007,13 @@ static int parse_infer(chexd *d, req *r)
         r->oip_items[i].len = r->oip->images[i].len;
         chex_pre_probe_info info;
         char pmsg[256];
-        chex_pre_err pe = chex_pre_probe(r->oip_items[i].buf ? r->oip_items[i].buf
-                                                             : (const uint8_t *)"",
-                                         r->oip_items[i].len, &p->opts, &p->spec, &info,
-                                         pmsg, sizeof pmsg);
+        chex_pre_err pe = probe_image(r, &r->oip_items[i], i, &info, &need, pmsg, sizeof pmsg);
         if (pe != CHEX_PRE_OK) {
-            if (pmsg[0] == '\0')
-                snprintf(pmsg, sizeof pmsg, "%s", chex_pre_strerror(pe));
             snprintf(msg, sizeof msg, "input 'image' element %d: %s", i, pmsg);
             st = chex_answer_pre_status(pe);
             code = chex_answer_pre_code(pe);
             goto fail;
         }
-        uint64_t keep;
-        image_need(r, &info, &r->scratch[i], &keep);
-        need += r->scratch[i] + keep;
     }
     r->oip->images = NULL; /* items is this frame's; oip_items keeps them */
     if (admit(r, need) != 0) {
@@ -1748,21 +1760,14 @@ static enum MHD_Result finish_upload(req *r)
     for (int i = 0; i < n; i++) {
         char msg[256], full[300];
         chex_pre_probe_info info;
-        chex_pre_err e =
-            chex_pre_probe(src[i].buf ? src[i].buf : (const uint8_t *)"", src[i].len, &p->opts,
-                           &p->spec, &info, msg, sizeof msg);
+        chex_pre_err e = probe_image(r, &src[i], i, &info, &need, msg, sizeof msg);
         if (e != CHEX_PRE_OK) {
-            if (msg[0] == '\0')
-                snprintf(msg, sizeof msg, "%s", chex_pre_strerror(e));
             if (r->body == BODY_MULTIPART)
                 snprintf(full, sizeof full, "part %d: %s", i + 1, msg);
             else
                 snprintf(full, sizeof full, "%s", msg);
             return send_error(r, chex_answer_pre_status(e), chex_answer_pre_code(e), full);
         }
-        uint64_t keep;
-        image_need(r, &info, &r->scratch[i], &keep);
-        need += r->scratch[i] + keep;
         if (r->want_dicom && strcmp(info.format, "dicom") != 0) {
             if (r->body == BODY_MULTIPART)
                 snprintf(full, sizeof full, "part %d: %s", i + 1, chex_answer_dicom_not_dicom);
