@@ -72,6 +72,9 @@ static const key_def keys[] = {
      "most images run through the network together"},
     {"batch_window_ms", KT_INT, F(batch_window_ms), 0, 1000, 0, NULL, "0", "MS",
      "how long a free worker waits to fill a batch (0: starts at once with what is queued)"},
+    {"workers", KT_INT, F(workers), 0, 64, 0, NULL, "0", "N",
+     "inference workers running batches side by side, each with its own workspace "
+     "(0 = min(threads, max_batch))"},
     {"memory_limit_mb", KT_INT, F(memory_limit_mb), 0, 4194304, 0, NULL, "1024", "MB",
      "the whole process's memory budget in MiB (model included; default 80% of the cgroup's "
      "limit, else 1024; 0 = none)"},

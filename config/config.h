@@ -44,6 +44,7 @@ typedef struct {
     int queue_depth;
     int max_batch;
     int batch_window_ms;
+    int workers;
     int memory_limit_mb;           /* whole process's budget in MiB, 0 = none */
     int request_timeout_ms;
     int shutdown_timeout_ms;

@@ -6,6 +6,7 @@
  * --check-config; 2 when start-up fails (config, model, port, TLS), with one
  * line on stderr. */
 #include <malloc.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,8 +116,15 @@ int main(int argc, char **argv)
     int max_batch = cfg.max_batch > 0 ? cfg.max_batch : 1;
     if (max_batch > 256)
         max_batch = 256;
+    /* Default: a worker per thread (each runs its batch alone, so no
+     * barrier of one batch waits on a preempted thread), at most one per
+     * image of max_batch. */
+    int threads = cfg.threads > 0 ? cfg.threads : omp_get_num_procs();
+    int workers = cfg.workers > 0 ? cfg.workers : threads < max_batch ? threads : max_batch;
+    if (workers > CHEX_REGISTRY_MAX_WORKERS)
+        workers = CHEX_REGISTRY_MAX_WORKERS;
     chex_registry *reg = NULL;
-    if (chex_registry_open(&reg, &cfg, max_batch, msg, sizeof msg) != 0) {
+    if (chex_registry_open(&reg, &cfg, max_batch, workers, msg, sizeof msg) != 0) {
         fprintf(stderr, "chexd: %s\n", msg);
         close(fd);
         return 2;
@@ -138,13 +146,14 @@ int main(int argc, char **argv)
         chex_registry_free(reg);
         return 2;
     }
-    char port[16], batch[16], qd[16];
+    char port[16], batch[16], qd[16], nw[16];
     snprintf(port, sizeof port, "%d", cfg.port);
+    snprintf(nw, sizeof nw, "%d", workers);
     snprintf(batch, sizeof batch, "%d", cfg.max_batch);
     snprintf(qd, sizeof qd, "%d", cfg.queue_depth);
     chex_log(CHEX_LOG_INFO, "listening", "listen", cfg.listen, "port", port, "tls",
              cfg.tls_cert_file[0] ? "on" : "off", "model", info->name, "sha256", info->sha256,
-             "preprocess", info->preprocess, "max_batch", batch, "queue_depth", qd, "auth",
+             "preprocess", info->preprocess, "max_batch", batch, "workers", nw, "queue_depth", qd, "auth",
              cfg.api_token_file[0] ? "bearer" : "off", "isa", chex_model_isa(), "version",
              CHEXD_VERSION, NULL);
 

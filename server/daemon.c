@@ -120,8 +120,12 @@ struct req {
     float *probs;
     float *cam_raw; /* (nimg, chex_heatmap_raw_floats) when cam != CHEX_CAM_NONE */
     int *cam_label; /* (nimg) resolved label of each map */
-    int next_img; /* next image the worker takes (under the queue lock) */
-    int done_img; /* worker only */
+    int next_img; /* next image a worker takes (under the queue lock) */
+    int done_img; /* the worker running it only */
+    /* Under the queue lock: some of its images are in a worker's batch; no
+     * other worker takes its next ones until that batch is done (one
+     * worker at a time touches the request). */
+    int running;
     double t_enqueued;
     int state;
     int result_status; /* set before resume: 200, 500, 503 or 504 */
@@ -166,10 +170,19 @@ struct req {
     unsigned long long bytes_out;
 };
 
+/* An inference worker: runs its batches on its own workspace (chex_served
+ * ws[id], batch[id]) with the cores it claims. */
+typedef struct {
+    chexd *d;
+    int id;
+    pthread_t th;
+    char msg[256][256]; /* decode messages, one per batch slot */
+} worker_t;
+
 struct chexd {
     const chex_config *cfg;
     chex_registry *reg; /* the served models (borrowed) */
-    int max_batch;
+    int max_batch; /* images in one worker's batch */
     struct MHD_Daemon *mhd;
     int listen_fd;
     int omp_threads;
@@ -182,11 +195,18 @@ struct chexd {
     pthread_cond_t reap_cond; /* reaper: stop */
     req *head, *tail;
     int queued;         /* requests in the queue */
-    int pending_images; /* images not yet taken by the worker */
-    int worker_busy;
+    int pending_images; /* images not yet taken by a worker */
+    /* Workers and the omp_threads cores they share: a worker claims
+     * cores_per_worker of cores_free for a batch, or all of them when its
+     * request is the only one in the daemon (an idle daemon's lone request
+     * runs on every core). */
+    worker_t *workers;
+    int nworkers, workers_started;
+    int cores_per_worker, cores_free;
+    int busy; /* workers running a batch or a parse */
     int stop_worker, stop_reaper;
-    pthread_t worker, reaper;
-    int worker_started, reaper_started;
+    pthread_t reaper;
+    int reaper_started;
     /* Model reloads asked over HTTP, run by the loader thread (loading
      * takes the file's time; the HTTP threads keep serving). */
     pthread_cond_t load_cond;
@@ -201,9 +221,8 @@ struct chexd {
     chex_bodycache bodies; /* freed body buffers kept resident for reuse */
     int bodies_ready;
     int holders;
-    int warm; /* the worker's warm-up pass is done (under lock) */
+    int warm; /* workers whose warm-up pass is done (under lock) */
     uint64_t rss_model, rss_start, memory_limit;
-    char slot_msg[256][256]; /* the worker's decode messages, one per batch slot */
     atomic_int draining;
     atomic_int active; /* requests between first callback and completion */
     atomic_int shed;   /* queued requests refused at shutdown */
@@ -569,14 +588,17 @@ static chex_pre_err probe_image(req *r, const bytes *b, int i, chex_pre_probe_in
  * head that does not fit waits while other requests hold reservations (they
  * give them back when their answers are sent), otherwise it is refused with
  * 503. An unparsed infer request at the head, with nothing taken yet, is
- * unlinked into *parse once its parse scratch is reserved. Returns the
- * number of images taken. */
+ * unlinked into *parse once its parse scratch is reserved. A request whose
+ * images are taken is marked running. Returns the number of images taken
+ * (0 with a head: the head is running on another worker). */
 static int take_batch(chexd *d, req **who, int *idx, req **parse)
 {
     int maxb = d->max_batch, n = 0;
     *parse = NULL;
     while (d->head && n < maxb) {
         req *r = d->head;
+        if (r->running) /* its earlier images are on another worker */
+            break;
         /* One forward pass runs one set of weights; an unparsed request is
          * parsed before the next batch. */
         if (n > 0 && (r->sv != who[0]->sv || r->parse_pending))
@@ -613,6 +635,7 @@ static int take_batch(chexd *d, req **who, int *idx, req **parse)
             *parse = r;
             return 0;
         }
+        r->running = 1;
         while (r->next_img < r->nimg && n < maxb) {
             who[n] = r;
             idx[n] = r->next_img;
@@ -824,14 +847,15 @@ static void resume_answered(chexd *d, req *r)
     MHD_resume_connection(r->conn);
 }
 
-/* One batch, outside the lock: parallel decode, one forward pass, heat maps,
- * answers of the requests it finishes, resume. */
-static void run_batch(chexd *d, req **who, int *idx, int n)
+/* One batch of worker w on k threads, outside the lock: parallel decode, one
+ * forward pass, heat maps, answers of the requests it finishes, resume. */
+static void run_batch(chexd *d, worker_t *w, req **who, int *idx, int n, int k)
 {
     chex_served *sv = who[0]->sv; /* take_batch: one set of weights per batch */
     const chex_pipeline *p = &sv->p;
+    chex_model_ws *ws = sv->ws[w->id];
     int nl = p->info->num_labels;
-    char (*msgs)[256] = d->slot_msg;
+    char (*msgs)[256] = w->msg;
     chex_pre_err st[256];
     req *fwho[256], *done[256];
     int fidx[256];
@@ -839,13 +863,13 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
     float probs[256 * CHEX_MODEL_MAX_LABELS];
 
     double td = now_ms();
-    /* One image (an idle daemon): decoded outside any region, so a large
-     * DICOM frame's bands get the worker's team (chex_pre_opts.threads); a
-     * nested region would get a serialised or freshly created team. */
+    /* One image: decoded outside any region, so a large DICOM frame's bands
+     * get the worker's k threads (chex_pipeline_prepare_ex); a nested region
+     * would get a serialised or freshly created team. */
     if (n == 1)
         st[0] = decode_one(who[0], idx[0], msgs[0], sizeof msgs[0]);
     else
-#pragma omp parallel for schedule(dynamic, 1) num_threads(d->omp_threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(k)
         for (int i = 0; i < n; i++)
             st[i] = decode_one(who[i], idx[i], msgs[i], sizeof msgs[i]);
     /* Serially: give back the bodies and decode scratch, note failures. */
@@ -882,7 +906,7 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
     chex_model_err e = CHEX_MODEL_OK;
     if (m > 0) {
         double t0 = now_ms();
-        e = chex_pipeline_infer_batch(p, sv->ws, &sv->batch, imgs, m, probs);
+        e = chex_pipeline_infer_batch(p, ws, &sv->batch[w->id], imgs, m, probs);
         double t1 = now_ms();
         if (e == CHEX_MODEL_OK) {
             chex_metrics_inference((t1 - t0) / 1e3, m);
@@ -897,7 +921,7 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
                 int label = chex_heatmap_resolve(p->info, r->cam, probs + (size_t)j * nl);
                 r->cam_label[fidx[j]] = label;
                 char cmsg[160];
-                if (chex_heatmap_take(p, sv->ws, j * p->ncrops, label,
+                if (chex_heatmap_take(p, ws, j * p->ncrops, label,
                                       r->cam_raw + (size_t)fidx[j] * rawf, cmsg,
                                       sizeof cmsg) != 0) {
                     r->result_status = 500;
@@ -926,7 +950,14 @@ static void run_batch(chexd *d, req **who, int *idx, int n)
             done[nd++] = r;
         }
     }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(d->omp_threads)
+    /* The unfinished requests' next images may go to any worker now; the
+     * finished ones are out of the queue. */
+    pthread_mutex_lock(&d->lock);
+    for (int i = 0; i < n; i++)
+        who[i]->running = 0;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(k)
     for (int j = 0; j < nd; j++)
         build_answer(d, done[j]);
     for (int j = 0; j < nd; j++)
@@ -1040,42 +1071,56 @@ fail:
     return -1;
 }
 
-/* Touches the whole workspace once (a full batch of zeros) so that what is
- * resident at start includes it. */
-static void warm_up(chexd *d)
+/* Touches worker w's whole workspace once (a full batch of zeros) so that
+ * what is resident at start includes it. */
+static void warm_up(chexd *d, worker_t *w)
 {
     for (int i = 0; i < chex_registry_count(d->reg); i++) {
         chex_served *sv = chex_registry_acquire(d->reg, i);
         const chex_pipeline *p = &sv->p;
-        int rows = sv->batch.max_images * p->ncrops;
-        memset(sv->batch.input, 0, (size_t)rows * chex_pipeline_tensor_floats(p) * sizeof(float));
-        chex_model_forward(p->model, sv->ws, sv->batch.input, rows, NULL, sv->batch.crop_probs);
+        chex_pipeline_batch *b = &sv->batch[w->id];
+        int rows = b->max_images * p->ncrops;
+        memset(b->input, 0, (size_t)rows * chex_pipeline_tensor_floats(p) * sizeof(float));
+        chex_model_forward(p->model, sv->ws[w->id], b->input, rows, NULL, b->crop_probs);
         chex_registry_release(d->reg, sv);
     }
     pthread_mutex_lock(&d->lock);
-    d->warm = 1;
+    d->warm++;
     pthread_cond_broadcast(&d->cond);
     pthread_mutex_unlock(&d->lock);
 }
 
+/* Lock held: requests among a batch's images (a request's are adjacent). */
+static int batch_requests(req *const *who, int n)
+{
+    int nr = 0;
+    for (int i = 0; i < n; i++)
+        nr += i == 0 || who[i] != who[i - 1];
+    return nr;
+}
+
 static void *worker_main(void *arg)
 {
-    chexd *d = arg;
+    worker_t *w = arg;
+    chexd *d = w->d;
     req *who[256];
     int idx[256];
-    omp_set_num_threads(d->omp_threads);
-    warm_up(d);
+    const int share = d->cores_per_worker;
+    omp_set_num_threads(share);
+    warm_up(d, w);
     pthread_mutex_lock(&d->lock);
     for (;;) {
-        while (!d->head && !d->stop_worker)
+        /* Work and a share of the cores; at stop, until the queue is empty. */
+        while (!(d->head && d->cores_free >= share) && !(d->stop_worker && !d->head))
             pthread_cond_wait(&d->cond, &d->lock);
-        if (!d->head && d->stop_worker)
+        if (!d->head)
             break;
         /* With batch_window_ms > 0, wait until max_batch images are pending
          * or the oldest request has waited that long; with 0 (default) start
-         * at once with what queued while the worker was busy. */
-        if (d->cfg->batch_window_ms > 0) {
-            double deadline = d->head->t_enqueued + d->cfg->batch_window_ms;
+         * at once with what queued while the workers were busy. */
+        double deadline = d->head->t_enqueued + d->cfg->batch_window_ms;
+        if (d->cfg->batch_window_ms > 0 && d->pending_images < d->max_batch &&
+            now_ms() < deadline) {
             while (d->head && d->pending_images < d->max_batch && !d->stop_worker &&
                    now_ms() < deadline) {
                 double left = deadline - now_ms();
@@ -1086,32 +1131,48 @@ static void *worker_main(void *arg)
                 ts.tv_nsec = (long)(ns % 1000000000LL);
                 pthread_cond_timedwait(&d->cond, &d->lock, &ts);
             }
+            continue; /* another worker may have taken it, or the cores */
         }
+        /* Cores are claimed before the take: take_batch may wait (unlocked)
+         * for memory. */
+        int k = share;
+        d->cores_free -= k;
+        d->busy++;
         req *parse;
         int n = take_batch(d, who, idx, &parse);
-        if (parse) {
-            d->worker_busy = 1;
-            pthread_mutex_unlock(&d->lock);
-            int ok = parse_infer(d, parse) == 0;
-            pthread_mutex_lock(&d->lock);
-            d->worker_busy = 0;
-            if (ok) { /* back at the head, its images now counted */
-                parse->qnext = d->head;
-                d->head = parse;
-                if (!d->tail)
-                    d->tail = parse;
-                d->queued++;
-                d->pending_images += parse->nimg;
-            }
+        /* The only request in the daemon, no other worker busy: all cores
+         * (its forward pass splits each layer among them). */
+        if (n > 0 && !d->head && d->busy == 1 && d->cores_free > 0 &&
+            atomic_load(&d->active) <= batch_requests(who, n)) {
+            k += d->cores_free;
+            d->cores_free = 0;
+        }
+        if (!parse && n == 0) {
+            d->cores_free += k;
+            d->busy--;
+            if (d->head) /* running on another worker: wait for its batch's end */
+                pthread_cond_wait(&d->cond, &d->lock);
             continue;
         }
-        if (n == 0)
-            continue;
-        d->worker_busy = 1;
         pthread_mutex_unlock(&d->lock);
-        run_batch(d, who, idx, n);
+        omp_set_num_threads(k);
+        int ok = 0;
+        if (parse)
+            ok = parse_infer(d, parse) == 0;
+        else
+            run_batch(d, w, who, idx, n, k);
         pthread_mutex_lock(&d->lock);
-        d->worker_busy = 0;
+        if (ok) { /* back at the head, its images now counted */
+            parse->qnext = d->head;
+            d->head = parse;
+            if (!d->tail)
+                d->tail = parse;
+            d->queued++;
+            d->pending_images += parse->nimg;
+        }
+        d->cores_free += k;
+        d->busy--;
+        pthread_cond_broadcast(&d->cond);
     }
     pthread_mutex_unlock(&d->lock);
     return NULL;
@@ -1168,10 +1229,11 @@ static enum MHD_Result answer_model(req *r)
         "name", in->name, "architecture", in->architecture, "labels", labels, "input",
         "channels", in->input_channels, "size", in->input_size, "mean", mean, "std", std,
         "preprocess", in->preprocess, "crops_per_image", p->ncrops, "sha256", in->sha256,
-        "demo", in->demo ? 1 : 0, "threads", d->omp_threads, "max_batch", d->max_batch,
+        "demo", in->demo ? 1 : 0, "threads", d->omp_threads, "max_batch", d->cfg->max_batch,
         "queue_depth", d->cfg->queue_depth, "version", CHEXD_VERSION, "request_id", r->id);
     if (j) {
         json_object_set_new(j, "isa", json_string(chex_model_isa()));
+        json_object_set_new(j, "workers", json_integer(d->nworkers));
         json_object_set_new(j, "outputs", chex_answer_outputs(in));
         chex_pre_decoder_versions dv;
         chex_pre_get_decoder_versions(&dv);
@@ -1809,7 +1871,7 @@ static enum MHD_Result enqueue(req *r)
     d->tail = r;
     d->queued++;
     d->pending_images += r->nimg;
-    pthread_cond_signal(&d->cond);
+    pthread_cond_broadcast(&d->cond);
     pthread_mutex_unlock(&d->lock);
     return MHD_YES;
 }
@@ -1994,7 +2056,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     pthread_mutex_lock(&d->lock);
     if (r->work_taken)
         d->holders--;
-    pthread_cond_signal(&d->cond);
+    pthread_cond_broadcast(&d->cond);
     pthread_mutex_unlock(&d->lock);
     free(r->oip);
     chex_registry_release(d->reg, r->sv);
@@ -2077,7 +2139,7 @@ static uint64_t resident_bytes(void)
 static int set_budget(chexd *d, char *msg, size_t msglen)
 {
     pthread_mutex_lock(&d->lock);
-    while (!d->warm)
+    while (d->warm < d->nworkers)
         pthread_cond_wait(&d->cond, &d->lock);
     pthread_mutex_unlock(&d->lock);
     malloc_trim(0);
@@ -2120,6 +2182,7 @@ static void free_daemon(chexd *d)
     pthread_cond_destroy(&d->cond);
     pthread_cond_destroy(&d->reap_cond);
     pthread_cond_destroy(&d->load_cond);
+    free(d->workers);
     free(d);
 }
 
@@ -2177,11 +2240,23 @@ int chexd_start(chexd **out, const chex_config *cfg, chex_registry *reg, int lis
     if (chex_guard_start(&d->guard, cfg->header_timeout_s, cfg->min_upload_bytes_per_s, msg,
                          msglen) != 0)
         goto fail;
-    if (pthread_create(&d->worker, NULL, worker_main, d) != 0) {
-        snprintf(msg, msglen, "cannot start the inference worker");
+    d->nworkers = chex_registry_workers(reg);
+    d->cores_per_worker = d->omp_threads / d->nworkers > 0 ? d->omp_threads / d->nworkers : 1;
+    d->cores_free = d->omp_threads; /* workers beyond threads wait for cores */
+    d->workers = calloc((size_t)d->nworkers, sizeof *d->workers);
+    if (!d->workers) {
+        snprintf(msg, msglen, "out of memory for %d workers", d->nworkers);
         goto fail;
     }
-    d->worker_started = 1;
+    for (int i = 0; i < d->nworkers; i++) {
+        d->workers[i].d = d;
+        d->workers[i].id = i;
+        if (pthread_create(&d->workers[i].th, NULL, worker_main, &d->workers[i]) != 0) {
+            snprintf(msg, msglen, "cannot start inference worker %d", i);
+            goto fail;
+        }
+        d->workers_started++;
+    }
     if (set_budget(d, msg, msglen) != 0)
         goto fail;
     chex_registry_set_budget(reg, &d->budget);
@@ -2241,8 +2316,8 @@ fail:
     pthread_cond_broadcast(&d->reap_cond);
     pthread_cond_broadcast(&d->load_cond);
     pthread_mutex_unlock(&d->lock);
-    if (d->worker_started)
-        pthread_join(d->worker, NULL);
+    for (int i = 0; i < d->workers_started; i++)
+        pthread_join(d->workers[i].th, NULL);
     if (d->loader_started)
         pthread_join(d->loader, NULL);
     if (d->reaper_started)
@@ -2301,7 +2376,7 @@ int chexd_stop(chexd *d)
     /* Drain: the worker answers what is queued. */
     for (;;) {
         pthread_mutex_lock(&d->lock);
-        int idle = !d->head && !d->worker_busy;
+        int idle = !d->head && d->busy == 0;
         pthread_mutex_unlock(&d->lock);
         if ((idle && atomic_load(&d->active) == 0) || now_ms() >= deadline)
             break;
@@ -2326,7 +2401,8 @@ int chexd_stop(chexd *d)
     pthread_cond_broadcast(&d->reap_cond);
     pthread_cond_broadcast(&d->load_cond);
     pthread_mutex_unlock(&d->lock);
-    pthread_join(d->worker, NULL);
+    for (int i = 0; i < d->workers_started; i++)
+        pthread_join(d->workers[i].th, NULL);
     pthread_join(d->reaper, NULL);
     pthread_join(d->loader, NULL);
     /* Let the resumed connections send their answers. */

@@ -116,7 +116,12 @@ chex_pre_err chex_pipeline_prepare_ex(const chex_pipeline *p, const uint8_t *buf
         return CHEX_PRE_ERR_NOMEM;
     }
     out->ncrops = p->ncrops;
-    chex_pre_err e = chex_pre_prepare(buf, len, &p->opts, &p->spec, out->tensor, out->crops,
+    /* A worker running on fewer cores than threads (omp_set_num_threads)
+     * decodes with as many. */
+    chex_pre_opts o = p->opts;
+    if (o.threads > omp_get_max_threads())
+        o.threads = omp_get_max_threads();
+    chex_pre_err e = chex_pre_prepare(buf, len, &o, &p->spec, out->tensor, out->crops,
                                       &out->image, want_display ? &out->display : NULL, msg,
                                       msglen);
     /* one pass decodes and resamples: all of it counts as decoding */

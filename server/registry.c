@@ -31,7 +31,8 @@ typedef struct {
 
 struct chex_registry {
     const chex_config *cfg;
-    int max_batch;
+    int max_batch; /* per worker */
+    int workers;
     pthread_mutex_t lock;
     chex_budget *budget;
     /* Bytes of weights counted as resident at start that were freed and not
@@ -45,9 +46,11 @@ static void served_free(chex_served *sv)
 {
     if (!sv)
         return;
-    if (sv->ws)
-        chex_model_ws_free(sv->ws);
-    chex_pipeline_batch_free(&sv->batch);
+    for (int w = 0; w < sv->nworkers; w++) {
+        if (sv->ws[w])
+            chex_model_ws_free(sv->ws[w]);
+        chex_pipeline_batch_free(&sv->batch[w]);
+    }
     chex_model_free(sv->model);
     free(sv);
 }
@@ -74,19 +77,22 @@ static chex_served *served_load(const chex_registry *reg, int slot, const char *
         served_free(sv);
         return NULL;
     }
-    if (chex_pipeline_batch_init(&sv->p, &sv->batch, reg->max_batch) != 0) {
-        snprintf(msg, msglen, "out of memory for a batch of %d images (model %s)", reg->max_batch,
-                 path);
-        served_free(sv);
-        return NULL;
-    }
     int rows = reg->max_batch * sv->p.ncrops;
-    me = chex_pipeline_ws_create(&sv->p, rows, &sv->ws);
-    if (me != CHEX_MODEL_OK) {
-        snprintf(msg, msglen, "model workspace for %d tensors: %s (model %s)", rows,
-                 chex_model_strerror(me), path);
-        served_free(sv);
-        return NULL;
+    for (int w = 0; w < reg->workers; w++) {
+        sv->nworkers = w + 1;
+        if (chex_pipeline_batch_init(&sv->p, &sv->batch[w], reg->max_batch) != 0) {
+            snprintf(msg, msglen, "out of memory for a batch of %d images (model %s)",
+                     reg->max_batch, path);
+            served_free(sv);
+            return NULL;
+        }
+        me = chex_pipeline_ws_create(&sv->p, rows, &sv->ws[w]);
+        if (me != CHEX_MODEL_OK) {
+            snprintf(msg, msglen, "model workspace for %d tensors: %s (model %s)", rows,
+                     chex_model_strerror(me), path);
+            served_free(sv);
+            return NULL;
+        }
     }
     const chex_model_info *in = sv->p.info;
     for (int i = 0; i < in->num_labels; i++)
@@ -95,9 +101,11 @@ static chex_served *served_load(const chex_registry *reg, int slot, const char *
     sv->oip = (chex_oip_model){s->name,          s->version,       "chexd_densenet121",
                                in->input_channels, in->input_size, in->num_labels,
                                sv->oip_labels,   in->sha256};
-    sv->bytes = chex_model_bytes(sv->model) + chex_model_ws_bytes(sv->ws) +
-                (uint64_t)rows * chex_pipeline_tensor_floats(&sv->p) * sizeof(float) +
-                (uint64_t)rows * (uint64_t)in->num_labels * sizeof(float);
+    sv->bytes = chex_model_bytes(sv->model);
+    for (int w = 0; w < reg->workers; w++)
+        sv->bytes += chex_model_ws_bytes(sv->ws[w]) +
+                     (uint64_t)rows * chex_pipeline_tensor_floats(&sv->p) * sizeof(float) +
+                     (uint64_t)rows * (uint64_t)in->num_labels * sizeof(float);
     return sv;
 }
 
@@ -255,17 +263,22 @@ static int scan_repository(chex_registry *reg, char *msg, size_t msglen)
     return rc;
 }
 
-int chex_registry_open(chex_registry **out, const chex_config *cfg, int max_batch, char *msg,
-                       size_t msglen)
+int chex_registry_open(chex_registry **out, const chex_config *cfg, int max_batch, int workers,
+                       char *msg, size_t msglen)
 {
     *out = NULL;
+    if (max_batch < 1 || workers < 1 || workers > CHEX_REGISTRY_MAX_WORKERS) {
+        snprintf(msg, msglen, "workers %d, max_batch %d: out of range", workers, max_batch);
+        return -1;
+    }
     chex_registry *reg = calloc(1, sizeof *reg);
     if (!reg) {
         snprintf(msg, msglen, "out of memory");
         return -1;
     }
     reg->cfg = cfg;
-    reg->max_batch = max_batch;
+    reg->max_batch = (max_batch + workers - 1) / workers;
+    reg->workers = workers;
     pthread_mutex_init(&reg->lock, NULL);
     int repo = cfg->model_repository[0] != '\0';
     if (repo) {
@@ -325,6 +338,11 @@ int chex_registry_count(const chex_registry *reg)
 int chex_registry_max_batch(const chex_registry *reg)
 {
     return reg->max_batch;
+}
+
+int chex_registry_workers(const chex_registry *reg)
+{
+    return reg->workers;
 }
 
 const char *chex_registry_name(const chex_registry *reg, int slot)

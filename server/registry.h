@@ -4,7 +4,7 @@
  * the file's metadata, version "1"), or each model of `model_repository`
  * (NAME/VERSION/model.safetensors, NAME.safetensors as version "1"), sorted
  * by name and version. Models share the cores and the memory budget; each
- * version has its own workspace. Each slot holds the loaded weights now
+ * version has a workspace per inference worker. Each slot holds the loaded weights now
  * in force (a chex_served: model, pipeline, workspace). A reload loads the
  * slot's file again beside the weights in use, switches once the loader's
  * checks pass, and the old weights are freed when the last request holding
@@ -20,8 +20,8 @@
  *
  * Threads: every function is thread-safe. A chex_served returned by
  * chex_registry_acquire stays valid and unchanged until the matching
- * chex_registry_release. Its ws and batch are used by the inference worker
- * only. */
+ * chex_registry_release. Its ws[w] and batch[w] are used by inference worker
+ * w only. */
 #ifndef CHEX_REGISTRY_H
 #define CHEX_REGISTRY_H
 
@@ -35,11 +35,15 @@
 #include "server/oip.h"
 #include "server/pipeline.h"
 
+/* Most inference workers (config key workers). */
+#define CHEX_REGISTRY_MAX_WORKERS 64
+
 typedef struct {
     chex_model *model;             /* owned */
     chex_pipeline p;               /* p.model is model */
-    chex_model_ws *ws;             /* the worker's, for max_batch images */
-    chex_pipeline_batch batch;     /* the worker's */
+    int nworkers;
+    chex_model_ws *ws[CHEX_REGISTRY_MAX_WORKERS]; /* one per worker, for its batch */
+    chex_pipeline_batch batch[CHEX_REGISTRY_MAX_WORKERS]; /* the same */
     chex_oip_model oip;            /* as the Open Inference Protocol shows it */
     const char *oip_labels[CHEX_MODEL_MAX_LABELS];
     int slot;                      /* index in the registry */
@@ -51,11 +55,12 @@ typedef struct {
 typedef struct chex_registry chex_registry;
 
 /* Loads what cfg serves (cfg->model_repository when set, else cfg->model)
- * with a workspace for max_batch images
- * each. cfg is borrowed and must outlive the registry. Returns 0, or -1 with
- * one line in msg naming the file. */
-int chex_registry_open(chex_registry **out, const chex_config *cfg, int max_batch, char *msg,
-                       size_t msglen);
+ * with, for each of workers (1..CHEX_REGISTRY_MAX_WORKERS) inference
+ * workers, a workspace for its share of max_batch images: ceil(max_batch /
+ * workers). cfg is borrowed and must outlive the registry. Returns 0, or -1
+ * with one line in msg naming the file. */
+int chex_registry_open(chex_registry **out, const chex_config *cfg, int max_batch, int workers,
+                       char *msg, size_t msglen);
 
 /* Frees the registry and the weights in force; every acquired chex_served
  * must have been released. */
@@ -65,8 +70,9 @@ void chex_registry_free(chex_registry *reg);
 void chex_registry_set_budget(chex_registry *reg, chex_budget *budget);
 
 int chex_registry_count(const chex_registry *reg);
-/* The max_batch every workspace was made for. */
+/* The images one worker's workspace holds: ceil(max_batch / workers). */
 int chex_registry_max_batch(const chex_registry *reg);
+int chex_registry_workers(const chex_registry *reg);
 /* The slot's name and version (static for the registry's life). */
 const char *chex_registry_name(const chex_registry *reg, int slot);
 const char *chex_registry_version(const chex_registry *reg, int slot);

@@ -82,6 +82,23 @@ stop_daemon() { # PID: SIGTERM, wait, return its exit status
 # rss_kb PID
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
+# metric NAME: the value of an unlabelled /metrics line of the daemon at $URL.
+metric() { curl -s "$URL/metrics" | awk -v k="$1" '$1 == k {print $2}'; }
+
+# wait_released LABEL: the reservations are all given back (the condition is
+# waited for, up to 60 s: completion callbacks run after the answer is sent,
+# and libmicrohttpd notices a client that vanished mid-body at the latest at
+# connection_timeout_s).
+wait_released() {
+  local i v
+  for i in $(seq 1 600); do
+    v=$(metric chexd_memory_reserved_bytes)
+    [ "$v" = 0 ] && return 0
+    sleep 0.1
+  done
+  fail "$1: the budget still holds $v bytes"
+}
+
 # json_get FILE PYEXPR: evaluates PYEXPR with j = the parsed JSON of FILE.
 json_get() {
   "$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"

@@ -11,22 +11,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MH=$ROOT/tests/integration/memhostile.py
 
-metric() { curl -s "$URL/metrics" | awk -v k="$1" '$1 == k {print $2}'; }
-
-# wait_released LABEL: the reservations are all given back (the condition is
-# waited for, up to 60 s: completion callbacks run after the answer is sent,
-# and libmicrohttpd notices a client that vanished mid-body at the latest at
-# connection_timeout_s).
-wait_released() {
-  local i v
-  for i in $(seq 1 600); do
-    v=$(metric chexd_memory_reserved_bytes)
-    [ "$v" = 0 ] && return 0
-    sleep 0.1
-  done
-  fail "$1: the budget still holds $v bytes"
-}
-
 "$PY" "$MH" make "$TMPD"
 
 # ASan keeps freed blocks in a quarantine (256 MB by default), which is RSS the

@@ -45,6 +45,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.queue_depth, 64);
     assert_int_equal(cfg.max_batch, 8);
     assert_int_equal(cfg.batch_window_ms, 0);
+    assert_int_equal(cfg.workers, 0);
     assert_int_equal(cfg.memory_limit_mb, chex_config_memory_default_mb());
     assert_int_equal(cfg.request_timeout_ms, 30000);
     assert_int_equal(cfg.shutdown_timeout_ms, 10000);

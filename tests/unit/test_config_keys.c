@@ -43,6 +43,7 @@ static const key_case cases[] = {
     {"queue_depth", "--queue-depth", "CHEXD_QUEUE_DEPTH", 0, "4", "64"},
     {"max_batch", "--max-batch", "CHEXD_MAX_BATCH", 0, "16", "8"},
     {"batch_window_ms", "--batch-window-ms", "CHEXD_BATCH_WINDOW_MS", 0, "20", "0"},
+    {"workers", "--workers", "CHEXD_WORKERS", 0, "1", "0"},
     {"memory_limit_mb", "--memory-limit-mb", "CHEXD_MEMORY_LIMIT_MB", 0, "300", "1024"},
     {"request_timeout_ms", "--request-timeout-ms", "CHEXD_REQUEST_TIMEOUT_MS", 0, "1500",
      "30000"},

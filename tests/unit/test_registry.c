@@ -131,7 +131,7 @@ static void expect_open_fails(fixture *fx, const char *needle)
 {
     chex_registry *reg = NULL;
     char msg[1024] = "";
-    assert_int_equal(chex_registry_open(&reg, &fx->cfg, 1, msg, sizeof msg), -1);
+    assert_int_equal(chex_registry_open(&reg, &fx->cfg, 1, 1, msg, sizeof msg), -1);
     assert_null(reg);
     if (!strstr(msg, needle))
         fail_msg("message lacks \"%s\": %s", needle, msg);
@@ -174,7 +174,7 @@ static void test_find_and_versions(void **state)
     put_model(fx, "a.safetensors", 0.0f, 0);
     chex_registry *reg = NULL;
     char msg[1024] = "";
-    if (chex_registry_open(&reg, &fx->cfg, 1, msg, sizeof msg) != 0)
+    if (chex_registry_open(&reg, &fx->cfg, 1, 1, msg, sizeof msg) != 0)
         fail_msg("%s", msg);
     assert_int_equal(chex_registry_count(reg), 3);
     /* sorted by name, versions as numbers (2 < 10) */
@@ -192,7 +192,7 @@ static void test_find_and_versions(void **state)
     assert_string_equal(v2->oip.name, "b");
     assert_string_equal(v2->oip.version, "2");
     assert_string_equal(v2->oip.sha256, v2->p.info->sha256);
-    assert_non_null(v2->ws);
+    assert_non_null(v2->ws[0]);
     chex_registry_release(reg, v2);
     chex_registry_release(reg, v10);
     json_t *list = chex_registry_list(reg);
@@ -211,7 +211,7 @@ static void test_reload_keeps_acquired_weights(void **state)
     put_model(fx, "m/1/model.safetensors", 0.0f, 0);
     chex_registry *reg = NULL;
     char msg[1024] = "", sha[65];
-    if (chex_registry_open(&reg, &fx->cfg, 1, msg, sizeof msg) != 0)
+    if (chex_registry_open(&reg, &fx->cfg, 1, 1, msg, sizeof msg) != 0)
         fail_msg("%s", msg);
     chex_budget budget;
     assert_int_equal(chex_budget_init(&budget, 0), 0);
@@ -231,8 +231,8 @@ static void test_reload_keeps_acquired_weights(void **state)
     assert_string_equal(old->p.info->sha256, old_sha);
     static float in[3 * 224 * 224];
     float po[14], pn[14];
-    assert_int_equal(chex_model_forward(old->model, old->ws, in, 1, NULL, po), CHEX_MODEL_OK);
-    assert_int_equal(chex_model_forward(cur->model, cur->ws, in, 1, NULL, pn), CHEX_MODEL_OK);
+    assert_int_equal(chex_model_forward(old->model, old->ws[0], in, 1, NULL, po), CHEX_MODEL_OK);
+    assert_int_equal(chex_model_forward(cur->model, cur->ws[0], in, 1, NULL, pn), CHEX_MODEL_OK);
     assert_true(pn[0] != po[0]);
     /* the second copy is held in the budget until the old weights go */
     assert_int_equal(chex_budget_reserved(&budget), cur->bytes);
