@@ -10,13 +10,16 @@
  * computes the request's worst-case bytes, pushes it into the bounded queue and
  * suspends the connection. HTTP threads never decode or serialise big answers.
  *
- * The worker owns the cores (its OpenMP team of `threads`): it takes up to
- * max_batch images from the queue as soon as it is free (reserving each new
- * request's bytes; one that does not fit waits while others hold memory, else
- * gets 503), decodes and preprocesses them in parallel, runs one forward pass,
- * draws heat maps, builds every finished request's answer body and resumes its
- * connection; libmicrohttpd then only sends it. Everything a request owns,
- * and its reservation, is given back in the completion callback.
+ * The inference workers own the cores (`threads`, shared: a worker claims
+ * threads / workers of them for a batch, or all of them for a request alone
+ * in the daemon). A free worker takes up to its share of max_batch images
+ * from the queue (reserving each new request's bytes; one that does not fit
+ * waits while others hold memory, else gets 503), decodes and preprocesses
+ * them on its threads, runs one forward pass on its own workspace, draws
+ * heat maps, builds every finished request's answer body and resumes its
+ * connection; libmicrohttpd then only sends it. A request's images are in
+ * one worker's batch at a time. Everything a request owns, and its
+ * reservation, is given back in the completion callback.
  */
 #include "server/daemon.h"
 
@@ -2157,10 +2160,10 @@ static int set_budget(chexd *d, char *msg, size_t msglen)
         if (d->memory_limit <= floor + (UINT64_C(4) << 20)) {
             snprintf(msg, msglen,
                      "memory_limit_mb: %d MiB is below what chexd holds at start: %.0f MiB "
-                     "resident (model and libraries %.0f MiB, workspace for max_batch %d %.0f "
-                     "MiB) + %.0f MiB for connections; give it at least %.0f",
+                     "resident (model and libraries %.0f MiB, workspaces of %d workers for "
+                     "%d images each %.0f MiB) + %.0f MiB for connections; give it at least %.0f",
                      d->cfg->memory_limit_mb, MIB(d->rss_start), MIB(d->rss_model),
-                     d->max_batch,
+                     d->nworkers, d->max_batch,
                      MIB(d->rss_start > d->rss_model ? d->rss_start - d->rss_model : 0),
                      MIB(HTTP_RESERVE_BYTES), MIB(floor) + 5);
             return -1;

@@ -1,8 +1,10 @@
 /* server/daemon.h - the HTTP service of bin/chexd: routes, request bodies,
- * bounded queue, the inference worker (dynamic batches) and graceful stop.
+ * bounded queue, the inference workers (dynamic batches) and graceful stop.
  *
- * Threads: libmicrohttpd's polling thread and connection pool decode and
- * preprocess; ONE worker thread runs the network with its own workspace;
+ * Threads: libmicrohttpd's polling thread and connection pool read bodies
+ * and image headers and send answers; the inference workers (config key
+ * workers, each with its own workspace per served model) share the
+ * `threads` cores for all decoding, preprocessing, inference and answers;
  * a reaper thread answers 504 for requests that waited too long; a loader
  * thread runs the reloads asked by POST /v1/models/NAME/reload. The
  * chex_config and chex_registry passed in are borrowed and must outlive the
